@@ -1,0 +1,28 @@
+"""The FastAPI application: MLflow routes (root and ``/mlflow``), ``/api/v1`` and health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.mlflow_routes import mlflow_router
+from api.v1_routes import v1_router
+from bootstrap import Services
+
+__all__ = ["create_app"]
+
+
+def create_app(services: Services) -> FastAPI:
+    """Build the app around already-built services."""
+    app = FastAPI(title="Calabi Registry", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(mlflow_router(include_in_schema=True))
+    app.include_router(mlflow_router(include_in_schema=False), prefix="/mlflow")
+    app.include_router(v1_router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

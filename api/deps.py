@@ -1,0 +1,51 @@
+"""FastAPI dependencies: the services and the authenticated actor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from bootstrap import Services
+from registry_store.audit import Actor
+
+__all__ = ["CurrentActor", "ServicesDep", "current_actor", "get_services", "token_from_header"]
+
+
+def get_services(request: Request) -> Services:
+    """The services built at start-up."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def token_from_header(header: str | None) -> str | None:
+    """The bearer token, or the password of basic auth (MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+async def current_actor(request: Request, services: ServicesDep) -> Actor:
+    """The user owning the request's bearer token (or basic-auth password)."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    token = token_from_header(request.headers.get("authorization"))
+    return await run_in_threadpool(services.users.authenticate, token, request_id=request_id[:64])
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -1,0 +1,64 @@
+"""The one place where errors become HTTP responses: MLflow's ``{"error_code", "message"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry_store.errors import RegistryError
+
+__all__ = ["error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+_STATUS_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    405: "ENDPOINT_NOT_FOUND",
+    413: "INVALID_PARAMETER_VALUE",
+    422: "INVALID_PARAMETER_VALUE",
+}
+
+
+def error_response(status: int, error_code: str, message: str) -> JSONResponse:
+    """An MLflow-shaped error body."""
+    headers = {"WWW-Authenticate": 'Bearer realm="calabi"'} if status == 401 else None
+    return JSONResponse({"error_code": error_code, "message": message}, status_code=status, headers=headers)
+
+
+async def _registry_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RegistryError)
+    return error_response(exc.http_status, exc.error_code, exc.message)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'body'}: {err.get('msg', '')}"
+        for err in exc.errors()
+    )
+    return error_response(400, "INVALID_PARAMETER_VALUE", f"Invalid request: {problems}")
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "BAD_REQUEST")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "Internal error; the server log has the details.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; Starlette's MRO lookup covers every RegistryError subclass."""
+    app.add_exception_handler(RegistryError, _registry_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

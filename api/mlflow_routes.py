@@ -1,0 +1,284 @@
+"""The 21 MLflow model-registry routes: parse MLflow's request, call RegistryService, shape the reply.
+
+The table at the bottom is the single source of truth for paths and methods; the app
+mounts it at the root and under ``/mlflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import token_from_header
+from api.mlflow_json import model_json, version_json
+from bootstrap import Services
+from registry_store.audit import Actor
+from registry_store.errors import InvalidParameterError
+from registry_store.service import RegistryService
+
+__all__ = ["MLFLOW_ROUTES", "mlflow_router"]
+
+PREFIX = "/api/2.0/mlflow"
+MAX_BODY = 1_000_000
+
+
+class Params:
+    """Request fields from the JSON body (POST/PATCH/DELETE) or the query string (GET)."""
+
+    def __init__(self, values: Mapping[str, Any], lists: Mapping[str, list[Any]]) -> None:
+        self._values = values
+        self._lists = lists
+
+    def get(self, name: str) -> Any:
+        """An optional field (None when absent)."""
+        return self._values.get(name)
+
+    def require(self, name: str) -> Any:
+        """A required field; missing or empty gives INVALID_PARAMETER_VALUE."""
+        value = self._values.get(name)
+        if value is None or value == "":
+            raise InvalidParameterError(f"Missing value for required parameter '{name}'.")
+        return value
+
+    def list(self, name: str) -> list[Any]:
+        """A repeated field."""
+        value = self._lists.get(name, self._values.get(name))
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise InvalidParameterError(f"Parameter '{name}' must be a list.")
+        return value
+
+    def string(self, name: str) -> str | None:
+        """An optional string field."""
+        value = self.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidParameterError(f"Parameter '{name}' must be a string.")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        """An optional boolean field (query strings send 'true'/'false')."""
+        value = self.get(name)
+        if value is None:
+            return False
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise InvalidParameterError(f"Parameter '{name}' must be a boolean, got {value!r}.")
+
+    def tags(self) -> list[tuple[object, object]]:
+        """``[{"key", "value"}]`` pairs."""
+        pairs = []
+        for tag in self.list("tags"):
+            if not isinstance(tag, dict) or "key" not in tag:
+                raise InvalidParameterError("Each tag must be an object with 'key' and 'value'.")
+            pairs.append((tag.get("key"), tag.get("value")))
+        return pairs
+
+
+async def _read_params(request: Request) -> Params:
+    if request.method == "GET":
+        query = request.query_params
+        return Params({k: query.get(k) for k in query}, {k: query.getlist(k) for k in query})
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidParameterError(f"Request body exceeds {MAX_BODY} bytes.")
+    if not raw.strip():
+        return Params({}, {})
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidParameterError(f"Malformed JSON in request body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidParameterError("Request body must be a JSON object.")
+    return Params(body, {})
+
+
+Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> JSONResponse:
+        params = await _read_params(request)
+        services: Services = request.app.state.services
+        token = token_from_header(request.headers.get("authorization"))
+        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+
+        def call() -> dict[str, Any]:
+            actor = services.users.authenticate(token, request_id=request_id)
+            return handler(services.registry, actor, params)
+
+        return JSONResponse(await run_in_threadpool(call))
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+def create_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    rm = svc.create_registered_model(actor, name=p.require("name"), description=p.get("description"),
+                                     tags=p.tags())
+    return {"registered_model": model_json(rm)}
+
+
+def get_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    return {"registered_model": model_json(svc.get_registered_model(actor, p.require("name")))}
+
+
+def rename_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    rm = svc.rename_registered_model(actor, name=p.require("name"), new_name=p.require("new_name"))
+    return {"registered_model": model_json(rm)}
+
+
+def update_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    rm = svc.update_registered_model(actor, name=p.require("name"), description=p.get("description"))
+    return {"registered_model": model_json(rm)}
+
+
+def delete_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.delete_registered_model(actor, p.require("name"))
+    return {}
+
+
+def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    page = svc.search_registered_models(
+        actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 100,
+        order_by=[str(o) for o in p.list("order_by")], page_token=p.string("page_token"),
+    )
+    body: dict[str, Any] = {"registered_models": [model_json(rm) for rm in page.items]}
+    if page.next_page_token:
+        body["next_page_token"] = page.next_page_token
+    return body
+
+
+def get_latest_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    versions = svc.get_latest_versions(actor, name=p.require("name"), stages=p.list("stages"))
+    return {"model_versions": [version_json(v) for v in versions]}
+
+
+def set_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.set_registered_model_tag(actor, name=p.require("name"), key=p.require("key"), value=p.get("value"))
+    return {}
+
+
+def delete_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.delete_registered_model_tag(actor, name=p.require("name"), key=p.require("key"))
+    return {}
+
+
+def set_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.set_alias(actor, name=p.require("name"), alias=p.require("alias"), version=p.require("version"))
+    return {}
+
+
+def delete_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.delete_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    return {}
+
+
+def get_model_version_by_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    mv = svc.get_version_by_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    return {"model_version": version_json(mv)}
+
+
+def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    mv = svc.create_model_version(
+        actor, name=p.require("name"), source=p.require("source"), run_id=p.get("run_id"),
+        tags=p.tags(), run_link=p.get("run_link"), description=p.get("description"),
+    )
+    return {"model_version": version_json(mv)}
+
+
+def get_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    mv = svc.get_model_version(actor, name=p.require("name"), version=p.require("version"))
+    return {"model_version": version_json(mv)}
+
+
+def update_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    mv = svc.update_model_version(actor, name=p.require("name"), version=p.require("version"),
+                                  description=p.get("description"))
+    return {"model_version": version_json(mv)}
+
+
+def delete_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.delete_model_version(actor, name=p.require("name"), version=p.require("version"))
+    return {}
+
+
+def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    mv = svc.transition_stage(
+        actor, name=p.require("name"), version=p.require("version"), stage=p.require("stage"),
+        archive_existing_versions=p.boolean("archive_existing_versions"),
+    )
+    return {"model_version": version_json(mv)}
+
+
+def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    page = svc.search_model_versions(
+        actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 10_000,
+        order_by=[str(o) for o in p.list("order_by")], page_token=p.string("page_token"),
+    )
+    body: dict[str, Any] = {"model_versions": [version_json(v, with_aliases=False) for v in page.items]}
+    if page.next_page_token:
+        body["next_page_token"] = page.next_page_token
+    return body
+
+
+def get_model_version_download_uri(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    return {"artifact_uri": svc.get_download_uri(actor, name=p.require("name"), version=p.require("version"))}
+
+
+def set_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.set_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+                              key=p.require("key"), value=p.get("value"))
+    return {}
+
+
+def delete_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
+    svc.delete_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+                                 key=p.require("key"))
+    return {}
+
+
+MLFLOW_ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/registered-models/create", create_registered_model),
+    ("GET", "/registered-models/get", get_registered_model),
+    ("POST", "/registered-models/rename", rename_registered_model),
+    ("PATCH", "/registered-models/update", update_registered_model),
+    ("DELETE", "/registered-models/delete", delete_registered_model),
+    ("GET", "/registered-models/search", search_registered_models),
+    ("POST", "/registered-models/get-latest-versions", get_latest_versions),
+    ("GET", "/registered-models/get-latest-versions", get_latest_versions),
+    ("POST", "/registered-models/set-tag", set_registered_model_tag),
+    ("DELETE", "/registered-models/delete-tag", delete_registered_model_tag),
+    ("POST", "/registered-models/alias", set_registered_model_alias),
+    ("DELETE", "/registered-models/alias", delete_registered_model_alias),
+    ("GET", "/registered-models/alias", get_model_version_by_alias),
+    ("POST", "/model-versions/create", create_model_version),
+    ("GET", "/model-versions/get", get_model_version),
+    ("PATCH", "/model-versions/update", update_model_version),
+    ("DELETE", "/model-versions/delete", delete_model_version),
+    ("POST", "/model-versions/transition-stage", transition_model_version_stage),
+    ("GET", "/model-versions/search", search_model_versions),
+    ("GET", "/model-versions/get-download-uri", get_model_version_download_uri),
+    ("POST", "/model-versions/set-tag", set_model_version_tag),
+    ("DELETE", "/model-versions/delete-tag", delete_model_version_tag),
+]
+
+
+def mlflow_router(*, include_in_schema: bool) -> APIRouter:
+    """A router serving every MLflow registry route under ``/api/2.0/mlflow``."""
+    router = APIRouter(tags=["mlflow"])
+    for method, path, handler in MLFLOW_ROUTES:
+        router.add_api_route(PREFIX + path, _endpoint(handler), methods=[method],
+                             include_in_schema=include_in_schema, name=f"{handler.__name__}_{method.lower()}")
+    return router

@@ -1,0 +1,291 @@
+"""Calabi's own REST API under ``/api/v1``: thin adapters over the services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from api.deps import CurrentActor, ServicesDep
+from registry_store.entities import AuditEvent, AuditVerification, ModelVersion, RegisteredModel, User
+
+__all__ = ["v1_router"]
+
+v1_router = APIRouter(prefix="/api/v1")
+
+
+class ModelCreate(BaseModel):
+    """Body of ``POST /models``."""
+
+    name: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelUpdate(BaseModel):
+    """Body of ``PATCH /models/{name}``: a new description and/or a new name."""
+
+    description: str | None = None
+    new_name: str | None = None
+
+
+class VersionCreate(BaseModel):
+    """Body of ``POST /models/{name}/versions``."""
+
+    source: str
+    run_id: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class DescriptionUpdate(BaseModel):
+    """Body of ``PATCH /models/{name}/versions/{version}``."""
+
+    description: str
+
+
+class StageChange(BaseModel):
+    """Body of ``POST /models/{name}/versions/{version}/stage``."""
+
+    stage: str
+    archive_existing_versions: bool = False
+
+
+class AliasSet(BaseModel):
+    """Body of ``PUT /models/{name}/aliases/{alias}``."""
+
+    version: int
+
+
+class TagSet(BaseModel):
+    """Body of the tag ``PUT`` routes."""
+
+    value: str
+
+
+class UserCreate(BaseModel):
+    """Body of ``POST /users``."""
+
+    name: str
+    roles: list[str]
+
+
+class ModelPage(BaseModel):
+    """One page of models."""
+
+    models: list[RegisteredModel]
+    next_page_token: str | None = None
+
+
+class VersionPage(BaseModel):
+    """One page of versions."""
+
+    versions: list[ModelVersion]
+    next_page_token: str | None = None
+
+
+class NewUser(BaseModel):
+    """A created user and its token (shown once)."""
+
+    user: User
+    token: str
+
+
+class Me(BaseModel):
+    """The authenticated user."""
+
+    name: str
+    roles: list[str]
+
+
+@v1_router.get("/me", response_model=Me)
+def who_am_i(actor: CurrentActor) -> Me:
+    """The user the presented token belongs to."""
+    return Me(name=actor.name, roles=sorted(actor.roles))
+
+
+@v1_router.get("/models", response_model=ModelPage)
+def list_models(
+    services: ServicesDep, actor: CurrentActor, filter: str | None = None, max_results: int = 100,
+    order_by: Annotated[list[str] | None, Query()] = None, page_token: str | None = None,
+) -> ModelPage:
+    """Search registered models with the MLflow filter grammar."""
+    page = services.registry.search_registered_models(
+        actor, filter_string=filter, max_results=max_results, order_by=order_by, page_token=page_token
+    )
+    return ModelPage(models=list(page.items), next_page_token=page.next_page_token)
+
+
+@v1_router.post("/models", response_model=RegisteredModel, status_code=201)
+def create_model(services: ServicesDep, actor: CurrentActor, body: ModelCreate) -> RegisteredModel:
+    """Create a registered model."""
+    return services.registry.create_registered_model(
+        actor, name=body.name, description=body.description, tags=list(body.tags.items())
+    )
+
+
+@v1_router.get("/models/{name}", response_model=RegisteredModel)
+def get_model(services: ServicesDep, actor: CurrentActor, name: str) -> RegisteredModel:
+    """One registered model."""
+    return services.registry.get_registered_model(actor, name)
+
+
+@v1_router.patch("/models/{name}", response_model=RegisteredModel)
+def update_model(services: ServicesDep, actor: CurrentActor, name: str, body: ModelUpdate) -> RegisteredModel:
+    """Change a model's description and/or rename it."""
+    model = services.registry.get_registered_model(actor, name)
+    if body.description is not None:
+        model = services.registry.update_registered_model(actor, name=name, description=body.description)
+    if body.new_name is not None:
+        model = services.registry.rename_registered_model(actor, name=name, new_name=body.new_name)
+    return model
+
+
+@v1_router.delete("/models/{name}", status_code=204)
+def delete_model(services: ServicesDep, actor: CurrentActor, name: str) -> Response:
+    """Delete a model with all its versions and artifacts."""
+    services.registry.delete_registered_model(actor, name)
+    return Response(status_code=204)
+
+
+@v1_router.get("/models/{name}/versions", response_model=VersionPage)
+def list_versions(
+    services: ServicesDep, actor: CurrentActor, name: str, max_results: int = 1000,
+    page_token: str | None = None,
+) -> VersionPage:
+    """The versions of one model, newest first."""
+    services.registry.get_registered_model(actor, name)
+    page = services.registry.search_model_versions(
+        actor, filter_string=f"name = '{_quote(name)}'", max_results=max_results,
+        order_by=["version_number DESC"], page_token=page_token,
+    )
+    return VersionPage(versions=list(page.items), next_page_token=page.next_page_token)
+
+
+@v1_router.post("/models/{name}/versions", response_model=ModelVersion, status_code=201)
+def create_version(services: ServicesDep, actor: CurrentActor, name: str, body: VersionCreate) -> ModelVersion:
+    """Register a new version from a source URI."""
+    return services.registry.create_model_version(
+        actor, name=name, source=body.source, run_id=body.run_id, description=body.description,
+        tags=list(body.tags.items()),
+    )
+
+
+@v1_router.get("/models/{name}/versions/{version}", response_model=ModelVersion)
+def get_version(services: ServicesDep, actor: CurrentActor, name: str, version: str) -> ModelVersion:
+    """One version."""
+    return services.registry.get_model_version(actor, name=name, version=version)
+
+
+@v1_router.patch("/models/{name}/versions/{version}", response_model=ModelVersion)
+def update_version(
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: DescriptionUpdate
+) -> ModelVersion:
+    """Replace a version's description."""
+    return services.registry.update_model_version(actor, name=name, version=version,
+                                                  description=body.description)
+
+
+@v1_router.delete("/models/{name}/versions/{version}", status_code=204)
+def delete_version(services: ServicesDep, actor: CurrentActor, name: str, version: str) -> Response:
+    """Delete a version and its artifact."""
+    services.registry.delete_model_version(actor, name=name, version=version)
+    return Response(status_code=204)
+
+
+@v1_router.post("/models/{name}/versions/{version}/stage", response_model=ModelVersion)
+def transition_version(
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: StageChange
+) -> ModelVersion:
+    """Move a version to another stage."""
+    return services.registry.transition_stage(
+        actor, name=name, version=version, stage=body.stage,
+        archive_existing_versions=body.archive_existing_versions,
+    )
+
+
+@v1_router.get("/models/{name}/aliases/{alias}", response_model=ModelVersion)
+def get_alias(services: ServicesDep, actor: CurrentActor, name: str, alias: str) -> ModelVersion:
+    """The version an alias names."""
+    return services.registry.get_version_by_alias(actor, name=name, alias=alias)
+
+
+@v1_router.put("/models/{name}/aliases/{alias}", response_model=ModelVersion)
+def set_alias(
+    services: ServicesDep, actor: CurrentActor, name: str, alias: str, body: AliasSet
+) -> ModelVersion:
+    """Point an alias at a version."""
+    services.registry.set_alias(actor, name=name, alias=alias, version=body.version)
+    return services.registry.get_version_by_alias(actor, name=name, alias=alias)
+
+
+@v1_router.delete("/models/{name}/aliases/{alias}", status_code=204)
+def delete_alias(services: ServicesDep, actor: CurrentActor, name: str, alias: str) -> Response:
+    """Remove an alias."""
+    services.registry.delete_alias(actor, name=name, alias=alias)
+    return Response(status_code=204)
+
+
+@v1_router.put("/models/{name}/tags/{key}", status_code=204)
+def set_model_tag(services: ServicesDep, actor: CurrentActor, name: str, key: str, body: TagSet) -> Response:
+    """Set a tag on a model."""
+    services.registry.set_registered_model_tag(actor, name=name, key=key, value=body.value)
+    return Response(status_code=204)
+
+
+@v1_router.delete("/models/{name}/tags/{key}", status_code=204)
+def delete_model_tag(services: ServicesDep, actor: CurrentActor, name: str, key: str) -> Response:
+    """Delete a tag from a model."""
+    services.registry.delete_registered_model_tag(actor, name=name, key=key)
+    return Response(status_code=204)
+
+
+@v1_router.put("/models/{name}/versions/{version}/tags/{key}", status_code=204)
+def set_version_tag(
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str, body: TagSet
+) -> Response:
+    """Set a tag on a version."""
+    services.registry.set_model_version_tag(actor, name=name, version=version, key=key, value=body.value)
+    return Response(status_code=204)
+
+
+@v1_router.delete("/models/{name}/versions/{version}/tags/{key}", status_code=204)
+def delete_version_tag(
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str
+) -> Response:
+    """Delete a tag from a version."""
+    services.registry.delete_model_version_tag(actor, name=name, version=version, key=key)
+    return Response(status_code=204)
+
+
+@v1_router.get("/audit", response_model=list[AuditEvent])
+def list_audit(
+    services: ServicesDep, actor: CurrentActor, model: str | None = None, after_seq: int = 0, limit: int = 100
+) -> list[AuditEvent]:
+    """Audit events in order, optionally for one model."""
+    return services.registry.list_audit_events(actor, model_name=model, after_seq=after_seq, limit=limit)
+
+
+@v1_router.get("/audit/verify", response_model=AuditVerification)
+def verify_audit(services: ServicesDep, actor: CurrentActor) -> AuditVerification:
+    """Check the audit hash chain."""
+    return services.registry.verify_audit_chain(actor)
+
+
+@v1_router.get("/users", response_model=list[User])
+def list_users(services: ServicesDep, actor: CurrentActor) -> list[User]:
+    """All users (admin)."""
+    return services.users.list_users(actor)
+
+
+@v1_router.post("/users", response_model=NewUser, status_code=201)
+def create_user(services: ServicesDep, actor: CurrentActor, body: UserCreate) -> NewUser:
+    """Create a user with roles and return its token once (admin)."""
+    user, token = services.users.create_user(actor, name=body.name, roles=body.roles)
+    return NewUser(user=user, token=token)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+

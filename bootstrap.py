@@ -1,0 +1,51 @@
+"""The composition root: builds engine, stores and services from settings, for every entry point."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from registry_store.artifacts import SourceFetcher, make_artifact_store
+from registry_store.db import Database, make_engine, upgrade_database
+from registry_store.service import RegistryService
+from registry_store.users import UserService
+from settings import Settings
+
+__all__ = ["Services", "bootstrap", "now_ms"]
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the API, the CLI and the worker need."""
+
+    settings: Settings
+    db: Database
+    registry: RegistryService
+    users: UserService
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.engine.dispose()
+
+
+def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
+    """Build the services; with ``migrate`` the schema is upgraded to the newest revision first."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    if migrate:
+        upgrade_database(url)
+    db = Database(make_engine(url))
+    artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
+    fetcher = SourceFetcher(local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url)
+    registry = RegistryService(
+        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
+    )
+    users = UserService(db, clock=now_ms)
+    if settings.admin_token is not None:
+        users.ensure_admin(settings.admin_token.get_secret_value())
+    return Services(settings=settings, db=db, registry=registry, users=users)

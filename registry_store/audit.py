@@ -1,0 +1,143 @@
+"""The append-only, hash-chained audit log.
+
+Each event stores the hash of the event before it. Appending locks the single
+``audit_head`` row, so concurrent transactions append in a total order and the chain
+never forks; the event is written in the caller's transaction, with the mutation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from registry_store.entities import AuditEvent, AuditVerification
+from registry_store.tables import AuditEventRow, AuditHeadRow
+
+__all__ = ["Actor", "append_event", "event_view", "verify_chain"]
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The authenticated user on whose behalf a call runs."""
+
+    name: str
+    roles: frozenset[str]
+    request_id: str = ""
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _event_hash(row: AuditEventRow) -> str:
+    payload = _dump(
+        [
+            row.seq,
+            row.timestamp,
+            row.actor,
+            row.action,
+            row.model_name,
+            row.version,
+            row.subject,
+            row.before,
+            row.after,
+            row.request_id,
+            row.prev_hash,
+        ]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def append_event(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    timestamp: int,
+    model_name: str = "",
+    version: int | None = None,
+    subject: str,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """Append one event in ``session``'s transaction (locks the chain head)."""
+    head = session.exec(
+        select(AuditHeadRow).where(col(AuditHeadRow.id) == 1).with_for_update()
+    ).one()
+    row = AuditEventRow(
+        seq=head.seq + 1,
+        timestamp=timestamp,
+        actor=actor.name,
+        action=action,
+        model_name=model_name,
+        version=version,
+        subject=subject,
+        before=_dump(before),
+        after=_dump(after),
+        request_id=actor.request_id,
+        prev_hash=head.hash,
+        hash="",
+    )
+    row.hash = _event_hash(row)
+    head.seq, head.hash = row.seq, row.hash
+    session.add(row)
+    session.add(head)
+    session.flush()
+
+
+def event_view(row: AuditEventRow) -> AuditEvent:
+    """The public view of an audit row."""
+    return AuditEvent(
+        seq=row.seq,
+        timestamp=row.timestamp,
+        actor=row.actor,
+        action=row.action,
+        model_name=row.model_name,
+        version=row.version,
+        subject=row.subject,
+        before=json.loads(row.before),
+        after=json.loads(row.after),
+        request_id=row.request_id,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+def verify_chain(session: Session, *, batch: int = 5000) -> AuditVerification:
+    """Recompute every hash and link; report the first event that does not match."""
+    expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
+    last_seq = 0
+    while True:
+        rows = session.exec(
+            select(AuditEventRow)
+            .where(col(AuditEventRow.seq) > last_seq)
+            .order_by(col(AuditEventRow.seq))
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            problem = ""
+            if row.seq != expected_seq:
+                problem = f"sequence gap: expected {expected_seq}, found {row.seq}"
+            elif row.prev_hash != expected_prev:
+                problem = "link to the previous event is broken"
+            elif _event_hash(row) != row.hash:
+                problem = "event content does not match its hash (edited)"
+            if problem:
+                return AuditVerification(ok=False, events_checked=checked, first_bad_seq=row.seq, problem=problem)
+            expected_prev, expected_seq, last_seq = row.hash, row.seq + 1, row.seq
+            checked += 1
+    head = session.get(AuditHeadRow, 1)
+    if head is not None and (head.seq != last_seq or head.hash != expected_prev):
+        return AuditVerification(
+            ok=False, events_checked=checked, first_bad_seq=last_seq + 1,
+            problem="chain head does not match the last event (events deleted)",
+        )
+    return AuditVerification(ok=True, events_checked=checked)

@@ -1,0 +1,101 @@
+"""Domain errors, each carrying an MLflow error code and an HTTP status.
+
+    RegistryError                      INTERNAL_ERROR            500
+    ├── NotFoundError                  RESOURCE_DOES_NOT_EXIST   404
+    ├── AlreadyExistsError             RESOURCE_ALREADY_EXISTS   400 (MLflow's status)
+    ├── InvalidParameterError          INVALID_PARAMETER_VALUE   400
+    │   └── AliasNotFoundError         INVALID_PARAMETER_VALUE   400 (MLflow's quirk)
+    ├── UnauthenticatedError           UNAUTHENTICATED           401
+    ├── PermissionDeniedError          PERMISSION_DENIED         403
+    ├── ConflictError                  RESOURCE_CONFLICT         409 (retryable)
+    └── UnavailableError               TEMPORARILY_UNAVAILABLE   503 (retryable)
+
+They are mapped in one place each: ``api/errors.py`` (HTTP), ``cli.py`` (exit code)
+and ``activities`` (Temporal ``ApplicationError``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AliasNotFoundError",
+    "AlreadyExistsError",
+    "ConflictError",
+    "InvalidParameterError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RegistryError",
+    "UnauthenticatedError",
+    "UnavailableError",
+]
+
+
+class RegistryError(Exception):
+    """Base of every domain error."""
+
+    error_code: ClassVar[str] = "INTERNAL_ERROR"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(RegistryError):
+    """A model, version, user or other resource does not exist."""
+
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+    http_status = 404
+
+
+class AlreadyExistsError(RegistryError):
+    """A resource with that key exists already."""
+
+    error_code = "RESOURCE_ALREADY_EXISTS"
+    http_status = 400
+
+
+class InvalidParameterError(RegistryError):
+    """A request field is missing, malformed or out of range."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
+    http_status = 400
+
+
+class AliasNotFoundError(InvalidParameterError):
+    """An alias does not exist (MLflow answers 400 here, not 404)."""
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(f"Registered model alias {alias} not found.")
+
+
+class UnauthenticatedError(RegistryError):
+    """No valid credentials were presented."""
+
+    error_code = "UNAUTHENTICATED"
+    http_status = 401
+
+
+class PermissionDeniedError(RegistryError):
+    """The authenticated user lacks the role the action needs."""
+
+    error_code = "PERMISSION_DENIED"
+    http_status = 403
+
+
+class ConflictError(RegistryError):
+    """A concurrent change won; the caller may retry."""
+
+    error_code = "RESOURCE_CONFLICT"
+    http_status = 409
+    retryable = True
+
+
+class UnavailableError(RegistryError):
+    """A dependency (artifact store, tracking server) is unreachable."""
+
+    error_code = "TEMPORARILY_UNAVAILABLE"
+    http_status = 503
+    retryable = True

@@ -1,0 +1,175 @@
+"""SQLModel tables. Rows only: every rule lives in ``RegistryService``.
+
+Timestamps are epoch milliseconds (UTC), the unit of the MLflow wire format.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "AuditEventRow",
+    "AuditHeadRow",
+    "ModelVersionRow",
+    "ModelVersionTagRow",
+    "RegisteredModelAliasRow",
+    "RegisteredModelRow",
+    "RegisteredModelTagRow",
+    "TokenRow",
+    "UserRow",
+]
+
+
+
+def _ms() -> Column[int]:
+    return Column(BigInteger, nullable=False)
+
+
+class RegisteredModelRow(SQLModel, table=True):
+    """A registered model. ``next_version`` is the never-reused version counter."""
+
+    __tablename__ = "registered_models"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    creation_timestamp: int = Field(sa_column=_ms())
+    last_updated_timestamp: int = Field(sa_column=_ms())
+    next_version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+
+
+class ModelVersionRow(SQLModel, table=True):
+    """One immutable version of a model; only stage, description, tags and aliases change."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
+        Index("ix_model_versions_stage", "model_id", "current_stage", "version"),
+        Index("ix_model_versions_updated", "last_updated_timestamp"),
+        # Invariant 2, enforced by the database itself: at most one Production per model.
+        Index(
+            "uq_model_versions_one_production",
+            "model_id",
+            unique=True,
+            sqlite_where=text("current_stage = 'Production'"),
+            postgresql_where=text("current_stage = 'Production'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    model_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False)
+    )
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    current_stage: str = Field(default="None", sa_column=Column(String(20), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    run_id: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
+    run_link: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    model_id_ref: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
+    storage_location: str = Field(sa_column=Column(Text, nullable=False))
+    digest: str = Field(sa_column=Column(String(80), nullable=False))
+    signature: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    status: str = Field(default="READY", sa_column=Column(String(32), nullable=False))
+    status_message: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    user_id: str = Field(default="", sa_column=Column(String(256), nullable=False, server_default=""))
+    creation_timestamp: int = Field(sa_column=_ms())
+    last_updated_timestamp: int = Field(sa_column=_ms())
+
+
+class RegisteredModelTagRow(SQLModel, table=True):
+    """A key/value tag on a registered model."""
+
+    __tablename__ = "registered_model_tags"
+
+    model_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    key: str = Field(sa_column=Column(String(250), primary_key=True))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ModelVersionTagRow(SQLModel, table=True):
+    """A key/value tag on a model version."""
+
+    __tablename__ = "model_version_tags"
+
+    version_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    )
+    key: str = Field(sa_column=Column(String(250), primary_key=True))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RegisteredModelAliasRow(SQLModel, table=True):
+    """An alias: a named pointer from a model to exactly one of its live versions."""
+
+    __tablename__ = "registered_model_aliases"
+
+    model_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    alias: str = Field(sa_column=Column(String(255), primary_key=True))
+    version_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+
+
+class AuditEventRow(SQLModel, table=True):
+    """One append-only audit event; ``hash`` chains it to the event before it."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    timestamp: int = Field(sa_column=_ms())
+    actor: str = Field(sa_column=Column(String(256), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    model_name: str = Field(default="", sa_column=Column(String(256), nullable=False, index=True))
+    version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    subject: str = Field(sa_column=Column(String(600), nullable=False))
+    before: str = Field(default="null", sa_column=Column(Text, nullable=False))
+    after: str = Field(default="null", sa_column=Column(Text, nullable=False))
+    request_id: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The single row holding the tip of the audit hash chain; locking it serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True))
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class UserRow(SQLModel, table=True):
+    """A user; ``roles`` is a comma-separated subset of viewer, engineer, approver, admin."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    roles: str = Field(sa_column=Column(String(128), nullable=False))
+    creation_timestamp: int = Field(sa_column=_ms())
+
+
+class TokenRow(SQLModel, table=True):
+    """A bearer token, stored only as its SHA-256 hash."""
+
+    __tablename__ = "tokens"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    creation_timestamp: int = Field(sa_column=_ms())

@@ -1,0 +1,127 @@
+"""Read-side helpers: load rows with their tags and aliases and build entity views."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
+
+from registry_store.entities import AliasRef, ModelVersion, RegisteredModel
+from registry_store.stages import ALL_STAGES
+from registry_store.tables import (
+    ModelVersionRow,
+    ModelVersionTagRow,
+    RegisteredModelAliasRow,
+    RegisteredModelRow,
+    RegisteredModelTagRow,
+)
+
+__all__ = ["latest_per_stage", "model_view", "models_views", "version_view", "versions_views"]
+
+
+def version_view(
+    row: ModelVersionRow, model_name: str, tags: dict[str, str], aliases: list[str]
+) -> ModelVersion:
+    """Build the view of one version row."""
+    return ModelVersion(
+        name=model_name,
+        version=row.version,
+        current_stage=row.current_stage,
+        description=row.description,
+        source=row.source,
+        run_id=row.run_id,
+        run_link=row.run_link,
+        storage_location=row.storage_location,
+        digest=row.digest,
+        signature=row.signature,
+        evidence=json.loads(row.evidence),
+        status=row.status,
+        status_message=row.status_message,
+        user_id=row.user_id,
+        creation_timestamp=row.creation_timestamp,
+        last_updated_timestamp=row.last_updated_timestamp,
+        tags=tags,
+        aliases=aliases,
+    )
+
+
+def versions_views(
+    session: Session, rows: Sequence[tuple[ModelVersionRow, str]], *, with_aliases: bool
+) -> list[ModelVersion]:
+    """Views of several (version row, model name) pairs, loading tags (and aliases) in bulk."""
+    ids = [row.id for row, _ in rows if row.id is not None]
+    tags: dict[int, dict[str, str]] = defaultdict(dict)
+    aliases: dict[int, list[str]] = defaultdict(list)
+    if ids:
+        for tag in session.exec(select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(ids))):
+            tags[tag.version_id][tag.key] = tag.value
+        if with_aliases:
+            alias_rows = session.exec(
+                select(RegisteredModelAliasRow)
+                .where(col(RegisteredModelAliasRow.version_id).in_(ids))
+                .order_by(col(RegisteredModelAliasRow.alias))
+            )
+            for alias in alias_rows:
+                aliases[alias.version_id].append(alias.alias)
+    return [
+        version_view(row, name, tags[row.id or 0], aliases[row.id or 0] if with_aliases else [])
+        for row, name in rows
+    ]
+
+
+def latest_per_stage(
+    session: Session, model_id: int, stages: Sequence[str] = ALL_STAGES
+) -> list[ModelVersionRow]:
+    """The highest version in each of ``stages`` (one index seek per stage)."""
+    found = []
+    for stage in stages:
+        row = session.exec(
+            select(ModelVersionRow)
+            .where(col(ModelVersionRow.model_id) == model_id, col(ModelVersionRow.current_stage) == stage)
+            .order_by(col(ModelVersionRow.version).desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            found.append(row)
+    return sorted(found, key=lambda r: r.version)
+
+
+def models_views(session: Session, models: Sequence[RegisteredModelRow]) -> list[RegisteredModel]:
+    """Views of several registered models with tags, aliases and latest versions."""
+    ids = [m.id for m in models if m.id is not None]
+    tags: dict[int, dict[str, str]] = defaultdict(dict)
+    aliases: dict[int, list[AliasRef]] = defaultdict(list)
+    if ids:
+        for tag in session.exec(select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(ids))):
+            tags[tag.model_id][tag.key] = tag.value
+        alias_rows = session.exec(
+            select(RegisteredModelAliasRow, ModelVersionRow.version)
+            .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
+            .where(col(RegisteredModelAliasRow.model_id).in_(ids))
+            .order_by(col(RegisteredModelAliasRow.alias))
+        )
+        for alias, number in alias_rows:
+            aliases[alias.model_id].append(AliasRef(alias=alias.alias, version=number))
+    views = []
+    for model in models:
+        assert model.id is not None
+        latest = latest_per_stage(session, model.id)
+        views.append(
+            RegisteredModel(
+                name=model.name,
+                description=model.description,
+                creation_timestamp=model.creation_timestamp,
+                last_updated_timestamp=model.last_updated_timestamp,
+                tags=tags[model.id],
+                aliases=aliases[model.id],
+                latest_versions=versions_views(session, [(r, model.name) for r in latest], with_aliases=False),
+            )
+        )
+    return views
+
+
+def model_view(session: Session, model: RegisteredModelRow) -> RegisteredModel:
+    """The view of one registered model."""
+    return models_views(session, [model])[0]

@@ -1,0 +1,58 @@
+"""Calabi settings: one pydantic-settings class, environment prefix ``CALABI_``.
+
+Built once at start-up by the entry points (``calabi serve``, the worker, the CLI),
+never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+DEFAULT_DATA_DIR = Path("calabi-data")
+
+
+class Settings(BaseSettings):
+    """Everything an entry point needs to build the services."""
+
+    model_config = SettingsConfigDict(env_prefix="CALABI_", extra="ignore", env_ignore_empty=True)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Local directory or s3://bucket/prefix; default: <data_dir>/artifacts"
+    )
+    s3_endpoint_url: str | None = None
+    local_source_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    admin_token: SecretStr | None = None
+    protected_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["champion"])
+    mlflow_tracking_url: str | None = None
+    url: str = "http://127.0.0.1:8080"
+    token: SecretStr | None = None
+
+    @field_validator("local_source_roots", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(p) for p in value.split(":") if p.strip()]
+        return value
+
+    @field_validator("protected_aliases", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``<data_dir>/calabi.db``."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'calabi.db').resolve()}"
+
+    def resolved_artifact_root(self) -> str:
+        """The artifact root, defaulting to ``<data_dir>/artifacts``."""
+        return self.artifact_root or str((self.data_dir / "artifacts").resolve())
