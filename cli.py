@@ -1,22 +1,200 @@
-"""``calabi``: the command line. Each command is a thin adapter over the services."""
+"""``calabi``: the command line. Each command is a thin adapter over the services.
+
+Every registry command authenticates the caller with a token (``--token``, else
+``CALABI_TOKEN``, else ``<data-dir>/admin-token`` for the operator on the server's
+machine), so the audit log names the token's user. Failures print one line,
+``error: CODE: message``, on stderr and exit non-zero.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from typer.core import TyperGroup
 
-from bootstrap import bootstrap
-from registry_store.errors import RegistryError
+import cli_output as out
+from bootstrap import Services, bootstrap
+from registry_store.audit import Actor
+from registry_store.entities import ModelVersion
+from registry_store.errors import (
+    InvalidParameterError,
+    RegistryError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from settings import Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Calabi model registry.")
+
+class _CalabiGroup(TyperGroup):
+    """The root command group: turns every anticipated failure into one line on stderr."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except Exception as exc:
+            code, line = _failure(exc)
+            if line:
+                typer.echo(f"error: {line}", err=True)
+            sys.exit(code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """Exit code and one-line message for a failure; unexpected exceptions are re-raised."""
+    if isinstance(exc, RegistryError):
+        return 1, _one_line(f"{exc.error_code}: {exc.message}")
+    if isinstance(exc, typer.Abort):
+        return 1, "ABORTED: nothing was changed"
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "NoArgsIsHelpError" in names:  # the help text has been printed already (or is the message)
+        help_text = str(getattr(exc, "message", ""))
+        if help_text:
+            typer.echo(help_text)
+        return int(getattr(exc, "exit_code", 2)), ""
+    if "ClickException" in names:  # usage errors; typer vendors click, so match by name
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return int(getattr(exc, "exit_code", 2)), _one_line(f"USAGE: {message}{hint}")
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return 1, _one_line(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}")
+    raise exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+app = typer.Typer(cls=_CalabiGroup, no_args_is_help=True, add_completion=False, help="Calabi model registry.")
+models_app = typer.Typer(no_args_is_help=True, help="Registered models.")
+versions_app = typer.Typer(no_args_is_help=True, help="Model versions.")
+aliases_app = typer.Typer(no_args_is_help=True, help="Aliases naming a model version.")
+tags_app = typer.Typer(no_args_is_help=True, help="Tags on models and versions.")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+users_app = typer.Typer(no_args_is_help=True, help="Users, roles and tokens (admin).")
+for _sub, _name in ((models_app, "models"), (versions_app, "versions"), (aliases_app, "aliases"),
+                    (tags_app, "tags"), (audit_app, "audit"), (users_app, "users")):
+    app.add_typer(_sub, name=_name)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="A tag KEY=VALUE (repeatable).", show_default=False)]
+VersionOpt = Annotated[str | None, typer.Option("--version", help="Tag this version instead of the model.")]
+
+
+@dataclass
+class _Runtime:
+    """Global options, and the services and caller once a command needs them."""
+
+    data_dir: Path | None
+    token: str | None
+    services: Services | None = None
+    actor: Actor | None = None
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default: CALABI_DATA_DIR, else ./calabi-data).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="API token (default: CALABI_TOKEN, else <data-dir>/admin-token).", show_default=False),
+    ] = None,
+) -> None:
+    """Calabi model registry. Registry commands act on the database of the configured data dir."""
+    ctx.obj = _Runtime(data_dir=data_dir, token=token)
+
+
+def _connect(ctx: typer.Context) -> tuple[Services, Actor]:
+    """The services (same settings as the server) and the authenticated caller."""
+    runtime = ctx.find_object(_Runtime)
+    assert runtime is not None, "the root callback sets the runtime"
+    if runtime.services is not None and runtime.actor is not None:
+        return runtime.services, runtime.actor
+    try:
+        settings = Settings(data_dir=runtime.data_dir) if runtime.data_dir else Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]).upper()
+        raise InvalidParameterError(f"invalid setting CALABI_{where}: {first['msg']}") from exc
+    token = _caller_token(runtime.token, settings)
+    try:
+        services = bootstrap(settings, migrate=False)
+        ctx.find_root().call_on_close(services.close)
+        actor = services.users.authenticate(token)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise UnavailableError(
+            f"cannot use the registry database {_redacted(settings.resolved_database_url())}: {reason} "
+            "(is it reachable, and has 'calabi serve' created the schema?)"
+        ) from exc
+    runtime.services, runtime.actor = services, actor
+    return services, actor
+
+
+def _caller_token(option: str | None, settings: Settings) -> str:
+    if option:
+        return option
+    if settings.token is not None and settings.token.get_secret_value():
+        return settings.token.get_secret_value()
+    path = settings.data_dir / "admin-token"
+    try:
+        saved = path.read_text().strip()
+    except OSError:
+        saved = ""
+    if saved:
+        return saved
+    raise UnauthenticatedError(
+        f"no token: pass --token, set CALABI_TOKEN, or run where {path} is readable (the server's admin token)"
+    )
+
+
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def _tags(values: list[str] | None) -> list[tuple[object, object]]:
+    tags: list[tuple[object, object]] = []
+    for value in values or []:
+        key, sep, tag_value = value.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="'--tag'")
+        tags.append((key, tag_value))
+    return tags
+
+
+def _done(message: str) -> None:
+    typer.echo(message)
+
+
+# --------------------------------------------------------------------------- serve
 
 
 def _admin_token(data_dir: Path) -> tuple[str, bool]:
@@ -35,6 +213,7 @@ def _admin_token(data_dir: Path) -> tuple[str, bool]:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (SQLite, artifacts, tokens).")] = None,
@@ -43,6 +222,8 @@ def serve(
     """Run the registry server (API and MLflow-compatible routes)."""
     import uvicorn
 
+    runtime = ctx.find_object(_Runtime)
+    data_dir = data_dir or (runtime.data_dir if runtime else None)
     if data_dir is not None:
         os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
     settings = Settings()
@@ -60,10 +241,332 @@ def serve(
     )
 
 
+# --------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    filter_string: Annotated[
+        str | None, typer.Option("--filter", help="MLflow filter, e.g. \"name LIKE 'churn%'\".")
+    ] = None,
+    max_results: Annotated[int, typer.Option(help="At most this many models.")] = 100,
+    page_token: Annotated[str | None, typer.Option(help="Continue a previous listing.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered models."""
+    services, actor = _connect(ctx)
+    page = services.registry.search_registered_models(
+        actor, filter_string=filter_string, max_results=max_results, page_token=page_token
+    )
+    if as_json:
+        out.emit_json(list(page.items))
+    else:
+        out.print_rich(out.models_table(page.items))
+    if page.next_page_token:
+        typer.echo(f"more models match: continue with --page-token {page.next_page_token}", err=True)
+
+
+@models_app.command("create")
+def models_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    description: Annotated[str | None, typer.Option(help="Description.")] = None,
+    tag: TagOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an empty registered model."""
+    services, actor = _connect(ctx)
+    model = services.registry.create_registered_model(actor, name=name, description=description, tags=_tags(tag))
+    if as_json:
+        out.emit_json(model)
+    else:
+        _done(f"Created registered model '{model.name}'.")
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
+    """Show a model with its tags, aliases and latest version per stage."""
+    services, actor = _connect(ctx)
+    model = services.registry.get_registered_model(actor, name)
+    if as_json:
+        out.emit_json(model)
+    else:
+        out.print_rich(out.model_detail(model))
+
+
+@models_app.command("describe")
+def models_describe(ctx: typer.Context, name: str, text: str, as_json: JsonOpt = False) -> None:
+    """Replace a model's description."""
+    services, actor = _connect(ctx)
+    model = services.registry.update_registered_model(actor, name=name, description=text)
+    if as_json:
+        out.emit_json(model)
+    else:
+        _done(f"Updated the description of '{model.name}'.")
+
+
+@models_app.command("rename")
+def models_rename(ctx: typer.Context, name: str, new_name: str, as_json: JsonOpt = False) -> None:
+    """Rename a model; its versions, tags and aliases follow."""
+    services, actor = _connect(ctx)
+    model = services.registry.rename_registered_model(actor, name=name, new_name=new_name)
+    if as_json:
+        out.emit_json(model)
+    else:
+        _done(f"Renamed '{name}' to '{model.name}'.")
+
+
+@models_app.command("delete")
+def models_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
+    """Delete a model with all its versions and their artifacts."""
+    services, actor = _connect(ctx)
+    if not yes:  # a missing model fails before the prompt
+        services.registry.get_registered_model(actor, name)
+        typer.confirm(f"Delete registered model '{name}' with all its versions and artifacts?", abort=True, err=True)
+    services.registry.delete_registered_model(actor, name)
+    _done(f"Deleted registered model '{name}'.")
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@versions_app.command("register")
+def versions_register(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    source: Annotated[str, typer.Argument(help="Artifact source: s3://…, file://… or an absolute path.")],
+    run_id: Annotated[str | None, typer.Option(help="The run that produced the artifact.")] = None,
+    description: Annotated[str | None, typer.Option(help="Description.")] = None,
+    tag: TagOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an artifact into the registry as the model's next version."""
+    services, actor = _connect(ctx)
+    with out.upload_progress(f"Uploading {model}", out.local_source_size(source)) as progress:
+        version = services.registry.create_model_version(
+            actor, name=model, source=source, run_id=run_id, description=description, tags=_tags(tag),
+            progress=progress,
+        )
+    if as_json:
+        out.emit_json(version)
+    else:
+        _done(f"Registered '{version.name}' version {version.version} (digest {version.digest}).")
+
+
+@versions_app.command("list")
+def versions_list(ctx: typer.Context, model: str, as_json: JsonOpt = False) -> None:
+    """List a model's versions, newest first."""
+    services, actor = _connect(ctx)
+    services.registry.get_registered_model(actor, model)  # unknown model: RESOURCE_DOES_NOT_EXIST
+    versions: list[ModelVersion] = []
+    page_token: str | None = None
+    while True:
+        page = services.registry.search_model_versions(
+            actor, filter_string=f"name = '{model.replace(chr(39), chr(39) * 2)}'", max_results=1000,
+            order_by=["version_number DESC"], page_token=page_token,
+        )
+        versions.extend(page.items)
+        page_token = page.next_page_token
+        if page_token is None:
+            break
+    if as_json:
+        out.emit_json(versions)
+    else:
+        out.print_rich(out.versions_table(versions))
+
+
+@versions_app.command("show")
+def versions_show(ctx: typer.Context, model: str, version: str, as_json: JsonOpt = False) -> None:
+    """Show one version."""
+    services, actor = _connect(ctx)
+    found = services.registry.get_model_version(actor, name=model, version=version)
+    if as_json:
+        out.emit_json(found)
+    else:
+        out.print_rich(out.version_detail(found))
+
+
+@versions_app.command("transition")
+def versions_transition(
+    ctx: typer.Context,
+    model: str,
+    version: str,
+    stage: Annotated[str, typer.Argument(help="None, Staging, Production or Archived.")],
+    archive_existing: Annotated[
+        bool, typer.Option(help="Archive the other versions in the target stage.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a version to another stage."""
+    services, actor = _connect(ctx)
+    moved = services.registry.transition_stage(
+        actor, name=model, version=version, stage=stage, archive_existing_versions=archive_existing
+    )
+    if as_json:
+        out.emit_json(moved)
+    else:
+        _done(f"'{moved.name}' version {moved.version} is now in {moved.current_stage}.")
+
+
+@versions_app.command("describe")
+def versions_describe(
+    ctx: typer.Context, model: str, version: str, text: str, as_json: JsonOpt = False
+) -> None:
+    """Replace a version's description."""
+    services, actor = _connect(ctx)
+    updated = services.registry.update_model_version(actor, name=model, version=version, description=text)
+    if as_json:
+        out.emit_json(updated)
+    else:
+        _done(f"Updated the description of '{updated.name}' version {updated.version}.")
+
+
+@versions_app.command("delete")
+def versions_delete(ctx: typer.Context, model: str, version: str, yes: YesOpt = False) -> None:
+    """Delete a version and its artifact (its number is never reused)."""
+    services, actor = _connect(ctx)
+    if not yes:
+        services.registry.get_model_version(actor, name=model, version=version)
+        typer.confirm(f"Delete '{model}' version {version} and its artifact?", abort=True, err=True)
+    services.registry.delete_model_version(actor, name=model, version=version)
+    _done(f"Deleted '{model}' version {version}.")
+
+
+# --------------------------------------------------------------------------- aliases
+
+
+@aliases_app.command("set")
+def aliases_set(ctx: typer.Context, model: str, alias: str, version: str) -> None:
+    """Point an alias at a version."""
+    services, actor = _connect(ctx)
+    services.registry.set_alias(actor, name=model, alias=alias, version=version)
+    _done(f"Alias '{alias}' of '{model}' now names version {version}.")
+
+
+@aliases_app.command("delete")
+def aliases_delete(ctx: typer.Context, model: str, alias: str) -> None:
+    """Remove an alias (a missing alias is not an error)."""
+    services, actor = _connect(ctx)
+    services.registry.delete_alias(actor, name=model, alias=alias)
+    _done(f"Alias '{alias}' of '{model}' removed.")
+
+
+@aliases_app.command("show")
+def aliases_show(ctx: typer.Context, model: str, alias: str, as_json: JsonOpt = False) -> None:
+    """Show the version an alias names ('latest' names the newest version)."""
+    services, actor = _connect(ctx)
+    found = services.registry.get_version_by_alias(actor, name=model, alias=alias)
+    if as_json:
+        out.emit_json(found)
+    else:
+        out.print_rich(out.version_detail(found))
+
+
+# --------------------------------------------------------------------------- tags
+
+
+@tags_app.command("set")
+def tags_set(ctx: typer.Context, model: str, key: str, value: str, version: VersionOpt = None) -> None:
+    """Set a tag on a model, or on one of its versions with --version."""
+    services, actor = _connect(ctx)
+    if version is None:
+        services.registry.set_registered_model_tag(actor, name=model, key=key, value=value)
+        _done(f"Tag '{key}' set on '{model}'.")
+    else:
+        services.registry.set_model_version_tag(actor, name=model, version=version, key=key, value=value)
+        _done(f"Tag '{key}' set on '{model}' version {version}.")
+
+
+@tags_app.command("delete")
+def tags_delete(ctx: typer.Context, model: str, key: str, version: VersionOpt = None) -> None:
+    """Delete a tag from a model, or from one of its versions with --version."""
+    services, actor = _connect(ctx)
+    if version is None:
+        services.registry.delete_registered_model_tag(actor, name=model, key=key)
+        _done(f"Tag '{key}' removed from '{model}'.")
+    else:
+        services.registry.delete_model_version_tag(actor, name=model, version=version, key=key)
+        _done(f"Tag '{key}' removed from '{model}' version {version}.")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Only events about this model.")] = None,
+    after_seq: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many events (oldest first).")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List audit events in order."""
+    services, actor = _connect(ctx)
+    events = services.registry.list_audit_events(actor, model_name=model, after_seq=after_seq, limit=limit)
+    if as_json:
+        out.emit_json(events)
+    else:
+        out.print_rich(out.audit_table(events))
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Recompute the audit hash chain; exit 1 if any event was edited, removed or reordered."""
+    services, actor = _connect(ctx)
+    result = services.registry.verify_audit_chain(actor)
+    if as_json:
+        out.emit_json(result)
+    if result.ok:
+        if not as_json:
+            _done(f"audit chain intact: {result.events_checked} events")
+        return
+    typer.echo(
+        f"error: AUDIT_CHAIN_BROKEN: event seq={result.first_bad_seq}: {result.problem} "
+        f"({result.events_checked} events before it verified)",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- users
+
+
+@users_app.command("add")
+def users_add(
+    ctx: typer.Context,
+    name: str,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="viewer, engineer, approver or admin (repeatable).", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user and print its token (shown once)."""
+    services, actor = _connect(ctx)
+    user, token = services.users.create_user(actor, name=name, roles=role or [])
+    if as_json:
+        out.emit_json({"user": user, "token": token})
+    else:
+        _done(f"Created user '{user.name}' (roles: {', '.join(user.roles)}).")
+        _done(f"Token (shown once, store it now): {token}")
+
+
+@users_app.command("list")
+def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List users and their roles."""
+    services, actor = _connect(ctx)
+    users = services.users.list_users(actor)
+    if as_json:
+        out.emit_json(users)
+    else:
+        out.print_rich(out.users_table(users))
+
+
 def main() -> None:
     """Console-script entry point: domain errors become one line and exit code 1."""
     try:
         app()
-    except RegistryError as exc:
+    except RegistryError as exc:  # normally handled by the root group already
         typer.echo(f"error: {exc.error_code}: {exc.message}", err=True)
         sys.exit(1)

@@ -46,7 +46,7 @@ class Params:
             raise InvalidParameterError(f"Missing value for required parameter '{name}'.")
         return value
 
-    def list(self, name: str) -> list[Any]:
+    def repeated(self, name: str) -> list[Any]:
         """A repeated field."""
         value = self._lists.get(name, self._values.get(name))
         if value is None:
@@ -76,7 +76,7 @@ class Params:
     def tags(self) -> list[tuple[object, object]]:
         """``[{"key", "value"}]`` pairs."""
         pairs = []
-        for tag in self.list("tags"):
+        for tag in self.repeated("tags"):
             if not isinstance(tag, dict) or "key" not in tag:
                 raise InvalidParameterError("Each tag must be an object with 'key' and 'value'.")
             pairs.append((tag.get("key"), tag.get("value")))
@@ -152,7 +152,7 @@ def delete_registered_model(svc: RegistryService, actor: Actor, p: Params) -> di
 def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
     page = svc.search_registered_models(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 100,
-        order_by=[str(o) for o in p.list("order_by")], page_token=p.string("page_token"),
+        order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
     body: dict[str, Any] = {"registered_models": [model_json(rm) for rm in page.items]}
     if page.next_page_token:
@@ -161,7 +161,7 @@ def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> d
 
 
 def get_latest_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    versions = svc.get_latest_versions(actor, name=p.require("name"), stages=p.list("stages"))
+    versions = svc.get_latest_versions(actor, name=p.require("name"), stages=p.repeated("stages"))
     return {"model_versions": [version_json(v) for v in versions]}
 
 
@@ -225,7 +225,7 @@ def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params
 def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
     page = svc.search_model_versions(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 10_000,
-        order_by=[str(o) for o in p.list("order_by")], page_token=p.string("page_token"),
+        order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
     body: dict[str, Any] = {"model_versions": [version_json(v, with_aliases=False) for v in page.items]}
     if page.next_page_token:

@@ -1,0 +1,227 @@
+"""What the ``calabi`` CLI prints: rich tables for people, JSON for machines, upload progress."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from registry_store.entities import AuditEvent, ModelVersion, RegisteredModel, User
+
+__all__ = [
+    "audit_table",
+    "emit_json",
+    "local_source_size",
+    "model_detail",
+    "models_table",
+    "print_rich",
+    "upload_progress",
+    "users_table",
+    "version_detail",
+    "versions_table",
+]
+
+_MAX_SIZED_FILES = 100_000  # beyond this, sizing a local source is not "cheap": show a bytes counter
+
+
+def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    """Print ``value`` as JSON on stdout (pydantic ``model_dump(mode="json")`` for models)."""
+    typer.echo(json.dumps(_plain(value), indent=2))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def print_rich(*renderables: RenderableType) -> None:
+    """Print to stdout through rich (a fresh console, so redirected streams are honoured)."""
+    Console().print(*renderables)
+
+
+def timestamp(ms: int) -> str:
+    """Epoch milliseconds as UTC ``YYYY-MM-DD HH:MM:SSZ``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """The first line of ``text``, at most ``limit`` characters, with "…" when something was cut."""
+    line = text.splitlines()[0] if text else ""
+    if len(line) > limit:
+        return line[: limit - 1] + "…"
+    return line if line == text else line + "…"
+
+
+def _tags(tags: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def models_table(models: Sequence[RegisteredModel]) -> Table:
+    """One row per registered model."""
+    table = Table(title=f"{len(models)} registered model(s)", title_justify="left")
+    for column in ("Name", "Latest versions", "Aliases", "Description", "Updated"):
+        table.add_column(column, overflow="fold")
+    for model in models:
+        latest = ", ".join(f"{v.current_stage}: v{v.version}" for v in model.latest_versions)
+        aliases = ", ".join(f"@{a.alias}→v{a.version}" for a in model.aliases)
+        table.add_row(escape(model.name), latest or "-", escape(aliases) or "-",
+                      escape(_short(model.description)), timestamp(model.last_updated_timestamp))
+    return table
+
+
+def model_detail(model: RegisteredModel) -> Group:
+    """A model's fields, then its latest versions."""
+    fields = _fields([
+        ("Name", model.name),
+        ("Description", model.description or "-"),
+        ("Tags", _tags(model.tags) or "-"),
+        ("Aliases", ", ".join(f"@{a.alias} → v{a.version}" for a in model.aliases) or "-"),
+        ("Created", timestamp(model.creation_timestamp)),
+        ("Updated", timestamp(model.last_updated_timestamp)),
+    ])
+    if not model.latest_versions:
+        return Group(fields)
+    return Group(fields, versions_table(model.latest_versions, title="Latest version per stage"))
+
+
+def versions_table(versions: Sequence[ModelVersion], *, title: str | None = None) -> Table:
+    """One row per model version."""
+    table = Table(title=title or f"{len(versions)} version(s)", title_justify="left")
+    for column in ("Model", "Version", "Stage", "Aliases", "Run", "Description", "Created"):
+        table.add_column(column, overflow="fold")
+    for version in versions:
+        table.add_row(
+            escape(version.name), str(version.version), version.current_stage,
+            escape(", ".join(f"@{a}" for a in version.aliases)) or "-", escape(version.run_id) or "-",
+            escape(_short(version.description, 40)), timestamp(version.creation_timestamp),
+        )
+    return table
+
+
+def version_detail(version: ModelVersion) -> Table:
+    """Every field of one model version."""
+    return _fields([
+        ("Model", version.name),
+        ("Version", str(version.version)),
+        ("Stage", version.current_stage),
+        ("Status", version.status + (f" ({version.status_message})" if version.status_message else "")),
+        ("Aliases", ", ".join(f"@{a}" for a in version.aliases) or "-"),
+        ("Description", version.description or "-"),
+        ("Tags", _tags(version.tags) or "-"),
+        ("Source", version.source),
+        ("Stored at", version.storage_location),
+        ("Digest", version.digest),
+        ("Signature", version.signature or "-"),
+        ("Run", version.run_id or "-"),
+        ("Registered by", version.user_id),
+        ("Created", timestamp(version.creation_timestamp)),
+        ("Updated", timestamp(version.last_updated_timestamp)),
+    ])
+
+
+def audit_table(events: Sequence[AuditEvent]) -> Table:
+    """One row per audit event."""
+    table = Table(title=f"{len(events)} audit event(s)", title_justify="left")
+    for column in ("Seq", "Time", "Actor", "Action", "Subject", "Change"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(str(event.seq), timestamp(event.timestamp), escape(event.actor), event.action,
+                      escape(event.subject), escape(_change(event.before, event.after)))
+    return table
+
+
+def _change(before: Any, after: Any) -> str:
+    def compact(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    if before is None and after is None:
+        return ""
+    if before is None:
+        return compact(after)
+    if after is None:
+        return f"{compact(before)} → ∅"
+    return f"{compact(before)} → {compact(after)}"
+
+
+def users_table(users: Sequence[User]) -> Table:
+    """One row per user."""
+    table = Table(title=f"{len(users)} user(s)", title_justify="left")
+    for column in ("Name", "Roles", "Created"):
+        table.add_column(column, overflow="fold")
+    for user in users:
+        table.add_row(escape(user.name), ", ".join(user.roles), timestamp(user.creation_timestamp))
+    return table
+
+
+def _fields(rows: Sequence[tuple[str, str]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, escape(value))
+    return table
+
+
+def local_source_size(source: str) -> int | None:
+    """Total bytes of a local source (absolute path or ``file:`` URI), or None if not cheaply known."""
+    if source.startswith("/"):
+        path = Path(source)
+    elif source.startswith("file:"):
+        path = Path(unquote(urlsplit(source).path))
+    else:
+        return None
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        total, files = 0, 0
+        for directory, _dirs, names in os.walk(path):
+            for name in names:
+                total += os.stat(os.path.join(directory, name)).st_size
+                files += 1
+                if files > _MAX_SIZED_FILES:
+                    return None
+        return total if files else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def upload_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr fed with byte increments (a spinner and counter if ``total`` is unknown).
+
+    Drawn only when stderr is a terminal, so piped output and ``--json`` stay clean.
+    """
+    console = Console(stderr=True)
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+    with Progress(*columns, TransferSpeedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task(escape(description), total=total)
+
+        def advance(nbytes: int) -> None:
+            progress.advance(task, nbytes)
+
+        yield advance

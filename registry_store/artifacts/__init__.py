@@ -1,0 +1,38 @@
+"""Artifact layer: the registry's own store, source fetching, digests and MLmodel metadata."""
+
+from __future__ import annotations
+
+from registry_store.artifacts._s3 import make_s3_client
+from registry_store.artifacts._tree import ProgressCallback
+from registry_store.artifacts.digest import file_sha256, tree_digest
+from registry_store.artifacts.mlmodel import MLMODEL_FILE, ModelMetadata, read_model_metadata
+from registry_store.artifacts.sources import (
+    TRACKING_SCHEMES,
+    S3ClientFactory,
+    SourceFetcher,
+    TrackingResolver,
+)
+from registry_store.artifacts.store import (
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+    make_artifact_store,
+)
+
+__all__ = [
+    "MLMODEL_FILE",
+    "TRACKING_SCHEMES",
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "ModelMetadata",
+    "ProgressCallback",
+    "S3ArtifactStore",
+    "S3ClientFactory",
+    "SourceFetcher",
+    "TrackingResolver",
+    "file_sha256",
+    "make_artifact_store",
+    "make_s3_client",
+    "read_model_metadata",
+    "tree_digest",
+]

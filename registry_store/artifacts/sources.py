@@ -1,0 +1,315 @@
+"""Fetching a registration's source artifacts (``s3://``, allowed local paths, tracking URIs).
+
+Local sources are confined to the operator's ``CALABI_LOCAL_SOURCE_ROOTS`` (compared by
+real path), so no client can make the server copy its own files. On any failure the
+destination is emptied again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from registry_store.artifacts._s3 import classify_error, make_s3_client, parse_s3_uri
+from registry_store.artifacts._tree import CHUNK_SIZE, ProgressCallback, safe_relpath
+from registry_store.errors import InvalidParameterError, RegistryError, UnavailableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["TRACKING_SCHEMES", "S3ClientFactory", "SourceFetcher", "TrackingResolver"]
+
+TRACKING_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts", "http", "https"})
+"""Schemes only the MLflow tracking gateway can resolve."""
+
+TrackingResolver = Callable[[str, Path, ProgressCallback | None], None]
+"""``(source, dest, progress)``: copy a tracking-server source into the empty directory ``dest``."""
+
+S3ClientFactory = Callable[[str | None], "S3Client"]
+"""Builds an S3 client for an endpoint URL (None: the default AWS endpoint)."""
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_ROOTS_HINT = "local sources must be below CALABI_LOCAL_SOURCE_ROOTS"
+
+
+class SourceFetcher:
+    """Copies a version's source artifacts into a local staging directory."""
+
+    def __init__(
+        self,
+        local_roots: Sequence[Path] = (),
+        s3_endpoint_url: str | None = None,
+        *,
+        s3_client_factory: S3ClientFactory | None = None,
+        tracking_resolver: TrackingResolver | None = None,
+    ) -> None:
+        self.local_roots = tuple(Path(os.path.realpath(root)) for root in local_roots)
+        self.s3_endpoint_url = s3_endpoint_url
+        self.tracking_resolver = tracking_resolver
+        self._s3_client_factory: S3ClientFactory = s3_client_factory or make_s3_client
+        self._s3_client: S3Client | None = None
+
+    def fetch(self, source: str, dest: Path, progress: ProgressCallback | None = None) -> None:
+        """Copy ``source`` into ``dest`` (missing or empty); a single file lands as ``dest/<name>``.
+
+        ``progress`` gets byte increments; for S3 it may be called from transfer threads.
+        Raises InvalidParameterError for refused, missing, empty or unreadable sources and
+        UnavailableError when S3 cannot be reached; ``dest`` is left empty on failure.
+        """
+        copy = self._plan(source)
+        dest.mkdir(parents=True, exist_ok=True)
+        if any(dest.iterdir()):
+            raise ValueError(f"Fetch destination '{dest}' must be empty")
+        try:
+            copy(dest, progress)
+        except BaseException:
+            _empty_directory(dest)
+            raise
+
+    def _plan(self, source: str) -> Callable[[Path, ProgressCallback | None], None]:
+        """Validate ``source`` and pick the copier, before anything touches ``dest``."""
+        if not source or "\x00" in source:
+            raise InvalidParameterError("Source must be a non-empty URI or path without NUL bytes")
+        if source.startswith("/"):
+            path = self._local_path(source, source)
+            return lambda dest, progress: self._copy_local(source, path, dest, progress)
+        match = _SCHEME.match(source)
+        scheme = match.group(1).lower() if match else ""
+        if scheme == "s3":
+            bucket, key = parse_s3_uri(source)
+            return lambda dest, progress: self._copy_s3(source, bucket, key, dest, progress)
+        if scheme == "file":
+            path = self._local_path(source, _file_uri_path(source))
+            return lambda dest, progress: self._copy_local(source, path, dest, progress)
+        if scheme in TRACKING_SCHEMES:
+            resolver = self.tracking_resolver
+            if resolver is None:
+                raise InvalidParameterError(
+                    f"Source '{source}' uses the '{scheme}' scheme, which needs the MLflow tracking "
+                    "gateway; no tracking gateway is configured (CALABI_MLFLOW_TRACKING_URL)"
+                )
+            return lambda dest, progress: resolver(source, dest, progress)
+        if not scheme:
+            raise InvalidParameterError(f"Source '{source}' is a relative path; {_ROOTS_HINT} (absolute paths)")
+        raise InvalidParameterError(
+            f"Source scheme '{scheme}' is not supported: use s3://, file:// or an absolute path "
+            f"({_ROOTS_HINT}); runs:/, models:/, mlflow-artifacts:/ and http(s):// need the MLflow "
+            "tracking gateway"
+        )
+
+    # -- local -----------------------------------------------------------------------------
+
+    def _local_path(self, source: str, raw: str) -> Path:
+        """The requested absolute path (not resolved), checked against the roots by real path."""
+        if "\x00" in raw or not raw.startswith("/") or ".." in raw.split("/"):
+            raise InvalidParameterError(
+                f"Source '{source}' must be an absolute path without '..' segments; {_ROOTS_HINT}"
+            )
+        if not self.local_roots:
+            raise InvalidParameterError(
+                f"Local source '{source}' refused: {_ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
+            )
+        if not self._allowed(Path(os.path.realpath(raw))):
+            raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
+        return Path(raw)
+
+    def _allowed(self, real: Path) -> bool:
+        return any(real.is_relative_to(root) for root in self.local_roots)
+
+    def _copy_local(self, source: str, requested: Path, dest: Path, progress: ProgressCallback | None) -> None:
+        real = Path(os.path.realpath(requested))
+        if not self._allowed(real):
+            raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
+        try:
+            mode = os.stat(real).st_mode
+        except FileNotFoundError:
+            raise InvalidParameterError(f"Source '{source}' does not exist") from None
+        except OSError as exc:
+            raise InvalidParameterError(f"Source '{source}' is not readable: {exc.strerror}") from None
+        if stat.S_ISREG(mode):
+            self._copy_file(source, real, dest / requested.name, requested.name, progress)
+        elif stat.S_ISDIR(mode):
+            self._copy_dir(source, real, dest, "", progress)
+        else:
+            raise InvalidParameterError(f"Source '{source}' is neither a regular file nor a directory")
+        if not any(path.is_file() for path in dest.rglob("*")):
+            raise InvalidParameterError(f"Source '{source}' is empty or does not exist")
+
+    def _copy_dir(
+        self, source: str, directory: Path, out_dir: Path, prefix: str, progress: ProgressCallback | None
+    ) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise InvalidParameterError(f"Source '{source}' is not readable: '{prefix}' {exc.strerror}") from None
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            out = out_dir / entry.name
+            if entry.is_symlink():
+                target = Path(os.path.realpath(entry.path))
+                if not self._allowed(target):
+                    raise InvalidParameterError(
+                        f"Source '{source}' contains a symlink pointing outside the allowed roots: "
+                        f"'{rel}'; {_ROOTS_HINT}"
+                    )
+                if target.is_dir():
+                    raise InvalidParameterError(
+                        f"Source '{source}' contains a symlink to a directory ('{rel}'); register its target"
+                    )
+                self._copy_file(source, target, out, rel, progress)
+            elif entry.is_dir(follow_symlinks=False):
+                out.mkdir()
+                self._copy_dir(source, Path(entry.path), out, f"{rel}/", progress)
+            elif entry.is_file(follow_symlinks=False):
+                self._copy_file(source, Path(entry.path), out, rel, progress)
+            else:
+                raise InvalidParameterError(f"Source '{source}' contains a special file: '{rel}'")
+
+    def _copy_file(self, source: str, path: Path, out: Path, rel: str, progress: ProgressCallback | None) -> None:
+        """Copy one regular file, opened without following a final symlink and re-checked after open."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise InvalidParameterError(f"Source '{source}': '{rel}' does not exist") from None
+        except OSError as exc:
+            raise InvalidParameterError(f"Source '{source}' is not readable: '{rel}' {exc.strerror}") from None
+        opened = _opened_path(fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InvalidParameterError(f"Source '{source}' contains a special file: '{rel}'")
+        if opened is not None and not self._allowed(opened):
+            os.close(fd)
+            raise InvalidParameterError(f"Source '{source}': '{rel}' resolves outside the allowed roots")
+        with os.fdopen(fd, "rb") as fin:
+            with out.open("xb") as fout:
+                while True:
+                    try:
+                        chunk = fin.read(CHUNK_SIZE)
+                    except OSError as exc:
+                        raise InvalidParameterError(
+                            f"Source '{source}' is not readable: '{rel}' {exc.strerror}"
+                        ) from None
+                    if not chunk:
+                        break
+                    fout.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+
+    # -- S3 --------------------------------------------------------------------------------
+
+    def _client(self) -> S3Client:
+        if self._s3_client is None:
+            self._s3_client = self._s3_client_factory(self.s3_endpoint_url)
+        return self._s3_client
+
+    def _copy_s3(self, source: str, bucket: str, key: str, dest: Path, progress: ProgressCallback | None) -> None:
+        client = self._client()
+        with _s3_errors(source, bucket):
+            prefix = key if not key or key.endswith("/") else f"{key}/"
+            objects = _list_objects(client, bucket, prefix)
+            if objects:
+                files = _object_paths(source, prefix, objects)
+            elif key and not key.endswith("/"):
+                client.head_object(Bucket=bucket, Key=key)
+                files = [(key, _object_name(source, key))]
+            else:
+                raise InvalidParameterError(f"Source '{source}' is empty or does not exist")
+            for object_key, rel in files:
+                out = dest.joinpath(*rel.parts)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, object_key, str(out), Callback=progress)
+
+
+def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/"))
+    return keys
+
+
+def _object_paths(source: str, prefix: str, keys: list[str]) -> list[tuple[str, PurePosixPath]]:
+    """Map object keys to relative paths, refusing keys that would escape or collide."""
+    files: list[tuple[str, PurePosixPath]] = []
+    for key in keys:
+        try:
+            files.append((key, safe_relpath(key[len(prefix) :], "object key")))
+        except InvalidParameterError:
+            raise InvalidParameterError(
+                f"Source '{source}' contains an object key that cannot be a file path: '{key}'"
+            ) from None
+    directories = {parent for _key, rel in files for parent in rel.parents}
+    clashes = sorted(str(rel) for _key, rel in files if rel in directories)
+    if clashes:
+        raise InvalidParameterError(f"Source '{source}' has objects that are also prefixes: {clashes[:5]}")
+    return files
+
+
+def _object_name(source: str, key: str) -> PurePosixPath:
+    name = key.rsplit("/", 1)[-1]
+    try:
+        return safe_relpath(name, "object name")
+    except InvalidParameterError:
+        raise InvalidParameterError(f"Source '{source}' names an object that cannot be a file: '{key}'") from None
+
+
+@contextmanager
+def _s3_errors(source: str, bucket: str) -> Iterator[None]:
+    """Translate boto errors for a client-supplied source: most are the client's to fix."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        kind = classify_error(exc)
+        if kind == "unreachable" or kind == "server":
+            raise UnavailableError(f"S3 is unavailable while reading source '{source}': {exc}") from exc
+        if kind == "no_credentials":
+            raise RegistryError("The registry server has no S3 credentials configured") from exc
+        if kind == "no_bucket":
+            raise InvalidParameterError(f"Source '{source}': S3 bucket '{bucket}' does not exist") from exc
+        if kind == "denied":
+            raise InvalidParameterError(
+                f"Source '{source}': access denied; the registry's S3 credentials cannot read it"
+            ) from exc
+        if kind == "not_found":
+            raise InvalidParameterError(f"Source '{source}' is empty or does not exist") from exc
+        raise InvalidParameterError(f"Source '{source}' could not be read from S3: {exc}") from exc
+
+
+def _file_uri_path(source: str) -> str:
+    """The decoded path of a ``file:`` URI; only local hosts, no query or fragment."""
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        raise InvalidParameterError(f"Source '{source}' is not a valid file URI") from None
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        raise InvalidParameterError(
+            f"Source '{source}' must be a file:///absolute/path URI on this host; {_ROOTS_HINT}"
+        )
+    return unquote(parts.path)
+
+
+def _opened_path(fd: int) -> Path | None:
+    """The real path of an open descriptor on Linux (guards against swapped parents); None elsewhere."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return Path(target) if target.startswith("/") else None
+
+
+def _empty_directory(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

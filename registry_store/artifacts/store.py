@@ -1,0 +1,296 @@
+"""The registry's own artifact store: a local directory or an S3 prefix.
+
+Locations are URIs the store hands out from ``put_tree`` (``file:///…`` or
+``s3://bucket/prefix/…``); every other method accepts only locations inside the store.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
+
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from registry_store.artifacts._s3 import classify_error, make_s3_client, parse_s3_uri
+from registry_store.artifacts._tree import CHUNK_SIZE, ProgressCallback, copy_stream, safe_relpath, tree_files
+from registry_store.errors import (
+    AlreadyExistsError,
+    InvalidParameterError,
+    NotFoundError,
+    RegistryError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "make_artifact_store"]
+
+_DELETE_BATCH = 1000
+
+
+class ArtifactStore(Protocol):
+    """Where the registry keeps its own copy of every version's artifacts."""
+
+    def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Copy a tree (or one file) under ``key``; return the location URI. Empty trees are refused."""
+        ...
+
+    def delete(self, location: str) -> None:
+        """Remove the tree at ``location``; a missing tree is fine."""
+        ...
+
+    def list_files(self, location: str) -> list[tuple[str, int]]:
+        """``(relative posix path, size)`` of every file at ``location``, sorted by path."""
+        ...
+
+    def open_file(self, location: str, relpath: str) -> BinaryIO:
+        """Open one file of the tree at ``location`` for reading."""
+        ...
+
+    def download_tree(self, location: str, dest: Path, progress: ProgressCallback | None = None) -> None:
+        """Copy the tree at ``location`` into the directory ``dest`` (created if missing)."""
+        ...
+
+
+def make_artifact_store(artifact_root: str, s3_endpoint_url: str | None) -> ArtifactStore:
+    """``s3://bucket/prefix`` gives an S3 store, anything else a local directory (created if missing)."""
+    if artifact_root.startswith("s3://"):
+        bucket, prefix = parse_s3_uri(artifact_root)
+        return S3ArtifactStore(bucket, prefix, make_s3_client(s3_endpoint_url))
+    if artifact_root.startswith("file:"):
+        return LocalArtifactStore(Path(unquote(urlsplit(artifact_root).path)))
+    return LocalArtifactStore(Path(artifact_root))
+
+
+def _foreign(location: str) -> InvalidParameterError:
+    return InvalidParameterError(f"Location '{location}' is not inside this artifact store")
+
+
+class LocalArtifactStore:
+    """Artifact trees as directories below ``root``; locations are ``file://`` URIs."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(os.path.realpath(root))
+
+    def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Copy ``local_dir`` to ``<root>/<key>``; return its ``file://`` URI."""
+        target = self.root.joinpath(*safe_relpath(key, "artifact key").parts)
+        files = tree_files(local_dir)
+        if not files:
+            raise InvalidParameterError(f"Artifact tree '{local_dir}' is empty")
+        if os.path.lexists(target):
+            raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already")
+        try:
+            for rel, source in files:
+                out = target.joinpath(*rel.split("/"))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with source.open("rb") as fin, out.open("xb") as fout:
+                    copy_stream(fin, fout, progress)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        return target.as_uri()
+
+    def delete(self, location: str) -> None:
+        """Remove the tree at ``location``; missing is fine, outside the root is refused."""
+        path = self._path(location)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def list_files(self, location: str) -> list[tuple[str, int]]:
+        """Files at ``location`` with their sizes."""
+        return [(rel, path.stat().st_size) for rel, path in self._files(location)]
+
+    def open_file(self, location: str, relpath: str) -> BinaryIO:
+        """Open ``relpath`` below ``location``; traversal and non-files are refused."""
+        base = self._path(location)
+        candidate = Path(os.path.realpath(base.joinpath(*safe_relpath(relpath, "artifact path").parts)))
+        if not candidate.is_relative_to(base):
+            raise InvalidParameterError(f"Artifact path '{relpath}' leaves its location")
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"Artifact file '{relpath}' not found at '{location}'") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotFoundError(f"Artifact file '{relpath}' not found at '{location}'")
+        return os.fdopen(fd, "rb")
+
+    def download_tree(self, location: str, dest: Path, progress: ProgressCallback | None = None) -> None:
+        """Copy the tree at ``location`` into ``dest``."""
+        for rel, source in self._files(location):
+            out = dest.joinpath(*rel.split("/"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as fin, out.open("wb") as fout:
+                copy_stream(fin, fout, progress)
+
+    def _files(self, location: str) -> list[tuple[str, Path]]:
+        path = self._path(location)
+        if not os.path.lexists(path):
+            raise NotFoundError(f"No artifacts at '{location}'")
+        if path.is_file():
+            return [(path.name, path)]
+        return tree_files(path)
+
+    def _path(self, location: str) -> Path:
+        """The real path of a location, which must lie strictly below the root."""
+        if location.startswith("file:"):
+            try:
+                parts = urlsplit(location)
+            except ValueError:
+                raise _foreign(location) from None
+            if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+                raise _foreign(location)
+            raw = unquote(parts.path)
+        else:
+            raw = location
+        if "\x00" in raw or not raw.startswith("/") or ".." in raw.split("/"):
+            raise _foreign(location)
+        path = Path(os.path.realpath(raw))
+        if path == self.root or not path.is_relative_to(self.root):
+            raise _foreign(location)
+        return path
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw stream over a botocore ``StreamingBody`` so it can be buffered as a BinaryIO."""
+
+    def __init__(self, body: StreamingBody) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._body.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3ArtifactStore:
+    """Artifact trees below ``s3://bucket/prefix``; locations are ``s3://`` URIs."""
+
+    def __init__(self, bucket: str, prefix: str, client: S3Client) -> None:
+        self.bucket = bucket
+        stripped = prefix.strip("/")
+        self.prefix = str(safe_relpath(stripped, "artifact prefix")) if stripped else ""
+        self.client = client
+
+    def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Upload ``local_dir`` to ``<prefix>/<key>/``; return its ``s3://`` URI."""
+        rel_key = str(safe_relpath(key, "artifact key"))
+        base = f"{self.prefix}/{rel_key}" if self.prefix else rel_key
+        location = f"s3://{self.bucket}/{base}"
+        files = tree_files(local_dir)
+        if not files:
+            raise InvalidParameterError(f"Artifact tree '{local_dir}' is empty")
+        with self._errors(location):
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{base}/", MaxKeys=1)
+            if listed.get("KeyCount", 0):
+                raise AlreadyExistsError(f"Artifact location '{location}' exists already")
+            try:
+                for rel, source in files:
+                    self.client.upload_file(str(source), self.bucket, f"{base}/{rel}", Callback=progress)
+            except BaseException:
+                with suppress(BotoCoreError, ClientError, RegistryError):
+                    self._delete_prefix(f"{base}/")
+                raise
+        return location
+
+    def delete(self, location: str) -> None:
+        """Delete every object below ``location``; missing is fine, outside the prefix is refused."""
+        key = self._key(location)
+        with self._errors(location):
+            self._delete_prefix(f"{key}/")
+
+    def list_files(self, location: str) -> list[tuple[str, int]]:
+        """Objects below ``location`` as relative paths with sizes."""
+        key = self._key(location)
+        with self._errors(location):
+            found = sorted(self._objects(f"{key}/"))
+        if not found:
+            raise NotFoundError(f"No artifacts at '{location}'")
+        return found
+
+    def open_file(self, location: str, relpath: str) -> BinaryIO:
+        """Stream one object below ``location``."""
+        key = f"{self._key(location)}/{safe_relpath(relpath, 'artifact path')}"
+        with self._errors(location, missing=f"Artifact file '{relpath}' not found at '{location}'"):
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        return io.BufferedReader(_BodyReader(response["Body"]), buffer_size=CHUNK_SIZE)
+
+    def download_tree(self, location: str, dest: Path, progress: ProgressCallback | None = None) -> None:
+        """Download every object below ``location`` into ``dest``."""
+        key = self._key(location)
+        for rel, _size in self.list_files(location):
+            out = dest.joinpath(*safe_relpath(rel, "artifact path").parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with self._errors(location):
+                self.client.download_file(self.bucket, f"{key}/{rel}", str(out), Callback=progress)
+
+    def _objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix) :]
+                if name and not name.endswith("/"):
+                    yield name, item.get("Size", 0)
+
+    def _delete_prefix(self, prefix: str) -> None:
+        keys = [f"{prefix}{name}" for name, _size in self._objects(prefix)]
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+            if errors := response.get("Errors"):
+                raise RegistryError(f"Could not delete {len(errors)} artifact objects below '{prefix}'")
+
+    def _key(self, location: str) -> str:
+        """The object key prefix of a location, which must lie strictly below the store prefix."""
+        try:
+            bucket, key = parse_s3_uri(location)
+            key = str(safe_relpath(key.rstrip("/"), "location"))
+        except InvalidParameterError:
+            raise _foreign(location) from None
+        if bucket != self.bucket or (self.prefix and not key.startswith(f"{self.prefix}/")):
+            raise _foreign(location)
+        return key
+
+    @contextmanager
+    def _errors(self, location: str, missing: str | None = None) -> Iterator[None]:
+        """Translate boto errors: the registry's own bucket failing is a server-side problem."""
+        try:
+            yield
+        except S3UploadFailedError as exc:
+            raise RegistryError(f"Upload to the artifact store failed for '{location}': {exc}") from exc
+        except (BotoCoreError, ClientError) as exc:
+            kind = classify_error(exc)
+            if kind == "not_found" and missing is not None:
+                raise NotFoundError(missing) from exc
+            if kind in ("unreachable", "server"):
+                raise UnavailableError(f"Artifact store S3 endpoint unavailable ({location}): {exc}") from exc
+            raise RegistryError(f"Artifact store S3 error for '{location}' ({kind}): {exc}") from exc

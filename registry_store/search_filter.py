@@ -1,0 +1,407 @@
+"""MLflow search grammar: a hand-written filter parser and ``order_by`` parser (no SQL here).
+
+A filter is ``clause (AND clause)*``; a clause is ``identifier comparator value``. Identifiers
+are ``key``, ``attribute.key``, ``tag.key`` or ``tags.key``, with keys optionally quoted in
+backticks or double quotes. Values are quoted strings, integer literals or ``('a', 'b')`` lists.
+``OR``, ``NOT``, parentheses and anything else are rejected with ``InvalidParameterError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from registry_store.errors import InvalidParameterError
+
+__all__ = [
+    "MODEL_FILTER",
+    "MODEL_ORDER",
+    "PROMPT_TAG",
+    "VERSION_FILTER",
+    "VERSION_ORDER",
+    "Comparison",
+    "FilterRules",
+    "OrderKey",
+    "OrderRules",
+    "Value",
+    "parse_filter",
+    "parse_order_by",
+]
+
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+MAX_CLAUSES = 200
+MAX_LIST_ITEMS = 5000
+
+Scalar = str | int | float
+Value = Scalar | tuple[Scalar, ...]
+Kind = Literal["attribute", "tag"]
+
+STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE"})
+SET_OPS = frozenset({"IN", "NOT IN"})
+NUMERIC_OPS = frozenset({"=", "!=", "<", "<=", ">", ">="})
+_SYMBOL_OPS = {"=": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_ALL_OPS = "=, !=, <>, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN"
+_OP_ORDER = ("=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "IN", "NOT IN")
+_PREFIXES: dict[str, Kind] = {"attribute": "attribute", "tag": "tag", "tags": "tag"}
+_CONNECTIVES = frozenset({"OR", "NOT", "AND"})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One validated clause: ``<kind>.<key> <comparator> <value>``."""
+
+    kind: Kind
+    key: str
+    comparator: str
+    value: Value
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """Which attributes an entity accepts: attribute -> (comparators, value type)."""
+
+    attributes: Mapping[str, tuple[frozenset[str], Literal["string", "integer"]]]
+    tag_comparators: frozenset[str] = STRING_OPS
+
+
+MODEL_FILTER = FilterRules(attributes={"name": (STRING_OPS | SET_OPS, "string")})
+VERSION_FILTER = FilterRules(
+    attributes={
+        "name": (STRING_OPS | SET_OPS, "string"),
+        "run_id": (STRING_OPS | SET_OPS, "string"),
+        "source_path": (STRING_OPS, "string"),
+        "version_number": (NUMERIC_OPS, "integer"),
+    }
+)
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+@dataclass(frozen=True)
+class _Part:
+    text: str
+    quoted: bool
+    quote: str  # "", "`" or '"'
+
+
+@dataclass(frozen=True)
+class _Token:
+    type: Literal["ident", "string", "number", "op", "lparen", "rparen", "comma", "end"]
+    text: str
+    pos: int
+    parts: tuple[_Part, ...] = ()
+
+    def word(self) -> str | None:
+        """The upper-cased bare word, if the token is one unquoted word (a keyword candidate)."""
+        if self.type == "ident" and len(self.parts) == 1 and not self.parts[0].quoted:
+            return self.parts[0].text.upper()
+        return None
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SUBWORD = re.compile(r"[A-Za-z0-9_]+")
+_NUMBERISH = re.compile(r"[+-]?[0-9][A-Za-z0-9_.]*(?:[eE][+-][0-9]+)?")
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+")
+_OPCHARS = re.compile(r"[=!<>]+")
+
+
+def _invalid(text: str, detail: str = "") -> InvalidParameterError:
+    return InvalidParameterError(f"Invalid clause(s) in filter string: {text}{detail}")
+
+
+def _quoted(src: str, pos: int) -> tuple[str, int]:
+    """Read a quoted run starting at ``src[pos]``; a doubled quote is a literal quote."""
+    quote, out, i = src[pos], [], pos + 1
+    while i < len(src):
+        if src[i] == quote:
+            if src.startswith(quote * 2, i):
+                out.append(quote)
+                i += 2
+                continue
+            return "".join(out), i + 1
+        out.append(src[i])
+        i += 1
+    raise InvalidParameterError(f"Invalid filter string: unterminated {quote} quote starting at position {pos}.")
+
+
+def _ident(src: str, pos: int) -> _Token:
+    """Read ``part(.part)*`` where a part is a word or a backtick/double-quoted key."""
+    parts: list[_Part] = []
+    i = pos
+    while True:
+        if i < len(src) and src[i] in '`"':
+            text, i = _quoted(src, i)
+            parts.append(_Part(text, True, src[i - 1]))
+        else:
+            match = (_SUBWORD if parts else _WORD).match(src, i)
+            if match is None:
+                raise _invalid(src[pos:], " (expected a key after '.')" if parts else "")
+            parts.append(_Part(match.group(), False, ""))
+            i = match.end()
+        if i < len(src) and src[i] == ".":
+            i += 1
+            continue
+        return _Token("ident", src[pos:i], pos, tuple(parts))
+
+
+def _tokenize(src: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i = 0
+    while i < len(src):
+        ch = src[i]
+        if ch.isspace():
+            i += 1
+        elif ch in "(),":
+            kind: Literal["lparen", "rparen", "comma"] = "lparen" if ch == "(" else "rparen" if ch == ")" else "comma"
+            tokens.append(_Token(kind, ch, i))
+            i += 1
+        elif ch == "'":
+            text, end = _quoted(src, i)
+            tokens.append(_Token("string", text, i))
+            i = end
+        elif ch in '`"' or _WORD.match(src, i):
+            tok = _ident(src, i)
+            tokens.append(tok)
+            i = tok.pos + len(tok.text)
+        elif (num := _NUMBERISH.match(src, i)) is not None:
+            tokens.append(_Token("number", num.group(), i))
+            i = num.end()
+        elif (ops := _OPCHARS.match(src, i)) is not None:
+            tokens.append(_Token("op", ops.group(), i))
+            i = ops.end()
+        else:
+            raise _invalid(src[i:])
+    tokens.append(_Token("end", "", len(src)))
+    return tokens
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser:
+    def __init__(self, src: str, rules: FilterRules) -> None:
+        self.src = src
+        self.rules = rules
+        self.tokens = _tokenize(src)
+        self.i = 0
+
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def take(self) -> _Token:
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def rest(self, tok: _Token) -> str:
+        return self.src[tok.pos :].strip()
+
+    def parse(self) -> list[Comparison]:
+        clauses = [self.clause()]
+        while (tok := self.take()).type != "end":
+            word = tok.word()
+            if word != "AND":
+                raise _invalid(word if word is not None and word in _CONNECTIVES else self.rest(tok))
+            if len(clauses) >= MAX_CLAUSES:
+                raise InvalidParameterError(f"Filter string has more than {MAX_CLAUSES} clauses.")
+            clauses.append(self.clause())
+        return clauses
+
+    def clause(self) -> Comparison:
+        tok = self.take()
+        word = tok.word()
+        if tok.type == "end":
+            raise _invalid(self.src.strip() or "''", " (expected a comparison after AND)")
+        if word in _CONNECTIVES or tok.type in ("lparen", "rparen"):
+            raise _invalid(word or tok.text)
+        if tok.type != "ident":
+            raise _invalid(self.rest(tok), " (expected an identifier)")
+        kind, key = self.identifier(tok)
+        comparator = self.comparator()
+        value = self.value()
+        return self.check(kind, key, comparator, value)
+
+    def identifier(self, tok: _Token) -> tuple[Kind, str]:
+        parts = tok.parts
+        if len(parts) == 1:
+            return "attribute", self.key_text(parts[0], tok)
+        head = parts[0]
+        kind = None if head.quoted else _PREFIXES.get(head.text.lower())
+        if kind is None:
+            raise InvalidParameterError(
+                f"Invalid entity type '{head.text}' in identifier '{tok.text}'. "
+                "Valid values are 'attribute', 'tag', 'tags'."
+            )
+        rest = parts[1:]
+        if len(rest) == 1:
+            return kind, self.key_text(rest[0], tok)
+        if kind == "tag" and not any(p.quoted for p in rest):
+            return kind, ".".join(p.text for p in rest)
+        raise InvalidParameterError(
+            f"Invalid identifier '{tok.text}'. Quote a key containing dots or special characters "
+            "in backticks, e.g. tag.`my.key`."
+        )
+
+    @staticmethod
+    def key_text(part: _Part, tok: _Token) -> str:
+        if not part.text.strip():
+            raise InvalidParameterError(f"Invalid identifier '{tok.text}': the key is empty.")
+        return part.text
+
+    def comparator(self) -> str:
+        tok = self.take()
+        if tok.type == "op":
+            if tok.text not in _SYMBOL_OPS:
+                raise InvalidParameterError(f"Invalid comparator '{tok.text}'. Valid comparators are {_ALL_OPS}.")
+            return _SYMBOL_OPS[tok.text]
+        word = tok.word()
+        if word in ("LIKE", "ILIKE", "IN"):
+            return word
+        if word == "NOT" and self.peek().word() == "IN":
+            self.take()
+            return "NOT IN"
+        shown = tok.text if tok.type != "end" else "end of string"
+        if word == "NOT" and self.peek().type != "end":
+            shown = f"NOT {self.peek().text}"
+        raise InvalidParameterError(f"Invalid comparator '{shown}'. Valid comparators are {_ALL_OPS}.")
+
+    def value(self) -> Value:
+        tok = self.take()
+        if tok.type == "lparen":
+            items = [self.scalar(self.take())]
+            while (sep := self.take()).type == "comma":
+                items.append(self.scalar(self.take()))
+                if len(items) > MAX_LIST_ITEMS:
+                    raise InvalidParameterError(f"A filter list may hold at most {MAX_LIST_ITEMS} values.")
+            if sep.type != "rparen":
+                raise _invalid(self.rest(sep) or "end of string", " (expected ',' or ')' in a value list)")
+            return tuple(items)
+        return self.scalar(tok)
+
+    def scalar(self, tok: _Token) -> Scalar:
+        if tok.type == "string":
+            return tok.text
+        if tok.type == "ident" and len(tok.parts) == 1 and tok.parts[0].quote == '"':
+            return tok.parts[0].text
+        if tok.type == "number":
+            if _INT.fullmatch(tok.text):
+                return int(tok.text)
+            if _FLOAT.fullmatch(tok.text):
+                return float(tok.text)
+        shown = tok.text if tok.type != "end" else "end of string"
+        raise InvalidParameterError(
+            f"Invalid value '{shown}' in filter string: expected a quoted string, an integer or a list."
+        )
+
+    def check(self, kind: Kind, key: str, comparator: str, value: Value) -> Comparison:
+        """Apply the entity's rules for keys, comparators and value types."""
+        if kind == "tag":
+            allowed, vtype, what = self.rules.tag_comparators, "string", f"tag '{key}'"
+        elif key in self.rules.attributes:
+            (allowed, vtype), what = self.rules.attributes[key], f"attribute '{key}'"
+        else:
+            valid = ", ".join(f"'{k}'" for k in sorted(self.rules.attributes))
+            raise InvalidParameterError(f"Invalid attribute key '{key}' specified. Valid keys are {valid}.")
+        if comparator not in allowed:
+            valid = ", ".join(op for op in _OP_ORDER if op in allowed)
+            raise InvalidParameterError(f"Invalid comparator '{comparator}' for {what}. Valid comparators are {valid}.")
+        if comparator in SET_OPS:
+            if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+                raise InvalidParameterError(
+                    f"Expected a list of quoted strings such as ('a', 'b') for {what} with comparator "
+                    f"'{comparator}', got {_show(value)}."
+                )
+        elif isinstance(value, tuple):
+            raise InvalidParameterError(f"Expected a single value for {what}, got a list {_show(value)}.")
+        elif vtype == "integer" and isinstance(value, str | float):
+            raise InvalidParameterError(f"Expected an integer value for {what}, got {_show(value)}.")
+        elif vtype == "string" and not isinstance(value, str):
+            raise InvalidParameterError(f"Expected a quoted string value for {what}, got {_show(value)}.")
+        if comparator in ("LIKE", "ILIKE") and isinstance(value, str) and _ends_in_escape(value):
+            raise InvalidParameterError(
+                f"Invalid {comparator} pattern {_show(value)} for {what}: it ends with an unescaped '\\'."
+            )
+        return Comparison(kind, key, comparator, value)
+
+
+def _show(value: Value) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    return repr(value)
+
+
+def _ends_in_escape(pattern: str) -> bool:
+    return (len(pattern) - len(pattern.rstrip("\\"))) % 2 == 1
+
+
+def parse_filter(filter_string: str | None, rules: FilterRules) -> list[Comparison]:
+    """Parse and validate a filter; ``None`` or blank means no clauses."""
+    if filter_string is None:
+        return []
+    if not isinstance(filter_string, str):
+        raise InvalidParameterError(f"Invalid filter string {filter_string!r}: expected a string.")
+    if not filter_string.strip():
+        return []
+    return _Parser(filter_string, rules).parse()
+
+
+# --------------------------------------------------------------------------- order_by
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """One sort key: a canonical field name and its direction."""
+
+    field: str
+    ascending: bool
+
+
+@dataclass(frozen=True)
+class OrderRules:
+    """Accepted ``order_by`` keys (key -> canonical field), tie-breakers and the default order."""
+
+    keys: Mapping[str, str]
+    tie_breakers: tuple[OrderKey, ...]
+    default: tuple[OrderKey, ...]
+
+
+MODEL_ORDER = OrderRules(
+    keys={"name": "name", "timestamp": "last_updated_timestamp", "last_updated_timestamp": "last_updated_timestamp"},
+    tie_breakers=(OrderKey("name", True),),
+    default=(OrderKey("name", True),),
+)
+VERSION_ORDER = OrderRules(
+    keys={k: k for k in ("name", "version_number", "creation_timestamp", "last_updated_timestamp")},
+    tie_breakers=(OrderKey("name", True), OrderKey("version_number", False)),
+    default=(OrderKey("last_updated_timestamp", False),),
+)
+
+
+def parse_order_by(order_by: Sequence[str] | None, rules: OrderRules) -> list[OrderKey]:
+    """Parse ``"<key> [ASC|DESC]"`` entries, then append the tie-breakers not already listed."""
+    keys: list[OrderKey] = []
+    for entry in order_by or ():
+        if not isinstance(entry, str):
+            raise InvalidParameterError(f"Invalid order_by clause {entry!r}: expected a string.")
+        words = entry.split()
+        if not words:
+            continue
+        if len(words) > 2 or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC")):
+            raise InvalidParameterError(
+                f"Invalid order_by clause '{entry}'. Expected '<key>', '<key> ASC' or '<key> DESC'."
+            )
+        field = rules.keys.get(words[0])
+        if field is None:
+            valid = ", ".join(f"'{k}'" for k in sorted(rules.keys))
+            raise InvalidParameterError(f"Invalid order by key '{words[0]}' specified. Valid keys are {valid}.")
+        if any(k.field == field for k in keys):
+            raise InvalidParameterError(f"`order_by` contains duplicate fields: {field}")
+        keys.append(OrderKey(field, len(words) == 1 or words[1].upper() == "ASC"))
+    if not keys:
+        keys = list(rules.default)
+    keys.extend(t for t in rules.tie_breakers if all(k.field != t.field for k in keys))
+    return keys
