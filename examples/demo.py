@@ -61,7 +61,10 @@ def train_and_save(kind: str, target: Path) -> object:
     estimator = LogisticRegression(max_iter=500) if kind == "logistic" else GradientBoostingClassifier()
     pipeline = make_pipeline(StandardScaler(), estimator).fit(features, labels)
     mlflow.sklearn.save_model(
-        pipeline, str(target), signature=infer_signature(features, pipeline.predict(features))
+        pipeline,
+        str(target),
+        signature=infer_signature(features, pipeline.predict(features)),
+        skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own freshly trained trees
     )
     return pipeline
 
@@ -98,7 +101,8 @@ def run_story(url: str, sources: Path) -> None:
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    mlflow.set_tracking_uri(url)
+    client = MlflowClient()
     client.create_registered_model(MODEL, description="Predicts which customers churn next month.")
     say(f"created registered model {MODEL}")
     for number, kind in ((1, "logistic"), (2, "boosting")):
@@ -131,6 +135,19 @@ def run_story(url: str, sources: Path) -> None:
     print(batch.assign(churn_probability=scores.round(3)).to_string(index=False), flush=True)
 
 
+def show_audit(url: str, token: str) -> None:
+    """Print the model's audit trail and verify the hash chain."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        events = http.get("/api/v1/audit", params={"model": MODEL, "limit": 100}).json()
+        verdict = http.get("/api/v1/audit/verify").json()
+    say(f"audit trail of {MODEL} ({len(events)} events):")
+    for event in events:
+        after = "" if event["after"] is None else str(event["after"])[:70]
+        print(f"  #{event['seq']:<3} {event['actor']:<6} {event['action']:<26} {event['subject']:<20} {after}",
+              flush=True)
+    say(f"audit chain intact: {verdict['ok']} ({verdict['events_checked']} events checked)")
+
+
 def main() -> None:
     """Start the server, run the story, keep serving unless CI is set."""
     warnings.filterwarnings("ignore")
@@ -144,6 +161,7 @@ def main() -> None:
         try:
             os.environ["MLFLOW_TRACKING_TOKEN"] = token
             run_story(url, sources)
+            show_audit(url, token)
             say(f"Calabi Registry is serving at {url} (admin token: {token})")
             if not os.environ.get("CI"):
                 say("Ctrl-C to stop")
