@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from typer.core import TyperGroup
 
 import cli_output as out
 from bootstrap import Services, bootstrap
@@ -37,57 +35,10 @@ from settings import Settings
 __all__ = ["app", "main"]
 
 
-class _CalabiGroup(TyperGroup):
-    """The root command group: turns every anticipated failure into one line on stderr."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        try:
-            result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except Exception as exc:
-            code, line = _failure(exc)
-            if line:
-                typer.echo(f"error: {line}", err=True)
-            sys.exit(code)
-        sys.exit(result if isinstance(result, int) else 0)
-
-
-def _failure(exc: Exception) -> tuple[int, str]:
-    """Exit code and one-line message for a failure; unexpected exceptions are re-raised."""
-    if isinstance(exc, RegistryError):
-        return 1, _one_line(f"{exc.error_code}: {exc.message}")
-    if isinstance(exc, typer.Abort):
-        return 1, "ABORTED: nothing was changed"
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if "NoArgsIsHelpError" in names:  # the help text has been printed already (or is the message)
-        help_text = str(getattr(exc, "message", ""))
-        if help_text:
-            typer.echo(help_text)
-        return int(getattr(exc, "exit_code", 2)), ""
-    if "ClickException" in names:  # usage errors; typer vendors click, so match by name
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        ctx = getattr(exc, "ctx", None)
-        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        return int(getattr(exc, "exit_code", 2)), _one_line(f"USAGE: {message}{hint}")
-    if isinstance(exc, SQLAlchemyError | OSError):
-        return 1, _one_line(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}")
-    raise exc
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-app = typer.Typer(cls=_CalabiGroup, no_args_is_help=True, add_completion=False, help="Calabi model registry.")
+app = typer.Typer(
+    cls=out.OneLineErrorsGroup, no_args_is_help=True, add_completion=False,
+    help="Calabi model registry. Global options go before the command: calabi --token T models list",
+)
 models_app = typer.Typer(no_args_is_help=True, help="Registered models.")
 versions_app = typer.Typer(no_args_is_help=True, help="Model versions.")
 aliases_app = typer.Typer(no_args_is_help=True, help="Aliases naming a model version.")
@@ -142,8 +93,14 @@ def _connect(ctx: typer.Context) -> tuple[Services, Actor]:
         where = ".".join(str(p) for p in first["loc"]).upper()
         raise InvalidParameterError(f"invalid setting CALABI_{where}: {first['msg']}") from exc
     token = _caller_token(runtime.token, settings)
+    sqlite_file = settings.data_dir / "calabi.db"
+    if settings.database_url is None and not sqlite_file.exists():
+        raise UnavailableError(
+            f"no registry database at {sqlite_file.resolve()}: start 'calabi serve' with this data dir once, "
+            "or set CALABI_DATA_DIR / --data-dir / CALABI_DATABASE_URL"
+        )
     try:
-        services = bootstrap(settings, migrate=False)
+        services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=False)
         ctx.find_root().call_on_close(services.close)
         actor = services.users.authenticate(token)
     except (SQLAlchemyError, OSError) as exc:
@@ -276,8 +233,9 @@ def models_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an empty registered model."""
+    tags = _tags(tag)
     services, actor = _connect(ctx)
-    model = services.registry.create_registered_model(actor, name=name, description=description, tags=_tags(tag))
+    model = services.registry.create_registered_model(actor, name=name, description=description, tags=tags)
     if as_json:
         out.emit_json(model)
     else:
@@ -342,10 +300,11 @@ def versions_register(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact into the registry as the model's next version."""
+    tags = _tags(tag)
     services, actor = _connect(ctx)
     with out.upload_progress(f"Uploading {model}", out.local_source_size(source)) as progress:
         version = services.registry.create_model_version(
-            actor, name=model, source=source, run_id=run_id, description=description, tags=_tags(tag),
+            actor, name=model, source=source, run_id=run_id, description=description, tags=tags,
             progress=progress,
         )
     if as_json:
@@ -358,14 +317,10 @@ def versions_register(
 def versions_list(ctx: typer.Context, model: str, as_json: JsonOpt = False) -> None:
     """List a model's versions, newest first."""
     services, actor = _connect(ctx)
-    services.registry.get_registered_model(actor, model)  # unknown model: RESOURCE_DOES_NOT_EXIST
     versions: list[ModelVersion] = []
     page_token: str | None = None
     while True:
-        page = services.registry.search_model_versions(
-            actor, filter_string=f"name = '{model.replace(chr(39), chr(39) * 2)}'", max_results=1000,
-            order_by=["version_number DESC"], page_token=page_token,
-        )
+        page = services.registry.list_model_versions(actor, name=model, page_token=page_token)
         versions.extend(page.items)
         page_token = page.next_page_token
         if page_token is None:
@@ -498,12 +453,15 @@ def audit_list(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only events about this model.")] = None,
     after_seq: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
-    limit: Annotated[int, typer.Option(help="At most this many events (oldest first).")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many events.")] = 100,
+    newest: Annotated[bool, typer.Option("--newest", help="The newest events first.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List audit events in order."""
+    """List audit events in sequence order (or newest first)."""
     services, actor = _connect(ctx)
-    events = services.registry.list_audit_events(actor, model_name=model, after_seq=after_seq, limit=limit)
+    events = services.registry.list_audit_events(
+        actor, model_name=model, after_seq=after_seq, limit=limit, newest_first=newest
+    )
     if as_json:
         out.emit_json(events)
     else:

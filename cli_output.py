@@ -1,9 +1,10 @@
-"""What the ``calabi`` CLI prints: rich tables for people, JSON for machines, upload progress."""
+"""What the ``calabi`` CLI prints: rich tables for people, JSON for machines, one-line errors, progress."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,10 +25,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
 
 from registry_store.entities import AuditEvent, ModelVersion, RegisteredModel, User
+from registry_store.errors import RegistryError
 
 __all__ = [
+    "OneLineErrorsGroup",
     "audit_table",
     "emit_json",
     "local_source_size",
@@ -41,6 +46,56 @@ __all__ = [
 ]
 
 _MAX_SIZED_FILES = 100_000  # beyond this, sizing a local source is not "cheap": show a bytes counter
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """A root command group that turns every anticipated failure into ``error: CODE: message`` on stderr."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except Exception as exc:
+            code, line = _failure(exc)
+            if line:
+                typer.echo(f"error: {line}", err=True)
+            sys.exit(code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """Exit code and one-line message for a failure; unexpected exceptions are re-raised."""
+    if isinstance(exc, RegistryError):
+        return 1, _one_line(f"{exc.error_code}: {exc.message}")
+    if isinstance(exc, typer.Abort):
+        return 1, "ABORTED: nothing was changed"
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "NoArgsIsHelpError" in names:  # the help text has been printed already (or is the message)
+        help_text = str(getattr(exc, "message", ""))
+        if help_text:
+            typer.echo(help_text)
+        return int(getattr(exc, "exit_code", 2)), ""
+    if "ClickException" in names:  # usage errors; typer vendors click, so match by name
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return int(getattr(exc, "exit_code", 2)), _one_line(f"USAGE: {message}{hint}")
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return 1, _one_line(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}")
+    raise exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -83,8 +138,9 @@ def _tags(tags: dict[str, str]) -> str:
 def models_table(models: Sequence[RegisteredModel]) -> Table:
     """One row per registered model."""
     table = Table(title=f"{len(models)} registered model(s)", title_justify="left")
-    for column in ("Name", "Latest versions", "Aliases", "Description", "Updated"):
+    for column in ("Name", "Latest versions", "Aliases", "Description"):
         table.add_column(column, overflow="fold")
+    table.add_column("Updated", min_width=10)
     for model in models:
         latest = ", ".join(f"{v.current_stage}: v{v.version}" for v in model.latest_versions)
         aliases = ", ".join(f"@{a.alias}→v{a.version}" for a in model.aliases)
@@ -111,8 +167,9 @@ def model_detail(model: RegisteredModel) -> Group:
 def versions_table(versions: Sequence[ModelVersion], *, title: str | None = None) -> Table:
     """One row per model version."""
     table = Table(title=title or f"{len(versions)} version(s)", title_justify="left")
-    for column in ("Model", "Version", "Stage", "Aliases", "Run", "Description", "Created"):
-        table.add_column(column, overflow="fold")
+    for column in ("Model", "Version", "Stage", "Aliases", "Run", "Description"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Version", "Stage"))
+    table.add_column("Created", min_width=10)
     for version in versions:
         table.add_row(
             escape(version.name), str(version.version), version.current_stage,
@@ -146,7 +203,9 @@ def version_detail(version: ModelVersion) -> Table:
 def audit_table(events: Sequence[AuditEvent]) -> Table:
     """One row per audit event."""
     table = Table(title=f"{len(events)} audit event(s)", title_justify="left")
-    for column in ("Seq", "Time", "Actor", "Action", "Subject", "Change"):
+    table.add_column("Seq", no_wrap=True)
+    table.add_column("Time", min_width=10)
+    for column in ("Actor", "Action", "Subject", "Change"):
         table.add_column(column, overflow="fold")
     for event in events:
         table.add_row(str(event.seq), timestamp(event.timestamp), escape(event.actor), event.action,
@@ -155,23 +214,35 @@ def audit_table(events: Sequence[AuditEvent]) -> Table:
 
 
 def _change(before: Any, after: Any) -> str:
-    def compact(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """A compact summary: ``key=value`` for new values, ``key: old → new`` for changed ones."""
+    if not isinstance(before, dict | None) or not isinstance(after, dict | None):
+        return f"{_value(before)} → {_value(after)}"
+    old, new = before or {}, after or {}
+    parts: list[str] = []
+    for key in dict.fromkeys([*old, *new]):
+        if key not in old:
+            if new[key] not in (None, "", [], {}, False):
+                parts.append(f"{key}={_value(new[key])}")
+        elif key not in new:
+            parts.append(f"{key}: {_value(old[key])} → ∅")
+        elif old[key] == new[key]:
+            parts.append(f"{key}={_value(new[key])}")
+        else:
+            parts.append(f"{key}: {_value(old[key])} → {_value(new[key])}")
+    return "; ".join(parts)
 
-    if before is None and after is None:
-        return ""
-    if before is None:
-        return compact(after)
-    if after is None:
-        return f"{compact(before)} → ∅"
-    return f"{compact(before)} → {compact(after)}"
+
+def _value(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def users_table(users: Sequence[User]) -> Table:
     """One row per user."""
     table = Table(title=f"{len(users)} user(s)", title_justify="left")
-    for column in ("Name", "Roles", "Created"):
+    for column in ("Name", "Roles"):
         table.add_column(column, overflow="fold")
+    table.add_column("Created", min_width=10)
     for user in users:
         table.add_row(escape(user.name), ", ".join(user.roles), timestamp(user.creation_timestamp))
     return table

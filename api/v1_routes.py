@@ -155,11 +155,7 @@ def list_versions(
     page_token: str | None = None,
 ) -> VersionPage:
     """The versions of one model, newest first."""
-    services.registry.get_registered_model(actor, name)
-    page = services.registry.search_model_versions(
-        actor, filter_string=f"name = '{_quote(name)}'", max_results=max_results,
-        order_by=["version_number DESC"], page_token=page_token,
-    )
+    page = services.registry.list_model_versions(actor, name=name, max_results=max_results, page_token=page_token)
     return VersionPage(versions=list(page.items), next_page_token=page.next_page_token)
 
 
@@ -261,10 +257,13 @@ def delete_version_tag(
 
 @v1_router.get("/audit", response_model=list[AuditEvent])
 def list_audit(
-    services: ServicesDep, actor: CurrentActor, model: str | None = None, after_seq: int = 0, limit: int = 100
+    services: ServicesDep, actor: CurrentActor, model: str | None = None, after_seq: int = 0, limit: int = 100,
+    newest_first: bool = False,
 ) -> list[AuditEvent]:
-    """Audit events in order, optionally for one model."""
-    return services.registry.list_audit_events(actor, model_name=model, after_seq=after_seq, limit=limit)
+    """Audit events in sequence order (or newest first), optionally for one model."""
+    return services.registry.list_audit_events(
+        actor, model_name=model, after_seq=after_seq, limit=limit, newest_first=newest_first
+    )
 
 
 @v1_router.get("/audit/verify", response_model=AuditVerification)
@@ -284,8 +283,4 @@ def create_user(services: ServicesDep, actor: CurrentActor, body: UserCreate) ->
     """Create a user with roles and return its token once (admin)."""
     user, token = services.users.create_user(actor, name=body.name, roles=body.roles)
     return NewUser(user=user, token=token)
-
-
-def _quote(value: str) -> str:
-    return value.replace("'", "''")
 

@@ -106,8 +106,8 @@ def make_source_artifact(root: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "MLmodel").write_text(
         "artifact_path: model\nflavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
-        "signature:\n  inputs: '[{\"type\": \"double\", \"name\": \"x\"}]'\n"
-        "  outputs: '[{\"type\": \"long\"}]'\n"
+        'signature:\n  inputs: \'[{"type": "double", "name": "x"}]\'\n'
+        '  outputs: \'[{"type": "long"}]\'\n'
     )
     (path / "model.pkl").write_bytes(secrets.token_bytes(256))
     return path
@@ -126,13 +126,30 @@ def _command(spec: ServerSpec, port: int, workdir: Path, calabi_workers: int) ->
     """The argv to run and the command as a reader would type it."""
     if spec.kind == "calabi":
         calabi = Path(sys.executable).parent / "calabi"
-        args = ["serve", "--host", HOST, "--port", str(port), "--data-dir", str(workdir / "data"),
-                "--workers", str(calabi_workers)]
+        args = [
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(workdir / "data"),
+            "--workers",
+            str(calabi_workers),
+        ]
         return [str(calabi), *args], "calabi " + " ".join(args)
     args = [
-        "server", "--host", HOST, "--port", str(port), "--workers", str(MLFLOW_WORKERS),
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--default-artifact-root", str(workdir / "mlartifacts"),
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(MLFLOW_WORKERS),
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(workdir / "mlartifacts"),
         *spec.mlflow_args,
     ]
     shown = [f'"{a}"' if " " in a else a for a in args]
@@ -170,11 +187,16 @@ def start_server(spec: ServerSpec, workdir: Path, *, token: str, calabi_workers:
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
-    server = RunningServer(spec, f"http://{HOST}:{port}", command, display, process, workdir, log_path,
-                           source, token)
+    server = RunningServer(spec, f"http://{HOST}:{port}", command, display, process, workdir, log_path, source, token)
     _RUNNING[process.pid] = server
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

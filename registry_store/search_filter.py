@@ -9,7 +9,7 @@ backticks or double quotes. Values are quoted strings, integer literals or ``('a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +33,7 @@ __all__ = [
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 MAX_CLAUSES = 200
 MAX_LIST_ITEMS = 5000
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # integer columns are 32-bit on PostgreSQL
 
 Scalar = str | int | float
 Value = Scalar | tuple[Scalar, ...]
@@ -93,6 +94,7 @@ class _Token:
     text: str
     pos: int
     parts: tuple[_Part, ...] = ()
+    value: str = ""  # the unquoted content of a string token
 
     def word(self) -> str | None:
         """The upper-cased bare word, if the token is one unquoted word (a keyword candidate)."""
@@ -148,8 +150,8 @@ def _ident(src: str, pos: int) -> _Token:
         return _Token("ident", src[pos:i], pos, tuple(parts))
 
 
-def _tokenize(src: str) -> list[_Token]:
-    tokens: list[_Token] = []
+def _tokenize(src: str) -> Iterator[_Token]:
+    """Yield tokens lazily (so the leftmost error is reported), then ``end`` forever."""
     i = 0
     while i < len(src):
         ch = src[i]
@@ -157,26 +159,26 @@ def _tokenize(src: str) -> list[_Token]:
             i += 1
         elif ch in "(),":
             kind: Literal["lparen", "rparen", "comma"] = "lparen" if ch == "(" else "rparen" if ch == ")" else "comma"
-            tokens.append(_Token(kind, ch, i))
+            yield _Token(kind, ch, i)
             i += 1
         elif ch == "'":
             text, end = _quoted(src, i)
-            tokens.append(_Token("string", text, i))
+            yield _Token("string", src[i:end], i, value=text)
             i = end
         elif ch in '`"' or _WORD.match(src, i):
             tok = _ident(src, i)
-            tokens.append(tok)
+            yield tok
             i = tok.pos + len(tok.text)
         elif (num := _NUMBERISH.match(src, i)) is not None:
-            tokens.append(_Token("number", num.group(), i))
+            yield _Token("number", num.group(), i)
             i = num.end()
         elif (ops := _OPCHARS.match(src, i)) is not None:
-            tokens.append(_Token("op", ops.group(), i))
+            yield _Token("op", ops.group(), i)
             i = ops.end()
         else:
             raise _invalid(src[i:])
-    tokens.append(_Token("end", "", len(src)))
-    return tokens
+    while True:
+        yield _Token("end", "", len(src))
 
 
 # --------------------------------------------------------------------------- parser
@@ -187,14 +189,16 @@ class _Parser:
         self.src = src
         self.rules = rules
         self.tokens = _tokenize(src)
-        self.i = 0
+        self.ahead: _Token | None = None
 
     def peek(self) -> _Token:
-        return self.tokens[self.i]
+        if self.ahead is None:
+            self.ahead = next(self.tokens)
+        return self.ahead
 
     def take(self) -> _Token:
-        tok = self.tokens[self.i]
-        self.i += 1
+        tok = self.peek()
+        self.ahead = None
         return tok
 
     def rest(self, tok: _Token) -> str:
@@ -284,12 +288,15 @@ class _Parser:
 
     def scalar(self, tok: _Token) -> Scalar:
         if tok.type == "string":
-            return tok.text
+            return tok.value
         if tok.type == "ident" and len(tok.parts) == 1 and tok.parts[0].quote == '"':
             return tok.parts[0].text
         if tok.type == "number":
             if _INT.fullmatch(tok.text):
-                return int(tok.text)
+                digits = tok.text.lstrip("+-").lstrip("0")
+                if len(digits) > 19 or not -(2**63) <= (number := int(tok.text)) < 2**63:
+                    raise InvalidParameterError(f"Integer value {tok.text} in filter string is out of range.")
+                return number
             if _FLOAT.fullmatch(tok.text):
                 return float(tok.text)
         shown = tok.text if tok.type != "end" else "end of string"
@@ -317,8 +324,12 @@ class _Parser:
                 )
         elif isinstance(value, tuple):
             raise InvalidParameterError(f"Expected a single value for {what}, got a list {_show(value)}.")
-        elif vtype == "integer" and isinstance(value, str | float):
+        elif vtype == "integer" and not isinstance(value, int):
             raise InvalidParameterError(f"Expected an integer value for {what}, got {_show(value)}.")
+        elif isinstance(value, int) and not _INT32_MIN <= value <= _INT32_MAX:
+            raise InvalidParameterError(
+                f"Integer value {value} for {what} is out of range [{_INT32_MIN}, {_INT32_MAX}]."
+            )
         elif vtype == "string" and not isinstance(value, str):
             raise InvalidParameterError(f"Expected a quoted string value for {what}, got {_show(value)}.")
         if comparator in ("LIKE", "ILIKE") and isinstance(value, str) and _ends_in_escape(value):
@@ -346,6 +357,8 @@ def parse_filter(filter_string: str | None, rules: FilterRules) -> list[Comparis
         raise InvalidParameterError(f"Invalid filter string {filter_string!r}: expected a string.")
     if not filter_string.strip():
         return []
+    if "\x00" in filter_string:
+        raise InvalidParameterError("Invalid filter string: it contains a NUL character.")
     return _Parser(filter_string, rules).parse()
 
 

@@ -435,6 +435,23 @@ class RegistryService:
         more = len(rows) > limit
         return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
 
+    def list_model_versions(
+        self, actor: Actor, *, name: object, max_results: object = 1000, page_token: str | None = None
+    ) -> Page[ModelVersion]:
+        """The versions of one model, newest first, with tags and aliases."""
+        require_role(actor, "viewer", "read the registry")
+        limit = search.validate_max_results(max_results, limit=MAX_MODEL_RESULTS)
+        offset = search.decode_page_token(page_token)
+        with self._db.read() as session:
+            model = self._model(session, name)
+            rows = session.exec(
+                select(ModelVersionRow).where(col(ModelVersionRow.model_id) == model.id)
+                .order_by(col(ModelVersionRow.version).desc()).offset(offset).limit(limit + 1)
+            ).all()
+            items = versions_views(session, [(r, model.name) for r in rows[:limit]], with_aliases=True)
+        more = len(rows) > limit
+        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+
     def get_download_uri(self, actor: Actor, *, name: object, version: object) -> str:
         """Where a loader fetches the version's artifact: the registry's own copy."""
         return self.get_model_version(actor, name=name, version=version).storage_location
@@ -474,9 +491,10 @@ class RegistryService:
     # ----------------------------------------------------------------- audit
 
     def list_audit_events(
-        self, actor: Actor, *, model_name: str | None = None, after_seq: int = 0, limit: int = 100
+        self, actor: Actor, *, model_name: str | None = None, after_seq: int = 0, limit: int = 100,
+        newest_first: bool = False,
     ) -> list[AuditEvent]:
-        """Audit events in order, optionally for one model."""
+        """Audit events after ``after_seq`` in sequence order (or newest first), optionally for one model."""
         require_role(actor, "viewer", "read the audit log")
         if not 1 <= limit <= 10_000:
             raise InvalidParameterError("Parameter 'limit' must be between 1 and 10000.")
@@ -484,7 +502,8 @@ class RegistryService:
             query = select(AuditEventRow).where(col(AuditEventRow.seq) > after_seq)
             if model_name:
                 query = query.where(col(AuditEventRow.model_name) == model_name)
-            rows = session.exec(query.order_by(col(AuditEventRow.seq)).limit(limit)).all()
+            order = col(AuditEventRow.seq).desc() if newest_first else col(AuditEventRow.seq)
+            rows = session.exec(query.order_by(order).limit(limit)).all()
             return [event_view(r) for r in rows]
 
     def verify_audit_chain(self, actor: Actor) -> AuditVerification:

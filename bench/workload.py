@@ -1,0 +1,377 @@
+"""The registry operations, the fixtures they need, and a bounded multi-threaded driver.
+
+Every call goes through ``mlflow.MlflowClient`` (registry calls only), the same client for
+every server. Every loop is bounded twice: by a call count and by a wall-clock cap.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+from mlflow import MlflowClient
+
+__all__ = [
+    "ALIAS",
+    "MAIN_VERSIONS",
+    "NagleResult",
+    "Op",
+    "PopulateResult",
+    "Registry",
+    "Stats",
+    "drive",
+    "nagle_check",
+    "percentile",
+]
+
+Op = Callable[[int, int], object]
+"""One call: ``op(thread_index, call_index)``."""
+
+ALIAS = "bench"  # not "champion": Calabi protects that alias (break-glass)
+MAIN_VERSIONS = 20
+"""Versions in each of the small "main-<t>" models used by the 1/8-thread matrix."""
+TRANSITION_WINDOW = 10
+"""The matrix's transitions cycle versions 11..20 into Production, archiving the incumbent."""
+SCALE_MODEL = "scale"
+SCALE_TRANSITION_WINDOW = 64
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass
+class Stats:
+    """What one driven run measured."""
+
+    threads: int
+    latencies_ms: list[float]
+    errors: int
+    elapsed_s: float
+    first_error: str | None = None
+    capped: bool = False
+
+    @property
+    def n(self) -> int:
+        """Successful calls."""
+        return len(self.latencies_ms)
+
+    @property
+    def ops_per_s(self) -> float:
+        """Successful calls per second of wall time, all threads together."""
+        return self.n / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+    @property
+    def p50(self) -> float:
+        """Median latency in ms."""
+        return percentile(sorted(self.latencies_ms), 50)
+
+    @property
+    def p99(self) -> float:
+        """99th-percentile latency in ms (nearest rank: with n < 100 it is the maximum)."""
+        return percentile(sorted(self.latencies_ms), 99)
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly summary."""
+        return {
+            "threads": self.threads,
+            "n": self.n,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "ops_per_s": round(self.ops_per_s, 2),
+            "p50_ms": round(self.p50, 3),
+            "p99_ms": round(self.p99, 3),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else None,
+            "capped": self.capped,
+            "first_error": self.first_error,
+        }
+
+
+@dataclass
+class _ThreadResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+    capped: bool = False
+    finished_at: float = 0.0
+
+
+def drive(
+    op: Op, *, threads: int, calls_per_thread: int, time_cap_s: float, stop: threading.Event | None = None
+) -> Stats:
+    """Run ``op`` from ``threads`` threads, each at most ``calls_per_thread`` times and ``time_cap_s``.
+
+    Threads start together (a barrier); throughput is successful calls over the wall time
+    from the start to the last thread's finish. Failed calls are counted, not timed.
+    """
+    barrier = threading.Barrier(threads + 1)
+    halt = stop or threading.Event()
+    start_box: list[float] = []
+
+    def worker(index: int) -> _ThreadResult:
+        result = _ThreadResult()
+        barrier.wait(timeout=60)
+        deadline = start_box[0] + time_cap_s
+        for call in range(calls_per_thread):
+            now = time.perf_counter()
+            if now >= deadline or halt.is_set():
+                result.capped = now >= deadline
+                break
+            try:
+                op(index, call)
+            except Exception as exc:  # a failed call is data: counted and reported
+                result.errors += 1
+                if result.first_error is None:
+                    result.first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if result.errors >= max(10, calls_per_thread // 2):
+                    break  # a server that only fails is not worth the time cap
+                continue
+            result.latencies_ms.append((time.perf_counter() - now) * 1000)
+        result.finished_at = time.perf_counter()
+        return result
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench") as pool:
+        futures = [pool.submit(worker, i) for i in range(threads)]
+        start_box.append(time.perf_counter())
+        barrier.wait(timeout=60)
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            halt.set()
+            raise
+    start = start_box[0]
+    latencies = [x for r in results for x in r.latencies_ms]
+    first_error = next((r.first_error for r in results if r.first_error), None)
+    return Stats(
+        threads=threads,
+        latencies_ms=latencies,
+        errors=sum(r.errors for r in results),
+        elapsed_s=max(r.finished_at for r in results) - start,
+        first_error=first_error,
+        capped=any(r.capped for r in results),
+    )
+
+
+@dataclass
+class PopulateResult:
+    """Growing one model through the client (itself a create-throughput measurement at scale)."""
+
+    model: str
+    from_versions: int
+    to_versions: int
+    created: int
+    errors: int
+    elapsed_s: float
+    threads: int
+    first_error: str | None = None
+
+    @property
+    def per_s(self) -> float:
+        """Versions created per second."""
+        return self.created / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+
+class Registry:
+    """The benchmarked registry calls, over one ``MlflowClient``, for one server."""
+
+    def __init__(self, client: MlflowClient, source: str, *, threads: int) -> None:
+        self.client = client
+        self.source = source
+        self.threads = threads
+        self.scale_versions = 0
+
+    # -- fixtures ----------------------------------------------------------------------------
+
+    def create(self, model: str) -> int:
+        """Register one version of ``model`` (no status polling) and return its number."""
+        mv = self.client.create_model_version(model, self.source, await_creation_for=0)
+        return int(mv.version)
+
+    def setup_matrix(self) -> None:
+        """``main-<t>``: MAIN_VERSIONS versions, alias, one version per stage; ``create-<t>``: empty."""
+        for t in range(self.threads):
+            self.client.create_registered_model(f"main-{t}")
+            self.client.create_registered_model(f"create-{t}")
+
+        def fill(t: int, _call: int) -> None:
+            name = f"main-{t}"
+            for _ in range(MAIN_VERSIONS):
+                self.create(name)
+            self.client.set_registered_model_alias(name, ALIAS, "10")
+            self.client.transition_model_version_stage(name, "3", "Archived")
+            self.client.transition_model_version_stage(name, "5", "Staging")
+            self.client.transition_model_version_stage(name, "10", "Production", archive_existing_versions=True)
+
+        stats = drive(fill, threads=self.threads, calls_per_thread=1, time_cap_s=300)
+        if stats.errors:
+            raise RuntimeError(f"matrix fixtures failed: {stats.first_error}")
+
+    def setup_scale(self) -> None:
+        """The large model: created empty; stages and alias are set once it has 100 versions."""
+        self.client.create_registered_model(SCALE_MODEL)
+
+    def decorate_scale(self) -> None:
+        """Alias ``bench`` → 50, and one version in each of Archived, Staging and Production."""
+        self.client.set_registered_model_alias(SCALE_MODEL, ALIAS, "50")
+        self.client.transition_model_version_stage(SCALE_MODEL, "30", "Archived")
+        self.client.transition_model_version_stage(SCALE_MODEL, "40", "Staging")
+        self.client.transition_model_version_stage(SCALE_MODEL, "60", "Production", archive_existing_versions=True)
+
+    def populate_scale(self, target: int, *, threads: int, time_cap_s: float) -> PopulateResult:
+        """Create versions of the scale model (``threads`` at once) until it has ``target``."""
+        lock = threading.Lock()
+        need = max(0, target - self.scale_versions)
+        state = {"issued": 0, "created": 0, "errors": 0, "max_version": self.scale_versions}
+        errors_allowed = 50 + need // 20
+        first_error: list[str] = []
+        start = time.perf_counter()
+        deadline = start + time_cap_s
+
+        def worker(_t: int, _call: int) -> None:
+            for _ in range(need + errors_allowed):  # bounded: every pass issues or fails once
+                with lock:
+                    if state["issued"] >= need or state["errors"] > errors_allowed:
+                        return
+                    state["issued"] += 1
+                if time.perf_counter() > deadline:
+                    return
+                try:
+                    version = self.create(SCALE_MODEL)
+                except Exception as exc:  # contention on the server: retry the ticket, bounded
+                    with lock:
+                        state["issued"] -= 1
+                        state["errors"] += 1
+                        if not first_error:
+                            first_error.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+                    continue
+                with lock:
+                    state["created"] += 1
+                    state["max_version"] = max(state["max_version"], version)
+
+        drive(worker, threads=threads, calls_per_thread=1, time_cap_s=time_cap_s + 5)
+        elapsed = time.perf_counter() - start
+        before = self.scale_versions
+        self.scale_versions = state["max_version"]
+        return PopulateResult(
+            SCALE_MODEL,
+            before,
+            self.scale_versions,
+            state["created"],
+            state["errors"],
+            elapsed,
+            threads,
+            first_error[0] if first_error else None,
+        )
+
+    # -- the 1/8-thread matrix -------------------------------------------------------------------
+
+    def matrix_ops(self) -> dict[str, Op]:
+        """The operations of the throughput/latency matrix; thread ``t`` works on its own model."""
+        c = self.client
+
+        def get_version(t: int, i: int) -> object:
+            return c.get_model_version(f"main-{t}", str(1 + i % MAIN_VERSIONS))
+
+        def get_by_alias(t: int, _i: int) -> object:
+            return c.get_model_version_by_alias(f"main-{t}", ALIAS)
+
+        def get_latest(t: int, _i: int) -> object:
+            return c.get_latest_versions(f"main-{t}")
+
+        def search(t: int, _i: int) -> object:
+            return c.search_model_versions(f"name='main-{t}'")
+
+        def transition(t: int, i: int) -> object:
+            version = MAIN_VERSIONS - TRANSITION_WINDOW + 1 + i % TRANSITION_WINDOW
+            return c.transition_model_version_stage(
+                f"main-{t}", str(version), "Production", archive_existing_versions=True
+            )
+
+        def create_version(t: int, _i: int) -> object:
+            return self.create(f"create-{t}")
+
+        return {
+            "get version": get_version,
+            "get by alias": get_by_alias,
+            "get-latest-versions": get_latest,
+            "search": search,
+            "transition": transition,
+            "create version": create_version,
+        }
+
+    # -- the large model ---------------------------------------------------------------------------
+
+    def scale_ops(self) -> dict[str, Op]:
+        """Operations on the large model; transitions cycle the newest versions into Production."""
+        c = self.client
+
+        def get_by_alias(_t: int, _i: int) -> object:
+            return c.get_model_version_by_alias(SCALE_MODEL, ALIAS)
+
+        def get_latest(_t: int, _i: int) -> object:
+            return c.get_latest_versions(SCALE_MODEL)
+
+        def transition(t: int, i: int) -> object:
+            offset = (t * 8 + i) % SCALE_TRANSITION_WINDOW
+            version = max(1, self.scale_versions - offset)
+            return c.transition_model_version_stage(
+                SCALE_MODEL, str(version), "Production", archive_existing_versions=True
+            )
+
+        return {"get by alias": get_by_alias, "get-latest-versions": get_latest, "transition": transition}
+
+
+@dataclass
+class NagleResult:
+    """Latency of one cheap GET on a kept-alive connection and on fresh connections."""
+
+    keepalive: Stats
+    fresh: Stats
+    server_closes: bool
+
+    @property
+    def stalls(self) -> bool:
+        """A kept-alive p50 near the 40 ms delayed-ACK timer, far above a fresh connection's."""
+        if self.server_closes:
+            return False
+        return self.keepalive.p50 >= 30 and self.keepalive.p50 >= self.fresh.p50 + 20
+
+    def verdict(self) -> str:
+        """One phrase for the report."""
+        if self.server_closes:
+            return "n/a: server closes every connection"
+        return "STALLS (~40 ms per response)" if self.stalls else "no stall"
+
+
+def nagle_check(url: str, token: str, *, calls: int = 60, time_cap_s: float = 20) -> NagleResult:
+    """GET one version ``calls`` times on one kept-alive connection, then on fresh ones."""
+    target = f"{url}/api/2.0/mlflow/model-versions/get"
+    params = {"name": "main-0", "version": "1"}
+    headers = {"Authorization": f"Bearer {token}"}
+    closes: list[bool] = []
+    with requests.Session() as session:
+        session.get(target, params=params, headers=headers, timeout=30).raise_for_status()
+
+        def keepalive(_t: int, _i: int) -> None:
+            response = session.get(target, params=params, headers=headers, timeout=30)
+            response.raise_for_status()
+            closes.append(response.headers.get("connection", "").lower() == "close")
+
+        kept = drive(keepalive, threads=1, calls_per_thread=calls, time_cap_s=time_cap_s)
+
+    def fresh(_t: int, _i: int) -> None:
+        response = requests.get(target, params=params, headers={**headers, "Connection": "close"}, timeout=30)
+        response.raise_for_status()
+
+    new = drive(fresh, threads=1, calls_per_thread=calls, time_cap_s=time_cap_s)
+    return NagleResult(kept, new, server_closes=bool(closes) and all(closes))
