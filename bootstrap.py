@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from registry_store.artifacts import SourceFetcher, make_artifact_store
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from registry_store.artifacts import ArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 from settings import Settings
+from workflows.service import PromotionService
 
-__all__ = ["Services", "bootstrap", "now_ms"]
+__all__ = ["Services", "bootstrap", "now_ms", "temporal_connector"]
 
 
 def now_ms() -> int:
@@ -27,6 +32,8 @@ class Services:
     db: Database
     registry: RegistryService
     users: UserService
+    artifacts: ArtifactStore
+    promotions: PromotionService
 
     def close(self) -> None:
         """Release database connections."""
@@ -48,4 +55,22 @@ def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
     users = UserService(db, clock=now_ms)
     if settings.admin_token is not None:
         users.ensure_admin(settings.admin_token.get_secret_value())
-    return Services(settings=settings, db=db, registry=registry, users=users)
+    promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
+    return Services(
+        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions
+    )
+
+
+def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
+    """A function connecting to the configured Temporal frontend with the pydantic converter."""
+
+    async def connect() -> Client:
+        return await Client.connect(
+            settings.resolved_temporal_address(),
+            namespace=settings.temporal_namespace,
+            tls=settings.temporal_tls,
+            api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
+            data_converter=pydantic_data_converter,
+        )
+
+    return connect

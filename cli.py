@@ -8,8 +8,6 @@ machine), so the audit log names the token's user. Failures print one line,
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 import cli_output as out
 from bootstrap import Services, bootstrap
+from cli_serve import serve, worker
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
 from registry_store.errors import (
@@ -154,48 +153,8 @@ def _done(message: str) -> None:
 # --------------------------------------------------------------------------- serve
 
 
-def _admin_token(data_dir: Path) -> tuple[str, bool]:
-    """The first admin's token: CALABI_ADMIN_TOKEN, else the saved one, else a new one."""
-    if token := os.environ.get("CALABI_ADMIN_TOKEN"):
-        return token, False
-    path = data_dir / "admin-token"
-    if path.exists():
-        return path.read_text().strip(), False
-    token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(token + "\n")
-    return token, True
-
-
-@app.command()
-def serve(
-    ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (SQLite, artifacts, tokens).")] = None,
-    workers: Annotated[int, typer.Option(help="Number of API worker processes.")] = 1,
-) -> None:
-    """Run the registry server (API and MLflow-compatible routes)."""
-    import uvicorn
-
-    runtime = ctx.find_object(_Runtime)
-    data_dir = data_dir or (runtime.data_dir if runtime else None)
-    if data_dir is not None:
-        os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
-    settings = Settings()
-    token, created = _admin_token(settings.data_dir)
-    os.environ["CALABI_ADMIN_TOKEN"] = token
-    services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)
-    services.users.ensure_admin(token)
-    services.close()
-    if created:
-        typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
-    typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir.resolve()})")
-    uvicorn.run(
-        "api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
-        log_level="warning", access_log=False,
-    )
+app.command()(serve)
+app.command()(worker)
 
 
 # --------------------------------------------------------------------------- models

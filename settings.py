@@ -32,6 +32,19 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     protected_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["champion"])
     mlflow_tracking_url: str | None = None
+    temporal_address: str | None = Field(
+        default=None, description="host:port of a Temporal frontend; unset: `calabi serve` starts the dev server"
+    )
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "calabi-promotions"
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
+    policy_dir: Path | None = Field(
+        default=None, description="Directory with default.toml and models/<name>.toml; default: the packaged policy"
+    )
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr | None = None
+    notify_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 
@@ -42,7 +55,7 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.split(":") if p.strip()]
         return value
 
-    @field_validator("protected_aliases", mode="before")
+    @field_validator("protected_aliases", "webhook_urls", "notify_recipients", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):
@@ -52,6 +65,18 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/calabi.db``."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'calabi.db').resolve()}"
+
+    def resolved_policy_dir(self) -> Path:
+        """The policy directory, defaulting to the policy shipped in the ``policies`` package."""
+        if self.policy_dir is not None:
+            return self.policy_dir
+        import policies
+
+        return Path(policies.__file__).parent
+
+    def resolved_temporal_address(self) -> str:
+        """Where the worker and the API find Temporal (the embedded dev server by default)."""
+        return self.temporal_address or "127.0.0.1:7233"
 
     def resolved_artifact_root(self) -> str:
         """The artifact root, defaulting to ``<data_dir>/artifacts``."""

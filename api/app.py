@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.mlflow_routes import mlflow_router
+from api.promotion_routes import promotion_router
 from api.v1_routes import v1_router
 from bootstrap import Services
 
@@ -20,6 +21,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(mlflow_router(include_in_schema=True))
     app.include_router(mlflow_router(include_in_schema=False), prefix="/mlflow")
     app.include_router(v1_router)
+    app.include_router(promotion_router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

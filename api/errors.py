@@ -51,6 +51,10 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+async def _unstorable_text(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "INVALID_PARAMETER_VALUE", f"Request text is not valid Unicode: {exc}")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "Internal error; the server log has the details.")
@@ -61,4 +65,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RegistryError, _registry_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(UnicodeEncodeError, _unstorable_text)
     app.add_exception_handler(Exception, _unexpected)

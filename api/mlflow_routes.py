@@ -94,7 +94,8 @@ async def _read_params(request: Request) -> Params:
         return Params({}, {})
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates are not storable text
+    except (ValueError, RecursionError) as exc:
         raise InvalidParameterError(f"Malformed JSON in request body: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidParameterError("Request body must be a JSON object.")

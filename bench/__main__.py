@@ -30,6 +30,7 @@ from bench.report import (
     KEEP_MARKER,
     ServerResults,
     TargetCheck,
+    cpu_table,
     flatness_table,
     matrix_table,
     nagle_table,
@@ -93,7 +94,9 @@ def _summary(stats: Stats) -> str:
     errors = f", {stats.errors} errors ({stats.first_error})" if stats.errors else ""
     capped = ", time-capped" if stats.capped else ""
     return (
-        f"{stats.ops_per_s:8.1f} ops/s  p50 {stats.p50:7.2f} ms  p99 {stats.p99:7.2f} ms  n={stats.n}{capped}{errors}"
+        f"{stats.ops_per_s:8.1f} ops/s  p50 {stats.p50:7.2f} ms  p99 {stats.p99:7.2f} ms  n={stats.n}  "
+        f"CPU/call: server {stats.server_cpu_ms_per_call:.2f} ms, client {stats.client_cpu_ms_per_call:.2f} ms "
+        f"({stats.client_cores:.2f} cores){capped}{errors}"
     )
 
 
@@ -125,10 +128,11 @@ def bench_server(spec: ServerSpec, cfg: Config, root: Path, token: str, calabi_w
             f"{results.nagle.fresh.p50:.2f} ms: {results.nagle.verdict()}"
         )
         ops = reg.matrix_ops()
+        cpu = server.cpu_seconds
         for threads in cfg.threads:
             calls = cfg.calls_single if threads == 1 else cfg.calls_per_thread
             for name in MATRIX_OPS:
-                stats = drive(ops[name], threads=threads, calls_per_thread=calls, time_cap_s=cfg.cap_s)
+                stats = drive(ops[name], threads=threads, calls_per_thread=calls, time_cap_s=cfg.cap_s, server_cpu=cpu)
                 results.matrix[(name, threads)] = stats
                 log(f"   {name:<20} x{threads}  {_summary(stats)}")
         scale_ops = reg.scale_ops()
@@ -146,7 +150,11 @@ def bench_server(spec: ServerSpec, cfg: Config, root: Path, token: str, calabi_w
             if size in cfg.scales:
                 for name in SCALE_OPS:
                     stats = drive(
-                        scale_ops[name], threads=1, calls_per_thread=cfg.scale_calls, time_cap_s=cfg.scale_cap_s
+                        scale_ops[name],
+                        threads=1,
+                        calls_per_thread=cfg.scale_calls,
+                        time_cap_s=cfg.scale_cap_s,
+                        server_cpu=cpu,
                     )
                     results.scale_latency[(name, size)] = stats
                     log(f"   {name:<20} @{size:<6} {_summary(stats)}")
@@ -158,6 +166,7 @@ def bench_server(spec: ServerSpec, cfg: Config, root: Path, token: str, calabi_w
                         threads=cfg.throughput_threads,
                         calls_per_thread=cfg.throughput_calls_per_thread,
                         time_cap_s=cfg.cap_s,
+                        server_cpu=cpu,
                     )
                     results.scale_throughput[name] = stats
                     log(f"   {name:<20} @{size:<6} x{cfg.throughput_threads}  {_summary(stats)}")
@@ -335,6 +344,14 @@ def render(
         "## Growing the large model (client creates, several threads)",
         "",
         *populate_table([calabi, *mlflows]),
+        "",
+        "## CPU per call",
+        "",
+        "Server: user+system CPU of all the server's processes (from /proc, 10 ms ticks) ÷ successful calls. "
+        "Client: CPU of the bench process (the MLflow client threads) ÷ successful calls; at 8 threads the "
+        "GIL-bound client can use at most one of the machine's cores.",
+        "",
+        *cpu_table([calabi, *mlflows], MATRIX_OPS, cfg.threads),
         "",
         "## Kept-alive connections (Nagle / delayed-ACK stall)",
         "",

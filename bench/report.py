@@ -12,6 +12,7 @@ __all__ = [
     "KEEP_MARKER",
     "ServerResults",
     "TargetCheck",
+    "cpu_table",
     "flatness_table",
     "matrix_table",
     "nagle_table",
@@ -202,6 +203,24 @@ def flatness_table(
             )
         )
     return lines, checks
+
+
+def cpu_table(results: Sequence[ServerResults], ops: Sequence[str], threads: Sequence[int]) -> list[str]:
+    """CPU per successful call: the server's processes and the client (bench) process."""
+    lines = _header(["operation", "threads / versions"], [r.label for r in results], ["server ms", "client ms"], [])
+    rows: list[tuple[str, str, list[Stats | None]]] = []
+    for op in ops:
+        for n in threads:
+            rows.append((op, f"x{n}", [r.matrix.get((op, n)) for r in results]))
+    scale_keys = sorted({k for r in results for k in r.scale_latency}, key=lambda k: (k[0], k[1]))
+    for op, size in scale_keys:
+        rows.append((op, f"@{size:,}", [r.scale_latency.get((op, size)) for r in results]))
+    for op, label, stats in rows:
+        cells = [op, label]
+        for st in stats:
+            cells += ["—", "—"] if st is None else [_ms(st.server_cpu_ms_per_call), _ms(st.client_cpu_ms_per_call)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def populate_table(results: Sequence[ServerResults]) -> list[str]:

@@ -82,6 +82,24 @@ class RunningServer:
     started_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every live process in the server's process group (from /proc)."""
+        pgid = self.process.pid
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                raw = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue  # the process has gone
+            fields = raw[raw.rfind(")") + 2 :].split()
+            # after "pid (comm) ": state ppid pgrp session ... utime(12th) stime(13th)
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server's combined stdout/stderr."""
         try:

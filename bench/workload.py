@@ -60,6 +60,10 @@ class Stats:
     elapsed_s: float
     first_error: str | None = None
     capped: bool = False
+    client_cpu_s: float = math.nan
+    """CPU time the bench process (client threads) used during the run."""
+    server_cpu_s: float = math.nan
+    """CPU time the server's processes used during the run (NaN when not measured)."""
 
     @property
     def n(self) -> int:
@@ -70,6 +74,21 @@ class Stats:
     def ops_per_s(self) -> float:
         """Successful calls per second of wall time, all threads together."""
         return self.n / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+    @property
+    def client_cpu_ms_per_call(self) -> float:
+        """Client CPU per successful call (the MLflow client's own cost, same for every server)."""
+        return self.client_cpu_s / self.n * 1000 if self.n else math.nan
+
+    @property
+    def server_cpu_ms_per_call(self) -> float:
+        """Server CPU per successful call, all its processes together (10 ms clock-tick resolution)."""
+        return self.server_cpu_s / self.n * 1000 if self.n else math.nan
+
+    @property
+    def client_cores(self) -> float:
+        """Cores the client kept busy on average (≈1 means the GIL-bound client is saturated)."""
+        return self.client_cpu_s / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
     @property
     def p50(self) -> float:
@@ -94,6 +113,9 @@ class Stats:
             "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else None,
             "capped": self.capped,
             "first_error": self.first_error,
+            "client_cpu_ms_per_call": round(self.client_cpu_ms_per_call, 3),
+            "client_cores": round(self.client_cores, 3),
+            "server_cpu_ms_per_call": round(self.server_cpu_ms_per_call, 3),
         }
 
 
@@ -107,12 +129,19 @@ class _ThreadResult:
 
 
 def drive(
-    op: Op, *, threads: int, calls_per_thread: int, time_cap_s: float, stop: threading.Event | None = None
+    op: Op,
+    *,
+    threads: int,
+    calls_per_thread: int,
+    time_cap_s: float,
+    stop: threading.Event | None = None,
+    server_cpu: Callable[[], float] | None = None,
 ) -> Stats:
     """Run ``op`` from ``threads`` threads, each at most ``calls_per_thread`` times and ``time_cap_s``.
 
     Threads start together (a barrier); throughput is successful calls over the wall time
     from the start to the last thread's finish. Failed calls are counted, not timed.
+    ``server_cpu`` (the server's CPU seconds so far) is read before and after the run.
     """
     barrier = threading.Barrier(threads + 1)
     halt = stop or threading.Event()
@@ -141,7 +170,9 @@ def drive(
         return result
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench") as pool:
+        server_start = server_cpu() if server_cpu else math.nan
         futures = [pool.submit(worker, i) for i in range(threads)]
+        cpu_start = time.process_time()
         start_box.append(time.perf_counter())
         barrier.wait(timeout=60)
         try:
@@ -149,6 +180,8 @@ def drive(
         except BaseException:
             halt.set()
             raise
+        cpu = time.process_time() - cpu_start
+    server_used = server_cpu() - server_start if server_cpu else math.nan
     start = start_box[0]
     latencies = [x for r in results for x in r.latencies_ms]
     first_error = next((r.first_error for r in results if r.first_error), None)
@@ -159,6 +192,8 @@ def drive(
         elapsed_s=max(r.finished_at for r in results) - start,
         first_error=first_error,
         capped=any(r.capped for r in results),
+        client_cpu_s=cpu,
+        server_cpu_s=server_used,
     )
 
 

@@ -12,7 +12,10 @@ __all__ = [
     "AuditEvent",
     "AuditVerification",
     "ModelVersion",
+    "Notification",
     "Page",
+    "Promotion",
+    "PromotionSubject",
     "RegisteredModel",
     "User",
 ]
@@ -105,3 +108,50 @@ class AuditVerification(_View):
     events_checked: int
     first_bad_seq: int | None = None
     problem: str = ""
+
+
+class Promotion(_View):
+    """The read model of a promotion request (Temporal holds the live workflow)."""
+
+    id: str
+    workflow_id: str
+    model_name: str
+    version: int
+    target_stage: str
+    kind: str
+    requester: str
+    justification: str
+    status: str
+    live: bool
+    incumbent_version: int | None
+    checklist: Any
+    approvals: list[dict[str, Any]]
+    required_approvals: int
+    approver_role: str
+    deadline: int | None
+    reminders_sent: int
+    message: str
+    policy_hash: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+
+
+class PromotionSubject(_View):
+    """What a promotion's checks look at: the candidate, the incumbent and the serving schema."""
+
+    candidate: ModelVersion
+    incumbent: ModelVersion | None
+    serving_schema: str
+
+
+class Notification(_View):
+    """A rendered promotion notification from the outbox."""
+
+    id: int
+    timestamp: int
+    kind: str
+    promotion_id: str
+    model_name: str
+    recipients: list[str]
+    body: str
+    delivery: dict[str, Any]

@@ -8,6 +8,7 @@
     ├── UnauthenticatedError           UNAUTHENTICATED           401
     ├── PermissionDeniedError          PERMISSION_DENIED         403
     ├── ConflictError                  RESOURCE_CONFLICT         409 (retryable)
+    ├── StaleEvidenceError             ABORTED                   409 (re-check, then retry)
     └── UnavailableError               TEMPORARILY_UNAVAILABLE   503 (retryable)
 
 They are mapped in one place each: ``api/errors.py`` (HTTP), ``cli.py`` (exit code)
@@ -26,6 +27,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RegistryError",
+    "StaleEvidenceError",
     "UnauthenticatedError",
     "UnavailableError",
 ]
@@ -91,6 +93,13 @@ class ConflictError(RegistryError):
     error_code = "RESOURCE_CONFLICT"
     http_status = 409
     retryable = True
+
+
+class StaleEvidenceError(RegistryError):
+    """A promotion's evidence no longer matches the registry (e.g. Production changed meanwhile)."""
+
+    error_code = "ABORTED"
+    http_status = 409
 
 
 class UnavailableError(RegistryError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -10,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher, read_model_metadata, tree_digest
+from registry_store.errors import InvalidParameterError
 
-__all__ = ["StagedArtifact", "stage_artifact"]
+__all__ = ["IMPORTANCES_FILE", "METRICS_FILE", "StagedArtifact", "stage_artifact"]
+
+METRICS_FILE = "metrics.json"
+IMPORTANCES_FILE = "feature_importances.json"
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,30 @@ def stage_artifact(
         fetcher.fetch(source, local)
         digest = tree_digest(local)
         metadata = read_model_metadata(local)
+        evidence: dict[str, Any] = {"flavors": list(metadata.flavors), **_recorded_numbers(local)}
         location = store.put_tree(local, f"{model_name}/{uuid.uuid4().hex}", progress)
     return StagedArtifact(
         storage_location=location,
         digest=digest,
         signature=metadata.signature,
-        evidence={"flavors": list(metadata.flavors)},
+        evidence=evidence,
     )
+
+
+def _recorded_numbers(root: Path) -> dict[str, dict[str, float]]:
+    """Metrics and feature importances recorded next to the model (``metrics.json``, ...)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, filename in (("metrics", METRICS_FILE), ("feature_importances", IMPORTANCES_FILE)):
+        path = root / filename
+        if not path.is_file():
+            continue
+        try:
+            document = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidParameterError(f"{filename} in the artifact is not valid JSON: {exc}") from exc
+        if not isinstance(document, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in document.items()
+        ):
+            raise InvalidParameterError(f"{filename} in the artifact must be a JSON object of names to numbers.")
+        found[key] = {k: float(v) for k, v in document.items()}
+    return found

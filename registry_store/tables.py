@@ -5,7 +5,7 @@ Timestamps are epoch milliseconds (UTC), the unit of the MLflow wire format.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -13,9 +13,12 @@ __all__ = [
     "AuditHeadRow",
     "ModelVersionRow",
     "ModelVersionTagRow",
+    "NotificationRow",
+    "PromotionRow",
     "RegisteredModelAliasRow",
     "RegisteredModelRow",
     "RegisteredModelTagRow",
+    "ServingSchemaRow",
     "TokenRow",
     "UserRow",
 ]
@@ -173,3 +176,72 @@ class TokenRow(SQLModel, table=True):
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     creation_timestamp: int = Field(sa_column=_ms())
+
+
+class ServingSchemaRow(SQLModel, table=True):
+    """The live serving schema of a model (MLflow signature JSON) that promotions are checked against."""
+
+    __tablename__ = "serving_schemas"
+
+    model_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    )
+    signature: str = Field(sa_column=Column(Text, nullable=False))
+    last_updated_timestamp: int = Field(sa_column=_ms())
+
+
+class PromotionRow(SQLModel, table=True):
+    """The read model of one promotion request; Temporal is the source of truth for its progress."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (
+        Index("ix_promotions_status", "status"),
+        Index("ix_promotions_model", "model_name", "version"),
+        # One live promotion per version and target, whatever Temporal's retention says.
+        Index(
+            "uq_promotions_live",
+            "model_name",
+            "version",
+            "target_stage",
+            unique=True,
+            sqlite_where=text("live = 1"),
+            postgresql_where=text("live"),
+        ),
+    )
+
+    id: str = Field(sa_column=Column(String(40), primary_key=True))
+    workflow_id: str = Field(sa_column=Column(String(600), nullable=False))
+    model_name: str = Field(sa_column=Column(String(256), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    target_stage: str = Field(sa_column=Column(String(20), nullable=False))
+    kind: str = Field(sa_column=Column(String(20), nullable=False))
+    requester: str = Field(sa_column=Column(String(256), nullable=False))
+    justification: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(String(32), nullable=False))
+    live: bool = Field(sa_column=Column(Boolean, nullable=False))
+    incumbent_version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    checklist: str = Field(default="null", sa_column=Column(Text, nullable=False))
+    approvals: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    required_approvals: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    approver_role: str = Field(default="approver", sa_column=Column(String(32), nullable=False))
+    deadline: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reminders_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    policy_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    creation_timestamp: int = Field(sa_column=_ms())
+    last_updated_timestamp: int = Field(sa_column=_ms())
+
+
+class NotificationRow(SQLModel, table=True):
+    """A rendered notification in the outbox (webhook delivery is recorded alongside)."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    timestamp: int = Field(sa_column=_ms())
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    promotion_id: str = Field(sa_column=Column(String(40), nullable=False, index=True))
+    model_name: str = Field(sa_column=Column(String(256), nullable=False))
+    recipients: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    delivery: str = Field(default="{}", sa_column=Column(Text, nullable=False))

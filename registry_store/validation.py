@@ -24,6 +24,7 @@ MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 5000
 MAX_ALIAS = 255
 MAX_RUN_ID = 64
+MAX_VERSION = 2**31 - 1
 _TAG_KEY = re.compile(r"^[/\w.\- :]+$")
 _ALIAS = re.compile(r"^[\w\-]+$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
@@ -59,8 +60,8 @@ def parse_version(version: object) -> int:
         number = int(version)
     else:
         raise InvalidParameterError(f"Parameter 'version' must be an integer, got '{version}'.")
-    if number < 1:
-        raise InvalidParameterError(f"Parameter 'version' must be a positive integer, got '{version}'.")
+    if not 1 <= number <= MAX_VERSION:
+        raise InvalidParameterError(f"Parameter 'version' must be an integer from 1 to {MAX_VERSION}, got '{version}'.")
     return number
 
 

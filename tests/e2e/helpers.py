@@ -20,10 +20,11 @@ def random_name(prefix: str = "m") -> str:
 
 
 def call(http: httpx.Client, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
-    """One MLflow registry request: a JSON body for POST/PATCH/DELETE, a query string for GET."""
+    """One MLflow registry request: the fields (``body`` or keywords) as a JSON body, or for GET a query string."""
+    fields = body if body is not None else params
     if method == "GET":
-        return http.request(method, API + path, params=params or None)
-    return http.request(method, API + path, json=body if body is not None else params)
+        return http.request(method, API + path, params=fields or None)
+    return http.request(method, API + path, json=fields)
 
 
 def ok(response: httpx.Response) -> dict[str, Any]:

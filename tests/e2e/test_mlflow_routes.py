@@ -127,9 +127,7 @@ def test_rename_moves_versions_tags_and_aliases_to_the_new_name(
     assert client.search_model_versions(f"name = '{name}'") == []
 
 
-def test_update_registered_model_replaces_the_description(
-    live_server: LiveServer, http: httpx.Client, client: Any
-) -> None:
+def test_update_registered_model_replaces_the_description(http: httpx.Client, client: Any) -> None:
     name = create_model(http, description="old")
     assert client.update_registered_model(name, description="new").description == "new"
     assert client.get_registered_model(name).description == "new"

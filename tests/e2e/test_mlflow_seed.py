@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -207,6 +209,34 @@ def test_deleted_version_number_is_never_reused(client: Any, live_server: LiveSe
     assert raised.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert register(client, live_server, name, 1) == ["4"]
     assert sorted(v.version for v in client.search_model_versions(f"name='{name}'")) == ["2", "4"]
+
+
+def test_deleting_a_version_deletes_the_registry_copy_of_its_artifact_but_not_the_source(
+    client: Any, live_server: LiveServer
+) -> None:
+    name = random_name("churn-predictor")
+    client.create_registered_model(name)
+    source = live_server.artifact()
+    client.create_model_version(name, source=str(source))
+    copy = Path(urlsplit(client.get_model_version_download_uri(name, "1")).path)
+    assert (copy / "MLmodel").is_file()
+    client.delete_model_version(name, "1")
+    assert not copy.exists()
+    assert (source / "MLmodel").is_file()
+
+
+def test_a_version_is_immutable_changing_its_source_later_does_not_change_what_loads(
+    client: Any, live_server: LiveServer, tmp_path: Path
+) -> None:
+    import mlflow.artifacts
+
+    name = random_name("churn-predictor")
+    client.create_registered_model(name)
+    source = live_server.artifact(payload=b"original weights")
+    client.create_model_version(name, source=str(source))
+    (source / "model.pkl").write_bytes(b"tampered")
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path)))
+    assert (downloaded / "model.pkl").read_bytes() == b"original weights"
 
 
 def test_deleting_a_version_removes_its_aliases(client: Any, live_server: LiveServer) -> None:

@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -49,7 +50,7 @@ class Registry:
         """A fresh MLmodel directory below the allowed source root."""
         return make_artifact(self.source_root, payload=payload)
 
-    def scalar(self, sql: str, **params: object) -> object:
+    def scalar(self, sql: str, **params: object) -> Any:
         """One value from a raw SQL query."""
         with self.services.db.engine.connect() as conn:
             return conn.execute(text(sql), params).scalar_one()
@@ -60,7 +61,7 @@ class Registry:
             return int(conn.execute(text(sql), params).rowcount)
 
     def audit_count(self) -> int:
-        return int(self.scalar("SELECT count(*) FROM audit_events"))  # type: ignore[call-overload]
+        return int(self.scalar("SELECT count(*) FROM audit_events"))
 
     def model(self, name: str) -> str:
         """Create an empty model as the admin; return its name."""

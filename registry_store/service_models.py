@@ -1,0 +1,192 @@
+"""Registered-model operations of RegistryService."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from registry_store import search
+from registry_store.audit import Actor
+from registry_store.entities import Page, RegisteredModel
+from registry_store.errors import (
+    AlreadyExistsError,
+)
+from registry_store.service_base import MAX_MODEL_RESULTS, ServiceBase
+from registry_store.stages import PRODUCTION
+from registry_store.tables import (
+    ModelVersionRow,
+    RegisteredModelRow,
+    RegisteredModelTagRow,
+)
+from registry_store.users import require_role
+from registry_store.validation import (
+    validate_description,
+    validate_model_name,
+    validate_tag,
+)
+from registry_store.views import model_view, models_views
+
+__all__ = ["ModelOperations"]
+
+
+class ModelOperations(ServiceBase):
+    """Create, read, rename, describe, delete, search and tag registered models."""
+
+    def create_registered_model(
+        self,
+        actor: Actor,
+        *,
+        name: object,
+        description: object = None,
+        tags: Sequence[tuple[object, object]] = (),
+    ) -> RegisteredModel:
+        """Create an empty registered model."""
+        require_role(actor, "engineer", "create registered models")
+        name = validate_model_name(name)
+        text = validate_description(description)
+        valid_tags = dict(validate_tag(k, v) for k, v in tags)
+        now = self._clock()
+        try:
+            with self._db.write() as session:
+                row = RegisteredModelRow(
+                    name=name, description=text, creation_timestamp=now, last_updated_timestamp=now
+                )
+                session.add(row)
+                session.flush()
+                assert row.id is not None
+                for key, value in valid_tags.items():
+                    session.add(RegisteredModelTagRow(model_id=row.id, key=key, value=value))
+                self._audit(
+                    session,
+                    actor,
+                    "create_registered_model",
+                    name,
+                    None,
+                    after={"description": text, "tags": valid_tags},
+                )
+                return model_view(session, row)
+        except IntegrityError as exc:
+            raise AlreadyExistsError(f"Registered Model (name={name}) already exists.") from exc
+
+    def get_registered_model(self, actor: Actor, name: object) -> RegisteredModel:
+        """A registered model with tags, aliases and the latest version per stage."""
+        require_role(actor, "viewer", "read the registry")
+        with self._db.read() as session:
+            return model_view(session, self._model(session, name))
+
+    def rename_registered_model(self, actor: Actor, *, name: object, new_name: object) -> RegisteredModel:
+        """Rename a model; versions, tags and aliases follow."""
+        require_role(actor, "engineer", "rename registered models")
+        new = validate_model_name(new_name)
+        try:
+            with self._db.write() as session:
+                row = self._model(session, name, lock=True)
+                old = row.name
+                row.name, row.last_updated_timestamp = new, self._clock()
+                session.add(row)
+                session.flush()
+                self._audit(
+                    session, actor, "rename_registered_model", new, None, before={"name": old}, after={"name": new}
+                )
+                return model_view(session, row)
+        except IntegrityError as exc:
+            raise AlreadyExistsError(f"Registered Model (name={new}) already exists.") from exc
+
+    def update_registered_model(self, actor: Actor, *, name: object, description: object) -> RegisteredModel:
+        """Replace a model's description."""
+        require_role(actor, "engineer", "edit registered models")
+        text = validate_description(description)
+        with self._db.write() as session:
+            row = self._model(session, name, lock=True)
+            before = row.description
+            row.description, row.last_updated_timestamp = text, self._clock()
+            session.add(row)
+            self._audit(
+                session,
+                actor,
+                "update_registered_model",
+                row.name,
+                None,
+                before={"description": before},
+                after={"description": text},
+            )
+            return model_view(session, row)
+
+    def delete_registered_model(self, actor: Actor, name: object) -> None:
+        """Delete a model, all its versions and their artifacts (Production needs admin)."""
+        require_role(actor, "engineer", "delete registered models")
+        with self._db.write() as session:
+            row = self._model(session, name, lock=True)
+            versions = session.exec(select(ModelVersionRow).where(col(ModelVersionRow.model_id) == row.id)).all()
+            in_production = any(v.current_stage == PRODUCTION for v in versions)
+            if in_production:
+                require_role(actor, "admin", "delete a model that has a Production version (break-glass)")
+            protected = self._check_protected_removal(session, actor, row)
+            locations = [v.storage_location for v in versions]
+            self._audit(
+                session,
+                actor,
+                "delete_registered_model",
+                row.name,
+                None,
+                before={"versions": [v.version for v in versions], "protected_aliases": protected},
+                after={"break_glass": bool(protected) or in_production},
+            )
+            session.delete(row)
+        self._delete_artifacts(locations)
+
+    def search_registered_models(
+        self,
+        actor: Actor,
+        *,
+        filter_string: str | None = None,
+        max_results: object = 100,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page[RegisteredModel]:
+        """Search models with MLflow's filter grammar; ``next_page_token`` only if more exist."""
+        require_role(actor, "viewer", "read the registry")
+        limit = search.validate_max_results(max_results, limit=MAX_MODEL_RESULTS)
+        spec = search.registered_model_search(filter_string, list(order_by or []))
+        offset = search.decode_page_token(page_token)
+        with self._db.read() as session:
+            rows = session.exec(
+                select(RegisteredModelRow).where(*spec.conditions).order_by(*spec.order).offset(offset).limit(limit + 1)
+            ).all()
+            items = models_views(session, rows[:limit])
+        more = len(rows) > limit
+        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+
+    def set_registered_model_tag(self, actor: Actor, *, name: object, key: object, value: object) -> None:
+        """Set (or overwrite) a tag on a model."""
+        require_role(actor, "engineer", "tag registered models")
+        tag_key, tag_value = validate_tag(key, value)
+        with self._db.write() as session:
+            row = self._model(session, name, lock=True)
+            assert row.id is not None
+            old = session.get(RegisteredModelTagRow, (row.id, tag_key))
+            before = old.value if old else None
+            session.merge(RegisteredModelTagRow(model_id=row.id, key=tag_key, value=tag_value))
+            self._audit(
+                session,
+                actor,
+                "set_registered_model_tag",
+                row.name,
+                None,
+                before={tag_key: before},
+                after={tag_key: tag_value},
+            )
+
+    def delete_registered_model_tag(self, actor: Actor, *, name: object, key: object) -> None:
+        """Delete a tag from a model (a missing tag is a no-op, as in MLflow)."""
+        require_role(actor, "engineer", "tag registered models")
+        tag_key = validate_tag(key, "")[0]
+        with self._db.write() as session:
+            row = self._model(session, name, lock=True)
+            old = session.get(RegisteredModelTagRow, (row.id, tag_key))
+            if old is None:
+                return
+            session.delete(old)
+            self._audit(session, actor, "delete_registered_model_tag", row.name, None, before={tag_key: old.value})

@@ -1,0 +1,440 @@
+"""Promotion operations of RegistryService: the read model, eligibility and the governed apply."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from policies.status import TERMINAL_STATUSES, PromotionStatus
+from registry_store import search
+from registry_store.audit import Actor
+from registry_store.entities import Notification, Page, Promotion, PromotionSubject
+from registry_store.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidParameterError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleEvidenceError,
+)
+from registry_store.service_base import ServiceBase
+from registry_store.stages import ARCHIVED, NONE, PRODUCTION, STAGING, canonical_stage
+from registry_store.tables import (
+    AuditEventRow,
+    ModelVersionRow,
+    ModelVersionTagRow,
+    NotificationRow,
+    PromotionRow,
+    RegisteredModelAliasRow,
+    RegisteredModelRow,
+    ServingSchemaRow,
+)
+from registry_store.users import require_role
+from registry_store.validation import parse_version, validate_description, validate_model_name
+from registry_store.views import versions_views
+
+__all__ = ["ELIGIBLE_SOURCE_STAGES", "PromotionOperations"]
+
+# Which stage a candidate must be in to be promoted to a target, per kind of request.
+ELIGIBLE_SOURCE_STAGES: dict[tuple[str, str], frozenset[str]] = {
+    ("promotion", STAGING): frozenset({NONE, ARCHIVED}),
+    ("promotion", PRODUCTION): frozenset({STAGING}),
+    ("rollback", PRODUCTION): frozenset({ARCHIVED}),
+}
+CHAMPION = "champion"
+_LIVE = frozenset(s.value for s in PromotionStatus) - {s.value for s in TERMINAL_STATUSES}
+_DECISION_STATUSES: dict[str, frozenset[str]] = {
+    "sign_off": frozenset({PromotionStatus.AWAITING_SIGN_OFF.value}),
+    "reject": frozenset({PromotionStatus.AWAITING_SIGN_OFF.value, PromotionStatus.CHECKS_FAILED.value}),
+    "cancel": _LIVE - {PromotionStatus.APPLYING.value},
+    "recheck": frozenset({PromotionStatus.CHECKS_FAILED.value}),
+}
+MAX_PROMOTION_RESULTS = 1000
+
+
+class PromotionOperations(ServiceBase):
+    """Open, track and apply promotions; the workflow orchestrates, the rules are here."""
+
+    def open_promotion(
+        self,
+        actor: Actor,
+        *,
+        model: object,
+        version: object,
+        target_stage: object,
+        justification: object,
+        kind: str = "promotion",
+    ) -> Promotion:
+        """Record a new promotion request (one live request per version and target)."""
+        require_role(actor, "engineer", "request promotions")
+        model_name = validate_model_name(model)
+        number = parse_version(version)
+        target = canonical_stage(target_stage)
+        reason = validate_description(justification).strip()
+        if not reason:
+            raise InvalidParameterError("A promotion needs a justification.")
+        eligible = ELIGIBLE_SOURCE_STAGES.get((kind, target))
+        if eligible is None:
+            raise InvalidParameterError(f"Cannot request a {kind} to {target}: the targets are Staging and Production.")
+        now = self._clock()
+        try:
+            with self._db.write() as session:
+                row = self._model(session, model_name, lock=True)
+                candidate = self._version(session, row, number)
+                _check_eligible(candidate, target, eligible, kind)
+                promotion = PromotionRow(
+                    id=uuid.uuid4().hex[:16], workflow_id=f"promotion-{row.name}-{number}-{target}",
+                    model_name=row.name, version=number, target_stage=target, kind=kind,
+                    requester=actor.name, justification=reason, status=PromotionStatus.RUNNING_CHECKS, live=True,
+                    incumbent_version=_production_version(session, row), creation_timestamp=now,
+                    last_updated_timestamp=now,
+                )
+                session.add(promotion)
+                session.flush()
+                self._audit(session, actor, "request_promotion", row.name, number,
+                            after={"promotion": promotion.id, "target": target, "kind": kind,
+                                   "justification": reason, "incumbent": promotion.incumbent_version})
+                return _view(promotion)
+        except IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"A promotion of {model_name} version {number} to {target} is already in progress."
+            ) from exc
+
+    def get_promotion(self, actor: Actor, promotion_id: object) -> Promotion:
+        """One promotion's read model."""
+        require_role(actor, "viewer", "read promotions")
+        with self._db.read() as session:
+            return _view(_promotion(session, promotion_id))
+
+    def list_promotions(
+        self,
+        actor: Actor,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        awaiting: Actor | None = None,
+        max_results: object = 100,
+        page_token: str | None = None,
+    ) -> Page[Promotion]:
+        """Promotions, newest first; ``awaiting`` keeps those that user may still sign off."""
+        require_role(actor, "viewer", "read promotions")
+        limit = search.validate_max_results(max_results, limit=MAX_PROMOTION_RESULTS)
+        offset = search.decode_page_token(page_token)
+        query = select(PromotionRow)
+        if status:
+            if status not in PromotionStatus.__members__.values():
+                raise InvalidParameterError(
+                    f"Unknown promotion status '{status}'; one of {', '.join(s.value for s in PromotionStatus)}."
+                )
+            query = query.where(col(PromotionRow.status) == status)
+        if model:
+            query = query.where(col(PromotionRow.model_name) == model)
+        if awaiting is not None:
+            query = query.where(
+                col(PromotionRow.status) == PromotionStatus.AWAITING_SIGN_OFF,
+                col(PromotionRow.requester) != awaiting.name,
+                col(PromotionRow.approver_role).in_(sorted(awaiting.roles)),
+            )
+        with self._db.read() as session:
+            rows = session.exec(
+                query.order_by(col(PromotionRow.creation_timestamp).desc(), col(PromotionRow.id))
+                .offset(offset).limit(limit + 1)
+            ).all()
+        items = [_view(r) for r in rows[:limit]]
+        if awaiting is not None:
+            items = [p for p in items if all(a.get("user") != awaiting.name for a in p.approvals)]
+        more = len(rows) > limit
+        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+
+    def authorize_decision(self, actor: Actor, promotion_id: object, action: str) -> Promotion:
+        """Check that ``actor`` may sign off, reject, cancel or re-check now (the workflow checks again)."""
+        promotion = self.get_promotion(actor, promotion_id)
+        allowed = _DECISION_STATUSES.get(action)
+        if allowed is None:
+            raise InvalidParameterError(f"Unknown decision '{action}'.")
+        if action in ("sign_off", "reject"):
+            require_role(actor, promotion.approver_role, f"{action.replace('_', ' ')} promotions")
+            if action == "sign_off" and actor.name.strip().lower() == promotion.requester.strip().lower():
+                raise PermissionDeniedError(
+                    f"{actor.name} requested this promotion and cannot sign it off (separation of duties)."
+                )
+        elif actor.name != promotion.requester and "admin" not in actor.roles:
+            raise PermissionDeniedError(f"Only the requester ({promotion.requester}) or an admin may {action}.")
+        if promotion.status not in allowed:
+            raise ConflictError(
+                f"Promotion {promotion.id} is {promotion.status}; {action.replace('_', ' ')} needs "
+                f"{' or '.join(sorted(allowed))}."
+            )
+        return promotion
+
+    def promotion_subject(self, actor: Actor, promotion_id: object) -> PromotionSubject:
+        """The candidate, the current Production version and the serving schema, as of now."""
+        require_role(actor, "viewer", "read promotions")
+        with self._db.read() as session:
+            promotion = _promotion(session, promotion_id)
+            model = self._model(session, promotion.model_name)
+            candidate = self._version(session, model, promotion.version)
+            incumbent_number = _production_version(session, model)
+            rows = [(candidate, model.name)]
+            if incumbent_number is not None and incumbent_number != candidate.version:
+                rows.append((self._version(session, model, incumbent_number), model.name))
+            views = versions_views(session, rows, with_aliases=True)
+            schema = session.get(ServingSchemaRow, model.id)
+            return PromotionSubject(
+                candidate=views[0], incumbent=views[1] if len(views) > 1 else None,
+                serving_schema=schema.signature if schema else "",
+            )
+
+    def record_promotion_state(
+        self,
+        actor: Actor,
+        promotion_id: object,
+        *,
+        status: PromotionStatus,
+        checklist: Any = None,
+        approvals: Sequence[dict[str, Any]] | None = None,
+        required_approvals: int | None = None,
+        approver_role: str | None = None,
+        deadline: int | None = None,
+        reminders_sent: int | None = None,
+        incumbent_version: int | None = None,
+        message: str | None = None,
+        policy_hash: str | None = None,
+    ) -> Promotion:
+        """Update the read model; an event is audited only when something changed (idempotent)."""
+        with self._db.write() as session:
+            row = _promotion(session, promotion_id, lock=True)
+            changes: dict[str, Any] = {"status": str(status)}
+            for name, value in (("checklist", None if checklist is None else json.dumps(checklist, sort_keys=True)),
+                                ("approvals", None if approvals is None else json.dumps(list(approvals))),
+                                ("required_approvals", required_approvals), ("approver_role", approver_role),
+                                ("deadline", deadline), ("reminders_sent", reminders_sent),
+                                ("incumbent_version", incumbent_version), ("message", message),
+                                ("policy_hash", policy_hash)):
+                if value is not None:
+                    changes[name] = value
+            changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
+            if not changed:
+                return _view(row)
+            before = {k: getattr(row, k) for k in changed}
+            for key, value in changed.items():
+                setattr(row, key, value)
+            row.live = row.status not in TERMINAL_STATUSES
+            row.last_updated_timestamp = self._clock()
+            session.add(row)
+            self._audit(session, actor, "promotion_state", row.model_name, row.version,
+                        before=_loggable(before), after={"promotion": row.id, **_loggable(changed)})
+            return _view(row)
+
+    def record_sign_off(
+        self, approver: Actor, promotion_id: object, *, approvals: Sequence[dict[str, Any]], comment: str
+    ) -> Promotion:
+        """Audit one approver's sign-off (actor = the approver) and store the approvals so far."""
+        with self._db.write() as session:
+            row = _promotion(session, promotion_id, lock=True)
+            if any(a.get("user") == approver.name for a in json.loads(row.approvals)):
+                return _view(row)
+            row.approvals = json.dumps(list(approvals))
+            row.last_updated_timestamp = self._clock()
+            session.add(row)
+            self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
+                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles)})
+            return _view(row)
+
+    def apply_promotion(
+        self,
+        actor: Actor,
+        promotion_id: object,
+        *,
+        expected_incumbent: int | None,
+        description: str | None,
+        approvers: Sequence[str],
+        validation_date: str,
+    ) -> Promotion:
+        """Perform an approved promotion in one transaction; applying twice changes nothing."""
+        with self._db.write() as session:
+            promotion = _promotion(session, promotion_id, lock=True)
+            if promotion.status == PromotionStatus.PROMOTED:
+                return _view(promotion)
+            if promotion.status in TERMINAL_STATUSES:
+                raise InvalidParameterError(f"Promotion {promotion.id} is {promotion.status}; it cannot be applied.")
+            model = self._model(session, promotion.model_name, lock=True)
+            candidate = self._version(session, model, promotion.version)
+            eligible = ELIGIBLE_SOURCE_STAGES[(promotion.kind, promotion.target_stage)]
+            _check_eligible(candidate, promotion.target_stage, eligible, promotion.kind)
+            current = _production_version(session, model)
+            if promotion.target_stage == PRODUCTION and current != expected_incumbent:
+                raise StaleEvidenceError(
+                    f"Production of {model.name} is version {current}, not {expected_incumbent} as when the "
+                    "checks ran; the comparison must be re-run."
+                )
+            self._apply(session, actor, model, candidate, promotion, description, approvers, validation_date)
+            return _view(promotion)
+
+    def previous_production_version(self, actor: Actor, model: object) -> int:
+        """The version that was in Production before the current one (the rollback target)."""
+        require_role(actor, "viewer", "read the registry")
+        with self._db.read() as session:
+            row = self._model(session, model)
+            current = _production_version(session, row)
+            entered = session.exec(
+                select(AuditEventRow.version)
+                .where(col(AuditEventRow.model_name) == row.name, col(AuditEventRow.action) == "transition_stage",
+                       col(AuditEventRow.after).contains('"stage":"Production"'))
+                .order_by(col(AuditEventRow.seq).desc()).limit(1000)
+            ).all()
+            for number in entered:
+                if number is None or number == current:
+                    continue
+                version = session.exec(select(ModelVersionRow).where(
+                    col(ModelVersionRow.model_id) == row.id, col(ModelVersionRow.version) == number)).first()
+                if version is not None and version.current_stage == ARCHIVED:
+                    return number
+        raise NotFoundError(f"{row.name} has no earlier Production version to roll back to.")
+
+    def set_serving_schema(self, actor: Actor, *, model: object, signature: str) -> None:
+        """Record the live serving schema (MLflow signature JSON) promotions are checked against."""
+        require_role(actor, "engineer", "set serving schemas")
+        _check_signature_json(signature)
+        with self._db.write() as session:
+            row = self._model(session, model, lock=True)
+            assert row.id is not None
+            old = session.get(ServingSchemaRow, row.id)
+            session.merge(ServingSchemaRow(model_id=row.id, signature=signature,
+                                           last_updated_timestamp=self._clock()))
+            self._audit(session, actor, "set_serving_schema", row.name, None,
+                        before={"signature": old.signature if old else None}, after={"signature": signature})
+
+    def get_serving_schema(self, actor: Actor, model: object) -> str:
+        """The model's serving schema, or an empty string when none is set."""
+        require_role(actor, "viewer", "read the registry")
+        with self._db.read() as session:
+            row = self._model(session, model)
+            schema = session.get(ServingSchemaRow, row.id)
+            return schema.signature if schema else ""
+
+    def append_notification(
+        self, *, kind: str, promotion_id: str, model_name: str, recipients: Sequence[str], body: str,
+        delivery: dict[str, Any],
+    ) -> int:
+        """Put a rendered notification in the outbox; returns its id."""
+        with self._db.write() as session:
+            row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id, model_name=model_name,
+                                  recipients=json.dumps(list(recipients)), body=body,
+                                  delivery=json.dumps(delivery, sort_keys=True))
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    def list_notifications(
+        self, actor: Actor, *, promotion_id: str | None = None, limit: int = 100
+    ) -> list[Notification]:
+        """The outbox, newest first, optionally for one promotion."""
+        require_role(actor, "viewer", "read notifications")
+        if not 1 <= limit <= 1000:
+            raise InvalidParameterError("Parameter 'limit' must be between 1 and 1000.")
+        query = select(NotificationRow)
+        if promotion_id:
+            query = query.where(col(NotificationRow.promotion_id) == promotion_id)
+        with self._db.read() as session:
+            rows = session.exec(query.order_by(col(NotificationRow.id).desc()).limit(limit)).all()
+        return [
+            Notification(id=r.id or 0, timestamp=r.timestamp, kind=r.kind, promotion_id=r.promotion_id,
+                         model_name=r.model_name, recipients=json.loads(r.recipients), body=r.body,
+                         delivery=json.loads(r.delivery))
+            for r in rows
+        ]
+
+    def _apply(
+        self, session: Session, actor: Actor, model: RegisteredModelRow, candidate: ModelVersionRow,
+        promotion: PromotionRow, description: str | None, approvers: Sequence[str], validation_date: str,
+    ) -> None:
+        now = self._clock()
+        source_stage, target = candidate.current_stage, promotion.target_stage
+        archived = self._archive_others(session, model, candidate, target, now) if target == PRODUCTION else []
+        candidate.current_stage, candidate.last_updated_timestamp = target, now
+        model.last_updated_timestamp = now
+        session.add_all([candidate, model])
+        session.flush()
+        self._audit(session, actor, "transition_stage", model.name, candidate.version,
+                    before={"stage": source_stage},
+                    after={"stage": target, "archived": archived, "break_glass": False,
+                           "promotion": promotion.id, "approved_by": list(approvers)})
+        if target == PRODUCTION:
+            assert model.id is not None and candidate.id is not None
+            session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
+            self._audit(session, actor, "set_alias", model.name, candidate.version,
+                        after={"alias": CHAMPION, "version": candidate.version, "promotion": promotion.id})
+            if description is not None:
+                text = validate_description(description)
+                before, candidate.description = candidate.description, text
+                session.add(candidate)
+                self._audit(session, actor, "update_model_version", model.name, candidate.version,
+                            before={"description": before}, after={"description": text})
+            for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
+                session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
+                self._audit(session, actor, "set_model_version_tag", model.name, candidate.version,
+                            after={key: value})
+        promotion.status, promotion.live = PromotionStatus.PROMOTED, False
+        promotion.last_updated_timestamp = now
+        session.add(promotion)
+        self._audit(session, actor, "promotion_state", model.name, candidate.version,
+                    after={"promotion": promotion.id, "status": "promoted", "archived": archived})
+
+
+def _promotion(session: Session, promotion_id: object, *, lock: bool = False) -> PromotionRow:
+    if not isinstance(promotion_id, str) or not promotion_id:
+        raise InvalidParameterError("Missing value for required parameter 'promotion id'.")
+    query = select(PromotionRow).where(col(PromotionRow.id) == promotion_id)
+    row = session.exec(query.with_for_update() if lock else query).first()
+    if row is None:
+        raise NotFoundError(f"Promotion {promotion_id} not found.")
+    return row
+
+
+def _production_version(session: Session, model: RegisteredModelRow) -> int | None:
+    return session.exec(
+        select(ModelVersionRow.version).where(
+            col(ModelVersionRow.model_id) == model.id, col(ModelVersionRow.current_stage) == PRODUCTION
+        )
+    ).first()
+
+
+def _check_eligible(candidate: ModelVersionRow, target: str, eligible: frozenset[str], kind: str) -> None:
+    if candidate.current_stage not in eligible:
+        raise InvalidParameterError(
+            f"Version {candidate.version} is in {candidate.current_stage}; a {kind} to {target} needs a version "
+            f"in {' or '.join(sorted(eligible))}."
+        )
+
+
+def _check_signature_json(signature: str) -> None:
+    try:
+        document = json.loads(signature)
+    except ValueError as exc:
+        raise InvalidParameterError(f"The serving schema is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or "inputs" not in document:
+        raise InvalidParameterError("The serving schema must be an MLflow signature object with 'inputs'.")
+
+
+def _loggable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v) if k in ("checklist", "approvals") and isinstance(v, str) else v
+            for k, v in values.items()}
+
+
+def _view(row: PromotionRow) -> Promotion:
+    return Promotion(
+        id=row.id, workflow_id=row.workflow_id, model_name=row.model_name, version=row.version,
+        target_stage=row.target_stage, kind=row.kind, requester=row.requester, justification=row.justification,
+        status=row.status, live=row.live, incumbent_version=row.incumbent_version,
+        checklist=json.loads(row.checklist), approvals=json.loads(row.approvals),
+        required_approvals=row.required_approvals, approver_role=row.approver_role, deadline=row.deadline,
+        reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
+        creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
+    )

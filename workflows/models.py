@@ -1,0 +1,169 @@
+"""What crosses the Temporal boundary: workflow input, messages, state and activity payloads.
+
+Only pydantic and ``policies`` models (pure data) live here, so the workflow sandbox
+imports nothing that touches a database or the network.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.checklist import Approval
+from policies.evidence import Evidence, TestRun
+from policies.models import SignOffRule, StagePolicy, TestsRule
+from policies.results import Checklist, CheckResult
+from policies.status import PromotionStatus
+
+__all__ = [
+    "TASK_QUEUE",
+    "ApplyInput",
+    "CheckInput",
+    "Decision",
+    "EvidenceSnapshot",
+    "NotifyInput",
+    "PromotionInput",
+    "PromotionOutcome",
+    "PromotionState",
+    "RecordStateInput",
+    "SignOffRecord",
+    "StateChange",
+    "TestsInput",
+]
+
+TASK_QUEUE = "calabi-promotions"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PromotionInput(_Message):
+    """Starts a PromotionWorkflow; the request row already exists in the registry."""
+
+    promotion_id: str
+    model: str
+    version: int
+    target_stage: str
+    kind: str = "promotion"
+    requester: str
+
+
+class Decision(_Message):
+    """A human decision sent to the workflow: sign-off, reject, cancel or re-check.
+
+    ``user`` and ``roles`` come from the authenticated caller, never from the request body.
+    """
+
+    user: str
+    roles: list[str]
+    comment: str = ""
+
+
+class EvidenceSnapshot(_Message):
+    """The evidence a checklist runs over, with the policy in force."""
+
+    evidence: Evidence
+    policy: StagePolicy
+    policy_hash: str
+    incumbent_version: int | None
+    storage_location: str
+    checks: list[str]
+
+
+class TestsInput(_Message):
+    """Run the policy's test command against the candidate artifact."""
+
+    __test__ = False  # not a pytest class
+
+    promotion_id: str
+    storage_location: str
+    rule: TestsRule
+
+
+class CheckInput(_Message):
+    """Run one named check over a snapshot (with the test run, for the tests check)."""
+
+    name: str
+    snapshot: EvidenceSnapshot
+    test_run: TestRun | None = None
+
+
+class StateChange(_Message):
+    """One entry of a promotion's history."""
+
+    at: datetime
+    status: PromotionStatus
+    note: str = ""
+
+
+class PromotionState(_Message):
+    """The live state the query returns."""
+
+    promotion_id: str
+    model: str
+    version: int
+    target_stage: str
+    kind: str
+    requester: str
+    status: PromotionStatus
+    checklist: Checklist | None = None
+    approvals: list[Approval] = Field(default_factory=list)
+    required_approvals: int = 0
+    approver_role: str = "approver"
+    deadline: datetime | None = None
+    reminders_sent: int = 0
+    message: str = ""
+    policy_hash: str = ""
+    incumbent_version: int | None = None
+    history: list[StateChange] = Field(default_factory=list)
+
+
+class RecordStateInput(_Message):
+    """Mirror the workflow's state into the registry's read model."""
+
+    state: PromotionState
+
+
+class SignOffRecord(_Message):
+    """Audit one accepted sign-off under the approver's name."""
+
+    promotion_id: str
+    approval: Approval
+    approvals: list[Approval]
+
+
+class ApplyInput(_Message):
+    """Perform the approved transition in one transaction."""
+
+    promotion_id: str
+    expected_incumbent: int | None
+    approvers: list[str]
+    validated_on: datetime
+    checklist: Checklist | None = None
+
+
+class NotifyInput(_Message):
+    """Render a notification for a promotion and deliver it to the outbox and webhooks."""
+
+    kind: str
+    state: PromotionState
+
+
+class PromotionOutcome(_Message):
+    """How a promotion ended."""
+
+    status: PromotionStatus
+    message: str = ""
+
+
+def sign_off_rule(policy: StagePolicy) -> SignOffRule | None:
+    """The policy's sign-off rule (None: no human sign-off needed)."""
+    rule = policy.sign_off
+    return rule if rule is not None and rule.approvers > 0 else None
+
+
+def check_result_failed(name: str, reason: str) -> CheckResult:
+    """A failed result for a check that could not run."""
+    return CheckResult(name=name, passed=False, reasons=[reason])

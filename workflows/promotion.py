@@ -1,0 +1,353 @@
+"""PromotionWorkflow: checklist as durable activities, human sign-off, then the governed apply.
+
+Orchestration only: every decision about the registry or the policy is made inside an
+activity (or by a pure ``policies`` function on workflow state), so a policy change never
+breaks the replay of a running promotion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from policies.checklist import Approval, sign_off_decision, validate_approval
+    from policies.evidence import TestRun
+    from policies.models import SignOffRule
+    from policies.results import Checklist, CheckResult
+    from policies.status import TERMINAL_STATUSES, PromotionStatus
+    from workflows.models import (
+        ApplyInput,
+        CheckInput,
+        Decision,
+        EvidenceSnapshot,
+        NotifyInput,
+        PromotionInput,
+        PromotionOutcome,
+        PromotionState,
+        RecordStateInput,
+        SignOffRecord,
+        StateChange,
+        TestsInput,
+        check_result_failed,
+        sign_off_rule,
+    )
+
+__all__ = ["PromotionWorkflow"]
+
+ACTIVITY_TIMEOUT = timedelta(seconds=60)
+TESTS_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=[
+        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "ABORTED", "PolicyError",
+    ],
+)
+MAX_APPLY_ATTEMPTS = 3
+DEFAULT_RECHECK_WINDOW = timedelta(days=7)
+
+
+@workflow.defn
+class PromotionWorkflow:
+    """One promotion request from checks to Production (or to rejection, expiry, cancellation)."""
+
+    def __init__(self) -> None:
+        self._state: PromotionState | None = None
+        self._snapshot: EvidenceSnapshot | None = None
+        self._rule: SignOffRule | None = None
+        self._recorded_approvals = 0
+        self._stop: tuple[PromotionStatus, str] | None = None
+        self._recheck = False
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, request: PromotionInput) -> PromotionOutcome:
+        """Check, wait for sign-off, apply, notify."""
+        self._state = PromotionState(
+            promotion_id=request.promotion_id, model=request.model, version=request.version,
+            target_stage=request.target_stage, kind=request.kind, requester=request.requester,
+            status=PromotionStatus.RUNNING_CHECKS,
+        )
+        await self._enter(PromotionStatus.RUNNING_CHECKS, "checks started")
+        await self._notify("requested")
+        while True:
+            if not await self._checks_pass(request):
+                await self._enter(PromotionStatus.CHECKS_FAILED, _failures(self._current.checklist))
+                await self._notify("checks_failed")
+                if not await self._wait_for_recheck():
+                    return await self._finish()
+                await self._enter(PromotionStatus.RUNNING_CHECKS, "re-check requested")
+                continue
+            if self._stop is not None:
+                return await self._finish()
+            if self._rule is not None and not await self._collect_sign_offs():
+                return await self._finish()
+            outcome = await self._apply(request)
+            if outcome is not None:
+                return outcome
+
+    # ------------------------------------------------------------------ messages
+
+    @workflow.query
+    def state(self) -> PromotionState:
+        """The live state: status, checklist with its numbers, sign-offs, deadline, history."""
+        return self._current
+
+    @workflow.update
+    def sign_off(self, decision: Decision) -> PromotionState:
+        """An approver signs off (validated before it reaches history)."""
+        self._state = self._current.model_copy(update={"approvals": [
+            *self._current.approvals, Approval(user=decision.user, roles=decision.roles, comment=decision.comment,
+                                             at=workflow.now()),
+        ]})
+        return self._current
+
+    @sign_off.validator
+    def _validate_sign_off(self, decision: Decision) -> None:
+        if self._current.status != PromotionStatus.AWAITING_SIGN_OFF or self._rule is None:
+            raise ValueError(f"promotion is {self._current.status}, not awaiting sign-off")
+        refusal = validate_approval(
+            self._rule, self._current.requester, decision.user, decision.roles,
+            [a.user for a in self._current.approvals],
+        )
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.update
+    def reject(self, decision: Decision) -> PromotionState:
+        """An approver rejects the promotion with a reason."""
+        self._stop = (PromotionStatus.REJECTED, f"rejected by {decision.user}: {decision.comment}")
+        return self._current
+
+    @reject.validator
+    def _validate_reject(self, decision: Decision) -> None:
+        if self._current.status not in (PromotionStatus.AWAITING_SIGN_OFF, PromotionStatus.CHECKS_FAILED):
+            raise ValueError(f"promotion is {self._current.status}; only a pending promotion can be rejected")
+        role = self._rule.role if self._rule is not None else "approver"
+        if role not in decision.roles:
+            raise ValueError(f"rejecting needs the '{role}' role")
+        if not decision.comment.strip():
+            raise ValueError("a rejection needs a reason")
+
+    @workflow.update
+    def cancel(self, decision: Decision) -> PromotionState:
+        """The requester (or an admin) withdraws the promotion."""
+        self._stop = (PromotionStatus.CANCELLED, f"cancelled by {decision.user}: {decision.comment}".rstrip(": "))
+        return self._current
+
+    @cancel.validator
+    def _validate_cancel(self, decision: Decision) -> None:
+        if self._current.status in TERMINAL_STATUSES or self._current.status == PromotionStatus.APPLYING:
+            raise ValueError(f"promotion is {self._current.status}; it can no longer be cancelled")
+        if decision.user != self._current.requester and "admin" not in decision.roles:
+            raise ValueError("only the requester or an admin may cancel a promotion")
+
+    @workflow.update
+    def recheck(self, decision: Decision) -> PromotionState:
+        """The requester asks for the checks to run again (after fixing, e.g., the description)."""
+        self._recheck = True
+        return self._current
+
+    @recheck.validator
+    def _validate_recheck(self, decision: Decision) -> None:
+        if self._current.status != PromotionStatus.CHECKS_FAILED:
+            raise ValueError(f"promotion is {self._current.status}; only failed checks can be re-run")
+        if decision.user != self._current.requester and "admin" not in decision.roles:
+            raise ValueError("only the requester or an admin may ask for a re-check")
+
+    # ------------------------------------------------------------------ steps
+
+    @property
+    def _current(self) -> PromotionState:
+        """The current state (set as soon as the run starts)."""
+        assert self._state is not None
+        return self._state
+
+    async def _checks_pass(self, request: PromotionInput) -> bool:
+        self._snapshot = await workflow.execute_activity(
+            "snapshot_evidence", request, result_type=EvidenceSnapshot,
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+        )
+        self._rule = sign_off_rule(self._snapshot.policy)
+        results = await asyncio.gather(*(self._run_check(name) for name in self._snapshot.checks))
+        checklist = Checklist.of(list(results), policy_hash=self._snapshot.policy_hash)
+        self._state = self._current.model_copy(update={
+            "checklist": checklist, "policy_hash": self._snapshot.policy_hash,
+            "incumbent_version": self._snapshot.incumbent_version,
+            "required_approvals": self._rule.approvers if self._rule else 0,
+            "approver_role": self._rule.role if self._rule else "approver",
+        })
+        return checklist.passed
+
+    async def _run_check(self, name: str) -> CheckResult:
+        snapshot = self._snapshot
+        assert snapshot is not None
+        test_run: TestRun | None = None
+        if name == "tests" and snapshot.policy.tests is not None and snapshot.policy.tests.mode == "command":
+            try:
+                test_run = await workflow.execute_activity(
+                    "run_tests",
+                    TestsInput(promotion_id=self._current.promotion_id, storage_location=snapshot.storage_location,
+                               rule=snapshot.policy.tests),
+                    result_type=TestRun, start_to_close_timeout=timedelta(seconds=snapshot.policy.tests.timeout_s + 60),
+                    heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
+                )
+            except ActivityError as exc:
+                return check_result_failed(name, f"the test run could not complete: {_cause(exc)}")
+        result: CheckResult = await workflow.execute_activity(
+            "evaluate_check", CheckInput(name=name, snapshot=snapshot, test_run=test_run), result_type=CheckResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+        )
+        return result
+
+    async def _wait_for_recheck(self) -> bool:
+        self._recheck = False
+        window = self._rule.expires_after if self._rule else DEFAULT_RECHECK_WINDOW
+        deadline = workflow.now() + window
+        self._state = self._current.model_copy(update={"deadline": deadline})
+        await self._record()
+        try:
+            await workflow.wait_condition(lambda: self._recheck or self._stop is not None, timeout=window,
+                                          timeout_summary="waiting for a re-check")
+        except TimeoutError:
+            self._stop = (PromotionStatus.EXPIRED, "no re-check before the deadline")
+        return self._stop is None
+
+    async def _collect_sign_offs(self) -> bool:
+        rule = self._rule
+        assert rule is not None
+        deadline = workflow.now() + rule.expires_after
+        self._state = self._current.model_copy(update={"deadline": deadline})
+        await self._enter(PromotionStatus.AWAITING_SIGN_OFF, f"awaiting {rule.approvers} sign-off(s)")
+        await self._notify("awaiting")
+        next_reminder = workflow.now() + rule.reminder_every
+        while True:
+            await self._record_new_sign_offs()
+            if self._stop is not None:
+                return False
+            if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
+                return True
+            now = workflow.now()
+            if now >= deadline:
+                self._stop = (PromotionStatus.EXPIRED, f"not signed off before {deadline.isoformat()}")
+                return False
+            if now >= next_reminder:
+                self._state = self._current.model_copy(update={"reminders_sent": self._current.reminders_sent + 1})
+                await self._notify("reminder")
+                await self._record()
+                next_reminder = now + rule.reminder_every
+            try:
+                await workflow.wait_condition(
+                    self._news_since(len(self._current.approvals)),
+                    timeout=min(next_reminder, deadline) - now, timeout_summary="waiting for sign-off",
+                )
+            except TimeoutError:
+                pass
+
+    def _news_since(self, seen: int) -> Callable[[], bool]:
+        """A wait condition: a new sign-off arrived or the promotion was stopped."""
+        return lambda: len(self._current.approvals) > seen or self._stop is not None
+
+    async def _record_new_sign_offs(self) -> None:
+        while self._recorded_approvals < len(self._current.approvals):
+            approval = self._current.approvals[self._recorded_approvals]
+            await workflow.execute_activity(
+                "record_sign_off",
+                SignOffRecord(promotion_id=self._current.promotion_id, approval=approval,
+                              approvals=self._current.approvals[: self._recorded_approvals + 1]),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+            )
+            self._recorded_approvals += 1
+
+    async def _apply(self, request: PromotionInput) -> PromotionOutcome | None:
+        """Apply; on stale evidence re-run the checks (None: go round the main loop again)."""
+        await self._enter(PromotionStatus.APPLYING, "applying")
+        for _ in range(MAX_APPLY_ATTEMPTS):
+            snapshot = self._snapshot
+            assert snapshot is not None
+            try:
+                await workflow.execute_activity(
+                    "apply_promotion",
+                    ApplyInput(promotion_id=self._current.promotion_id, expected_incumbent=snapshot.incumbent_version,
+                               approvers=[a.user for a in self._current.approvals], validated_on=workflow.now(),
+                               checklist=self._current.checklist),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+                )
+            except ActivityError as exc:
+                if _error_type(exc) != "ABORTED":
+                    self._stop = (PromotionStatus.FAILED, f"apply failed: {_cause(exc)}")
+                    return await self._finish()
+                await self._enter(PromotionStatus.RUNNING_CHECKS, "Production changed; re-running the comparison")
+                if not await self._checks_pass(request):
+                    return None
+                await self._enter(PromotionStatus.APPLYING, "applying after re-check")
+                continue
+            self._stop = (PromotionStatus.PROMOTED, f"{request.model} v{request.version} is now {request.target_stage}")
+            return await self._finish(recorded=True)
+        self._stop = (PromotionStatus.FAILED, "Production kept changing; giving up")
+        return await self._finish()
+
+    async def _finish(self, *, recorded: bool = False) -> PromotionOutcome:
+        assert self._stop is not None
+        status, message = self._stop
+        await self._record_new_sign_offs()
+        self._state = self._current.model_copy(update={"message": message})
+        if recorded:
+            self._state = self._current.model_copy(update={
+                "status": status,
+                "history": [*self._current.history, StateChange(at=workflow.now(), status=status, note=message)],
+            })
+            await self._record()
+        else:
+            await self._enter(status, message)
+        await self._notify(status.value)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return PromotionOutcome(status=status, message=message)
+
+    async def _enter(self, status: PromotionStatus, note: str) -> None:
+        self._state = self._current.model_copy(update={
+            "status": status,
+            "history": [*self._current.history, StateChange(at=workflow.now(), status=status, note=note)],
+        })
+        await self._record()
+
+    async def _record(self) -> None:
+        await workflow.execute_activity(
+            "record_state", RecordStateInput(state=self._current),
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+        )
+
+    async def _notify(self, kind: str) -> None:
+        """Best effort: a notification that cannot be delivered never blocks the promotion."""
+        try:
+            await workflow.execute_activity(
+                "notify", NotifyInput(kind=kind, state=self._current),
+                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("notification %s for %s failed: %s", kind, self._current.promotion_id, _cause(exc))
+
+
+def _failures(checklist: Checklist | None) -> str:
+    if checklist is None:
+        return "checks failed"
+    failed = [f"{r.name}: {'; '.join(r.reasons)}" for r in checklist.results if not r.passed]
+    return " | ".join(failed) or "checks failed"
+
+
+def _cause(exc: ActivityError) -> str:
+    cause = exc.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+
+
+def _error_type(exc: ActivityError) -> str | None:
+    cause = exc.cause
+    return cause.type if isinstance(cause, ApplicationError) else None

@@ -1,0 +1,127 @@
+"""PromotionService: the client side of the engine. Opens requests, starts, updates and queries workflows.
+
+The API and the CLI call it; every rule it relies on lives in RegistryService (who may
+decide, which versions are eligible) or in the workflow's validators (checked again there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from policies.status import PromotionStatus
+from registry_store.audit import Actor
+from registry_store.entities import Promotion
+from registry_store.errors import AlreadyExistsError, ConflictError, UnavailableError
+from registry_store.service import RegistryService
+from registry_store.users import ROLES
+from workflows.models import Decision, PromotionInput, PromotionState
+from workflows.promotion import PromotionWorkflow
+
+__all__ = ["DECISIONS", "PromotionService"]
+
+DECISIONS = ("sign_off", "reject", "cancel", "recheck")
+_STARTER = Actor(name="calabi-api", roles=frozenset(ROLES))
+
+
+class PromotionService:
+    """Submit promotions and deliver human decisions to their workflows."""
+
+    def __init__(
+        self, registry: RegistryService, connect: Callable[[], Awaitable[Client]], *, task_queue: str
+    ) -> None:
+        self._registry = registry
+        self._connect = connect
+        self._task_queue = task_queue
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        """The Temporal client, connected on first use."""
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await self._connect()
+                except (RuntimeError, RPCError, OSError) as exc:
+                    raise UnavailableError(f"Temporal is not reachable: {exc}") from exc
+            return self._client
+
+    async def request(
+        self,
+        actor: Actor,
+        *,
+        model: object,
+        version: object,
+        target_stage: object,
+        justification: object,
+        kind: str = "promotion",
+    ) -> Promotion:
+        """Record the request and start its workflow (id ``promotion-<model>-<version>-<target>``)."""
+        client = await self.client()
+        promotion = await asyncio.to_thread(
+            self._registry.open_promotion, actor, model=model, version=version, target_stage=target_stage,
+            justification=justification, kind=kind,
+        )
+        start = PromotionInput(
+            promotion_id=promotion.id, model=promotion.model_name, version=promotion.version,
+            target_stage=promotion.target_stage, kind=promotion.kind, requester=promotion.requester,
+        )
+        try:
+            await client.start_workflow(
+                PromotionWorkflow.run, start, id=promotion.workflow_id, task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError as exc:
+            await self._abandon(promotion, "another promotion workflow with this id is still running")
+            raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
+        except RPCError as exc:
+            await self._abandon(promotion, f"could not start the workflow: {exc}")
+            raise UnavailableError(f"Temporal refused to start the promotion: {exc}") from exc
+        return promotion
+
+    async def rollback(self, actor: Actor, *, model: object, justification: object) -> Promotion:
+        """Re-promote the previous Production version under the rollback policy."""
+        version = await asyncio.to_thread(self._registry.previous_production_version, actor, model)
+        return await self.request(
+            actor, model=model, version=version, target_stage="Production", justification=justification,
+            kind="rollback",
+        )
+
+    async def decide(self, actor: Actor, promotion_id: str, action: str, comment: str = "") -> PromotionState:
+        """Deliver a sign-off, rejection, cancellation or re-check request; the workflow validates it again."""
+        promotion = await asyncio.to_thread(self._registry.authorize_decision, actor, promotion_id, action)
+        handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
+        decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
+        try:
+            state: PromotionState = await handle.execute_update(action, decision, result_type=PromotionState)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            raise ConflictError(f"The promotion refused the {action.replace('_', '-')}: {message}") from exc
+        except RPCError as exc:
+            raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
+        return state
+
+    async def live_state(self, actor: Actor, promotion_id: str) -> PromotionState | None:
+        """The workflow's live state, or None when its run is over or unreachable (use the read model)."""
+        promotion = await asyncio.to_thread(self._registry.get_promotion, actor, promotion_id)
+        if not promotion.live:
+            return None
+        try:
+            handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
+            state: PromotionState = await handle.query(PromotionWorkflow.state)
+        except (RPCError, UnavailableError):
+            return None
+        return state if state.promotion_id == promotion.id else None
+
+    async def _abandon(self, promotion: Promotion, message: str) -> None:
+        await asyncio.to_thread(
+            self._registry.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
+            message=message,
+        )
