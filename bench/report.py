@@ -48,6 +48,8 @@ class ServerResults:
     throughput_versions: int = 0
     populate: list[PopulateResult] = field(default_factory=list)
     nagle: NagleResult | None = None
+    large_model_from: str = ""
+    """Non-empty when the large model was not grown here but restored from this server's databases."""
 
 
 @dataclass(frozen=True)

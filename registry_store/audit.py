@@ -113,10 +113,12 @@ def verify_chain(session: Session, *, batch: int = 5000) -> AuditVerification:
     """Recompute every hash and link; report the first event that does not match."""
     expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
     last_seq = 0
+    head = session.get(AuditHeadRow, 1)  # read first: events appended while we verify are simply newer
+    end = head.seq if head is not None else 0
     while True:
         rows = session.exec(
             select(AuditEventRow)
-            .where(col(AuditEventRow.seq) > last_seq)
+            .where(col(AuditEventRow.seq) > last_seq, col(AuditEventRow.seq) <= end)
             .order_by(col(AuditEventRow.seq))
             .limit(batch)
         ).all()
@@ -134,7 +136,6 @@ def verify_chain(session: Session, *, batch: int = 5000) -> AuditVerification:
                 return AuditVerification(ok=False, events_checked=checked, first_bad_seq=row.seq, problem=problem)
             expected_prev, expected_seq, last_seq = row.hash, row.seq + 1, row.seq
             checked += 1
-    head = session.get(AuditHeadRow, 1)
     if head is not None and (head.seq != last_seq or head.hash != expected_prev):
         return AuditVerification(
             ok=False, events_checked=checked, first_bad_seq=last_seq + 1,

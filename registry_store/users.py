@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Iterable
 
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +31,8 @@ _IMPLIED = {
     "approver": {"viewer", "approver"},
     "admin": set(ROLES),
 }
+TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_SIZE = 10_000
 SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
 
 
@@ -66,6 +69,8 @@ class UserService:
     def __init__(self, db: Database, clock: Callable[[], int]) -> None:
         self._db = db
         self._clock = clock
+        # token hash -> (valid until, user, roles): saves a query per request; a few seconds of staleness
+        self._recent: dict[str, tuple[float, str, frozenset[str]]] = {}
 
     def authenticate(self, token: str | None, *, request_id: str = "") -> Actor:
         """The actor owning ``token``; ``UnauthenticatedError`` if it is missing or unknown."""
@@ -74,14 +79,22 @@ class UserService:
                 "Authentication required: send 'Authorization: Bearer <token>' "
                 "(MLFLOW_TRACKING_TOKEN for the mlflow client)."
             )
-        with self._db.read() as session:
-            found = session.exec(
-                select(UserRow).join(TokenRow, col(TokenRow.user_id) == col(UserRow.id))
-                .where(col(TokenRow.token_hash) == _hash(token))
-            ).first()
-        if found is None:
-            raise UnauthenticatedError("Invalid or revoked token.")
-        return Actor(name=found.name, roles=_expand(found.roles.split(",")), request_id=request_id)
+        digest = _hash(token)
+        now = time.monotonic()
+        cached = self._recent.get(digest)
+        if cached is None or cached[0] < now:
+            with self._db.read() as session:
+                found = session.exec(
+                    select(UserRow).join(TokenRow, col(TokenRow.user_id) == col(UserRow.id))
+                    .where(col(TokenRow.token_hash) == digest)
+                ).first()
+            if found is None:
+                raise UnauthenticatedError("Invalid or revoked token.")
+            cached = (now + TOKEN_CACHE_SECONDS, found.name, _expand(found.roles.split(",")))
+            if len(self._recent) >= TOKEN_CACHE_SIZE:
+                self._recent.clear()
+            self._recent[digest] = cached
+        return Actor(name=cached[1], roles=cached[2], request_id=request_id)
 
     def create_user(self, actor: Actor, *, name: str, roles: Iterable[object]) -> tuple[User, str]:
         """Create a user with a fresh token (admin only); the token is returned once."""

@@ -74,18 +74,17 @@ def versions_views(
 def latest_per_stage(
     session: Session, model_id: int, stages: Sequence[str] = ALL_STAGES
 ) -> list[ModelVersionRow]:
-    """The highest version in each of ``stages`` (one index seek per stage)."""
-    found = []
-    for stage in stages:
-        row = session.exec(
-            select(ModelVersionRow)
-            .where(col(ModelVersionRow.model_id) == model_id, col(ModelVersionRow.current_stage) == stage)
-            .order_by(col(ModelVersionRow.version).desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            found.append(row)
-    return sorted(found, key=lambda r: r.version)
+    """The highest version in each of ``stages``: one statement, one index seek per stage."""
+    newest = [
+        select(ModelVersionRow.id)
+        .where(col(ModelVersionRow.model_id) == model_id, col(ModelVersionRow.current_stage) == stage)
+        .order_by(col(ModelVersionRow.version).desc())
+        .limit(1)
+        .scalar_subquery()
+        for stage in stages
+    ]
+    rows = session.exec(select(ModelVersionRow).where(col(ModelVersionRow.id).in_(newest))).all()
+    return sorted(rows, key=lambda r: r.version)
 
 
 def models_views(session: Session, models: Sequence[RegisteredModelRow]) -> list[RegisteredModel]:

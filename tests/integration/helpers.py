@@ -60,6 +60,12 @@ class Registry:
         with self.services.db.engine.begin() as conn:
             return int(conn.execute(text(sql), params).rowcount)
 
+    def drop_audit_guards(self) -> None:
+        """Drop the triggers that make audit events append-only: what a DBA turned attacker could do."""
+        postgres = self.services.db.is_postgres
+        for event in ("update", "delete"):
+            self.execute(f"DROP TRIGGER audit_events_no_{event}" + (" ON audit_events" if postgres else ""))
+
     def audit_count(self) -> int:
         return int(self.scalar("SELECT count(*) FROM audit_events"))
 

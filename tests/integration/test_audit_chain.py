@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from registry_store.audit import GENESIS_HASH, _event_hash, verify_chain
@@ -65,45 +66,62 @@ def test_an_empty_registry_starts_its_chain_at_the_genesis_hash(reg: Registry) -
     assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
 
 
-def test_editing_an_event_with_sql_breaks_the_chain_at_that_event(chained: Registry) -> None:
-    assert chained.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2") == 1
+@pytest.fixture
+def attacked(chained: Registry) -> Registry:
+    """The chained registry after someone with full database rights removed the append-only guards."""
+    chained.drop_audit_guards()
+    return chained
 
-    result = chained.svc.verify_audit_chain(chained.viewer)
+
+@pytest.mark.parametrize(
+    "statement", ["UPDATE audit_events SET actor = 'mallory' WHERE seq = 2", "DELETE FROM audit_events WHERE seq = 2"]
+)
+def test_the_database_refuses_to_edit_or_delete_audit_events(chained: Registry, statement: str) -> None:
+    with pytest.raises(DBAPIError, match="append-only"):
+        chained.execute(statement)
+
+    assert chained.svc.verify_audit_chain(chained.viewer).ok
+
+
+def test_editing_an_event_with_sql_breaks_the_chain_at_that_event(attacked: Registry) -> None:
+    assert attacked.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2") == 1
+
+    result = attacked.svc.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == 2
     assert result.events_checked == 1
 
 
-def test_editing_an_event_and_recomputing_its_hash_breaks_the_link_of_the_next_event(chained: Registry) -> None:
-    chained.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
-    with chained.services.db.read() as session:  # the attacker knows the hash recipe
+def test_editing_an_event_and_recomputing_its_hash_breaks_the_link_of_the_next_event(attacked: Registry) -> None:
+    attacked.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+    with attacked.services.db.read() as session:  # the attacker knows the hash recipe
         row = session.exec(select(AuditEventRow).where(col(AuditEventRow.seq) == 2)).one()
         assert row.actor == "mallory"
         forged_hash = _event_hash(row)
-    chained.execute("UPDATE audit_events SET hash = :h WHERE seq = 2", h=forged_hash)
+    attacked.execute("UPDATE audit_events SET hash = :h WHERE seq = 2", h=forged_hash)
 
-    result = chained.svc.verify_audit_chain(chained.viewer)
+    result = attacked.svc.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == 3
 
 
-def test_deleting_the_last_event_breaks_the_chain(chained: Registry) -> None:
-    last = chained.audit_count()
-    assert chained.execute("DELETE FROM audit_events WHERE seq = :s", s=last) == 1
+def test_deleting_the_last_event_breaks_the_chain(attacked: Registry) -> None:
+    last = attacked.audit_count()
+    assert attacked.execute("DELETE FROM audit_events WHERE seq = :s", s=last) == 1
 
-    result = chained.svc.verify_audit_chain(chained.viewer)
+    result = attacked.svc.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == last
 
 
-def test_deleting_a_middle_event_breaks_the_chain_where_the_gap_is(chained: Registry) -> None:
-    middle = chained.audit_count() // 2
-    assert chained.execute("DELETE FROM audit_events WHERE seq = :s", s=middle) == 1
+def test_deleting_a_middle_event_breaks_the_chain_where_the_gap_is(attacked: Registry) -> None:
+    middle = attacked.audit_count() // 2
+    assert attacked.execute("DELETE FROM audit_events WHERE seq = :s", s=middle) == 1
 
-    result = chained.svc.verify_audit_chain(chained.viewer)
+    result = attacked.svc.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == middle + 1

@@ -249,7 +249,8 @@ def test_engineer_cannot_move_a_version_into_production(churn: Registry) -> None
 
 def test_audit_verify_detects_an_edited_event(churn: Registry) -> None:
     assert churn.ok("audit", "verify").stdout.strip() == "audit chain intact: 3 events"
-    with sqlite3.connect(churn.data_dir / "calabi.db") as db:
+    with sqlite3.connect(churn.data_dir / "calabi.db") as db:  # an attacker with full rights on the file
+        db.execute("DROP TRIGGER audit_events_no_update")
         assert db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2").rowcount == 1
     line = assert_error(churn.run("audit", "verify"), "AUDIT_CHAIN_BROKEN")
     assert "seq=2" in line and "edited" in line
