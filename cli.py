@@ -9,27 +9,18 @@ machine), so the audit log names the token's user. Failures print one line,
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 import cli_output as out
-from bootstrap import Services, bootstrap
+from cli_context import Runtime
+from cli_context import connect as _connect
+from cli_promotions import cancel, promote, promotions_app, recheck, reject, rollback, serving_schema_app, sign_off
 from cli_serve import serve, worker
-from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
-from registry_store.errors import (
-    InvalidParameterError,
-    RegistryError,
-    UnauthenticatedError,
-    UnavailableError,
-)
-from settings import Settings
+from registry_store.errors import RegistryError
 
 __all__ = ["app", "main"]
 
@@ -54,16 +45,6 @@ TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="A tag KEY=VALUE
 VersionOpt = Annotated[str | None, typer.Option("--version", help="Tag this version instead of the model.")]
 
 
-@dataclass
-class _Runtime:
-    """Global options, and the services and caller once a command needs them."""
-
-    data_dir: Path | None
-    token: str | None
-    services: Services | None = None
-    actor: Actor | None = None
-
-
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -76,64 +57,7 @@ def _root(
     ] = None,
 ) -> None:
     """Calabi model registry. Registry commands act on the database of the configured data dir."""
-    ctx.obj = _Runtime(data_dir=data_dir, token=token)
-
-
-def _connect(ctx: typer.Context) -> tuple[Services, Actor]:
-    """The services (same settings as the server) and the authenticated caller."""
-    runtime = ctx.find_object(_Runtime)
-    assert runtime is not None, "the root callback sets the runtime"
-    if runtime.services is not None and runtime.actor is not None:
-        return runtime.services, runtime.actor
-    try:
-        settings = Settings(data_dir=runtime.data_dir) if runtime.data_dir else Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]).upper()
-        raise InvalidParameterError(f"invalid setting CALABI_{where}: {first['msg']}") from exc
-    token = _caller_token(runtime.token, settings)
-    sqlite_file = settings.data_dir / "calabi.db"
-    if settings.database_url is None and not sqlite_file.exists():
-        raise UnavailableError(
-            f"no registry database at {sqlite_file.resolve()}: start 'calabi serve' with this data dir once, "
-            "or set CALABI_DATA_DIR / --data-dir / CALABI_DATABASE_URL"
-        )
-    try:
-        services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=False)
-        ctx.find_root().call_on_close(services.close)
-        actor = services.users.authenticate(token)
-    except (SQLAlchemyError, OSError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise UnavailableError(
-            f"cannot use the registry database {_redacted(settings.resolved_database_url())}: {reason} "
-            "(is it reachable, and has 'calabi serve' created the schema?)"
-        ) from exc
-    runtime.services, runtime.actor = services, actor
-    return services, actor
-
-
-def _caller_token(option: str | None, settings: Settings) -> str:
-    if option:
-        return option
-    if settings.token is not None and settings.token.get_secret_value():
-        return settings.token.get_secret_value()
-    path = settings.data_dir / "admin-token"
-    try:
-        saved = path.read_text().strip()
-    except OSError:
-        saved = ""
-    if saved:
-        return saved
-    raise UnauthenticatedError(
-        f"no token: pass --token, set CALABI_TOKEN, or run where {path} is readable (the server's admin token)"
-    )
-
-
-def _redacted(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable database URL>"
+    ctx.obj = Runtime(data_dir=data_dir, token=token)
 
 
 def _tags(values: list[str] | None) -> list[tuple[object, object]]:
@@ -155,6 +79,17 @@ def _done(message: str) -> None:
 
 app.command()(serve)
 app.command()(worker)
+
+# --------------------------------------------------------------------------- promotions (cli_promotions)
+
+app.command("promote")(promote)
+app.add_typer(promotions_app, name="promotions")
+app.command("sign-off")(sign_off)
+app.command("reject")(reject)
+app.command("cancel")(cancel)
+app.command("recheck")(recheck)
+app.command("rollback")(rollback)
+app.add_typer(serving_schema_app, name="serving-schema")
 
 
 # --------------------------------------------------------------------------- models

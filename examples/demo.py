@@ -1,13 +1,17 @@
-"""The demo: an embedded Calabi server driven by the real mlflow client, as in the seed.
+"""The demo: an embedded Calabi server driven by the real mlflow client and the promotion API.
 
-Starts ``calabi serve`` (SQLite + local artifacts in ./calabi-data), trains a small
-scikit-learn churn model on synthetic data, registers two versions, stages and promotes
-them, sets ``champion``, tags and descriptions, loads ``models:/churn-predictor@champion``
-and scores a batch. Then it keeps serving until Ctrl-C (or exits when ``CI`` is set).
+Starts ``calabi serve`` (SQLite, local artifacts and the Temporal dev server in
+./calabi-data), trains small scikit-learn churn models on synthetic data, registers and
+stages them through the mlflow client, and then walks the governed promotion: a request
+whose checks fail, a fixed re-check, sign-off by a data-science lead, the new Production
+version with ``champion``, description and tags, and a rollback. It loads
+``models:/churn-predictor@champion`` and scores a batch, prints the audit trail, and keeps
+serving until Ctrl-C (or exits when ``CI`` is set).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +22,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,6 +31,8 @@ import pandas as pd
 MODEL = "churn-predictor"
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "calabi-data"
+POLL_TIMEOUT_S = 120
+TRAINING_RANGE = "Trained on customers from 2024-01-01 to 2025-06-30"
 
 
 def say(message: str) -> None:
@@ -48,25 +55,41 @@ def synthetic_customers(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]
     return frame, churned
 
 
-def train_and_save(kind: str, target: Path) -> object:
-    """Train a churn classifier and save it in the MLflow model format."""
+def train_and_save(kind: str, target: Path) -> dict[str, float]:
+    """Train a churn classifier, save it in the MLflow format with its metrics and importances."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features, labels = synthetic_customers(2000, seed=7)
-    estimator = LogisticRegression(max_iter=500) if kind == "logistic" else GradientBoostingClassifier()
-    pipeline = make_pipeline(StandardScaler(), estimator).fit(features, labels)
+    features, labels = synthetic_customers(3000, seed=7)
+    train, test = slice(0, 2000), slice(2000, None)
+    if kind == "baseline":
+        model: Any = GradientBoostingClassifier(n_estimators=5, max_depth=1, random_state=1)
+    elif kind == "boosting":
+        model = GradientBoostingClassifier(n_estimators=60, max_depth=2, random_state=1)
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    model.fit(features[train], labels[train])
+    scores = model.predict_proba(features[test])[:, 1]
+    metrics = {"auc": round(float(roc_auc_score(labels[test], scores)), 4),
+               "log_loss": round(float(log_loss(labels[test], scores)), 4)}
     mlflow.sklearn.save_model(
-        pipeline,
-        str(target),
-        signature=infer_signature(features, pipeline.predict(features)),
+        model, str(target), signature=infer_signature(features, model.predict(features)),
         skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own freshly trained trees
+        pip_requirements=["scikit-learn"],
     )
-    return pipeline
+    estimator = model[-1] if hasattr(model, "steps") else model
+    raw = getattr(estimator, "feature_importances_", None)
+    importances = raw if raw is not None else np.abs(estimator.coef_[0])
+    (target / "metrics.json").write_text(json.dumps(metrics))
+    (target / "feature_importances.json").write_text(
+        json.dumps({name: float(v) for name, v in zip(features.columns, importances, strict=True)})
+    )
+    return metrics
 
 
 def free_port() -> int:
@@ -77,13 +100,14 @@ def free_port() -> int:
 
 
 def start_server(port: int, token: str, sources: Path) -> subprocess.Popen[bytes]:
-    """Run ``calabi serve`` on 127.0.0.1 and wait (bounded) until it answers."""
+    """Run ``calabi serve`` (with the embedded Temporal) and wait, bounded, until it answers."""
     env = {**os.environ, "CALABI_ADMIN_TOKEN": token, "CALABI_LOCAL_SOURCE_ROOTS": str(sources)}
     calabi = Path(sys.executable).parent / "calabi"
     process = subprocess.Popen(
-        [str(calabi), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(DATA_DIR)], env=env
+        [str(calabi), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(DATA_DIR),
+         "--temporal-port", str(free_port())], env=env,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit("calabi serve exited early")
@@ -91,43 +115,128 @@ def start_server(port: int, token: str, sources: Path) -> subprocess.Popen[bytes
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return process
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     process.kill()
-    raise SystemExit("calabi serve did not start within 60 s")
+    raise SystemExit("calabi serve did not start within 90 s")
 
 
-def run_story(url: str, sources: Path) -> None:
-    """The seed's registry story through the stock mlflow client."""
-    import mlflow.sklearn
+class Api:
+    """A tiny /api/v1 client for one user."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; stop the demo with the server's message on an error."""
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise SystemExit(f"{method} {path} -> {response.status_code}: {response.text}")
+        return response.json() if response.content else None
+
+    def wait_for(self, promotion_id: str, *statuses: str) -> dict[str, Any]:
+        """Poll a promotion until it reaches one of ``statuses`` (bounded)."""
+        deadline = time.monotonic() + POLL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            detail = self.call("GET", f"/api/v1/promotions/{promotion_id}")
+            if detail["promotion"]["status"] in statuses:
+                return dict(detail)
+            time.sleep(0.5)
+        raise SystemExit(f"promotion {promotion_id} did not reach {statuses} in {POLL_TIMEOUT_S} s")
+
+
+def print_checklist(detail: dict[str, Any]) -> None:
+    """Each check with its verdict, reasons and numbers."""
+    checklist = (detail.get("live") or {}).get("checklist") or detail["promotion"]["checklist"] or {}
+    for result in checklist.get("results", []):
+        mark = "pass" if result["passed"] else "FAIL"
+        numbers = ", ".join(
+            f"{n['label']}: {n['candidate']} vs {n['production']} (threshold {n['threshold']}, delta {n['delta']})"
+            for n in result.get("numbers", [])
+        )
+        print(f"     [{mark}] {result['name']:<12} {'; '.join(result['reasons'])[:110]} {numbers}", flush=True)
+
+
+def registry_story(url: str, sources: Path) -> None:
+    """The seed's registry snippets through the stock mlflow client."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(url)
     client = MlflowClient()
     client.create_registered_model(MODEL, description="Predicts which customers churn next month.")
     say(f"created registered model {MODEL}")
-    for number, kind in ((1, "logistic"), (2, "boosting")):
+    for kind in ("baseline", "boosting"):
         path = sources / f"model-{kind}"
-        train_and_save(kind, path)
-        mv = client.create_model_version(MODEL, source=str(path), run_id=None, await_creation_for=0)
-        say(f"registered version {mv.version} ({kind}) from {path.name}")
-        assert mv.version == str(number)
+        metrics = train_and_save(kind, path)
+        mv = client.create_model_version(MODEL, source=str(path), await_creation_for=0)
+        client.set_model_version_tag(MODEL, mv.version, "ci.tests_passed", "true")
+        say(f"registered version {mv.version} ({kind}, auc {metrics['auc']}) from {path.name}")
     client.transition_model_version_stage(MODEL, "1", "Production")
     say("version 1 -> Production (admin break-glass; the audit log records it)")
     client.transition_model_version_stage(MODEL, "2", "Staging")
-    say("version 2 -> Staging")
-    client.update_model_version(
-        MODEL, "2",
-        description="Gradient boosting on tenure, charges and support calls. Trained on 2,000 synthetic "
-        "customers. Validated by the data science team.",
-    )
+    client.update_model_version(MODEL, "2", description=f"Gradient boosting. {TRAINING_RANGE}.")
     client.transition_model_version_stage(MODEL, "2", "Production", archive_existing_versions=True)
     stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{MODEL}'")}
-    say(f"version 2 -> Production; stages now {stages}")
+    say(f"version 2 -> Staging -> Production; stages now {stages}")
     client.set_registered_model_alias(MODEL, "champion", "2")
-    client.set_registered_model_alias(MODEL, "challenger", "1")
     client.set_registered_model_tag(MODEL, "owner", "alice@example.com")
-    client.set_model_version_tag(MODEL, "2", "validated_by", "bob@example.com")
-    say("aliases champion -> 2, challenger -> 1; tags set")
+    say("alias champion -> 2; owner tag set")
+
+
+def governed_story(url: str, admin: Api, sources: Path) -> None:
+    """A promotion that fails its checks, is fixed, signed off, applied, then rolled back."""
+    from mlflow.tracking import MlflowClient
+
+    eli = Api(url, admin.call("POST", "/api/v1/users", json={"name": "eli", "roles": ["engineer"]})["token"])
+    dana = Api(url, admin.call("POST", "/api/v1/users", json={"name": "dana", "roles": ["approver"]})["token"])
+    say("users: eli (engineer, requester), dana (approver, data-science lead)")
+    path = sources / "model-logistic"
+    metrics = train_and_save("logistic", path)
+    client = MlflowClient()
+    mv = client.create_model_version(MODEL, source=str(path), await_creation_for=0)
+    client.set_model_version_tag(MODEL, mv.version, "ci.tests_passed", "true")
+    eli.call("POST", f"/api/v1/models/{MODEL}/versions/{mv.version}/stage", json={"stage": "Staging"})
+    eli.call("PATCH", f"/api/v1/models/{MODEL}/versions/{mv.version}",
+             json={"description": "Logistic regression on tenure, charges and support calls."})
+    say(f"version {mv.version} (logistic, auc {metrics['auc']}) registered and moved to Staging by eli")
+    promotion = eli.call("POST", "/api/v1/promotions", json={
+        "model": MODEL, "version": int(mv.version), "target_stage": "Production",
+        "justification": "The logistic model beats boosting on AUC and log loss.",
+    })
+    say(f"eli requests promotion {promotion['id']} of v{mv.version} to Production")
+    detail = eli.wait_for(promotion["id"], "checks_failed", "awaiting_sign_off")
+    say(f"checks: {detail['promotion']['status']}")
+    print_checklist(detail)
+    eli.call("PATCH", f"/api/v1/models/{MODEL}/versions/{mv.version}", json={
+        "description": f"Logistic regression on tenure, charges and support calls. {TRAINING_RANGE}. "
+                       f"Val AUC {metrics['auc']}, log loss {metrics['log_loss']}.",
+    })
+    eli.call("POST", f"/api/v1/promotions/{promotion['id']}/recheck")
+    detail = eli.wait_for(promotion["id"], "awaiting_sign_off", "checks_failed")
+    say(f"description fixed, re-check: {detail['promotion']['status']}")
+    print_checklist(detail)
+    dana.call("POST", f"/api/v1/promotions/{promotion['id']}/sign-off", json={"comment": "Reviewed the evidence."})
+    detail = dana.wait_for(promotion["id"], "promoted", "failed")
+    say(f"dana signs off -> {detail['promotion']['status']}")
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    say(f"champion -> v{champion.version} ({champion.current_stage}); tags {champion.tags}")
+    print(f"     description: {champion.description}", flush=True)
+    load_and_score()
+    rollback = eli.call("POST", f"/api/v1/models/{MODEL}/rollback",
+                        json={"justification": "Drift alarm on the new model; back to the previous one."})
+    say(f"eli requests rollback {rollback['id']} to v{rollback['version']}")
+    eli.wait_for(rollback["id"], "awaiting_sign_off")
+    dana.call("POST", f"/api/v1/promotions/{rollback['id']}/sign-off", json={"comment": "Roll back."})
+    dana.wait_for(rollback["id"], "promoted")
+    stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{MODEL}'")}
+    say(f"rolled back; stages now {stages}")
+
+
+def load_and_score() -> None:
+    """Load the champion like a batch-scoring job does and score a few customers."""
+    import mlflow.sklearn
+
     model = mlflow.sklearn.load_model(f"models:/{MODEL}@champion")
     batch, _ = synthetic_customers(5, seed=11)
     scores = model.predict_proba(batch)[:, 1]
@@ -135,21 +244,20 @@ def run_story(url: str, sources: Path) -> None:
     print(batch.assign(churn_probability=scores.round(3)).to_string(index=False), flush=True)
 
 
-def show_audit(url: str, token: str) -> None:
+def show_audit(admin: Api) -> None:
     """Print the model's audit trail and verify the hash chain."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-        events = http.get("/api/v1/audit", params={"model": MODEL, "limit": 100}).json()
-        verdict = http.get("/api/v1/audit/verify").json()
+    events = admin.call("GET", "/api/v1/audit", params={"model": MODEL, "limit": 200})
+    verdict = admin.call("GET", "/api/v1/audit/verify")
     say(f"audit trail of {MODEL} ({len(events)} events):")
     for event in events:
-        after = "" if event["after"] is None else str(event["after"])[:70]
-        print(f"  #{event['seq']:<3} {event['actor']:<6} {event['action']:<26} {event['subject']:<20} {after}",
+        after = "" if event["after"] is None else json.dumps(event["after"])[:70]
+        print(f"  #{event['seq']:<3} {event['actor'][:28]:<28} {event['action']:<24} {event['subject']:<20} {after}",
               flush=True)
     say(f"audit chain intact: {verdict['ok']} ({verdict['events_checked']} events checked)")
 
 
 def main() -> None:
-    """Start the server, run the story, keep serving unless CI is set."""
+    """Start the server, run both stories, keep serving unless CI is set."""
     warnings.filterwarnings("ignore")
     shutil.rmtree(DATA_DIR, ignore_errors=True)
     token = os.environ.get("CALABI_ADMIN_TOKEN") or secrets.token_urlsafe(24)
@@ -160,8 +268,10 @@ def main() -> None:
         process = start_server(port, token, sources)
         try:
             os.environ["MLFLOW_TRACKING_TOKEN"] = token
-            run_story(url, sources)
-            show_audit(url, token)
+            admin = Api(url, token)
+            registry_story(url, sources)
+            governed_story(url, admin, sources)
+            show_audit(admin)
             say(f"Calabi Registry is serving at {url} (admin token: {token})")
             if not os.environ.get("CI"):
                 say("Ctrl-C to stop")
@@ -170,7 +280,7 @@ def main() -> None:
             pass
         finally:
             process.terminate()
-            process.wait(timeout=20)
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":

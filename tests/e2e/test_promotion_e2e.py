@@ -1,0 +1,283 @@
+"""Governed promotion end to end: ``calabi serve`` with the embedded Temporal dev server and worker.
+
+Real tokens over HTTP, real sklearn models saved in the MLflow format, the default policy,
+and the real ``mlflow`` client to look at the outcome. One server for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mlflow.exceptions import RestException
+
+from tests.e2e.helpers import mlflow_client, random_name, use_mlflow
+from tests.fixtures.servers import LiveServer, start_server, stop_server
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # stages are deprecated in MLflow
+
+PROMOTION_TIMEOUT_S = 90  # per awaited status: activities retry with a 1 s initial interval
+POLL_S = 0.2
+TERMINAL = {"promoted", "rejected", "expired", "cancelled", "failed"}
+FEATURES = ("tenure_months", "monthly_charges", "contract_months", "support_calls")
+IMPORTANCES = {"tenure_months": 0.34, "monthly_charges": 0.28, "contract_months": 0.22, "support_calls": 0.16}
+GOOD_DESCRIPTION = (
+    "Churn classifier v2, trained on customer snapshots from 2024-01-01 to 2025-06-30. "
+    "Holdout auc: 0.88, log_loss 0.39."
+)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Team:
+    """The seeded admin and one user per part of the story."""
+
+    admin: User
+    requester: User  # an engineer who is also an approver: separation of duties must stop them
+    approver: User
+    viewer: User
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A Calabi server with the promotion engine (Temporal dev server + worker) for this module."""
+    started = start_server(tmp_path_factory.mktemp("promotion-e2e"), temporal=True)
+    yield started
+    stop_server(started)
+
+
+@pytest.fixture(scope="module")
+def team(server: LiveServer) -> Team:
+    with server.client() as http:
+        admin_name = http.get("/api/v1/me").json()["name"]
+
+    def user(prefix: str, *roles: str) -> User:
+        name = random_name(prefix)
+        return User(name, server.create_user(name, *roles))
+
+    return Team(
+        admin=User(admin_name, server.admin_token),
+        requester=user("ml-engineer", "engineer", "approver"),
+        approver=user("ds-lead", "approver"),
+        viewer=user("analyst", "viewer"),
+    )
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def train_churn_model(root: Path, *, seed: int, metrics: dict[str, float]) -> Path:
+    """A LogisticRegression on synthetic churn data, saved with its signature, metrics and importances."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    rows = 120
+    features = pd.DataFrame({
+        "tenure_months": rng.normal(30, 10, rows),
+        "monthly_charges": rng.normal(70, 20, rows),
+        "contract_months": rng.choice([1.0, 12.0, 24.0], rows),
+        "support_calls": rng.poisson(2, rows).astype(float),
+    })
+    logits = (-0.08 * features.tenure_months + 0.04 * features.monthly_charges
+              - 0.05 * features.contract_months + 0.4 * features.support_calls + rng.normal(0, 1, rows))
+    labels = (logits > logits.median()).astype(int)
+    model = LogisticRegression(max_iter=500).fit(features, labels)
+    target = root / f"churn-{seed}-{secrets.token_hex(4)}"
+    mlflow.sklearn.save_model(
+        model, str(target), signature=infer_signature(features, model.predict(features)),
+        pip_requirements=["scikit-learn"],  # inferring requirements spawns a slow subprocess
+    )
+    (target / "metrics.json").write_text(json.dumps(metrics))
+    (target / "feature_importances.json").write_text(json.dumps(IMPORTANCES))
+    return target
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
+    return response.json() if response.content else None
+
+
+def denied(response: httpx.Response) -> str:
+    """A 403 PERMISSION_DENIED error; its message."""
+    assert response.status_code == 403, f"{response.request.method} {response.request.url}: {response.text}"
+    body = response.json()
+    assert body["error_code"] == "PERMISSION_DENIED", body
+    return str(body["message"])
+
+
+def wait_for(http: httpx.Client, promotion_id: str, status: str) -> dict[str, Any]:
+    """Poll the promotion until its read model reaches ``status`` (bounded; fails fast on another ending)."""
+    deadline = time.monotonic() + PROMOTION_TIMEOUT_S
+    while True:
+        detail: dict[str, Any] = ok(http.get(f"/api/v1/promotions/{promotion_id}"))
+        current = detail["promotion"]["status"]
+        if current == status:
+            return detail
+        if current in TERMINAL:
+            pytest.fail(f"promotion {promotion_id} ended {current}, not {status}: {detail['promotion']['message']}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"promotion {promotion_id} still {current} after {PROMOTION_TIMEOUT_S} s, not {status}: "
+                        f"{json.dumps(detail)[:3000]} (see the server's worker.log)")
+        time.sleep(POLL_S)  # polling a condition with a deadline
+
+
+def checklist(detail: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The checklist results by check name (the live state's, else the read model's)."""
+    live = detail.get("live") or {}
+    found = live.get("checklist") or detail["promotion"]["checklist"]
+    assert found, detail
+    return {result["name"]: result for result in found["results"]}
+
+
+def number(result: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(n for n in result["numbers"] if n["label"] == label)
+
+
+def stage_of(http: httpx.Client, name: str, version: int) -> str:
+    return str(ok(http.get(f"/api/v1/models/{name}/versions/{version}"))["current_stage"])
+
+
+# ------------------------------------------------------------------------------- the story
+
+
+def test_promotion_story(server: LiveServer, team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = random_name("churn")
+    admin, engineer = server.client(), server.client(team.requester.token)
+    approver, viewer = server.client(team.approver.token), server.client(team.viewer.token)
+
+    # Two versions from real sklearn models, with their metrics and feature importances.
+    ok(engineer.post("/api/v1/models", json={"name": name, "description": "Monthly churn."}), 201)
+    v1_dir = train_churn_model(server.source_root, seed=1, metrics={"auc": 0.82, "log_loss": 0.4})
+    v2_dir = train_churn_model(server.source_root, seed=2, metrics={"auc": 0.88, "log_loss": 0.39})
+    for source, description in ((v1_dir, "Churn v1 on 2023-01-01 to 2024-06-30, auc 0.82."),
+                                (v2_dir, "Churn v2: better recall on long-tenure customers, auc 0.88.")):
+        created = ok(engineer.post(f"/api/v1/models/{name}/versions",
+                                   json={"source": str(source), "description": description,
+                                         "tags": {"ci.tests_passed": "true"}}), 201)
+        assert created["evidence"]["metrics"]["auc"] in (0.82, 0.88), created["evidence"]
+        assert created["evidence"]["feature_importances"] == IMPORTANCES
+        assert json.loads(created["signature"])["inputs"], created["signature"]
+    # v1 to Production is a break-glass for the admin; v2 to Staging is ordinary engineering.
+    moved = ok(admin.post(f"/api/v1/models/{name}/versions/1/stage", json={"stage": "Production"}))
+    assert moved["current_stage"] == "Production"
+    ok(engineer.post(f"/api/v1/models/{name}/versions/2/stage", json={"stage": "Staging"}))
+
+    # The engineer asks for v2 in Production; the description lacks the training date range.
+    promotion = ok(engineer.post("/api/v1/promotions", json={
+        "model": name, "version": 2, "target_stage": "Production",
+        "justification": "auc up from 0.82 to 0.88 on the Q2 holdout",
+    }), 201)
+    pid = promotion["id"]
+    assert (promotion["requester"], promotion["kind"], promotion["incumbent_version"]) == (
+        team.requester.name, "promotion", 1)
+    assert promotion["workflow_id"] == f"promotion-{name}-2-Production"
+
+    failed = wait_for(viewer, pid, "checks_failed")
+    results = checklist(failed)
+    assert not results["description"]["passed"]
+    assert any("date range" in reason for reason in results["description"]["reasons"]), results["description"]
+    for passing in ("tests", "metrics", "signature", "leakage"):
+        assert results[passing]["passed"], results[passing]
+    auc = number(results["metrics"], "auc")
+    assert (auc["candidate"], auc["production"]) == (0.88, 0.82)
+    assert auc["delta"] == pytest.approx(0.06)
+    assert "date range" in failed["live"]["history"][-1]["note"], failed["live"]["history"]
+    # Signing off a promotion whose checks failed is refused.
+    refused = approver.post(f"/api/v1/promotions/{pid}/sign-off", json={})
+    assert refused.status_code == 409 and refused.json()["error_code"] == "RESOURCE_CONFLICT", refused.text
+
+    # Fix the description, ask for a re-check: everything passes, sign-off is awaited.
+    ok(engineer.patch(f"/api/v1/models/{name}/versions/2", json={"description": GOOD_DESCRIPTION}))
+    ok(engineer.post(f"/api/v1/promotions/{pid}/recheck"))
+    awaiting = wait_for(viewer, pid, "awaiting_sign_off")
+    assert all(result["passed"] for result in checklist(awaiting).values()), checklist(awaiting)
+    assert awaiting["promotion"]["required_approvals"] == 1
+    assert awaiting["promotion"]["deadline"], awaiting["promotion"]
+    assert [p["id"] for p in ok(approver.get("/api/v1/promotions", params={"awaiting": "me"}))["promotions"]
+            if p["model_name"] == name] == [pid]
+    again = engineer.post("/api/v1/promotions", json={"model": name, "version": 2, "justification": "again"})
+    assert again.status_code == 400 and again.json()["error_code"] == "RESOURCE_ALREADY_EXISTS", again.text
+
+    # Only an approver who did not request it may sign off.
+    denied(viewer.post(f"/api/v1/promotions/{pid}/sign-off", json={"comment": "lgtm"}))
+    assert "separation of duties" in denied(
+        engineer.post(f"/api/v1/promotions/{pid}/sign-off", json={"comment": "my own work"}))
+    assert stage_of(viewer, name, 2) == "Staging"
+    signed = ok(approver.post(f"/api/v1/promotions/{pid}/sign-off", json={"comment": "Reviewed the holdout."}))
+    assert [a["user"] for a in signed["approvals"]] == [team.approver.name]
+    done = wait_for(viewer, pid, "promoted")
+    assert done["promotion"]["live"] is False and done["live"] is None
+
+    # What an MLflow user sees now.
+    use_mlflow(monkeypatch, server.url, team.viewer.token)
+    client = mlflow_client(server.url)
+    v2, v1 = client.get_model_version(name, "2"), client.get_model_version(name, "1")
+    assert (v2.current_stage, v1.current_stage) == ("Production", "Archived")
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+    validation_date = v2.tags["validation_date"]
+    date.fromisoformat(validation_date)
+    assert v2.tags["validated_by"] == team.approver.name
+    assert v2.description.startswith(GOOD_DESCRIPTION)
+    assert f"Validated by {team.approver.name} on {validation_date} (promotion {pid})" in v2.description
+
+    # The trail: who did what, intact; the notifications of each step.
+    events = [e for e in ok(viewer.get("/api/v1/audit", params={"model": name, "limit": 1000}))
+              if isinstance(e["after"], dict) and e["after"].get("promotion") == pid]
+    actors = {(e["action"], e["actor"]) for e in events}
+    assert ("request_promotion", team.requester.name) in actors
+    assert ("sign_off_promotion", team.approver.name) in actors
+    applied = next(e for e in events if e["action"] == "transition_stage")
+    assert (applied["version"], applied["after"]["stage"], applied["after"]["break_glass"]) == (2, "Production", False)
+    assert applied["after"]["approved_by"] == [team.approver.name] and applied["after"]["archived"] == [1]
+    assert ok(viewer.get("/api/v1/audit/verify"))["ok"] is True
+    kinds = {n["kind"] for n in ok(viewer.get(f"/api/v1/promotions/{pid}/notifications"))}
+    assert {"requested", "checks_failed", "awaiting", "promoted"} <= kinds, kinds
+
+    # Roll back: v1 returns to Production after one sign-off.
+    back = ok(engineer.post(f"/api/v1/models/{name}/rollback", json={"justification": "v2 misbehaves in serving"}),
+              201)
+    assert (back["kind"], back["version"], back["target_stage"], back["incumbent_version"]) == (
+        "rollback", 1, "Production", 2)
+    wait_for(viewer, back["id"], "awaiting_sign_off")
+    ok(approver.post(f"/api/v1/promotions/{back['id']}/sign-off", json={"comment": "roll back"}))
+    wait_for(viewer, back["id"], "promoted")
+    assert (client.get_model_version(name, "1").current_stage, client.get_model_version(name, "2").current_stage) == (
+        "Production", "Archived")
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert ok(viewer.get("/api/v1/audit/verify"))["ok"] is True
+    for http in (admin, engineer, approver, viewer):
+        http.close()
+
+
+def test_engineer_cannot_move_a_version_to_production_directly(
+    server: LiveServer, team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = random_name("churn")
+    with server.client(team.requester.token) as engineer:
+        ok(engineer.post("/api/v1/models", json={"name": name}), 201)
+        ok(engineer.post(f"/api/v1/models/{name}/versions", json={"source": str(server.artifact())}), 201)
+        ok(engineer.post(f"/api/v1/models/{name}/versions/1/stage", json={"stage": "Staging"}))
+    use_mlflow(monkeypatch, server.url, team.requester.token)
+    client = mlflow_client(server.url)
+    with pytest.raises(RestException) as raised:
+        client.transition_model_version_stage(name, "1", "Production")
+    assert raised.value.error_code == "PERMISSION_DENIED"
+    assert "promotion" in raised.value.message
+    assert client.get_model_version(name, "1").current_stage == "Staging"
