@@ -84,7 +84,7 @@ class PromotionWorkflow:
                 await self._notify("checks_failed")
                 if not await self._wait_for_recheck():
                     return await self._finish()
-                await self._enter(PromotionStatus.RUNNING_CHECKS, "re-check requested")
+                await self._record()
                 continue
             if self._stop is not None:
                 return await self._finish()
@@ -154,6 +154,12 @@ class PromotionWorkflow:
     def recheck(self, decision: Decision) -> PromotionState:
         """The requester asks for the checks to run again (after fixing, e.g., the description)."""
         self._recheck = True
+        self._state = self._current.model_copy(update={
+            "status": PromotionStatus.RUNNING_CHECKS,
+            "history": [*self._current.history, StateChange(
+                at=workflow.now(), status=PromotionStatus.RUNNING_CHECKS, note=f"re-check requested by {decision.user}",
+            )],
+        })
         return self._current
 
     @recheck.validator
