@@ -39,6 +39,7 @@ __all__ = [
     "SearchSpec",
     "decode_page_token",
     "encode_page_token",
+    "next_page_token",
     "model_version_search",
     "registered_model_search",
     "validate_max_results",
@@ -149,6 +150,11 @@ def _order(keys: Sequence[OrderKey], columns: Mapping[str, Column]) -> list[Unar
 
 
 # --------------------------------------------------------------------------- paging
+
+
+def next_page_token(fetched: int, *, offset: int, limit: int) -> str | None:
+    """The token of the next page when ``limit + 1`` rows were asked for and more than ``limit`` came."""
+    return encode_page_token(offset + limit) if fetched > limit else None
 
 
 def encode_page_token(offset: int) -> str:

@@ -156,8 +156,7 @@ class ModelOperations(ServiceBase):
                 select(RegisteredModelRow).where(*spec.conditions).order_by(*spec.order).offset(offset).limit(limit + 1)
             ).all()
             items = models_views(session, rows[:limit])
-        more = len(rows) > limit
-        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+        return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def set_registered_model_tag(self, actor: Actor, *, name: object, key: object, value: object) -> None:
         """Set (or overwrite) a tag on a model."""

@@ -148,8 +148,7 @@ class PromotionOperations(ServiceBase):
         items = [_view(r) for r in rows[:limit]]
         if awaiting is not None:
             items = [p for p in items if all(a.get("user") != awaiting.name for a in p.approvals)]
-        more = len(rows) > limit
-        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+        return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def authorize_decision(self, actor: Actor, promotion_id: object, action: str) -> Promotion:
         """Check that ``actor`` may sign off, reject, cancel or re-check now (the workflow checks again)."""

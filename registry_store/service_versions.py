@@ -249,8 +249,7 @@ class VersionOperations(ServiceBase):
                 .limit(limit + 1)
             ).all()
             items = versions_views(session, [(r, n) for r, n in rows[:limit]], with_aliases=False)
-        more = len(rows) > limit
-        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+        return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def list_model_versions(
         self, actor: Actor, *, name: object, max_results: object = 1000, page_token: str | None = None
@@ -269,8 +268,7 @@ class VersionOperations(ServiceBase):
                 .limit(limit + 1)
             ).all()
             items = versions_views(session, [(r, model.name) for r in rows[:limit]], with_aliases=True)
-        more = len(rows) > limit
-        return Page(items=items, next_page_token=search.encode_page_token(offset + limit) if more else None)
+        return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def get_download_uri(self, actor: Actor, *, name: object, version: object) -> str:
         """Where a loader fetches the version's artifact: the registry's own copy."""
