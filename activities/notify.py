@@ -1,11 +1,24 @@
 """Notifications: rendered messages go to the outbox and, signed, to webhooks.
 
-Webhook deliveries are ``POST`` requests with a JSON body
-``{"kind", "promotion_id", "model", "text", "state"}`` and the headers
-``X-Calabi-Delivery-Id`` (a UUID), ``X-Calabi-Timestamp`` (unix seconds) and, when a
-secret is configured, ``X-Calabi-Signature: v1,<base64(HMAC-SHA256(secret,
-"<delivery id>.<timestamp>.<body>"))>``. Receivers check it with ``verify_signature``.
-A webhook that fails is recorded in the outbox row and logged, never raised.
+Webhook protocol
+----------------
+Each configured URL receives ``POST`` with ``Content-Type: application/json`` and the body
+``{"kind", "promotion_id", "model", "text", "state"}`` (``text`` is the rendered message,
+``state`` the promotion's state as JSON), plus the headers
+
+* ``X-Calabi-Delivery-Id``: a fresh UUID4 per delivery (a retried activity sends a new one);
+* ``X-Calabi-Timestamp``: unix seconds when it was sent;
+* ``X-Calabi-Signature`` (only when a secret is configured):
+  ``v1,<base64(HMAC-SHA256(secret, "<delivery id>.<timestamp>.<raw body bytes>"))>``.
+
+A receiver recomputes the signature over the raw body it received with
+``verify_signature(secret, headers, body)`` (constant-time comparison) and should refuse
+stale timestamps to stop replays. Requests time out after 5 s.
+
+After posting, the outbox row is written (``RegistryService.append_notification``) with a
+``delivery`` mapping ``{url: {"ok", "status" | "error", "delivery_id"}}``. A webhook that
+fails (connection refused, timeout, non-2xx answer) is recorded there and logged, never
+raised: delivery is best effort and at least once (a retried activity posts again).
 """
 
 from __future__ import annotations
@@ -24,24 +37,36 @@ import httpx
 
 from registry_store.service import RegistryService
 
-__all__ = ["Notifier", "sign", "verify_signature"]
+__all__ = ["SIGNATURE_VERSION", "WEBHOOK_TIMEOUT_S", "Notifier", "sign", "verify_signature"]
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT_S = 5.0
+SIGNATURE_VERSION = "v1"
+DELIVERY_ID_HEADER = "X-Calabi-Delivery-Id"
+TIMESTAMP_HEADER = "X-Calabi-Timestamp"
+SIGNATURE_HEADER = "X-Calabi-Signature"
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     """The ``X-Calabi-Signature`` value for one delivery."""
     message = f"{delivery_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return f"{SIGNATURE_VERSION}," + base64.b64encode(digest).decode()
 
 
 def verify_signature(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
-    """True when the delivery's signature header matches ``secret``."""
+    """True when the delivery's ``X-Calabi-Signature`` matches ``secret`` (header names in any case)."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    expected = sign(secret, lowered.get("x-calabi-delivery-id", ""), lowered.get("x-calabi-timestamp", ""), body)
-    return hmac.compare_digest(expected, lowered.get("x-calabi-signature", ""))
+    delivery_id = lowered.get(DELIVERY_ID_HEADER.lower())
+    timestamp = lowered.get(TIMESTAMP_HEADER.lower())
+    received = lowered.get(SIGNATURE_HEADER.lower())
+    if not secret or delivery_id is None or timestamp is None or received is None:
+        return False
+    return hmac.compare_digest(sign(secret, delivery_id, timestamp, body).encode(), received.encode())
+
+
+def _default_client() -> httpx.Client:
+    return httpx.Client(timeout=WEBHOOK_TIMEOUT_S)
 
 
 class Notifier:
@@ -54,36 +79,39 @@ class Notifier:
         webhook_urls: Sequence[str] = (),
         secret: str | None = None,
         recipients: Sequence[str] = (),
-        http: Callable[[], httpx.Client] | None = None,
+        http: Callable[[], httpx.Client] = _default_client,
     ) -> None:
         self._registry = registry
         self._webhook_urls = list(webhook_urls)
-        self._secret = secret
+        self._secret = secret or None
         self._recipients = list(recipients)
-        self._http = http or (lambda: httpx.Client(timeout=WEBHOOK_TIMEOUT_S))
+        self._http = http
 
-    def deliver(self, *, kind: str, promotion_id: str, model_name: str, text: str, state: dict[str, Any]) -> int:
-        """Post to every webhook, then write the outbox row with the delivery results; its id."""
-        body = json.dumps(
-            {"kind": kind, "promotion_id": promotion_id, "model": model_name, "text": text, "state": state},
+    def deliver(self, *, kind: str, promotion_id: str, model_name: str, body: str, payload: dict[str, Any]) -> int:
+        """Post ``body`` (and ``payload`` as ``state``) to every webhook, then write the outbox row; its id."""
+        content = json.dumps(
+            {"kind": kind, "promotion_id": promotion_id, "model": model_name, "text": body, "state": payload},
             sort_keys=True, default=str,
         ).encode()
-        delivery = {url: self._post(url, body) for url in self._webhook_urls}
+        delivery: dict[str, Any] = {}
+        if self._webhook_urls:
+            with self._http() as client:
+                delivery = {url: self._post(client, url, content) for url in self._webhook_urls}
         return self._registry.append_notification(
-            kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=text,
+            kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=body,
             delivery=delivery,
         )
 
-    def _post(self, url: str, body: bytes) -> dict[str, Any]:
+    def _post(self, client: httpx.Client, url: str, content: bytes) -> dict[str, Any]:
         delivery_id, timestamp = str(uuid.uuid4()), str(int(time.time()))
-        headers = {"Content-Type": "application/json", "X-Calabi-Delivery-Id": delivery_id,
-                   "X-Calabi-Timestamp": timestamp}
+        headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: timestamp}
         if self._secret:
-            headers["X-Calabi-Signature"] = sign(self._secret, delivery_id, timestamp, body)
+            headers[SIGNATURE_HEADER] = sign(self._secret, delivery_id, timestamp, content)
         try:
-            with self._http() as client:
-                response = client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning("webhook %s failed: %s", url, exc)
-            return {"ok": False, "error": str(exc), "delivery_id": delivery_id}
+            response = client.post(url, content=content, headers=headers, timeout=WEBHOOK_TIMEOUT_S)
+        except Exception as exc:  # any failure (bad URL, refused, timeout) is recorded, never raised
+            log.warning("webhook %s failed: %s: %s", url, type(exc).__name__, exc)
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "delivery_id": delivery_id}
+        if not response.is_success:
+            log.warning("webhook %s answered %s", url, response.status_code)
         return {"ok": response.is_success, "status": response.status_code, "delivery_id": delivery_id}

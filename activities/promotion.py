@@ -1,26 +1,44 @@
-"""PromotionActivities: thin adapters between the workflow and RegistryService / policies."""
+"""PromotionActivities: thin adapters between PromotionWorkflow and RegistryService / policies.
+
+Every method is a synchronous activity (the worker runs them in a thread pool) registered
+under the name the workflow calls it by. Registry changes are made under the audit actor
+``workflow:<workflow id>`` holding every role, except a sign-off, which is audited under
+the approver. Domain errors leave as ``ApplicationError`` (see ``activities.errors``).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from temporalio import activity
 
 from activities.errors import domain_errors
+from activities.importances import model_importances
 from activities.notify import Notifier
 from policies.checklist import configured_checks, run_check
+from policies.errors import PolicyError
 from policies.evidence import Evidence, SignatureSchema, VersionEvidence
-from policies.importances import from_model_values
 from policies.loading import load_policy
-from policies.render import render_description, render_notification
-from policies.results import Checklist, CheckResult
-from registry_store.artifacts import ArtifactStore
+from policies.models import PromotionPolicy, StagePolicy
+from policies.render import (
+    NOTIFICATION_KINDS,
+    NotificationContext,
+    NotificationKind,
+    render_description,
+    render_notification,
+)
+from policies.results import Checklist, CheckResult, Number
+from registry_store.artifacts import ArtifactStore, read_model_metadata
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
+from registry_store.errors import InvalidParameterError, RegistryError
 from registry_store.service import RegistryService
+from registry_store.stages import PRODUCTION, STAGING, canonical_stage
 from registry_store.users import ROLES
 from workflows.models import (
     ApplyInput,
@@ -33,27 +51,30 @@ from workflows.models import (
     SignOffRecord,
 )
 
-__all__ = ["PromotionActivities"]
+__all__ = ["PromotionActivities", "workflow_actor"]
 
 log = logging.getLogger(__name__)
 
+SKLEARN_FLAVOR = "sklearn"
+# How the workflow words a stop decision: "rejected by <user>: <reason>", "cancelled by <user>[: <reason>]".
+_DECISION_MESSAGE = re.compile(r"^(?:rejected|cancelled) by (?P<actor>.+?)(?:: (?P<reason>.*))?$", re.DOTALL)
 
-def _workflow_actor() -> Actor:
-    """The audit actor of changes a promotion workflow makes (approvers are recorded with them)."""
+
+def workflow_actor() -> Actor:
+    """The audit actor of the changes the current promotion workflow makes (inside an activity)."""
     return Actor(name=f"workflow:{activity.info().workflow_id}", roles=frozenset(ROLES))
 
 
-def _signature(text: str) -> SignatureSchema | None:
-    try:
-        return SignatureSchema.from_mlflow_json(text)
-    except ValueError:
-        return None
-
-
-def _numbers(values: Any) -> dict[str, float]:
-    if not isinstance(values, dict):
-        return {}
-    return {str(k): float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+def stage_policy(policy: PromotionPolicy, *, kind: str, target_stage: str) -> StagePolicy:
+    """The stage policy for a request: ``rollback`` for a rollback, else by target stage."""
+    if kind == "rollback":
+        return policy.rollback
+    stage = canonical_stage(target_stage)
+    if stage == PRODUCTION:
+        return policy.production
+    if stage == STAGING:
+        return policy.staging
+    raise InvalidParameterError(f"No promotion policy for target stage '{target_stage}'.")
 
 
 class PromotionActivities:
@@ -67,43 +88,51 @@ class PromotionActivities:
         self._policy_dir = policy_dir
         self._notifier = notifier
 
+    # ------------------------------------------------------------------ activities
+
     @activity.defn(name="snapshot_evidence")
     @domain_errors
     def snapshot_evidence(self, request: PromotionInput) -> EvidenceSnapshot:
         """The candidate, the incumbent, the serving schema and the policy in force, as of now."""
         loaded = load_policy(self._policy_dir, request.model)
-        policy = loaded.policy.for_target(request.target_stage, rollback=request.kind == "rollback")
-        subject = self._registry.promotion_subject(_workflow_actor(), request.promotion_id)
-        leakage = policy.leakage is not None and policy.leakage.enabled
+        policy = stage_policy(loaded.policy, kind=request.kind, target_stage=request.target_stage)
+        checks = configured_checks(policy)
+        subject = self._registry.promotion_subject(workflow_actor(), request.promotion_id)
+        incumbent = subject.incumbent
         evidence = Evidence(
             model=request.model, target_stage=request.target_stage, requester=request.requester,
-            candidate=self._version_evidence(subject.candidate, compute_importances=leakage),
-            incumbent=self._version_evidence(subject.incumbent, compute_importances=False) if subject.incumbent
-            else None,
+            candidate=self._version_evidence(subject.candidate, compute_importances="leakage" in checks),
+            incumbent=self._version_evidence(incumbent, compute_importances=False) if incumbent else None,
             serving_schema=_signature(subject.serving_schema),
         )
         return EvidenceSnapshot(
             evidence=evidence, policy=policy, policy_hash=loaded.content_hash,
-            incumbent_version=subject.incumbent.version if subject.incumbent else None,
-            storage_location=subject.candidate.storage_location, checks=configured_checks(policy),
+            incumbent_version=incumbent.version if incumbent else None,
+            storage_location=subject.candidate.storage_location, checks=checks,
         )
 
     @activity.defn(name="evaluate_check")
     @domain_errors
     def evaluate_check(self, check: CheckInput) -> CheckResult:
-        """Run one check of the policy over the snapshot (pure)."""
+        """Run one check of the snapshot's policy over its evidence (pure)."""
         evidence = check.snapshot.evidence.model_copy(update={"test_run": check.test_run})
         return run_check(check.name, check.snapshot.policy, evidence)
 
     @activity.defn(name="record_state")
     @domain_errors
     def record_state(self, record: RecordStateInput) -> None:
-        """Mirror the workflow's state into the registry's read model (idempotent)."""
+        """Mirror the workflow's state into the registry's read model (no event when nothing changed).
+
+        Approvals are left out on purpose: ``record_sign_off`` writes them, one audited
+        sign-off at a time, and treats an approver already in the read model as recorded.
+        Writing them here first (a state record between a sign-off and its audit, e.g.
+        after a reminder) would make that sign-off's audit event silently disappear.
+        """
         state = record.state
         self._registry.record_promotion_state(
-            _workflow_actor(), state.promotion_id, status=state.status,
+            workflow_actor(), state.promotion_id, status=state.status,
             checklist=state.checklist.model_dump(mode="json") if state.checklist else None,
-            approvals=[a.model_dump(mode="json") for a in state.approvals],
+            approvals=None,
             required_approvals=state.required_approvals, approver_role=state.approver_role,
             deadline=int(state.deadline.timestamp() * 1000) if state.deadline else None,
             reminders_sent=state.reminders_sent, incumbent_version=state.incumbent_version,
@@ -113,7 +142,7 @@ class PromotionActivities:
     @activity.defn(name="record_sign_off")
     @domain_errors
     def record_sign_off(self, record: SignOffRecord) -> None:
-        """Audit one accepted sign-off under the approver's own name."""
+        """Audit one accepted sign-off under the approver's own name (once per approver)."""
         approval = record.approval
         self._registry.record_sign_off(
             Actor(name=approval.user, roles=frozenset(approval.roles)), record.promotion_id,
@@ -124,16 +153,17 @@ class PromotionActivities:
     @domain_errors
     def apply_promotion(self, apply: ApplyInput) -> None:
         """Perform the approved transition in one transaction (applying twice changes nothing)."""
-        actor = _workflow_actor()
+        actor = workflow_actor()
         promotion = self._registry.get_promotion(actor, apply.promotion_id)
         description = None
-        if promotion.target_stage == "Production":
+        if promotion.target_stage == PRODUCTION:
             candidate = self._registry.get_model_version(actor, name=promotion.model_name, version=promotion.version)
-            metric = _primary_metric(apply.checklist)
+            metric = self._primary_number(promotion.model_name, promotion.kind, apply.checklist)
             description = render_description(
                 candidate.description, approvers=apply.approvers, validated_on=apply.validated_on.date(),
-                promotion_id=promotion.id, primary_metric=metric[0], candidate_value=metric[1],
-                incumbent_value=metric[2], incumbent_version=apply.expected_incumbent,
+                promotion_id=promotion.id, primary_metric=metric.label if metric else None,
+                candidate_value=metric.candidate if metric else None,
+                incumbent_value=metric.production if metric else None, incumbent_version=apply.expected_incumbent,
             )
         self._registry.apply_promotion(
             actor, apply.promotion_id, expected_incumbent=apply.expected_incumbent, description=description,
@@ -143,65 +173,96 @@ class PromotionActivities:
     @activity.defn(name="notify")
     @domain_errors
     def notify(self, notify: NotifyInput) -> None:
-        """Render the message for this moment of the promotion and deliver it."""
+        """Render the message for this moment of the promotion; deliver it to the outbox and webhooks."""
+        if notify.kind not in NOTIFICATION_KINDS:
+            raise InvalidParameterError(
+                f"Unknown notification kind '{notify.kind}'; one of {', '.join(NOTIFICATION_KINDS)}."
+            )
         state = notify.state
-        text = render_notification(notify.kind, _context(state))  # type: ignore[arg-type]
+        justification = self._registry.get_promotion(workflow_actor(), state.promotion_id).justification
+        text = render_notification(cast(NotificationKind, notify.kind), notification_context(
+            notify.kind, state, justification=justification))
         self._notifier.deliver(
-            kind=notify.kind, promotion_id=state.promotion_id, model_name=state.model, text=text,
-            state=state.model_dump(mode="json", include={"status", "version", "target_stage", "message"}),
+            kind=notify.kind, promotion_id=state.promotion_id, model_name=state.model, body=text,
+            payload=state.model_dump(mode="json"),
         )
+
+    # ------------------------------------------------------------------ helpers
 
     def _version_evidence(self, mv: ModelVersion, *, compute_importances: bool) -> VersionEvidence:
         importances = _numbers(mv.evidence.get("feature_importances"))
         if not importances and compute_importances:
             importances = self._importances_from_model(mv)
+        params = mv.evidence.get("params")
         return VersionEvidence(
             version=mv.version, stage=mv.current_stage, metrics=_numbers(mv.evidence.get("metrics")),
-            params={str(k): str(v) for k, v in (mv.evidence.get("params") or {}).items()},
+            params={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
             signature=_signature(mv.signature), feature_importances=importances, description=mv.description,
             tags=dict(mv.tags), digest=mv.digest,
         )
 
     def _importances_from_model(self, mv: ModelVersion) -> dict[str, float]:
-        """``feature_importances_`` or ``coef_`` of an sklearn model (empty when that is impossible)."""
-        if "sklearn" not in mv.evidence.get("flavors", []):
+        """``feature_importances_`` or ``coef_`` of the artifact's sklearn model; empty when that is impossible."""
+        recorded = mv.evidence.get("flavors")
+        if isinstance(recorded, list) and SKLEARN_FLAVOR not in recorded:
             return {}
-        try:
-            import mlflow.sklearn
-        except ImportError:
+        if importlib.util.find_spec("mlflow") is None:
+            log.info("mlflow is not installed; no feature importances computed for %s v%s", mv.name, mv.version)
             return {}
-        try:
-            with tempfile.TemporaryDirectory(prefix="calabi-importances-") as tmp:
-                self._artifacts.download_tree(mv.storage_location, Path(tmp))
-                model = mlflow.sklearn.load_model(tmp)
-            estimator = model.steps[-1][1] if hasattr(model, "steps") else model
-            values = getattr(estimator, "feature_importances_", None)
-            if values is None:
-                values = getattr(estimator, "coef_", None)
-            names = getattr(model, "feature_names_in_", None)
-            if values is None or names is None:
+        with tempfile.TemporaryDirectory(prefix="calabi-importances-") as tmp:
+            root = Path(tmp) / "model"
+            root.mkdir()
+            try:
+                self._artifacts.download_tree(mv.storage_location, root)
+                flavors = read_model_metadata(root).flavors
+            except (RegistryError, OSError) as exc:  # an unreadable artifact only means no importances
+                log.warning("could not read the artifact of %s v%s: %s", mv.name, mv.version, exc)
                 return {}
-            return from_model_values([str(n) for n in names], values.tolist())
-        except Exception as exc:  # an unloadable model only means no importances; the check says so
-            log.warning("could not compute feature importances of %s v%s: %s", mv.name, mv.version, exc)
-            return {}
+            return model_importances(root) if SKLEARN_FLAVOR in flavors else {}
+
+    def _primary_number(self, model: str, kind: str, checklist: Checklist | None) -> Number | None:
+        """The metrics check's number for the policy's primary metric (best effort)."""
+        result = checklist.result("metrics") if checklist else None
+        if result is None or not result.numbers:
+            return None
+        primary: str | None = None
+        try:
+            primary_rule = stage_policy(load_policy(self._policy_dir, model).policy, kind=kind,
+                                        target_stage=PRODUCTION).metrics
+            primary = primary_rule.primary if primary_rule else None
+        except (PolicyError, InvalidParameterError) as exc:  # the description line is not worth failing for
+            log.warning("policy of %s unreadable while applying: %s", model, exc)
+        named = [n for n in result.numbers if n.label == primary]
+        compared = [n for n in result.numbers if n.production is not None]
+        return (named or compared or result.numbers)[0]
 
 
-def _primary_metric(checklist: Checklist | None) -> tuple[str | None, float | None, float | None]:
-    result = checklist.result("metrics") if checklist else None
-    if result is None or not result.numbers:
-        return None, None, None
-    first = result.numbers[0]
-    return first.label, first.candidate, first.production
+def notification_context(kind: str, state: PromotionState, *, justification: str = "") -> NotificationContext:
+    """What a notification of ``kind`` may say about ``state``."""
+    actor, comment = "", state.message
+    if kind in ("rejected", "cancelled"):
+        match = _DECISION_MESSAGE.match(state.message)
+        if match:
+            actor, comment = match["actor"], match["reason"] or ""
+    return NotificationContext(
+        model=state.model, version=state.version, target_stage=state.target_stage, promotion_id=state.promotion_id,
+        requester=state.requester, justification=justification, role=state.approver_role,
+        approvals_needed=state.required_approvals, approved_by=[a.user for a in state.approvals],
+        deadline=state.deadline, actor=actor, comment=comment,
+        results=state.checklist.results if state.checklist else [],
+        # Only a Production transition archives the version it replaces.
+        incumbent_version=state.incumbent_version if state.target_stage == PRODUCTION else None,
+    )
 
 
-def _context(state: PromotionState) -> dict[str, Any]:
-    last = state.approvals[-1] if state.approvals else None
-    return {
-        "model": state.model, "version": state.version, "target_stage": state.target_stage,
-        "promotion_id": state.promotion_id, "requester": state.requester, "role": state.approver_role,
-        "approvals_needed": state.required_approvals, "approved_by": [a.user for a in state.approvals],
-        "deadline": state.deadline, "actor": last.user if last else "", "comment": state.message,
-        "results": state.checklist.results if state.checklist else [],
-        "incumbent_version": state.incumbent_version,
-    }
+def _signature(text: str) -> SignatureSchema | None:
+    try:
+        return SignatureSchema.from_mlflow_json(text)
+    except ValueError:
+        return None
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}

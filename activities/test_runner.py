@@ -1,8 +1,21 @@
 """The ``run_tests`` activity: the policy's test command against the candidate artifact.
 
-The command runs without a shell in a scratch copy of the artifact, heartbeating while it
-runs so a cancelled promotion stops it; a timeout kills its process group. A failing test
-command is a failed check, never an activity failure.
+The artifact is downloaded into a scratch directory; ``rule.command`` (an argv list, every
+``{artifact_dir}`` replaced by that directory) runs there without a shell, in a process
+group of its own, with stdout and stderr captured together. The activity heartbeats while
+downloading and every ``heartbeat_every_s`` while the command runs, so the workflow's
+heartbeat timeout notices a dead worker and a cancellation reaches it. On
+``rule.timeout_s`` the process group is killed and the run reported ``timed_out``; on
+cancellation it is killed and ``CancelledError`` propagates.
+
+A failing, crashing or unstartable command is a failed *check*, never an activity failure:
+the result carries the exit code (negative: killed by that signal; ``None``: it never
+started), the pytest-style counts of the summary line (``N passed``, ``M failed``; errors
+count as failed) and the last ``OUTPUT_TAIL`` characters of the output.
+
+The command runs with the worker's environment minus the registry's own settings and
+credentials (``CALABI_*`` and the variables in ``SCRUBBED_ENV``): it executes code shipped
+with the candidate, which must not reach the registry's database or artifact store.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from temporalio import activity
@@ -23,11 +37,34 @@ from policies.evidence import TestRun
 from registry_store.artifacts import ArtifactStore
 from workflows.models import TestsInput
 
-__all__ = ["TestRunner"]
+__all__ = ["HEARTBEAT_EVERY_S", "OUTPUT_TAIL", "SCRUBBED_ENV", "TestRunner", "parse_counts"]
 
 HEARTBEAT_EVERY_S = 2.0
 OUTPUT_TAIL = 4000
-_COUNTS = re.compile(r"(\d+) (passed|failed)")
+SCRUBBED_ENV = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD", "TEMPORAL_API_KEY",
+})
+_COUNT = re.compile(r"\b(\d+) (passed|failed|errors?)\b")
+_KILL_WAIT_S = 10.0
+
+
+def parse_counts(output: str) -> tuple[int, int]:
+    """``(passed, failed)`` from the last line that reports pytest-style counts (errors count as failed)."""
+    for line in reversed(output.splitlines()):
+        found = _COUNT.findall(line)
+        if found:
+            counts: dict[str, int] = {}
+            for number, kind in found:
+                key = "passed" if kind == "passed" else "failed"
+                counts[key] = counts.get(key, 0) + int(number)
+            return counts.get("passed", 0), counts.get("failed", 0)
+    return 0, 0
+
+
+def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the registry's settings and credentials."""
+    return {k: v for k, v in environ.items() if not k.upper().startswith("CALABI_") and k.upper() not in SCRUBBED_ENV}
 
 
 class TestRunner:
@@ -35,54 +72,105 @@ class TestRunner:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, artifacts: ArtifactStore) -> None:
+    def __init__(self, artifacts: ArtifactStore, *, heartbeat_every_s: float = HEARTBEAT_EVERY_S) -> None:
         self._artifacts = artifacts
+        self._heartbeat_every_s = heartbeat_every_s
 
     @activity.defn(name="run_tests")
     @domain_errors
     def run_tests(self, tests: TestsInput) -> TestRun:
         """Download the artifact, run the command, report exit code, counts and the output's tail."""
+        rule = tests.rule
         with tempfile.TemporaryDirectory(prefix="calabi-tests-") as tmp:
             artifact_dir = Path(tmp) / "artifact"
             artifact_dir.mkdir()
-            self._artifacts.download_tree(tests.storage_location, artifact_dir)
+            activity.heartbeat()
+            self._artifacts.download_tree(tests.storage_location, artifact_dir, self._download_progress())
+            argv = rule.render_command(str(artifact_dir))
             log_path = Path(tmp) / "output.log"
             started = time.monotonic()
             with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    tests.rule.render_command(str(artifact_dir)), cwd=artifact_dir, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-                timed_out = _supervise(process, tests.rule.timeout_s)
-            output = log_path.read_bytes()[-OUTPUT_TAIL:].decode(errors="replace")
-        counts = {kind: int(n) for n, kind in _COUNTS.findall(output)}
+                process: subprocess.Popen[bytes] | None = None
+                try:
+                    try:
+                        with activity.shield_thread_cancel_exception():  # never leave a started child unowned
+                            process = subprocess.Popen(
+                                argv, cwd=artifact_dir, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=command_environment(os.environ),
+                            )
+                    except OSError as exc:
+                        return TestRun(exit_code=None, duration_s=_since(started),
+                                       output_tail=f"could not start {argv[0]!r}: {exc}"[-OUTPUT_TAIL:])
+                    timed_out = self._supervise(process, rule.timeout_s, started)
+                except BaseException:  # cancellation (raised into this thread) or anything else: no orphans
+                    if process is not None:
+                        with activity.shield_thread_cancel_exception():
+                            _kill(process)
+                    raise
+            output = _tail(log_path)
+        passed, failed = parse_counts(output)
         return TestRun(
-            exit_code=process.returncode, passed=counts.get("passed", 0), failed=counts.get("failed", 0),
-            duration_s=round(time.monotonic() - started, 3), output_tail=output, timed_out=timed_out,
+            exit_code=process.returncode, passed=passed, failed=failed, duration_s=_since(started),
+            output_tail=output, timed_out=timed_out,
         )
 
-
-def _supervise(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Wait for the process, heartbeating; kill it on timeout or cancellation. True if it timed out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            process.wait(timeout=min(HEARTBEAT_EVERY_S, max(deadline - time.monotonic(), 0.01)))
+    def _supervise(self, process: subprocess.Popen[bytes], timeout_s: float, started: float) -> bool:
+        """Wait for the process, heartbeating; kill it on timeout or cancellation. True if it timed out."""
+        deadline = started + timeout_s
+        while True:
+            activity.heartbeat()
+            if activity.is_cancelled():
+                raise CancelledError("the test run was cancelled")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _kill(process)
+                return True
+            try:
+                process.wait(timeout=min(self._heartbeat_every_s, remaining))
+            except subprocess.TimeoutExpired:
+                continue
+            _kill_group(process.pid)  # whatever the command left running in the background
             return False
-        except subprocess.TimeoutExpired:
-            pass
-        if activity.is_cancelled():
-            _kill(process)
-            raise CancelledError("the promotion cancelled the test run")
-        if time.monotonic() >= deadline:
-            _kill(process)
-            return True
-        activity.heartbeat()
+
+    def _download_progress(self) -> Callable[[int], None]:
+        """A download progress callback that heartbeats at most every ``heartbeat_every_s``."""
+        last = time.monotonic()
+
+        def progress(_written: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= self._heartbeat_every_s:
+                last = now
+                activity.heartbeat()
+
+        return progress
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill the command's whole process group and reap it."""
+    _kill_group(process.pid)
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        process.wait(timeout=_KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a process group (the command runs in a session of its own, so its pid is the group id)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
-    process.wait(timeout=10)
+
+
+def _tail(path: Path) -> str:
+    """The last ``OUTPUT_TAIL`` characters of a log file (undecodable bytes replaced)."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(size - OUTPUT_TAIL * 4, 0))
+        return handle.read().decode(errors="replace")[-OUTPUT_TAIL:]
+
+
+def _since(started: float) -> float:
+    return round(max(time.monotonic() - started, 0.0), 3)

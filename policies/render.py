@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 MAX_DESCRIPTION = 5000
-NotificationKind = Literal["requested", "awaiting", "reminder", "promoted", "rejected", "expired", "checks_failed"]
+NotificationKind = Literal[
+    "requested", "awaiting", "reminder", "promoted", "rejected", "expired", "checks_failed", "cancelled", "failed"
+]
 NOTIFICATION_KINDS: tuple[str, ...] = get_args(NotificationKind)
 _MAX_LISTED_APPROVERS = 10
 _MAX_NAME = 100

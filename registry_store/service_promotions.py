@@ -236,7 +236,13 @@ class PromotionOperations(ServiceBase):
         """Audit one approver's sign-off (actor = the approver) and store the approvals so far."""
         with self._db.write() as session:
             row = _promotion(session, promotion_id, lock=True)
-            if any(a.get("user") == approver.name for a in json.loads(row.approvals)):
+            earlier = session.exec(
+                select(AuditEventRow.after).where(
+                    col(AuditEventRow.model_name) == row.model_name, col(AuditEventRow.version) == row.version,
+                    col(AuditEventRow.action) == "sign_off_promotion", col(AuditEventRow.actor) == approver.name,
+                )
+            ).all()
+            if any(json.loads(after).get("promotion") == row.id for after in earlier):
                 return _view(row)
             row.approvals = json.dumps(list(approvals))
             row.last_updated_timestamp = self._clock()

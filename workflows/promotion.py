@@ -80,7 +80,10 @@ class PromotionWorkflow:
         await self._notify("requested")
         while True:
             if not await self._checks_pass(request):
-                await self._enter(PromotionStatus.CHECKS_FAILED, _failures(self._current.checklist))
+                self._recheck = False  # a re-check may arrive while the failure is being announced
+                summary = _failures(self._current.checklist)
+                self._state = self._current.model_copy(update={"message": summary})
+                await self._enter(PromotionStatus.CHECKS_FAILED, summary)
                 await self._notify("checks_failed")
                 if not await self._wait_for_recheck():
                     return await self._finish()
@@ -155,7 +158,7 @@ class PromotionWorkflow:
         """The requester asks for the checks to run again (after fixing, e.g., the description)."""
         self._recheck = True
         self._state = self._current.model_copy(update={
-            "status": PromotionStatus.RUNNING_CHECKS,
+            "status": PromotionStatus.RUNNING_CHECKS, "message": "",
             "history": [*self._current.history, StateChange(
                 at=workflow.now(), status=PromotionStatus.RUNNING_CHECKS, note=f"re-check requested by {decision.user}",
             )],
@@ -215,7 +218,6 @@ class PromotionWorkflow:
         return result
 
     async def _wait_for_recheck(self) -> bool:
-        self._recheck = False
         window = self._rule.expires_after if self._rule else DEFAULT_RECHECK_WINDOW
         deadline = workflow.now() + window
         self._state = self._current.model_copy(update={"deadline": deadline})
@@ -252,7 +254,7 @@ class PromotionWorkflow:
                 next_reminder = now + rule.reminder_every
             try:
                 await workflow.wait_condition(
-                    self._news_since(len(self._current.approvals)),
+                    self._news_since(self._recorded_approvals),
                     timeout=min(next_reminder, deadline) - now, timeout_summary="waiting for sign-off",
                 )
             except TimeoutError:
