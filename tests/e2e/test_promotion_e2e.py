@@ -1,17 +1,20 @@
 """Governed promotion end to end: ``calabi serve`` with the embedded Temporal dev server and worker.
 
 Real tokens over HTTP, real sklearn models saved in the MLflow format, the default policy,
-and the real ``mlflow`` client to look at the outcome. One server for the module.
+the real ``mlflow`` client to look at the outcome, and a local receiver for the signed
+webhooks. One server for the module.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import httpx
 import pytest
 from mlflow.exceptions import RestException
 
+from activities import verify_signature
 from tests.e2e.helpers import mlflow_client, random_name, use_mlflow
 from tests.fixtures.servers import LiveServer, start_server, stop_server
 
@@ -27,7 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # stages are d
 PROMOTION_TIMEOUT_S = 90  # per awaited status: activities retry with a 1 s initial interval
 POLL_S = 0.2
 TERMINAL = {"promoted", "rejected", "expired", "cancelled", "failed"}
-FEATURES = ("tenure_months", "monthly_charges", "contract_months", "support_calls")
 IMPORTANCES = {"tenure_months": 0.34, "monthly_charges": 0.28, "contract_months": 0.22, "support_calls": 0.16}
 GOOD_DESCRIPTION = (
     "Churn classifier v2, trained on customer snapshots from 2024-01-01 to 2025-06-30. "
@@ -51,10 +54,67 @@ class Team:
     viewer: User
 
 
+@dataclass
+class Webhooks:
+    """A webhook receiver: records every delivery; can hold one model's deliveries of one kind."""
+
+    url: str = ""
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    held: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, model: str, kind: str) -> threading.Event:
+        """Answer ``model``'s ``kind`` deliveries only once the returned event is set (at most HOLD_S)."""
+        with self.lock:
+            return self.held.setdefault((model, kind), threading.Event())
+
+    def deliveries(self, promotion_id: str) -> list[tuple[dict[str, str], bytes, dict[str, Any]]]:
+        """``(headers, raw body, parsed body)`` of every delivery about one promotion."""
+        with self.lock:
+            received = list(self.received)
+        parsed = [(headers, body, json.loads(body)) for headers, body in received]
+        return [delivery for delivery in parsed if delivery[2]["promotion_id"] == promotion_id]
+
+
+HOLD_S = 4.0  # below the notifier's 5 s webhook timeout
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def webhooks() -> Iterator[Webhooks]:
+    receiver = Webhooks()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            delivery = json.loads(body)
+            with receiver.lock:
+                receiver.received.append((dict(self.headers.items()), body))
+                gate = receiver.held.get((delivery["model"], delivery["kind"]))
+            if gate is not None:
+                gate.wait(HOLD_S)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{http.server_address[1]}/hook"
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    http.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, webhooks: Webhooks) -> Iterator[LiveServer]:
     """A Calabi server with the promotion engine (Temporal dev server + worker) for this module."""
-    started = start_server(tmp_path_factory.mktemp("promotion-e2e"), temporal=True)
+    started = start_server(
+        tmp_path_factory.mktemp("promotion-e2e"), temporal=True,
+        extra_env={"CALABI_WEBHOOK_URLS": webhooks.url, "CALABI_WEBHOOK_SECRET": webhooks.secret},
+    )
     yield started
     stop_server(started)
 
@@ -122,9 +182,10 @@ def denied(response: httpx.Response) -> str:
     return str(body["message"])
 
 
-def wait_for(http: httpx.Client, promotion_id: str, status: str) -> dict[str, Any]:
+def wait_for(http: httpx.Client, promotion_id: str, status: str, *, timeout: float = PROMOTION_TIMEOUT_S
+             ) -> dict[str, Any]:
     """Poll the promotion until its read model reaches ``status`` (bounded; fails fast on another ending)."""
-    deadline = time.monotonic() + PROMOTION_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while True:
         detail: dict[str, Any] = ok(http.get(f"/api/v1/promotions/{promotion_id}"))
         current = detail["promotion"]["status"]
@@ -133,8 +194,20 @@ def wait_for(http: httpx.Client, promotion_id: str, status: str) -> dict[str, An
         if current in TERMINAL:
             pytest.fail(f"promotion {promotion_id} ended {current}, not {status}: {detail['promotion']['message']}")
         if time.monotonic() > deadline:
-            pytest.fail(f"promotion {promotion_id} still {current} after {PROMOTION_TIMEOUT_S} s, not {status}: "
+            pytest.fail(f"promotion {promotion_id} still {current} after {timeout} s, not {status}: "
                         f"{json.dumps(detail)[:3000]} (see the server's worker.log)")
+        time.sleep(POLL_S)  # polling a condition with a deadline
+
+
+def notifications_until(http: httpx.Client, promotion_id: str, kind: str) -> list[dict[str, Any]]:
+    """The promotion's outbox once it holds a ``kind`` notification (bounded)."""
+    deadline = time.monotonic() + PROMOTION_TIMEOUT_S
+    while True:
+        found: list[dict[str, Any]] = ok(http.get(f"/api/v1/promotions/{promotion_id}/notifications"))
+        if any(n["kind"] == kind for n in found):
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {kind} notification for {promotion_id}: {[n['kind'] for n in found]}")
         time.sleep(POLL_S)  # polling a condition with a deadline
 
 
@@ -157,7 +230,7 @@ def stage_of(http: httpx.Client, name: str, version: int) -> str:
 # ------------------------------------------------------------------------------- the story
 
 
-def test_promotion_story(server: LiveServer, team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_promotion_story(server: LiveServer, team: Team, webhooks: Webhooks, monkeypatch: pytest.MonkeyPatch) -> None:
     name = random_name("churn")
     admin, engineer = server.client(), server.client(team.requester.token)
     approver, viewer = server.client(team.approver.token), server.client(team.viewer.token)
@@ -199,6 +272,7 @@ def test_promotion_story(server: LiveServer, team: Team, monkeypatch: pytest.Mon
     assert (auc["candidate"], auc["production"]) == (0.88, 0.82)
     assert auc["delta"] == pytest.approx(0.06)
     assert "date range" in failed["live"]["history"][-1]["note"], failed["live"]["history"]
+    assert failed["promotion"]["message"].startswith("description: "), failed["promotion"]
     # Signing off a promotion whose checks failed is refused.
     refused = approver.post(f"/api/v1/promotions/{pid}/sign-off", json={})
     assert refused.status_code == 409 and refused.json()["error_code"] == "RESOURCE_CONFLICT", refused.text
@@ -246,9 +320,17 @@ def test_promotion_story(server: LiveServer, team: Team, monkeypatch: pytest.Mon
     applied = next(e for e in events if e["action"] == "transition_stage")
     assert (applied["version"], applied["after"]["stage"], applied["after"]["break_glass"]) == (2, "Production", False)
     assert applied["after"]["approved_by"] == [team.approver.name] and applied["after"]["archived"] == [1]
+    assert applied["actor"] == f"workflow:promotion-{name}-2-Production"
     assert ok(viewer.get("/api/v1/audit/verify"))["ok"] is True
-    kinds = {n["kind"] for n in ok(viewer.get(f"/api/v1/promotions/{pid}/notifications"))}
+    notifications = notifications_until(viewer, pid, "promoted")  # sent after the read model says promoted
+    kinds = {n["kind"] for n in notifications}
     assert {"requested", "checks_failed", "awaiting", "promoted"} <= kinds, kinds
+    promoted_note = next(n for n in notifications if n["kind"] == "promoted")
+    assert promoted_note["body"].startswith(f"[Calabi] {name} v2 → Production")
+    assert all(delivery["ok"] for delivery in promoted_note["delivery"].values()), promoted_note["delivery"]
+    delivered = webhooks.deliveries(pid)
+    assert kinds <= {body["kind"] for _, _, body in delivered}
+    assert all(verify_signature(webhooks.secret, headers, raw) for headers, raw, _ in delivered)
 
     # Roll back: v1 returns to Production after one sign-off.
     back = ok(engineer.post(f"/api/v1/models/{name}/rollback", json={"justification": "v2 misbehaves in serving"}),
@@ -281,3 +363,36 @@ def test_engineer_cannot_move_a_version_to_production_directly(
     assert raised.value.error_code == "PERMISSION_DENIED"
     assert "promotion" in raised.value.message
     assert client.get_model_version(name, "1").current_stage == "Staging"
+
+
+def test_a_recheck_sent_as_soon_as_the_checks_failed_is_not_lost(
+    server: LiveServer, team: Team, webhooks: Webhooks
+) -> None:
+    """The requester re-checks the moment the read model says checks_failed, while the
+    checks_failed notification is still being delivered (held here by the webhook receiver).
+    The API accepts the re-check and reports running_checks, so the checks must run again."""
+    name = random_name("churn")
+    with server.client(team.requester.token) as engineer:
+        ok(engineer.post("/api/v1/models", json={"name": name}), 201)
+        ok(engineer.post(f"/api/v1/models/{name}/versions", json={"source": str(server.artifact())}), 201)
+        release = webhooks.hold(name, "checks_failed")
+        try:
+            pid = ok(engineer.post("/api/v1/promotions", json={
+                "model": name, "version": 1, "target_stage": "Staging", "justification": "no CI attestation yet",
+            }), 201)["id"]
+            wait_for(engineer, pid, "checks_failed")
+            accepted = ok(engineer.post(f"/api/v1/promotions/{pid}/recheck"))
+            assert accepted["status"] == "running_checks", json.dumps(accepted)
+        finally:
+            release.set()
+        # The candidate still has no CI attestation: the re-run checks fail again, quickly.
+        deadline = time.monotonic() + HOLD_S + 15
+        statuses: list[str] = []
+        detail: dict[str, Any] = {"promotion": {"status": "unknown"}}
+        while statuses.count("checks_failed") < 2 and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # polling a condition with a deadline
+            detail = ok(engineer.get(f"/api/v1/promotions/{pid}"))
+            statuses = [change["status"] for change in (detail["live"] or {}).get("history", [])]
+        assert statuses.count("checks_failed") == 2, (
+            f"the accepted re-check never ran; the promotion shows {detail['promotion']['status']} until it expires: "
+            f"{statuses}")
