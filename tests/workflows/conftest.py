@@ -19,9 +19,10 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -29,6 +30,7 @@ from uuid import uuid4
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -41,6 +43,7 @@ from policies.models import StagePolicy
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, ModelVersion, Notification, Promotion
+from registry_store.service import RegistryService
 from settings import Settings
 from workflows.models import PromotionOutcome, PromotionState
 from workflows.promotion import PromotionWorkflow
@@ -155,7 +158,7 @@ class Harness:
     started: list[str] = field(default_factory=list)
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> RegistryService:
         return self.services.registry
 
     @property
@@ -259,9 +262,19 @@ class Harness:
         state: PromotionState = await self.handle(promotion).query(PromotionWorkflow.state)
         return state
 
+    async def skip(self, duration: timedelta) -> None:
+        """Advance the test server's virtual clock by ``duration``, running every timer due meanwhile.
+
+        (A handle from ``get_workflow_handle`` does not auto-skip time in ``result()`` the way the
+        handle returned by ``env.client.start_workflow`` does, and PromotionService starts the
+        workflows, so waits of days are skipped explicitly.)
+        """
+        await self.env.sleep(duration)
+
     async def outcome(self, promotion: Promotion) -> PromotionOutcome:
-        """Await the workflow's end; the test server skips virtual time meanwhile."""
-        outcome: PromotionOutcome = await self.handle(promotion).result(result_type=PromotionOutcome)
+        """Await the workflow's end (in real time: skip virtual time first where the test needs it)."""
+        handle = self.client.get_workflow_handle(promotion.workflow_id, result_type=PromotionOutcome)
+        outcome: PromotionOutcome = await handle.result()
         return outcome
 
     async def wait_for(self, promotion: Promotion, status: PromotionStatus, *, timeout: float = WAIT_S
@@ -278,6 +291,15 @@ class Harness:
             if time.monotonic() > deadline:
                 pytest.fail(f"promotion still {live.status} (read model {read.status}) after {timeout} s, not {status}")
             await asyncio.sleep(POLL_S)  # polling a condition with a deadline
+
+
+async def wait_until(condition: Callable[[], bool], what: str = "condition") -> None:
+    """Wait (bounded) until ``condition()`` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached within {WAIT_S} s")
+        await asyncio.sleep(POLL_S)  # polling a condition with a deadline
 
 
 def reminders_expected(policy: StagePolicy) -> int:
@@ -338,9 +360,38 @@ async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
 
 
 async def _terminate_leftovers(h: Harness) -> None:
-    """Terminate workflows a test left waiting, so their timers never fire during later tests."""
-    for workflow_id in h.started:
+    """Terminate the workflows a test left waiting, so nothing of theirs runs during later tests.
+
+    Only once a workflow is quiescent (bounded wait): the test server leaks a time-skipping
+    lock when a run is terminated while one of its workflow tasks is in flight, and every
+    later ``env.sleep`` then hangs.
+    """
+    for workflow_id in dict.fromkeys(h.started):
         handle = h.client.get_workflow_handle(workflow_id)
-        description = await handle.describe()
-        if description.status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate(reason="test finished")
+        deadline = time.monotonic() + WAIT_S
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            if await _quiescent(handle) or time.monotonic() > deadline:
+                await handle.terminate(reason="test finished")
+                break
+            await asyncio.sleep(POLL_S)  # polling a condition with a deadline
+
+
+_WORKFLOW_TASK_EVENTS = frozenset({
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+})
+
+
+async def _quiescent(handle: WorkflowHandle[Any, Any]) -> bool:
+    """No activity in flight, and the last workflow task completed (so, with time locked, nothing can happen).
+
+    Checked as describe → history → describe, so an activity finishing in between is noticed.
+    """
+    if (await handle.describe()).raw_description.pending_activities:
+        return False
+    events = (await handle.fetch_history()).events
+    last = next((e.event_type for e in reversed(events) if e.event_type in _WORKFLOW_TASK_EVENTS), None)
+    if last != EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+        return False
+    return not (await handle.describe()).raw_description.pending_activities
