@@ -23,11 +23,9 @@ PG_BIN_GLOB ?= /usr/lib/postgresql/*/bin
 PYTEST_ARGS ?=
 
 # Debian packages that `system-deps` installs, when missing, on top of PostgreSQL
-# (PostgreSQL itself is detected by its binaries, see below).
-# Browser end-to-end tests (later issue) will need Debian's Chromium, never a
-# downloaded browser build:
-#   EXTRA_DEB_PACKAGES ?= chromium chromium-driver
-EXTRA_DEB_PACKAGES ?=
+# (PostgreSQL itself is detected by its binaries, see below). The browser tests
+# (tests/browser) drive Debian's chromium through Playwright, never a downloaded browser.
+EXTRA_DEB_PACKAGES ?= chromium
 
 # `apt-get install` as root, through sudo when not root, or fail with a hint.
 define apt_install

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.mlflow_routes import mlflow_router
+from api.pages import pages_router, pages_static
 from api.promotion_routes import promotion_router
 from api.v1_routes import v1_router
 from bootstrap import Services
@@ -22,6 +23,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(mlflow_router(include_in_schema=False), prefix="/mlflow")
     app.include_router(v1_router)
     app.include_router(promotion_router)
+    app.mount("/ui/static", pages_static, name="ui-static")  # before pages_router: its /ui/{rest} is the 404 page
+    app.include_router(pages_router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

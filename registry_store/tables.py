@@ -19,6 +19,7 @@ __all__ = [
     "RegisteredModelRow",
     "RegisteredModelTagRow",
     "ServingSchemaRow",
+    "SessionRow",
     "TokenRow",
     "UserRow",
 ]
@@ -245,3 +246,21 @@ class NotificationRow(SQLModel, table=True):
     recipients: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
     delivery: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+class SessionRow(SQLModel, table=True):
+    """A web-page session: the hash of a random session id, bound to the token that signed in.
+
+    Deleting the token (or its user) deletes its sessions; roles are read from the user on every request.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    token_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    user_name: str = Field(sa_column=Column(String(256), nullable=False))
+    csrf_token: str = Field(sa_column=Column(String(64), nullable=False))
+    creation_timestamp: int = Field(sa_column=_ms())
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))

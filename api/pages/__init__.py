@@ -1,0 +1,34 @@
+"""Server-rendered web pages under ``/ui``: registry browsing, the seed's UI flows and the approvals desk.
+
+``api/app.py`` mounts ``pages_static`` at ``/ui/static`` *before* including ``pages_router``,
+whose last route is the catch-all 404 page for unknown ``/ui/...`` paths.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from api.pages.auth import auth_router
+from api.pages.models import models_router
+from api.pages.promotions import promotions_router
+from api.pages.register import register_router
+from api.pages.versions import versions_router
+from api.pages.web import STATIC_DIR, PageRoute, error_page, signed_in
+
+__all__ = ["pages_router", "pages_static"]
+
+pages_static = StaticFiles(directory=STATIC_DIR)
+pages_router = APIRouter(route_class=PageRoute, include_in_schema=False)
+for _router in (auth_router, models_router, versions_router, register_router, promotions_router):
+    pages_router.include_router(_router)
+
+
+@pages_router.api_route("/ui/{rest:path}", methods=["GET", "POST"], response_model=None)
+async def not_found(request: Request, rest: str) -> Response:
+    """Any other page under /ui: the 404 page (signed-in users keep their navigation)."""
+    try:
+        await signed_in(request)
+    except Exception:  # not signed in: the 404 page without navigation
+        pass
+    return error_page(request, 404, f"There is no page at /ui/{rest}.")

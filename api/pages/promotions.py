@@ -1,0 +1,165 @@
+"""The approvals desk: promotions awaiting me, all promotions, one promotion with its live checklist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.pages.present import timeline
+from api.pages.versions import version_url
+from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
+from bootstrap import Services
+from policies.status import PromotionStatus
+from registry_store.entities import AuditEvent, Notification, Page, Promotion
+from registry_store.errors import ConflictError, InvalidParameterError, PermissionDeniedError
+from workflows.models import PromotionState
+from workflows.service import DECISIONS
+
+__all__ = ["promotions_router"]
+
+promotions_router = APIRouter(route_class=PageRoute, include_in_schema=False)
+PROMOTIONS_PER_PAGE = 25
+AWAITING_LIMIT = 100
+RUNNING = frozenset({PromotionStatus.RUNNING_CHECKS.value, PromotionStatus.APPLYING.value})
+_ACTIONS = {"sign-off": "sign_off", "reject": "reject", "cancel": "cancel", "recheck": "recheck"}
+_DONE = {"sign_off": "Signed off", "reject": "Rejected", "cancel": "Cancelled", "recheck": "Re-check started"}
+
+
+@promotions_router.get("/ui/promotions", response_model=None)
+async def approvals_desk(
+    request: Request, user: SignedIn, status: str = "", model: str = "", page_token: str | None = None
+) -> Response:
+    """Promotions awaiting my sign-off, then all promotions with status and model filters."""
+    registry = page_services(request).registry
+
+    def load() -> tuple[Page[Promotion], Page[Promotion]]:
+        awaiting = registry.list_promotions(user.actor, awaiting=user.actor, max_results=AWAITING_LIMIT)
+        everything = registry.list_promotions(user.actor, status=status or None, model=model.strip() or None,
+                                              max_results=PROMOTIONS_PER_PAGE, page_token=page_token or None)
+        return awaiting, everything
+
+    error = ""
+    try:
+        awaiting, everything = await run_in_threadpool(load)
+    except InvalidParameterError as exc:
+        error, awaiting, everything = exc.message, Page(items=[]), Page(items=[])
+    return render(
+        request, "promotions.html", user=user, status=400 if error else 200, awaiting=awaiting.items,
+        promotions=everything.items, next_page_token=everything.next_page_token, first_page=not page_token,
+        filters={"status": status, "model": model}, statuses=[s.value for s in PromotionStatus], error=error,
+        nav="promotions",
+    )
+
+
+@dataclass
+class _Detail:
+    promotion: Promotion
+    allowed: set[str] = field(default_factory=set)
+    events: list[AuditEvent] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def _allowed(services: Services, user: PageUser, promotion_id: str) -> set[str]:
+    """The decisions the service would accept from this user now (buttons shown = rules enforced)."""
+    allowed = set()
+    for action in DECISIONS:
+        try:
+            services.registry.authorize_decision(user.actor, promotion_id, action)
+        except (PermissionDeniedError, ConflictError):
+            continue
+        allowed.add(action)
+    return allowed
+
+
+def _load(services: Services, user: PageUser, promotion_id: str) -> _Detail:
+    registry = services.registry
+    promotion = registry.get_promotion(user.actor, promotion_id)
+    events = [e for e in registry.list_audit_events(user.actor, model_name=promotion.model_name, limit=1000,
+                                                    newest_first=True)
+              if isinstance(e.after, dict) and e.after.get("promotion") == promotion.id]
+    return _Detail(
+        promotion=promotion, allowed=_allowed(services, user, promotion.id), events=events,
+        notifications=registry.list_notifications(user.actor, promotion_id=promotion.id),
+    )
+
+
+def _ms(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, str) and value:
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return None
+    return value if isinstance(value, int) else None
+
+
+def _view(promotion: Promotion, live: PromotionState | None) -> dict[str, Any]:
+    """One shape for the template, from the live workflow state when it runs, else the read model."""
+    if live is not None:
+        checklist = live.checklist.model_dump(mode="json") if live.checklist else None
+        approvals = [a.model_dump(mode="json") for a in live.approvals]
+        status, message, deadline = live.status.value, live.message, _ms(live.deadline)
+        history = [{"at": _ms(h.at), "status": h.status.value, "note": h.note} for h in live.history]
+        reminders = live.reminders_sent
+    else:
+        checklist = promotion.checklist if isinstance(promotion.checklist, dict) else None
+        approvals, status, message = list(promotion.approvals), promotion.status, promotion.message
+        deadline, history, reminders = promotion.deadline, [], promotion.reminders_sent
+    for approval in approvals:
+        approval["at_ms"] = _ms(approval.get("at"))
+    return {"checklist": checklist, "approvals": approvals, "status": status, "message": message,
+            "deadline": deadline, "history": history, "reminders_sent": reminders}
+
+
+@promotions_router.get("/ui/promotions/{promotion_id}", response_model=None)
+async def promotion_page(request: Request, user: SignedIn, promotion_id: str) -> Response:
+    """Checklist with evidence numbers, sign-offs so far, deadline and reminders, and the decisions I may make."""
+    services = page_services(request)
+    detail = await run_in_threadpool(_load, services, user, promotion_id)
+    live = await services.promotions.live_state(user.actor, promotion_id)
+    view = _view(detail.promotion, live)
+    return render(
+        request, "promotion.html", user=user, p=detail.promotion, view=view, allowed=detail.allowed,
+        trail=timeline(detail.events), notifications=detail.notifications, running=view["status"] in RUNNING,
+        candidate_url=version_url(detail.promotion.model_name, detail.promotion.version), nav="promotions",
+    )
+
+
+@promotions_router.get("/ui/promotions/{promotion_id}/status.json", response_model=None)
+async def promotion_status(request: Request, user: SignedIn, promotion_id: str) -> Response:
+    """What the page's poller compares: status, liveness, approvals and the last update."""
+    p = await run_in_threadpool(page_services(request).registry.get_promotion, user.actor, promotion_id)
+    return JSONResponse({"status": p.status, "live": p.live, "approvals": len(p.approvals),
+                         "updated": p.last_updated_timestamp})
+
+
+@promotions_router.post("/ui/promotions", response_model=None)
+async def request_promotion(request: Request, user: SignedIn, form: PostedForm) -> Response:
+    """Submit a promotion request (the Stage dialog's governed path); its checks start at once."""
+    promotion = await page_services(request).promotions.request(
+        user.actor, model=form.get("model"), version=form.get("version"), target_stage=form.get("target_stage"),
+        justification=form.get("justification"),
+    )
+    return see_other(request, f"/ui/promotions/{promotion.id}",
+                     flash=f"Promotion of version {promotion.version} to {promotion.target_stage} requested; "
+                     "its checks are running.")
+
+
+@promotions_router.post("/ui/promotions/{promotion_id}/{action}", response_model=None)
+async def decide(request: Request, user: SignedIn, form: PostedForm, promotion_id: str, action: str) -> Response:
+    """Sign off, reject (a reason is required), cancel or re-check."""
+    decision = _ACTIONS.get(action)
+    if decision is None:
+        raise InvalidParameterError(f"Unknown decision '{action}'.")
+    comment = form.get("comment").strip()
+    if decision == "reject" and not comment:
+        raise InvalidParameterError("A rejection needs a reason.")
+    state = await page_services(request).promotions.decide(user.actor, promotion_id, decision, comment)
+    return see_other(request, f"/ui/promotions/{promotion_id}",
+                     flash=f"{_DONE[decision]}. The promotion is now {state.status.value.replace('_', ' ')}.")

@@ -1,0 +1,88 @@
+"""Register a model version: pick an existing model or type a new name, give the source, Register.
+
+The seed picks the run's model artifact folder in the tracking UI. Calabi has no tracking
+gateway yet, so the page takes what ``RegistryService.create_model_version`` accepts today: a
+source URI or a path under an allowed local source root (``runs:/…`` needs the gateway).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.pages.versions import version_url
+from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
+from bootstrap import Services
+from registry_store.entities import ModelVersion
+from registry_store.errors import AlreadyExistsError, NotFoundError, RegistryError
+
+__all__ = ["register_router"]
+
+register_router = APIRouter(route_class=PageRoute, include_in_schema=False)
+MODEL_CHOICES = 1000
+
+
+def _model_names(services: Services, user: PageUser) -> list[str]:
+    page = services.registry.search_registered_models(user.actor, max_results=MODEL_CHOICES, order_by=["name ASC"])
+    return [m.name for m in page.items]
+
+
+def _register(services: Services, user: PageUser, *, name: str, source: str, run_id: str | None,
+              description: str | None) -> tuple[ModelVersion, bool]:
+    """Create the model when the name is new (as ``mlflow.register_model`` does), then the version."""
+    created = False
+    try:
+        services.registry.get_registered_model(user.actor, name)
+    except NotFoundError:
+        try:
+            services.registry.create_registered_model(user.actor, name=name)
+            created = True
+        except AlreadyExistsError:  # registered by someone else meanwhile: append to it
+            pass
+    try:
+        version = services.registry.create_model_version(
+            user.actor, name=name, source=source, run_id=run_id, description=description,
+        )
+    except RegistryError:
+        if created:  # do not leave an empty model behind a failed first registration
+            services.registry.delete_registered_model(user.actor, name)
+        raise
+    return version, created
+
+
+def _page(request: Request, user: PageUser, names: list[str], *, status: int = 200, error: str = "",
+          values: dict[str, str] | None = None) -> Response:
+    services = page_services(request)
+    return render(
+        request, "register.html", user=user, status=status, model_names=names, error=error,
+        values=values or {"model": request.query_params.get("model", "")},
+        tracking_url=services.settings.mlflow_tracking_url,
+        source_roots=[str(p) for p in services.settings.local_source_roots], nav="register",
+    )
+
+
+@register_router.get("/ui/register", response_model=None)
+async def register_form(request: Request, user: SignedIn) -> Response:
+    """The registration form."""
+    names = await run_in_threadpool(_model_names, page_services(request), user)
+    return _page(request, user, names)
+
+
+@register_router.post("/ui/register", response_model=None)
+async def register(request: Request, user: SignedIn, form: PostedForm) -> Response:
+    """Register the version and open its page; on bad input the form comes back with the message."""
+    services = page_services(request)
+    values = {key: form.get(key) for key in ("model", "source", "run_id", "description")}
+    try:
+        version, created = await run_in_threadpool(
+            _register, services, user, name=values["model"].strip(), source=values["source"].strip(),
+            run_id=form.optional("run_id"), description=form.optional("description"),
+        )
+    except RegistryError as exc:
+        if exc.http_status in (401, 403):
+            raise
+        names = await run_in_threadpool(_model_names, services, user)
+        return _page(request, user, names, status=exc.http_status, error=exc.message, values=values)
+    what = f"Created model {version.name} and registered" if created else "Registered"
+    return see_other(request, version_url(version.name, version.version),
+                     flash=f"{what} version {version.version}.")
