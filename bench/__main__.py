@@ -1,9 +1,9 @@
 """``python -m bench [--quick]``: Calabi against the real MLflow server, same MLflow client.
 
-Starts each server in turn (never two at once, so they do not share the CPU), builds the
-same fixtures through ``mlflow.MlflowClient``, runs the 1/8-thread matrix, grows one model
-to 10,000 versions measuring latency (and throughput) on the way, checks kept-alive
-connections for the 40 ms Nagle/delayed-ACK stall, and writes ``bench/RESULTS.md``.
+Starts Calabi and MLflow (uvicorn and gunicorn forms), builds the same fixtures in each
+through ``mlflow.MlflowClient``, runs the 1/8-thread matrix, grows one model to 10,000
+versions measuring latency (and throughput) on the way, checks kept-alive connections for
+the 40 ms Nagle/delayed-ACK stall, and writes ``bench/RESULTS.md``. See ``bench.run``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import platform
 import shlex
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
 import warnings
-from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -40,212 +38,22 @@ from bench.report import (
     targets_table,
     throughput_table,
 )
+from bench.run import FULL, MATRIX_OPS, QUICK, SCALE_OPS, Config, nagle_demo, run_benchmark
 from bench.servers import (
     CALABI,
     MLFLOW_ASYNCIO,
     MLFLOW_GUNICORN,
     MLFLOW_UVICORN,
-    ServerSpec,
-    start_server,
     stop_all,
-    stop_server,
 )
-from bench.workload import Registry, Stats, drive, nagle_check
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-MATRIX_OPS = ["create version", "get version", "get by alias", "get-latest-versions", "transition", "search"]
-SCALE_OPS = ["get by alias", "get-latest-versions", "transition"]
-THROUGHPUT_OPS = ["transition", "get-latest-versions"]
 SPECS = {s.key: s for s in (CALABI, MLFLOW_UVICORN, MLFLOW_GUNICORN)}
-
-
-@dataclass(frozen=True)
-class Config:
-    """How much to run; ``--quick`` shrinks counts, never the shape of the run."""
-
-    mode: str
-    threads: tuple[int, ...]
-    calls_single: int
-    calls_per_thread: int
-    cap_s: float
-    scales: tuple[int, ...]
-    scale_calls: int
-    scale_cap_s: float
-    throughput_at: int
-    throughput_threads: int
-    throughput_calls_per_thread: int
-    populate_threads: int
-    populate_cap_s: float
-
-    @property
-    def sizes(self) -> list[int]:
-        """Every size the large model is grown to, ascending."""
-        return sorted({*self.scales, self.throughput_at})
-
-
-FULL = Config("full", (1, 8), 200, 40, 15, (100, 1_000, 10_000), 100, 20, 5_000, 8, 25, 8, 420)
-QUICK = Config("quick", (1, 8), 40, 10, 8, (100, 500, 1_000), 30, 8, 1_000, 8, 8, 8, 120)
 
 
 def log(message: str) -> None:
     """Progress on stdout, flushed (the run takes minutes)."""
     print(message, flush=True)
-
-
-def _summary(stats: Stats) -> str:
-    errors = f", {stats.errors} errors ({stats.first_error})" if stats.errors else ""
-    capped = ", time-capped" if stats.capped else ""
-    return (
-        f"{stats.ops_per_s:8.1f} ops/s  p50 {stats.p50:7.2f} ms  p99 {stats.p99:7.2f} ms  n={stats.n}  "
-        f"CPU/call: server {stats.server_cpu_ms_per_call:.2f} ms, client {stats.client_cpu_ms_per_call:.2f} ms "
-        f"({stats.client_cores:.2f} cores){capped}{errors}"
-    )
-
-
-def _warm_up(reg: Registry, threads: int) -> None:
-    """A few unrecorded calls of every read from every thread, so each server worker is warm."""
-    ops = reg.matrix_ops()
-    for name in ("get version", "get by alias", "get-latest-versions", "search"):
-        drive(ops[name], threads=threads, calls_per_thread=5, time_cap_s=30)
-
-
-def _snapshot(db: Path, dest: Path) -> None:
-    """A consistent copy of a live SQLite database (the backup API, safe with WAL and a running server)."""
-    dest.unlink(missing_ok=True)
-    with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(dest)) as out:
-        src.backup(out)
-
-
-def _restore(snapshot: Path, db: Path) -> None:
-    """Put a snapshot in place of a stopped server's database."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(snapshot, db)
-
-
-def bench_server(
-    spec: ServerSpec,
-    cfg: Config,
-    root: Path,
-    token: str,
-    calabi_workers: int,
-    *,
-    snapshots: dict[int, Path] | None = None,
-    reuse: dict[int, Path] | None = None,
-) -> ServerResults:
-    """Start one server, run everything against it, stop it.
-
-    ``snapshots``: save the MLflow database after each growth step of the large model (into this
-    dict). ``reuse``: instead of growing the large model through the client, restart the server
-    on those saved databases (the other MLflow form, same schema; this saves minutes).
-    """
-    from mlflow import MlflowClient
-
-    log(f"\n== {spec.label}: starting")
-    workdir = root / spec.key
-    server = start_server(spec, workdir, token=token, calabi_workers=calabi_workers)
-    results = ServerResults(spec.key, spec.label, server.display_command, startup_s=server.started_s)
-    try:
-        log(f"   up in {server.started_s:.1f}s at {server.url}; load average {os.getloadavg()[0]:.2f}")
-        reg = Registry(MlflowClient(tracking_uri=server.url), server.source, threads=max(cfg.threads))
-        started = time.perf_counter()
-        reg.setup_matrix()
-        reg.setup_scale()
-        log(f"   fixtures in {time.perf_counter() - started:.1f}s")
-        _warm_up(reg, max(cfg.threads))
-        results.nagle = nagle_check(server.url, token)
-        log(
-            f"   keep-alive check: kept-alive p50 {results.nagle.keepalive.p50:.2f} ms, fresh p50 "
-            f"{results.nagle.fresh.p50:.2f} ms: {results.nagle.verdict()}"
-        )
-        ops = reg.matrix_ops()
-        for threads in cfg.threads:
-            calls = cfg.calls_single if threads == 1 else cfg.calls_per_thread
-            for name in MATRIX_OPS:
-                stats = drive(
-                    ops[name],
-                    threads=threads,
-                    calls_per_thread=calls,
-                    time_cap_s=cfg.cap_s,
-                    server_cpu=server.cpu_seconds,
-                )
-                results.matrix[(name, threads)] = stats
-                log(f"   {name:<20} x{threads}  {_summary(stats)}")
-        for index, size in enumerate(cfg.sizes):
-            if reuse is not None:
-                stop_server(server)
-                _restore(reuse[size], workdir / "mlflow.db")
-                server = start_server(spec, workdir, token=token)
-                reg.client = MlflowClient(tracking_uri=server.url)
-                reg.scale_versions = size
-                for warm in reg.scale_ops().values():  # fresh workers: first calls import and connect
-                    drive(warm, threads=max(cfg.threads), calls_per_thread=2, time_cap_s=30)
-                log(f"   restarted on the {size:,}-version database in {server.started_s:.1f}s")
-            else:
-                populated = reg.populate_scale(size, threads=cfg.populate_threads, time_cap_s=cfg.populate_cap_s)
-                results.populate.append(populated)
-                log(
-                    f"   populate {populated.from_versions} -> {populated.to_versions}: {populated.elapsed_s:.1f}s "
-                    f"({populated.per_s:.0f}/s, {populated.errors} retried errors)"
-                )
-                if populated.to_versions < size:
-                    log(f"   !! only {populated.to_versions} of {size} versions: {populated.first_error}")
-                if index == 0:
-                    reg.decorate_scale()
-                if snapshots is not None:
-                    snapshots[size] = root / f"{spec.key}-{size}.db"
-                    _snapshot(workdir / "mlflow.db", snapshots[size])
-            scale_ops = reg.scale_ops()
-            if size in cfg.scales:
-                for name in SCALE_OPS:
-                    stats = drive(
-                        scale_ops[name],
-                        threads=1,
-                        calls_per_thread=cfg.scale_calls,
-                        time_cap_s=cfg.scale_cap_s,
-                        server_cpu=server.cpu_seconds,
-                    )
-                    results.scale_latency[(name, size)] = stats
-                    log(f"   {name:<20} @{size:<6} {_summary(stats)}")
-            if size == cfg.throughput_at:
-                results.throughput_versions = reg.scale_versions
-                for name in THROUGHPUT_OPS:
-                    stats = drive(
-                        scale_ops[name],
-                        threads=cfg.throughput_threads,
-                        calls_per_thread=cfg.throughput_calls_per_thread,
-                        time_cap_s=cfg.cap_s,
-                        server_cpu=server.cpu_seconds,
-                    )
-                    results.scale_throughput[name] = stats
-                    log(f"   {name:<20} @{size:<6} x{cfg.throughput_threads}  {_summary(stats)}")
-    finally:
-        stop_server(server)
-        log(f"   {spec.label} stopped")
-    return results
-
-
-def nagle_demo(root: Path, token: str) -> ServerResults:
-    """MLflow's default form on the plain asyncio loop: only the keep-alive check."""
-    from mlflow import MlflowClient
-
-    spec = MLFLOW_ASYNCIO
-    log(f"\n== {spec.label}: starting (keep-alive check only)")
-    server = start_server(spec, root / spec.key, token=token)
-    results = ServerResults(spec.key, spec.label, server.display_command, startup_s=server.started_s)
-    try:
-        client = MlflowClient(tracking_uri=server.url)
-        client.create_registered_model("main-0")
-        client.create_model_version("main-0", server.source, await_creation_for=0)
-        drive(lambda _t, _i: client.get_model_version("main-0", "1"), threads=4, calls_per_thread=5, time_cap_s=30)
-        results.nagle = nagle_check(server.url, token)
-        log(
-            f"   keep-alive check: kept-alive p50 {results.nagle.keepalive.p50:.2f} ms, fresh p50 "
-            f"{results.nagle.fresh.p50:.2f} ms: {results.nagle.verdict()}"
-        )
-    finally:
-        stop_server(server)
-    return results
 
 
 def _machine() -> dict[str, str]:
@@ -348,13 +156,18 @@ def render(
         "",
         f"Calabi runs with `--workers {calabi_workers}`; both MLflow forms with MLflow's default 4 workers, SQLite "
         "backend and local artifact root, and `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` (the job runner and its "
-        "huey consumers are not part of the registry; off, they take no CPU from it). One server runs at a time.",
+        "huey consumers are not part of the registry; off, they take no CPU from it). All servers stay up for the "
+        "whole run, but only the one being measured gets requests: every row is measured on each server in turn, "
+        "seconds apart and in a rotating order, so load from elsewhere on the machine falls on all of them alike.",
         "",
         "## Method",
         "",
         "- One `mlflow.MlflowClient(tracking_uri=...)` per server, registry calls only, the same client code for "
         "every server (`MLFLOW_TRACKING_TOKEN` is set for Calabi; MLflow ignores the header). "
         "`MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`, so a failure is counted, never hidden by client retries.",
+        "- MLflow 3's client sends two requests for `get_latest_versions` and for "
+        "`transition_model_version_stage` (first `GET registered-models/get`, its prompt check), one for the "
+        "others; the rows measure what a client user waits for, so those two rows include both round trips.",
         "- `create_model_version(..., await_creation_for=0)`. **Asymmetry**: Calabi's source is a tiny local "
         "model directory (`MLmodel` + a 256-byte file) under `CALABI_LOCAL_SOURCE_ROOTS`, which Calabi copies "
         "into its own store and digests on every creation; MLflow's source is `s3://bench-bucket/model`, a "
@@ -363,17 +176,28 @@ def render(
         "version each in Staging, Production, Archived); creates go to `create-t`; transitions move versions "
         "11–20 into Production with `archive_existing_versions=True` (Calabi always archives the incumbent). "
         f"Per run: {cfg.calls_single} calls at 1 thread, {cfg.calls_per_thread} calls per thread at 8 threads, "
-        f"capped at {cfg.cap_s:g}s; threads start on a barrier; ops/s = successful calls ÷ wall time.",
-        f"- Large model `scale`: grown through the client with {cfg.populate_threads} threads to "
-        + ", ".join(f"{s:,}" for s in cfg.sizes)
-        + f" versions. At {', '.join(f'{s:,}' for s in cfg.scales)}: {cfg.scale_calls} single-thread calls each "
-        f"(capped at {cfg.scale_cap_s:g}s) of get-by-alias, get-latest-versions (all stages) and a transition "
-        f"of one of the newest 64 versions into Production (archiving the incumbent). At {cfg.throughput_at:,}: "
-        f"throughput with {cfg.throughput_threads} threads × {cfg.throughput_calls_per_thread} calls.",
+        f"capped at {cfg.cap_s:g}s; threads start on a barrier; ops/s = successful calls ÷ wall time. "
+        + (
+            f"The whole matrix runs {cfg.rounds} times, interleaved; a row's ops/s is the median of its "
+            f"{cfg.rounds} rounds, its p50/p99 are over all {cfg.rounds} rounds' calls."
+            if cfg.rounds > 1
+            else ""
+        ),
+        "- Large models: one per size ("
+        + ", ".join(f"`scale-{s}`" for s in cfg.scales)
+        + f"), grown through the client with {cfg.populate_threads} threads (alias `bench` → 50 and one version "
+        f"each in Archived, Staging, Production, set at 100 versions). Throughput of transitions and "
+        f"get-latest-versions ({cfg.throughput_threads} threads × {cfg.throughput_calls_per_thread} calls) is "
+        f"measured when the largest model has {cfg.throughput_at:,} versions; then it grows to its full size. "
+        f"Latency (1 thread, {cfg.scale_calls} calls per size and server, capped at {cfg.scale_cap_s:g}s) of "
+        "get-by-alias, get-latest-versions (all stages) and a transition of one of the model's newest 64 "
+        "versions into Production (archiving the incumbent) is measured with every size present, in "
+        f"{cfg.rounds} interleaved round(s) over sizes × operations × servers, so load drift on the machine "
+        "hits every size alike (the p99 ratio compares like with like).",
         *[
-            f"- {r.label} measures the large model on copies of {r.large_model_from}'s database taken right after "
-            "each growth step (restarting the server on each copy), instead of growing it again through the "
-            "client: same schema and rows, minutes saved."
+            f"- {r.label} does not grow the large models itself: it is restarted on copies of "
+            f"{r.large_model_from}'s database taken at the throughput point and at full size (same schema and "
+            "rows; minutes saved)."
             for r in results.values()
             if r.large_model_from
         ],
@@ -383,6 +207,15 @@ def render(
         "",
         f"## Targets: {met} of {evaluated} met",
         "",
+        *(
+            [
+                "Quick mode: fewer calls and a smaller large model than the targets are defined at "
+                "(5,000 and 10,000 versions); run without `--quick` for the verdict.",
+                "",
+            ]
+            if cfg.mode == "quick"
+            else []
+        ),
         *targets_table(checks),
         "",
         "## 1 and 8 client threads",
@@ -413,7 +246,12 @@ def render(
         "",
         "One `GET model-versions/get`, 60 times on one kept-alive `requests.Session`, then 60 times on fresh "
         "connections. A response whose headers and body leave in two writes on a socket without TCP_NODELAY "
-        "waits for the client's delayed ACK (~40 ms) before the body is sent.",
+        "waits for the client's delayed ACK (~40 ms) before the body is sent. uvicorn writes headers and body "
+        "separately. On uvloop (installed here with `uvicorn[standard]`, and uvicorn's default loop when present) "
+        "every accepted TCP socket gets TCP_NODELAY. On the plain asyncio loop only sockets whose `proto` is "
+        "IPPROTO_TCP do, and the listening socket uvicorn binds itself for `--workers N > 1` is "
+        "`socket.socket(family)` (proto 0), so its connections keep Nagle: that is the stall of MLflow's "
+        'multi-worker form where uvloop is missing (last row, forced with `--uvicorn-opts "--loop asyncio"`).',
         "",
         *nagle,
         "",
@@ -490,19 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     results: dict[str, ServerResults] = {}
     try:
-        snapshots: dict[int, Path] | None = None
-        for key in keys:
-            spec = SPECS[key]
-            if spec.kind == "mlflow" and snapshots is None:
-                snapshots = {} if not args.grow_each else None
-                results[key] = bench_server(spec, cfg, root, token, args.calabi_workers, snapshots=snapshots)
-            elif spec.kind == "mlflow" and snapshots:
-                results[key] = bench_server(spec, cfg, root, token, args.calabi_workers, reuse=snapshots)
-                results[key].large_model_from = next(r.label for r in results.values() if r.populate)
-            else:
-                results[key] = bench_server(spec, cfg, root, token, args.calabi_workers)
+        specs = [SPECS[k] for k in keys]
+        results.update(
+            run_benchmark(
+                specs, cfg, root, token=token, calabi_workers=args.calabi_workers, grow_each=args.grow_each, log=log
+            )
+        )
         if not args.no_nagle_demo:
-            results[MLFLOW_ASYNCIO.key] = nagle_demo(root, token)
+            results[MLFLOW_ASYNCIO.key] = nagle_demo(root, token, log)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -228,14 +228,14 @@ def cpu_table(results: Sequence[ServerResults], ops: Sequence[str], threads: Seq
 def populate_table(results: Sequence[ServerResults]) -> list[str]:
     """How long growing the large model took (creates through the client, several threads)."""
     lines = [
-        "| server | versions | threads | created | seconds | creates/s | errors (retried) |",
-        "|---|---|---|---|---|---|---|",
+        "| server | model | versions | threads | created | seconds | creates/s | errors (retried) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for server in results:
         for p in server.populate:
             lines.append(
-                f"| {server.label} | {p.from_versions:,} → {p.to_versions:,} | {p.threads} | {p.created:,} "
-                f"| {p.elapsed_s:.1f} | {_rate(p.per_s)} | {p.errors} |"
+                f"| {server.label} | `{p.model}` | {p.from_versions:,} → {p.to_versions:,} | {p.threads} "
+                f"| {p.created:,} | {p.elapsed_s:.1f} | {_rate(p.per_s)} | {p.errors} |"
             )
     return lines
 

@@ -26,8 +26,10 @@ __all__ = [
     "Registry",
     "Stats",
     "drive",
+    "merge_rounds",
     "nagle_check",
     "percentile",
+    "scale_model",
 ]
 
 Op = Callable[[int, int], object]
@@ -38,8 +40,14 @@ MAIN_VERSIONS = 20
 """Versions in each of the small "main-<t>" models used by the 1/8-thread matrix."""
 TRANSITION_WINDOW = 10
 """The matrix's transitions cycle versions 11..20 into Production, archiving the incumbent."""
-SCALE_MODEL = "scale"
 SCALE_TRANSITION_WINDOW = 64
+DECORATE_AT = 100
+"""A large model gets its alias and stages once it has this many versions."""
+
+
+def scale_model(size: int) -> str:
+    """The name of the large model measured at ``size`` versions."""
+    return f"scale-{size}"
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -64,6 +72,8 @@ class Stats:
     """CPU time the bench process (client threads) used during the run."""
     server_cpu_s: float = math.nan
     """CPU time the server's processes used during the run (NaN when not measured)."""
+    round_rates: list[float] = field(default_factory=list)
+    """Throughput of each round when several runs were merged (see ``merge_rounds``)."""
 
     @property
     def n(self) -> int:
@@ -72,7 +82,9 @@ class Stats:
 
     @property
     def ops_per_s(self) -> float:
-        """Successful calls per second of wall time, all threads together."""
+        """Successful calls per second of wall time, all threads together (median over rounds, if merged)."""
+        if self.round_rates:
+            return statistics.median(self.round_rates)
         return self.n / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
     @property
@@ -113,10 +125,32 @@ class Stats:
             "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else None,
             "capped": self.capped,
             "first_error": self.first_error,
+            "round_ops_per_s": [round(r, 2) for r in self.round_rates],
             "client_cpu_ms_per_call": round(self.client_cpu_ms_per_call, 3),
             "client_cores": round(self.client_cores, 3),
             "server_cpu_ms_per_call": round(self.server_cpu_ms_per_call, 3),
         }
+
+
+def merge_rounds(runs: Sequence[Stats]) -> Stats:
+    """One Stats from several rounds of the same measurement.
+
+    Latencies are pooled (p50/p99 over every call); throughput is the median of the rounds'
+    throughputs, so one round hit by a burst of outside load does not move it.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    return Stats(
+        threads=runs[0].threads,
+        latencies_ms=[x for r in runs for x in r.latencies_ms],
+        errors=sum(r.errors for r in runs),
+        elapsed_s=sum(r.elapsed_s for r in runs),
+        first_error=next((r.first_error for r in runs if r.first_error), None),
+        capped=any(r.capped for r in runs),
+        client_cpu_s=sum(r.client_cpu_s for r in runs),
+        server_cpu_s=sum(r.server_cpu_s for r in runs),
+        round_rates=[r.ops_per_s for r in runs],
+    )
 
 
 @dataclass
@@ -223,7 +257,8 @@ class Registry:
         self.client = client
         self.source = source
         self.threads = threads
-        self.scale_versions = 0
+        self.versions: dict[str, int] = {}
+        """Versions each large model has (as far as this client created them)."""
 
     # -- fixtures ----------------------------------------------------------------------------
 
@@ -251,22 +286,41 @@ class Registry:
         if stats.errors:
             raise RuntimeError(f"matrix fixtures failed: {stats.first_error}")
 
-    def setup_scale(self) -> None:
-        """The large model: created empty; stages and alias are set once it has 100 versions."""
-        self.client.create_registered_model(SCALE_MODEL)
+    def setup_scale(self, sizes: Sequence[int]) -> None:
+        """One large model per size, created empty; alias and stages are set at 100 versions."""
+        for size in sizes:
+            self.client.create_registered_model(scale_model(size))
+            self.versions[scale_model(size)] = 0
 
-    def decorate_scale(self) -> None:
+    def decorate(self, model: str) -> None:
         """Alias ``bench`` → 50, and one version in each of Archived, Staging and Production."""
-        self.client.set_registered_model_alias(SCALE_MODEL, ALIAS, "50")
-        self.client.transition_model_version_stage(SCALE_MODEL, "30", "Archived")
-        self.client.transition_model_version_stage(SCALE_MODEL, "40", "Staging")
-        self.client.transition_model_version_stage(SCALE_MODEL, "60", "Production", archive_existing_versions=True)
+        self.client.set_registered_model_alias(model, ALIAS, "50")
+        self.client.transition_model_version_stage(model, "30", "Archived")
+        self.client.transition_model_version_stage(model, "40", "Staging")
+        self.client.transition_model_version_stage(model, "60", "Production", archive_existing_versions=True)
 
-    def populate_scale(self, target: int, *, threads: int, time_cap_s: float) -> PopulateResult:
-        """Create versions of the scale model (``threads`` at once) until it has ``target``."""
+    def populate(self, model: str, target: int, *, threads: int, time_cap_s: float) -> PopulateResult:
+        """Create versions of ``model`` (``threads`` at once) until it has ``target``; decorate at 100."""
+        if self.versions[model] < DECORATE_AT <= target:
+            first = self._populate(model, DECORATE_AT, threads=threads, time_cap_s=time_cap_s)
+            self.decorate(model)
+            rest = self._populate(model, target, threads=threads, time_cap_s=max(1.0, time_cap_s - first.elapsed_s))
+            return PopulateResult(
+                model,
+                first.from_versions,
+                rest.to_versions,
+                first.created + rest.created,
+                first.errors + rest.errors,
+                first.elapsed_s + rest.elapsed_s,
+                threads,
+                first.first_error or rest.first_error,
+            )
+        return self._populate(model, target, threads=threads, time_cap_s=time_cap_s)
+
+    def _populate(self, model: str, target: int, *, threads: int, time_cap_s: float) -> PopulateResult:
         lock = threading.Lock()
-        need = max(0, target - self.scale_versions)
-        state = {"issued": 0, "created": 0, "errors": 0, "max_version": self.scale_versions}
+        need = max(0, target - self.versions[model])
+        state = {"issued": 0, "created": 0, "errors": 0, "max_version": self.versions[model]}
         errors_allowed = 50 + need // 20
         first_error: list[str] = []
         start = time.perf_counter()
@@ -281,7 +335,7 @@ class Registry:
                 if time.perf_counter() > deadline:
                     return
                 try:
-                    version = self.create(SCALE_MODEL)
+                    version = self.create(model)
                 except Exception as exc:  # contention on the server: retry the ticket, bounded
                     with lock:
                         state["issued"] -= 1
@@ -295,12 +349,12 @@ class Registry:
 
         drive(worker, threads=threads, calls_per_thread=1, time_cap_s=time_cap_s + 5)
         elapsed = time.perf_counter() - start
-        before = self.scale_versions
-        self.scale_versions = state["max_version"]
+        before = self.versions[model]
+        self.versions[model] = state["max_version"]
         return PopulateResult(
-            SCALE_MODEL,
+            model,
             before,
-            self.scale_versions,
+            self.versions[model],
             state["created"],
             state["errors"],
             elapsed,
@@ -346,22 +400,20 @@ class Registry:
 
     # -- the large model ---------------------------------------------------------------------------
 
-    def scale_ops(self) -> dict[str, Op]:
-        """Operations on the large model; transitions cycle the newest versions into Production."""
+    def scale_ops(self, model: str) -> dict[str, Op]:
+        """Operations on a large model; transitions cycle its newest versions into Production."""
         c = self.client
 
         def get_by_alias(_t: int, _i: int) -> object:
-            return c.get_model_version_by_alias(SCALE_MODEL, ALIAS)
+            return c.get_model_version_by_alias(model, ALIAS)
 
         def get_latest(_t: int, _i: int) -> object:
-            return c.get_latest_versions(SCALE_MODEL)
+            return c.get_latest_versions(model)
 
         def transition(t: int, i: int) -> object:
             offset = (t * 8 + i) % SCALE_TRANSITION_WINDOW
-            version = max(1, self.scale_versions - offset)
-            return c.transition_model_version_stage(
-                SCALE_MODEL, str(version), "Production", archive_existing_versions=True
-            )
+            version = max(1, self.versions[model] - offset)
+            return c.transition_model_version_stage(model, str(version), "Production", archive_existing_versions=True)
 
         return {"get by alias": get_by_alias, "get-latest-versions": get_latest, "transition": transition}
 
@@ -380,6 +432,13 @@ class NagleResult:
         if self.server_closes:
             return False
         return self.keepalive.p50 >= 30 and self.keepalive.p50 >= self.fresh.p50 + 20
+
+    def summary(self) -> str:
+        """One progress line."""
+        return (
+            f"kept-alive p50 {self.keepalive.p50:.2f} ms, fresh-connection p50 {self.fresh.p50:.2f} ms: "
+            f"{self.verdict()}"
+        )
 
     def verdict(self) -> str:
         """One phrase for the report."""

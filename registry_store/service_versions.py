@@ -15,12 +15,13 @@ from registry_store.errors import (
 )
 from registry_store.registration import stage_artifact
 from registry_store.service_base import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase
-from registry_store.stages import PRODUCTION, STAGING, canonical_stage
+from registry_store.stages import PRODUCTION, STAGING, canonical_stage, is_break_glass
 from registry_store.tables import (
     ModelVersionRow,
     ModelVersionTagRow,
     RegisteredModelRow,
 )
+from registry_store.transition_plans import TRANSITION_TARGETS, TransitionPlan, plan_transition
 from registry_store.users import require_role
 from registry_store.validation import (
     parse_version,
@@ -186,7 +187,7 @@ class VersionOperations(ServiceBase):
             model = self._model(session, name, lock=True)
             row = self._version(session, model, number)
             source_stage = row.current_stage
-            break_glass = PRODUCTION in (target, source_stage) and target != source_stage
+            break_glass = is_break_glass(source_stage, target)
             if break_glass:
                 require_role(
                     actor,
@@ -212,6 +213,20 @@ class VersionOperations(ServiceBase):
                 after={"stage": target, "archived": archived, "break_glass": break_glass},
             )
             return versions_views(session, [(row, model.name)], with_aliases=True)[0]
+
+    def plan_transitions(self, actor: Actor, *, name: object, version: object) -> list[TransitionPlan]:
+        """What moving a version to each other stage would do (for confirmation dialogs)."""
+        require_role(actor, "viewer", "read the registry")
+        number = parse_version(version)
+        with self._db.read() as session:
+            model = self._model(session, name)
+            row = self._version(session, model, number)
+            stages = dict(session.exec(
+                select(ModelVersionRow.version, ModelVersionRow.current_stage)
+                .where(col(ModelVersionRow.model_id) == model.id)
+            ).all())
+        return [plan_transition(number, stages, target) for target in TRANSITION_TARGETS
+                if target != row.current_stage]
 
     def get_latest_versions(
         self, actor: Actor, *, name: object, stages: Sequence[object] | None = None

@@ -20,7 +20,7 @@ from registry_store.audit import Actor
 from registry_store.db import Database
 from registry_store.errors import UnauthenticatedError
 from registry_store.tables import SessionRow, TokenRow, UserRow
-from registry_store.users import _expand as expand_roles
+from registry_store.users import expand_roles
 
 __all__ = ["SESSION_TTL_MS", "WebSession", "WebSessionStore"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from registry_store.errors import InvalidParameterError
 
-__all__ = ["ALL_STAGES", "ARCHIVED", "NONE", "PRODUCTION", "STAGING", "canonical_stage"]
+__all__ = ["ALL_STAGES", "ARCHIVED", "NONE", "PRODUCTION", "STAGING", "canonical_stage", "is_break_glass"]
 
 NONE = "None"
 STAGING = "Staging"
@@ -21,3 +21,8 @@ def canonical_stage(stage: object) -> str:
     raise InvalidParameterError(
         f"Invalid Model Version stage: {stage}. Value must be one of {', '.join(ALL_STAGES)}."
     )
+
+
+def is_break_glass(source: str, target: str) -> bool:
+    """A direct move into or out of Production: admins only, recorded as break-glass."""
+    return PRODUCTION in (source, target) and source != target

@@ -22,7 +22,7 @@ from registry_store.errors import (
 )
 from registry_store.tables import TokenRow, UserRow
 
-__all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "require_role"]
+__all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "expand_roles", "require_role"]
 
 ROLES = ("viewer", "engineer", "approver", "admin")
 _IMPLIED = {
@@ -45,7 +45,8 @@ def require_role(actor: Actor, role: str, action: str) -> None:
         )
 
 
-def _expand(roles: Iterable[str]) -> frozenset[str]:
+def expand_roles(roles: Iterable[str]) -> frozenset[str]:
+    """The granted roles with the roles they imply (admin implies every role)."""
     return frozenset(r for role in roles for r in _IMPLIED[role])
 
 
@@ -90,7 +91,7 @@ class UserService:
                 ).first()
             if found is None:
                 raise UnauthenticatedError("Invalid or revoked token.")
-            cached = (now + TOKEN_CACHE_SECONDS, found.name, _expand(found.roles.split(",")))
+            cached = (now + TOKEN_CACHE_SECONDS, found.name, expand_roles(found.roles.split(",")))
             if len(self._recent) >= TOKEN_CACHE_SIZE:
                 self._recent.clear()
             self._recent[digest] = cached

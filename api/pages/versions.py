@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.pages.present import signature_columns
-from api.pages.transitions import TARGETS, TransitionPlan, plan_transition
 from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, path_segment, render, see_other
 from bootstrap import Services
 from registry_store.entities import ModelVersion, RegisteredModel
 from registry_store.errors import InvalidParameterError
 from registry_store.stages import canonical_stage
+from registry_store.transition_plans import TransitionPlan
 
 __all__ = ["versions_router"]
 
@@ -32,6 +32,7 @@ class _Loaded:
     version: ModelVersion
     versions: list[ModelVersion]
     serving_schema: str
+    plans: list[TransitionPlan]
 
 
 def _load(services: Services, user: PageUser, name: str, version: str) -> _Loaded:
@@ -42,12 +43,8 @@ def _load(services: Services, user: PageUser, name: str, version: str) -> _Loade
         version=found,
         versions=list(registry.list_model_versions(user.actor, name=name, max_results=ALL_VERSIONS).items),
         serving_schema=registry.get_serving_schema(user.actor, name),
+        plans=registry.plan_transitions(user.actor, name=name, version=found.version),
     )
-
-
-def _plans(loaded: _Loaded) -> list[TransitionPlan]:
-    return [plan_transition(loaded.version, loaded.versions, target) for target in TARGETS
-            if target != loaded.version.current_stage]
 
 
 @versions_router.get("/ui/models/{name}/versions/{version}", response_model=None)
@@ -56,7 +53,7 @@ async def version_page(request: Request, user: SignedIn, name: str, version: str
     loaded = await run_in_threadpool(_load, page_services(request), user, name, version)
     evidence = loaded.version.evidence
     return render(
-        request, "version.html", user=user, model=loaded.model, v=loaded.version, plans=_plans(loaded),
+        request, "version.html", user=user, model=loaded.model, v=loaded.version, plans=loaded.plans,
         signature=signature_columns(loaded.version.signature),
         metrics=evidence.get("metrics") if isinstance(evidence.get("metrics"), dict) else {},
         importances=evidence.get("feature_importances")
@@ -70,7 +67,7 @@ async def confirm_transition(request: Request, user: SignedIn, name: str, versio
     """The Stage dialog as a page of its own (for browsers without JavaScript)."""
     stage = canonical_stage(target)
     loaded = await run_in_threadpool(_load, page_services(request), user, name, version)
-    plan = next((p for p in _plans(loaded) if p.target == stage), None)
+    plan = next((p for p in loaded.plans if p.target == stage), None)
     if plan is None:
         raise InvalidParameterError(f"Version {loaded.version.version} is already in {stage}.")
     return render(request, "confirm_transition.html", user=user, model=loaded.model, v=loaded.version, plan=plan,

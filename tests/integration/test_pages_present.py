@@ -9,7 +9,6 @@ import pytest
 from api.pages.auth import prefers_html
 from api.pages.models import name_filter
 from api.pages.present import display_actor, production_history, signature_columns, timeline
-from api.pages.transitions import plan_transition
 from api.pages.web import safe_next
 from registry_store.entities import AuditEvent, ModelVersion
 
@@ -79,18 +78,6 @@ def test_production_history_says_which_version_was_production_when_and_why() -> 
     assert entries[1].why == "Requested by alice: auc up · approved by bob"
     assert entries[0].text.endswith("break-glass (admin, no promotion)")
     assert display_actor(events[3].actor) == "promotion workflow" and display_actor("bob") == "bob"
-
-
-def test_the_stage_dialog_plan() -> None:
-    versions = [version(1, "Production"), version(2, "Staging"), version(3, "Staging"), version(4, "None")]
-    to_production = plan_transition(versions[1], versions, "Production")
-    assert to_production.governed and to_production.break_glass and to_production.archives == [1]
-    assert to_production.promotion_eligible
-    assert not plan_transition(versions[3], versions, "Production").promotion_eligible
-    to_staging = plan_transition(versions[3], versions, "Staging")
-    assert not to_staging.governed and not to_staging.break_glass and to_staging.may_archive == [2, 3]
-    out_of_production = plan_transition(versions[0], versions, "Archived")
-    assert out_of_production.break_glass and not out_of_production.governed and out_of_production.archives == []
 
 
 def test_signature_columns() -> None:
