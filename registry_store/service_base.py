@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher
@@ -30,6 +30,11 @@ from registry_store.validation import (
 __all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase"]
 
 log = logging.getLogger(__name__)
+_MODEL = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == bindparam("name"))
+_MODEL_FOR_UPDATE = _MODEL.with_for_update()
+_VERSION = select(ModelVersionRow).where(
+    col(ModelVersionRow.model_id) == bindparam("model_id"), col(ModelVersionRow.version) == bindparam("number")
+)
 MAX_MODEL_RESULTS = 1000
 MAX_VERSION_RESULTS = 200_000
 
@@ -54,19 +59,14 @@ class ServiceBase:
 
     def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
         model_name = validate_model_name(name)
-        query = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == model_name)
-        row = session.exec(query.with_for_update() if lock else query).first()
+        row = session.exec(_MODEL_FOR_UPDATE if lock else _MODEL, params={"name": model_name}).first()
         if row is None:
             raise NotFoundError(f"Registered Model with name={model_name} not found")
         return row
 
     @staticmethod
     def _version(session: Session, model: RegisteredModelRow, number: int) -> ModelVersionRow:
-        row = session.exec(
-            select(ModelVersionRow).where(
-                col(ModelVersionRow.model_id) == model.id, col(ModelVersionRow.version) == number
-            )
-        ).first()
+        row = session.exec(_VERSION, params={"model_id": model.id, "number": number}).first()
         if row is None:
             raise NotFoundError(f"Model Version (name={model.name}, version={number}) not found")
         return row

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import BindParameter, bindparam
 from sqlmodel import Session, col, select
 
 from registry_store.entities import AliasRef, ModelVersion, RegisteredModel
@@ -19,6 +21,36 @@ from registry_store.tables import (
 )
 
 __all__ = ["latest_per_stage", "model_view", "models_views", "version_view", "versions_views"]
+
+# Statements built once: the read paths run them on every request, and building a SQLAlchemy
+# statement costs more than SQLite takes to answer it.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_VERSION_TAGS = select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(_IDS))
+_VERSION_ALIASES = (
+    select(RegisteredModelAliasRow)
+    .where(col(RegisteredModelAliasRow.version_id).in_(_IDS))
+    .order_by(col(RegisteredModelAliasRow.alias))
+)
+_MODEL_TAGS = select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(_IDS))
+_MODEL_ALIASES = (
+    select(RegisteredModelAliasRow, ModelVersionRow.version)
+    .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
+    .where(col(RegisteredModelAliasRow.model_id).in_(_IDS))
+    .order_by(col(RegisteredModelAliasRow.alias))
+)
+
+
+def _newest_in(stage: str) -> Any:
+    return (
+        select(ModelVersionRow.id)
+        .where(col(ModelVersionRow.model_id) == bindparam("model_id"), col(ModelVersionRow.current_stage) == stage)
+        .order_by(col(ModelVersionRow.version).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_LATEST_ALL_STAGES = select(ModelVersionRow).where(col(ModelVersionRow.id).in_([_newest_in(s) for s in ALL_STAGES]))
 
 
 def version_view(
@@ -55,15 +87,10 @@ def versions_views(
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     aliases: dict[int, list[str]] = defaultdict(list)
     if ids:
-        for tag in session.exec(select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(ids))):
+        for tag in session.exec(_VERSION_TAGS, params={"ids": ids}):
             tags[tag.version_id][tag.key] = tag.value
         if with_aliases:
-            alias_rows = session.exec(
-                select(RegisteredModelAliasRow)
-                .where(col(RegisteredModelAliasRow.version_id).in_(ids))
-                .order_by(col(RegisteredModelAliasRow.alias))
-            )
-            for alias in alias_rows:
+            for alias in session.exec(_VERSION_ALIASES, params={"ids": ids}):
                 aliases[alias.version_id].append(alias.alias)
     return [
         version_view(row, name, tags[row.id or 0], aliases[row.id or 0] if with_aliases else [])
@@ -75,6 +102,9 @@ def latest_per_stage(
     session: Session, model_id: int, stages: Sequence[str] = ALL_STAGES
 ) -> list[ModelVersionRow]:
     """The highest version in each of ``stages``: one statement, one index seek per stage."""
+    if tuple(stages) == ALL_STAGES:
+        rows = session.exec(_LATEST_ALL_STAGES, params={"model_id": model_id}).all()
+        return sorted(rows, key=lambda r: r.version)
     newest = [
         select(ModelVersionRow.id)
         .where(col(ModelVersionRow.model_id) == model_id, col(ModelVersionRow.current_stage) == stage)
@@ -93,15 +123,9 @@ def models_views(session: Session, models: Sequence[RegisteredModelRow]) -> list
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     aliases: dict[int, list[AliasRef]] = defaultdict(list)
     if ids:
-        for tag in session.exec(select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(ids))):
+        for tag in session.exec(_MODEL_TAGS, params={"ids": ids}):
             tags[tag.model_id][tag.key] = tag.value
-        alias_rows = session.exec(
-            select(RegisteredModelAliasRow, ModelVersionRow.version)
-            .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
-            .where(col(RegisteredModelAliasRow.model_id).in_(ids))
-            .order_by(col(RegisteredModelAliasRow.alias))
-        )
-        for alias, number in alias_rows:
+        for alias, number in session.exec(_MODEL_ALIASES, params={"ids": ids}):
             aliases[alias.model_id].append(AliasRef(alias=alias.alias, version=number))
     views = []
     for model in models:
