@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from registry_store.audit import Actor
@@ -23,6 +24,19 @@ from registry_store.validation import (
 from registry_store.views import versions_views
 
 __all__ = ["AliasOperations"]
+
+_NEWEST = (
+    select(ModelVersionRow)
+    .where(col(ModelVersionRow.model_id) == bindparam("model_id"))
+    .order_by(col(ModelVersionRow.version).desc())
+    .limit(1)
+)
+_BY_ALIAS = (
+    select(ModelVersionRow)
+    .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id))
+    .where(col(RegisteredModelAliasRow.model_id) == bindparam("model_id"),
+           col(RegisteredModelAliasRow.alias) == bindparam("alias"))
+)
 
 
 class AliasOperations(ServiceBase):
@@ -82,20 +96,9 @@ class AliasOperations(ServiceBase):
         with self._db.read() as session:
             model = self._model(session, name)
             if alias.lower() == "latest":
-                row = session.exec(
-                    select(ModelVersionRow)
-                    .where(col(ModelVersionRow.model_id) == model.id)
-                    .order_by(col(ModelVersionRow.version).desc())
-                    .limit(1)
-                ).first()
+                row = session.exec(_NEWEST, params={"model_id": model.id}).first()
             else:
-                row = session.exec(
-                    select(ModelVersionRow)
-                    .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id))
-                    .where(
-                        col(RegisteredModelAliasRow.model_id) == model.id, col(RegisteredModelAliasRow.alias) == alias
-                    )
-                ).first()
+                row = session.exec(_BY_ALIAS, params={"model_id": model.id, "alias": alias}).first()
             if row is None:
                 raise AliasNotFoundError(alias)
             return versions_views(session, [(row, model.name)], with_aliases=True)[0]
