@@ -7,8 +7,9 @@ on PostgreSQL. Reads use a plain (deferred) transaction so they never wait on wr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class Database:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._write_engine = engine.execution_options(**{_WRITE: True})
+        self._writer_queue: AbstractContextManager[object] = nullcontext() if self.is_postgres else threading.Lock()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -82,8 +84,13 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction, committed when the block ends without an exception."""
-        with Session(self._write_engine, expire_on_commit=False) as session:
+        """A write transaction, committed when the block ends without an exception.
+
+        On SQLite the writers of this process queue on a lock before ``BEGIN IMMEDIATE``: the database
+        still serialises writers (across processes too), the queue only spares them SQLite's busy-wait
+        sleeps of up to 100 ms. Correctness never depends on it.
+        """
+        with self._writer_queue, Session(self._write_engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

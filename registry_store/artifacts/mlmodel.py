@@ -13,6 +13,8 @@ from registry_store.errors import InvalidParameterError
 
 __all__ = ["MLMODEL_FILE", "ModelMetadata", "read_model_metadata"]
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is there
+
 MLMODEL_FILE = "MLmodel"
 _MAX_BYTES = 16 * 1024 * 1024
 _MAX_NODES = 1_000_000
@@ -42,7 +44,7 @@ def read_model_metadata(path: Path) -> ModelMetadata:
     if len(raw) > _MAX_BYTES:
         raise InvalidParameterError(f"MLmodel file is larger than {_MAX_BYTES} bytes")
     try:
-        document = yaml.safe_load(raw)
+        document = yaml.load(raw, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise InvalidParameterError(f"MLmodel file is not valid YAML: {exc}") from None
     except RecursionError:
