@@ -151,7 +151,7 @@ def models_table(models: Sequence[RegisteredModel]) -> Table:
 
 def model_detail(model: RegisteredModel) -> Group:
     """A model's fields, then its latest versions."""
-    fields = _fields([
+    fields = fields_table([
         ("Name", model.name),
         ("Description", model.description or "-"),
         ("Tags", _tags(model.tags) or "-"),
@@ -181,7 +181,7 @@ def versions_table(versions: Sequence[ModelVersion], *, title: str | None = None
 
 def version_detail(version: ModelVersion) -> Table:
     """Every field of one model version."""
-    return _fields([
+    return fields_table([
         ("Model", version.name),
         ("Version", str(version.version)),
         ("Stage", version.current_stage),
@@ -248,7 +248,8 @@ def users_table(users: Sequence[User]) -> Table:
     return table
 
 
-def _fields(rows: Sequence[tuple[str, str]]) -> Table:
+def fields_table(rows: Sequence[tuple[str, str]]) -> Table:
+    """Label/value rows as a borderless two-column grid."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")

@@ -381,7 +381,7 @@ def promotion_detail(promotion: Promotion, live: PromotionState | None, history:
         out.timestamp(promotion.deadline) if promotion.deadline else "-"
     )
     incumbent = live.incumbent_version if live is not None else promotion.incumbent_version
-    fields = _fields([
+    fields = out.fields_table([
         ("Promotion", promotion.id),
         ("Model", promotion.model_name),
         ("Version", str(promotion.version)),
@@ -475,15 +475,6 @@ def schema_table(model: str, schema: SignatureSchema) -> Table:
     for side, fields in (("input", schema.inputs), ("output", schema.outputs)):
         for field in fields:
             table.add_row(side, escape(field.name) or "-", escape(field.type), "yes" if field.required else "no")
-    return table
-
-
-def _fields(rows: Sequence[tuple[str, str]]) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for label, value in rows:
-        table.add_row(label, escape(value))
     return table
 
 
