@@ -15,8 +15,8 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.helpers import CHROMIUM, Team, churn_artifact, new_context, sign_in
 from tests.fixtures.servers import LiveServer
 
-if not CHROMIUM.exists():  # `make test` installs Debian's chromium (EXTRA_DEB_PACKAGES in the Makefile)
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+# `make test` installs Debian's chromium (EXTRA_DEB_PACKAGES in the Makefile); without it these tests fail.
+assert CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install chromium"
 
 MODEL = f"churn-predictor-{secrets.token_hex(3)}"
 PROMOTION_TIMEOUT_MS = 90_000

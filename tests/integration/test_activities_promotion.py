@@ -294,8 +294,8 @@ def test_a_missing_promotion_is_a_non_retryable_error(world: World) -> None:
 
 def sklearn_artifact(w: World, estimator: Any, **save: Any) -> tuple[Path, Any]:
     """An sklearn model fitted on named columns and saved with mlflow (no importance file)."""
-    mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
-    pd = pytest.importorskip("pandas")
+    import mlflow.sklearn as mlflow_sklearn
+    import pandas as pd
     from mlflow.models import infer_signature
 
     rows = [(float(i % 17), float((i * 7) % 23), float(i % 5)) for i in range(60)]
@@ -318,7 +318,7 @@ def sklearn_model(w: World, estimator: Any, **save: Any) -> tuple[str, Any]:
 
 
 def test_importances_are_computed_from_an_sklearn_model(world: World) -> None:
-    linear_model = pytest.importorskip("sklearn.linear_model")
+    from sklearn import linear_model
     w = world
     model, fitted = sklearn_model(w, linear_model.LogisticRegression())
     assert "feature_importances" not in w.version(model, 3).evidence
@@ -335,9 +335,7 @@ def test_importances_are_computed_from_an_sklearn_model(world: World) -> None:
 
 
 def test_importances_of_a_pipeline_come_from_its_last_step(world: World) -> None:
-    ensemble = pytest.importorskip("sklearn.ensemble")
-    pipeline = pytest.importorskip("sklearn.pipeline")
-    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    from sklearn import ensemble, pipeline, preprocessing
     w = world
     model, fitted = sklearn_model(w, pipeline.make_pipeline(
         preprocessing.StandardScaler(), ensemble.RandomForestClassifier(n_estimators=5, random_state=0)),
@@ -364,7 +362,6 @@ def test_a_hostile_model_is_loaded_out_of_process(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model whose unpickling runs code and kills its interpreter: the worker survives, secrets stay out."""
-    pytest.importorskip("mlflow.sklearn")
     import cloudpickle  # type: ignore[import-untyped]
 
     monkeypatch.setenv("CALABI_ADMIN_TOKEN", "do-not-leak")
@@ -388,7 +385,7 @@ def test_a_hostile_model_is_loaded_out_of_process(
 
 
 def test_importances_are_not_computed_when_no_leakage_check_runs(world: World) -> None:
-    linear_model = pytest.importorskip("sklearn.linear_model")
+    from sklearn import linear_model
     w = world
     model, _ = sklearn_model(w, linear_model.LogisticRegression())
     w.svc.transition_stage(w.reg.engineer, name=model, version=3, stage="Archived")
