@@ -110,10 +110,7 @@ def models_list(
     page = services.registry.search_registered_models(
         actor, filter_string=filter_string, max_results=max_results, page_token=page_token
     )
-    if as_json:
-        out.emit_json(list(page.items))
-    else:
-        out.print_rich(out.models_table(page.items))
+    out.show(list(page.items), as_json=as_json, view=out.models_table(page.items))
     if page.next_page_token:
         typer.echo(f"more models match: continue with --page-token {page.next_page_token}", err=True)
 
@@ -130,10 +127,7 @@ def models_create(
     tags = _tags(tag)
     services, actor = _connect(ctx)
     model = services.registry.create_registered_model(actor, name=name, description=description, tags=tags)
-    if as_json:
-        out.emit_json(model)
-    else:
-        _done(f"Created registered model '{model.name}'.")
+    out.show(model, as_json=as_json, message=f"Created registered model '{model.name}'.")
 
 
 @models_app.command("show")
@@ -141,10 +135,7 @@ def models_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
     """Show a model with its tags, aliases and latest version per stage."""
     services, actor = _connect(ctx)
     model = services.registry.get_registered_model(actor, name)
-    if as_json:
-        out.emit_json(model)
-    else:
-        out.print_rich(out.model_detail(model))
+    out.show(model, as_json=as_json, view=out.model_detail(model))
 
 
 @models_app.command("describe")
@@ -152,10 +143,7 @@ def models_describe(ctx: typer.Context, name: str, text: str, as_json: JsonOpt =
     """Replace a model's description."""
     services, actor = _connect(ctx)
     model = services.registry.update_registered_model(actor, name=name, description=text)
-    if as_json:
-        out.emit_json(model)
-    else:
-        _done(f"Updated the description of '{model.name}'.")
+    out.show(model, as_json=as_json, message=f"Updated the description of '{model.name}'.")
 
 
 @models_app.command("rename")
@@ -163,10 +151,7 @@ def models_rename(ctx: typer.Context, name: str, new_name: str, as_json: JsonOpt
     """Rename a model; its versions, tags and aliases follow."""
     services, actor = _connect(ctx)
     model = services.registry.rename_registered_model(actor, name=name, new_name=new_name)
-    if as_json:
-        out.emit_json(model)
-    else:
-        _done(f"Renamed '{name}' to '{model.name}'.")
+    out.show(model, as_json=as_json, message=f"Renamed '{name}' to '{model.name}'.")
 
 
 @models_app.command("delete")
@@ -201,10 +186,8 @@ def versions_register(
             actor, name=model, source=source, run_id=run_id, description=description, tags=tags,
             progress=progress,
         )
-    if as_json:
-        out.emit_json(version)
-    else:
-        _done(f"Registered '{version.name}' version {version.version} (digest {version.digest}).")
+    out.show(version, as_json=as_json,
+             message=f"Registered '{version.name}' version {version.version} (digest {version.digest}).")
 
 
 @versions_app.command("list")
@@ -219,10 +202,7 @@ def versions_list(ctx: typer.Context, model: str, as_json: JsonOpt = False) -> N
         page_token = page.next_page_token
         if page_token is None:
             break
-    if as_json:
-        out.emit_json(versions)
-    else:
-        out.print_rich(out.versions_table(versions))
+    out.show(versions, as_json=as_json, view=out.versions_table(versions))
 
 
 @versions_app.command("show")
@@ -230,10 +210,7 @@ def versions_show(ctx: typer.Context, model: str, version: str, as_json: JsonOpt
     """Show one version."""
     services, actor = _connect(ctx)
     found = services.registry.get_model_version(actor, name=model, version=version)
-    if as_json:
-        out.emit_json(found)
-    else:
-        out.print_rich(out.version_detail(found))
+    out.show(found, as_json=as_json, view=out.version_detail(found))
 
 
 @versions_app.command("transition")
@@ -252,10 +229,7 @@ def versions_transition(
     moved = services.registry.transition_stage(
         actor, name=model, version=version, stage=stage, archive_existing_versions=archive_existing
     )
-    if as_json:
-        out.emit_json(moved)
-    else:
-        _done(f"'{moved.name}' version {moved.version} is now in {moved.current_stage}.")
+    out.show(moved, as_json=as_json, message=f"'{moved.name}' version {moved.version} is now in {moved.current_stage}.")
 
 
 @versions_app.command("describe")
@@ -265,10 +239,8 @@ def versions_describe(
     """Replace a version's description."""
     services, actor = _connect(ctx)
     updated = services.registry.update_model_version(actor, name=model, version=version, description=text)
-    if as_json:
-        out.emit_json(updated)
-    else:
-        _done(f"Updated the description of '{updated.name}' version {updated.version}.")
+    out.show(updated, as_json=as_json,
+             message=f"Updated the description of '{updated.name}' version {updated.version}.")
 
 
 @versions_app.command("delete")
@@ -306,10 +278,7 @@ def aliases_show(ctx: typer.Context, model: str, alias: str, as_json: JsonOpt = 
     """Show the version an alias names ('latest' names the newest version)."""
     services, actor = _connect(ctx)
     found = services.registry.get_version_by_alias(actor, name=model, alias=alias)
-    if as_json:
-        out.emit_json(found)
-    else:
-        out.print_rich(out.version_detail(found))
+    out.show(found, as_json=as_json, view=out.version_detail(found))
 
 
 # --------------------------------------------------------------------------- tags
@@ -356,10 +325,7 @@ def audit_list(
     events = services.registry.list_audit_events(
         actor, model_name=model, after_seq=after_seq, limit=limit, newest_first=newest
     )
-    if as_json:
-        out.emit_json(events)
-    else:
-        out.print_rich(out.audit_table(events))
+    out.show(events, as_json=as_json, view=out.audit_table(events))
 
 
 @audit_app.command("verify")
@@ -409,10 +375,7 @@ def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users and their roles."""
     services, actor = _connect(ctx)
     users = services.users.list_users(actor)
-    if as_json:
-        out.emit_json(users)
-    else:
-        out.print_rich(out.users_table(users))
+    out.show(users, as_json=as_json, view=out.users_table(users))
 
 
 def main() -> None:

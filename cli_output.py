@@ -113,6 +113,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def show(
+    value: BaseModel | Sequence[BaseModel] | dict[str, Any], *, as_json: bool,
+    view: RenderableType | None = None, message: str | None = None,
+) -> None:
+    """``--json``: the value as JSON; otherwise its rich ``view`` or a one-line ``message``."""
+    if as_json:
+        emit_json(value)
+    elif view is not None:
+        print_rich(view)
+    elif message is not None:
+        typer.echo(message)
+
+
 def print_rich(*renderables: RenderableType) -> None:
     """Print to stdout through rich (a fresh console, so redirected streams are honoured)."""
     Console().print(*renderables)

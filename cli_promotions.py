@@ -216,10 +216,7 @@ def promotions_list(
         actor, status=status, model=model, awaiting=actor if awaiting_me else None, max_results=max_results,
         page_token=page_token,
     )
-    if as_json:
-        out.emit_json(list(page.items))
-    else:
-        out.print_rich(promotions_table(page.items))
+    out.show(list(page.items), as_json=as_json, view=promotions_table(page.items))
     if page.next_page_token:
         typer.echo(f"more promotions match: continue with --page-token {page.next_page_token}", err=True)
 
@@ -231,10 +228,8 @@ def promotions_show(ctx: typer.Context, promotion_id: PromotionId, as_json: Json
     promotion = services.registry.get_promotion(actor, promotion_id)
     live = _with_engine(services, lambda engine: engine.live_state(actor, promotion_id)) if promotion.live else None
     history = live.history if live is not None else _audited_history(services, actor, promotion)
-    if as_json:
-        out.emit_json({"promotion": promotion, "live": live, "history": history})
-    else:
-        out.print_rich(promotion_detail(promotion, live, history))
+    out.show({"promotion": promotion, "live": live, "history": history}, as_json=as_json,
+             view=promotion_detail(promotion, live, history))
 
 
 @promotions_app.command("watch")

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from bootstrap import Services
 from registry_store.audit import Actor
 
-__all__ = ["CurrentActor", "ServicesDep", "current_actor", "get_services", "token_from_header"]
+__all__ = ["CurrentActor", "ServicesDep", "current_actor", "get_services", "request_id", "token_from_header"]
 
 
 def get_services(request: Request) -> Services:
@@ -41,11 +41,15 @@ def token_from_header(header: str | None) -> str | None:
     return None
 
 
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` (at most 64 characters), or a fresh one; audit events carry it."""
+    return (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+
+
 async def current_actor(request: Request, services: ServicesDep) -> Actor:
     """The user owning the request's bearer token (or basic-auth password)."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     token = token_from_header(request.headers.get("authorization"))
-    return await run_in_threadpool(services.users.authenticate, token, request_id=request_id[:64])
+    return await run_in_threadpool(services.users.authenticate, token, request_id=request_id(request))
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

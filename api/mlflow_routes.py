@@ -7,7 +7,6 @@ mounts it at the root and under ``/mlflow``.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import token_from_header
+from api.deps import request_id, token_from_header
 from api.mlflow_json import model_json, version_json
 from bootstrap import Services
 from registry_store.audit import Actor
@@ -110,10 +109,10 @@ def _endpoint(handler: Handler) -> Callable[[Request], Any]:
         params = await _read_params(request)
         services: Services = request.app.state.services
         token = token_from_header(request.headers.get("authorization"))
-        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        caller_request = request_id(request)
 
         def call() -> dict[str, Any]:
-            actor = services.users.authenticate(token, request_id=request_id)
+            actor = services.users.authenticate(token, request_id=caller_request)
             return handler(services.registry, actor, params)
 
         return JSONResponse(await run_in_threadpool(call))

@@ -177,6 +177,10 @@ class StagePolicy(_Rule):
         """How many approvals this promotion needs (0 without a sign-off section)."""
         return self.sign_off.approvers if self.sign_off is not None else 0
 
+    def required_sign_off(self) -> SignOffRule | None:
+        """The sign-off rule when approvals are needed (None: no human sign-off)."""
+        return self.sign_off if self.approvers_needed > 0 else None
+
 
 class PromotionPolicy(_Rule):
     """The whole policy for one registered model (default merged with its override)."""

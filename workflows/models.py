@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.checklist import Approval
 from policies.evidence import Evidence, TestRun
-from policies.models import SignOffRule, StagePolicy, TestsRule
+from policies.models import StagePolicy, TestsRule
 from policies.results import Checklist, CheckResult
 from policies.status import PromotionStatus
 
@@ -156,12 +156,6 @@ class PromotionOutcome(_Message):
 
     status: PromotionStatus
     message: str = ""
-
-
-def sign_off_rule(policy: StagePolicy) -> SignOffRule | None:
-    """The policy's sign-off rule (None: no human sign-off needed)."""
-    rule = policy.sign_off
-    return rule if rule is not None and rule.approvers > 0 else None
 
 
 def check_result_failed(name: str, reason: str) -> CheckResult:

@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
         StateChange,
         TestsInput,
         check_result_failed,
-        sign_off_rule,
     )
 
 __all__ = ["PromotionWorkflow"]
@@ -185,7 +184,7 @@ class PromotionWorkflow:
             "snapshot_evidence", request, result_type=EvidenceSnapshot,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
         )
-        self._rule = sign_off_rule(self._snapshot.policy)
+        self._rule = self._snapshot.policy.required_sign_off()
         results = await asyncio.gather(*(self._run_check(name) for name in self._snapshot.checks))
         checklist = Checklist.of(list(results), policy_hash=self._snapshot.policy_hash)
         self._state = self._current.model_copy(update={

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import logging
 import re
-import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import request_id
 from api.pages.present import display_actor
 from bootstrap import Services, now_ms
 from registry_store.audit import Actor
@@ -178,8 +178,7 @@ def session_store(request: Request) -> WebSessionStore:
 async def signed_in(request: Request) -> PageUser:
     """The signed-in user, or a redirect to the sign-in page."""
     session_id = request.cookies.get(SESSION_COOKIE)
-    request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
-    found = await run_in_threadpool(session_store(request).resolve, session_id, request_id=request_id)
+    found = await run_in_threadpool(session_store(request).resolve, session_id, request_id=request_id(request))
     if found is None or session_id is None:
         raise SignInRequired()
     user = PageUser(actor=found.actor, csrf_token=found.csrf_token, session_id=session_id)
