@@ -5,9 +5,12 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from registry_store.audit import Actor, event_view, verify_chain
-from registry_store.entities import AuditEvent, AuditVerification
+from registry_store.entities import AuditEvent, AuditVerification, ModelVersion
 from registry_store.errors import (
+    AlreadyExistsError,
     InvalidParameterError,
+    NotFoundError,
+    RegistryError,
 )
 from registry_store.service_aliases import AliasOperations
 from registry_store.service_models import ModelOperations
@@ -50,3 +53,28 @@ class RegistryService(ModelOperations, AliasOperations, VersionOperations, Promo
         require_role(actor, "viewer", "read the audit log")
         with self._db.read() as session:
             return verify_chain(session)
+
+    def register_version(
+        self, actor: Actor, *, name: object, source: object, run_id: object = None, description: object = None
+    ) -> tuple[ModelVersion, bool]:
+        """Create the model when the name is new (as ``mlflow.register_model`` does), then the version.
+
+        Returns the version and whether the model was created; a failed first registration removes
+        the empty model again.
+        """
+        created = False
+        try:
+            self.get_registered_model(actor, name)
+        except NotFoundError:
+            try:
+                self.create_registered_model(actor, name=name)
+                created = True
+            except AlreadyExistsError:  # registered by someone else meanwhile: append to it
+                pass
+        try:
+            version = self.create_model_version(actor, name=name, source=source, run_id=run_id, description=description)
+        except RegistryError:
+            if created:
+                self.delete_registered_model(actor, name)
+            raise
+        return version, created

@@ -13,8 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.pages.versions import version_url
 from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
 from bootstrap import Services
-from registry_store.entities import ModelVersion
-from registry_store.errors import AlreadyExistsError, NotFoundError, RegistryError
+from registry_store.errors import RegistryError
 
 __all__ = ["register_router"]
 
@@ -25,29 +24,6 @@ MODEL_CHOICES = 1000
 def _model_names(services: Services, user: PageUser) -> list[str]:
     page = services.registry.search_registered_models(user.actor, max_results=MODEL_CHOICES, order_by=["name ASC"])
     return [m.name for m in page.items]
-
-
-def _register(services: Services, user: PageUser, *, name: str, source: str, run_id: str | None,
-              description: str | None) -> tuple[ModelVersion, bool]:
-    """Create the model when the name is new (as ``mlflow.register_model`` does), then the version."""
-    created = False
-    try:
-        services.registry.get_registered_model(user.actor, name)
-    except NotFoundError:
-        try:
-            services.registry.create_registered_model(user.actor, name=name)
-            created = True
-        except AlreadyExistsError:  # registered by someone else meanwhile: append to it
-            pass
-    try:
-        version = services.registry.create_model_version(
-            user.actor, name=name, source=source, run_id=run_id, description=description,
-        )
-    except RegistryError:
-        if created:  # do not leave an empty model behind a failed first registration
-            services.registry.delete_registered_model(user.actor, name)
-        raise
-    return version, created
 
 
 def _page(request: Request, user: PageUser, names: list[str], *, status: int = 200, error: str = "",
@@ -75,8 +51,8 @@ async def register(request: Request, user: SignedIn, form: PostedForm) -> Respon
     values = {key: form.get(key) for key in ("model", "source", "run_id", "description")}
     try:
         version, created = await run_in_threadpool(
-            _register, services, user, name=values["model"].strip(), source=values["source"].strip(),
-            run_id=form.optional("run_id"), description=form.optional("description"),
+            services.registry.register_version, user.actor, name=values["model"].strip(),
+            source=values["source"].strip(), run_id=form.optional("run_id"), description=form.optional("description"),
         )
     except RegistryError as exc:
         if exc.http_status in (401, 403):
