@@ -29,6 +29,8 @@ def version_json(mv: ModelVersion, *, with_aliases: bool = True) -> dict[str, An
         "run_link": mv.run_link,
         "tags": _tags(mv.tags),
     }
+    if mv.model_id:
+        body["model_id"] = mv.model_id
     if mv.status_message:
         body["status_message"] = mv.status_message
     if with_aliases:

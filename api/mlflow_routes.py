@@ -193,7 +193,7 @@ def get_model_version_by_alias(svc: RegistryService, actor: Actor, p: Params) ->
 def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
     mv = svc.create_model_version(
         actor, name=p.require("name"), source=p.require("source"), run_id=p.get("run_id"),
-        tags=p.tags(), run_link=p.get("run_link"), description=p.get("description"),
+        tags=p.tags(), run_link=p.get("run_link"), description=p.get("description"), model_id=p.get("model_id"),
     )
     return {"model_version": version_json(mv)}
 

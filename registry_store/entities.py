@@ -44,7 +44,9 @@ class ModelVersion(_View):
     source: str
     run_id: str
     run_link: str
+    model_id: str = ""
     storage_location: str
+    artifact_id: str = ""
     digest: str
     signature: str
     evidence: dict[str, Any]

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry_store.artifacts import ArtifactStore, SourceFetcher, read_model_metadata, tree_digest
+from registry_store.artifacts import (
+    MLMODEL_FILE,
+    ArtifactStore,
+    SourceFacts,
+    SourceFetcher,
+    manifest_digest,
+    read_model_metadata,
+    tree_manifest,
+)
 from registry_store.errors import InvalidParameterError
 
 __all__ = ["IMPORTANCES_FILE", "METRICS_FILE", "StagedArtifact", "stage_artifact"]
@@ -24,9 +32,12 @@ class StagedArtifact:
     """An artifact copied into the registry store, not yet referenced by any version."""
 
     storage_location: str
+    artifact_id: str
     digest: str
+    file_digests: dict[str, str]
     signature: str
     evidence: dict[str, Any]
+    facts: SourceFacts
 
 
 def stage_artifact(
@@ -37,20 +48,36 @@ def stage_artifact(
     source: str,
     progress: Callable[[int], None] | None = None,
 ) -> StagedArtifact:
-    """Fetch ``source``, digest it, read its MLmodel and copy it to ``<model>/<uuid>/``."""
+    """Fetch ``source``, digest it, read its MLmodel and copy it to ``<model>/<uuid>/``.
+
+    Tracking sources must hold an ``MLmodel``; their run and logged-model numbers join the
+    evidence, and stand in for ``metrics.json`` when the artifact has none.
+    """
     with tempfile.TemporaryDirectory(prefix="calabi-stage-") as tmp:
         local = Path(tmp) / "artifact"
         local.mkdir()
-        fetcher.fetch(source, local)
-        digest = tree_digest(local)
+        facts = fetcher.fetch(source, local)
+        if facts.require_mlmodel and not (local / MLMODEL_FILE).is_file():
+            raise InvalidParameterError(
+                f"Source '{source}' is not an MLflow model: it has no {MLMODEL_FILE} file at its root"
+            )
+        file_digests = tree_manifest(local)
         metadata = read_model_metadata(local)
-        evidence: dict[str, Any] = {"flavors": list(metadata.flavors), **_recorded_numbers(local)}
-        location = store.put_tree(local, f"{model_name}/{uuid.uuid4().hex}", progress)
+        evidence: dict[str, Any] = {"flavors": list(metadata.flavors), **facts.evidence, **_recorded_numbers(local)}
+        if "metrics" not in evidence:
+            tracked = {**facts.evidence.get("run_metrics", {}), **facts.evidence.get("model_metrics", {})}
+            if tracked:
+                evidence["metrics"] = tracked
+        artifact_id = uuid.uuid4().hex
+        location = store.put_tree(local, f"{model_name}/{artifact_id}", progress)
     return StagedArtifact(
         storage_location=location,
-        digest=digest,
+        artifact_id=artifact_id,
+        digest=manifest_digest(file_digests),
+        file_digests=file_digests,
         signature=metadata.signature,
         evidence=evidence,
+        facts=facts,
     )
 
 

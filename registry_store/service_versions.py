@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from sqlmodel import col, select
 
 from registry_store import search
+from registry_store.artifacts import SourceFacts
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion, Page
 from registry_store.errors import (
@@ -49,13 +50,19 @@ class VersionOperations(ServiceBase):
         tags: Sequence[tuple[object, object]] = (),
         run_link: object = None,
         description: object = None,
+        model_id: object = None,
         progress: Callable[[int], None] | None = None,
     ) -> ModelVersion:
-        """Copy the source artifact into the registry, then number and record the version."""
+        """Copy the source artifact into the registry, then number and record the version.
+
+        ``run_id`` and ``model_id`` default to what a tracking source says about itself; a
+        ``run_id`` that contradicts it is refused.
+        """
         require_role(actor, "engineer", "register model versions")
         model_name = validate_model_name(name)
         src = validate_source(source)
         run = validate_run_id(run_id)
+        logged_model = validate_run_id(model_id, "model_id")
         text = validate_description(description)
         link = run_link if isinstance(run_link, str) else ""
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
@@ -63,6 +70,7 @@ class VersionOperations(ServiceBase):
             self._model(session, model_name)  # fail fast before copying anything
         staged = stage_artifact(self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
         try:
+            run, logged_model = _reconcile_ids(src, run, logged_model, staged.facts)
             with self._db.write() as session:
                 model = self._model(session, model_name, lock=True)
                 assert model.id is not None
@@ -73,9 +81,12 @@ class VersionOperations(ServiceBase):
                     source=src,
                     run_id=run,
                     run_link=link,
+                    model_id_ref=logged_model,
                     description=text,
                     storage_location=staged.storage_location,
+                    artifact_id=staged.artifact_id,
                     digest=staged.digest,
+                    file_digests=json.dumps(staged.file_digests, sort_keys=True),
                     signature=staged.signature,
                     evidence=json.dumps(staged.evidence, sort_keys=True),
                     user_id=actor.name,
@@ -99,6 +110,7 @@ class VersionOperations(ServiceBase):
                     after={
                         "source": src,
                         "run_id": run,
+                        "model_id": logged_model,
                         "digest": staged.digest,
                         "storage_location": staged.storage_location,
                         "tags": valid_tags,
@@ -324,3 +336,13 @@ class VersionOperations(ServiceBase):
                 return
             session.delete(old)
             self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value})
+
+
+def _reconcile_ids(source: str, run_id: str, model_id: str, facts: SourceFacts) -> tuple[str, str]:
+    """The version's run and logged-model ids: the caller's, filled in from the source's facts."""
+    for what, given, found in (("run_id", run_id, facts.run_id), ("model_id", model_id, facts.model_id)):
+        if given and found and given != found:
+            raise InvalidParameterError(
+                f"{what} '{given}' does not match source '{source}', which belongs to {what} '{found}'."
+            )
+    return run_id or facts.run_id, model_id or facts.model_id

@@ -51,6 +51,7 @@ class ModelVersionRow(SQLModel, table=True):
         UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
         Index("ix_model_versions_stage", "model_id", "current_stage", "version"),
         Index("ix_model_versions_updated", "last_updated_timestamp"),
+        Index("ix_model_versions_artifact_id", "artifact_id"),
         # Invariant 2, enforced by the database itself: at most one Production per model.
         Index(
             "uq_model_versions_one_production",
@@ -73,7 +74,9 @@ class ModelVersionRow(SQLModel, table=True):
     run_link: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     model_id_ref: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
     storage_location: str = Field(sa_column=Column(Text, nullable=False))
+    artifact_id: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
     digest: str = Field(sa_column=Column(String(80), nullable=False))
+    file_digests: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     signature: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     status: str = Field(default="READY", sa_column=Column(String(32), nullable=False))

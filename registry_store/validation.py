@@ -119,11 +119,11 @@ def validate_source(source: object) -> str:
     return value
 
 
-def validate_run_id(run_id: object) -> str:
-    """An optional run id of at most 64 characters."""
+def validate_run_id(run_id: object, field: str = "run_id") -> str:
+    """An optional run (or logged-model) id of at most 64 characters."""
     if run_id is None:
         return ""
-    value = _require_str(run_id, "run_id")
+    value = _require_str(run_id, field)
     if len(value) > MAX_RUN_ID:
-        raise InvalidParameterError(f"Parameter 'run_id' exceeds {MAX_RUN_ID} characters.")
+        raise InvalidParameterError(f"Parameter '{field}' exceeds {MAX_RUN_ID} characters.")
     return value

@@ -13,8 +13,9 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,12 +27,28 @@ from registry_store.errors import InvalidParameterError, RegistryError, Unavaila
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["TRACKING_SCHEMES", "S3ClientFactory", "SourceFetcher", "TrackingResolver"]
+__all__ = ["TRACKING_SCHEMES", "S3ClientFactory", "SourceFacts", "SourceFetcher", "TrackingResolver"]
 
 TRACKING_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts", "http", "https"})
 """Schemes only the MLflow tracking gateway can resolve."""
 
-TrackingResolver = Callable[[str, Path, ProgressCallback | None], None]
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What a source tells about itself besides its files (tracking sources only)."""
+
+    run_id: str = ""
+    """The run that produced the artifact (a logged model's ``source_run_id``)."""
+    model_id: str = ""
+    """The MLflow logged model (``m-…``) the artifact belongs to."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Snapshotted numbers: ``run_metrics``, ``run_params``, ``model_metrics``."""
+    require_mlmodel: bool = False
+    """The source claims to be an MLflow model, so an ``MLmodel`` file must be present."""
+
+
+TrackingResolver = Callable[[str, Path, ProgressCallback | None], SourceFacts]
 """``(source, dest, progress)``: copy a tracking-server source into the empty directory ``dest``."""
 
 S3ClientFactory = Callable[[str | None], "S3Client"]
@@ -58,7 +75,7 @@ class SourceFetcher:
         self._s3_client_factory: S3ClientFactory = s3_client_factory or make_s3_client
         self._s3_client: S3Client | None = None
 
-    def fetch(self, source: str, dest: Path, progress: ProgressCallback | None = None) -> None:
+    def fetch(self, source: str, dest: Path, progress: ProgressCallback | None = None) -> SourceFacts:
         """Copy ``source`` into ``dest`` (missing or empty); a single file lands as ``dest/<name>``.
 
         ``progress`` gets byte increments; for S3 it may be called from transfer threads.
@@ -70,12 +87,12 @@ class SourceFetcher:
         if any(dest.iterdir()):
             raise ValueError(f"Fetch destination '{dest}' must be empty")
         try:
-            copy(dest, progress)
+            return copy(dest, progress) or SourceFacts()
         except BaseException:
             _empty_directory(dest)
             raise
 
-    def _plan(self, source: str) -> Callable[[Path, ProgressCallback | None], None]:
+    def _plan(self, source: str) -> Callable[[Path, ProgressCallback | None], SourceFacts | None]:
         """Validate ``source`` and pick the copier, before anything touches ``dest``."""
         if not source or "\x00" in source:
             raise InvalidParameterError("Source must be a non-empty URI or path without NUL bytes")
