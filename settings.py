@@ -31,7 +31,13 @@ class Settings(BaseSettings):
     local_source_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None
     protected_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["champion"])
-    mlflow_tracking_url: str | None = None
+    mlflow_tracking_url: str | None = Field(
+        default=None,
+        description="MLflow tracking server behind /mlflow; unset: `calabi serve` starts one (--no-tracking: none)",
+    )
+    mlflow_tracking_token: SecretStr | None = Field(
+        default=None, description="Bearer token Calabi presents to the tracking server (when it requires one)"
+    )
     temporal_address: str | None = Field(
         default=None, description="host:port of a Temporal frontend; unset: `calabi serve` starts the dev server"
     )
