@@ -110,7 +110,7 @@ fmt: $(VENV_STAMP)
 # ---- running -------------------------------------------------------------------
 
 demo: $(VENV_STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python -m examples.demo
 
 bench: $(VENV_STAMP)
 	$(BIN)/python -m bench

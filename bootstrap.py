@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher, make_artifact_store
+from registry_store.artifacts.tracking import TrackingClient, TrackingSourceResolver
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.service import RegistryService
 from registry_store.users import UserService
@@ -34,10 +35,13 @@ class Services:
     users: UserService
     artifacts: ArtifactStore
     promotions: PromotionService
+    tracking: TrackingClient | None = None
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections and the tracking server's connection pool."""
         self.db.engine.dispose()
+        if self.tracking is not None:
+            self.tracking.close()
 
 
 def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
@@ -49,6 +53,9 @@ def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
     db = Database(make_engine(url))
     artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
     fetcher = SourceFetcher(local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url)
+    tracking = _tracking_client(settings)
+    if tracking is not None:
+        fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
     registry = RegistryService(
         db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
     )
@@ -57,8 +64,17 @@ def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
         users.ensure_admin(settings.admin_token.get_secret_value())
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
     return Services(
-        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions
+        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions,
+        tracking=tracking,
     )
+
+
+def _tracking_client(settings: Settings) -> TrackingClient | None:
+    """A client for the configured MLflow tracking server, or None when there is none."""
+    if not settings.mlflow_tracking_url:
+        return None
+    token = settings.mlflow_tracking_token
+    return TrackingClient(settings.mlflow_tracking_url, token=token.get_secret_value() if token else None)
 
 
 def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:

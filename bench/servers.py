@@ -154,6 +154,7 @@ def _command(spec: ServerSpec, port: int, workdir: Path, calabi_workers: int) ->
             str(workdir / "data"),
             "--workers",
             str(calabi_workers),
+            "--no-tracking",
         ]
         return [str(calabi), *args], "calabi " + " ".join(args)
     args = [

@@ -55,10 +55,8 @@ def synthetic_customers(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]
     return frame, churned
 
 
-def train_and_save(kind: str, target: Path) -> dict[str, float]:
-    """Train a churn classifier, save it in the MLflow format with its metrics and importances."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
+def train(kind: str) -> tuple[Any, dict[str, float], pd.DataFrame]:
+    """Train a churn classifier on synthetic customers; the model, its test metrics and its features."""
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss, roc_auc_score
@@ -66,17 +64,28 @@ def train_and_save(kind: str, target: Path) -> dict[str, float]:
     from sklearn.preprocessing import StandardScaler
 
     features, labels = synthetic_customers(3000, seed=7)
-    train, test = slice(0, 2000), slice(2000, None)
+    train_rows, test_rows = slice(0, 2000), slice(2000, None)
     if kind == "baseline":
         model: Any = GradientBoostingClassifier(n_estimators=5, max_depth=1, random_state=1)
     elif kind == "boosting":
         model = GradientBoostingClassifier(n_estimators=60, max_depth=2, random_state=1)
+    elif kind == "boosting-deeper":
+        model = GradientBoostingClassifier(n_estimators=80, max_depth=3, random_state=2)
     else:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-    model.fit(features[train], labels[train])
-    scores = model.predict_proba(features[test])[:, 1]
-    metrics = {"auc": round(float(roc_auc_score(labels[test], scores)), 4),
-               "log_loss": round(float(log_loss(labels[test], scores)), 4)}
+    model.fit(features[train_rows], labels[train_rows])
+    scores = model.predict_proba(features[test_rows])[:, 1]
+    metrics = {"auc": round(float(roc_auc_score(labels[test_rows], scores)), 4),
+               "log_loss": round(float(log_loss(labels[test_rows], scores)), 4)}
+    return model, metrics, features
+
+
+def train_and_save(kind: str, target: Path) -> dict[str, float]:
+    """Train a churn classifier, save it in the MLflow format with its metrics and importances."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    model, metrics, features = train(kind)
     mlflow.sklearn.save_model(
         model, str(target), signature=infer_signature(features, model.predict(features)),
         skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own freshly trained trees
@@ -92,6 +101,29 @@ def train_and_save(kind: str, target: Path) -> dict[str, float]:
     return metrics
 
 
+def log_run(kind: str, run_name: str, *, register: bool) -> str:
+    """The seed's "From a Run" snippet: train, log params and metrics, log the model; the run id."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(run_name=run_name) as run:
+        model, metrics, features = train(kind)
+        mlflow.log_params({"kind": kind, "training_range": TRAINING_RANGE})
+        mlflow.log_metrics(metrics)
+        mlflow.sklearn.log_model(
+            sk_model=model,
+            artifact_path="model",
+            registered_model_name=MODEL if register else None,  # Register immediately
+            signature=infer_signature(features, model.predict(features)),
+            skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own freshly trained trees
+            pip_requirements=["scikit-learn"],
+        )
+    say(f"run {run_name} ({kind}, auc {metrics['auc']}, log loss {metrics['log_loss']}) logged"
+        + (f" and registered as {MODEL}" if register else ""))
+    return str(run.info.run_id)
+
+
 def free_port() -> int:
     """A free port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -105,7 +137,7 @@ def start_server(port: int, token: str, sources: Path) -> subprocess.Popen[bytes
     calabi = Path(sys.executable).parent / "calabi"
     process = subprocess.Popen(
         [str(calabi), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(DATA_DIR),
-         "--temporal-port", str(free_port())], env=env,
+         "--temporal-port", str(free_port()), "--tracking-port", str(free_port())], env=env,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -157,31 +189,73 @@ def print_checklist(detail: dict[str, Any]) -> None:
         print(f"     [{mark}] {result['name']:<12} {'; '.join(result['reasons'])[:110]} {numbers}", flush=True)
 
 
-def registry_story(url: str, sources: Path) -> None:
-    """The seed's registry snippets through the stock mlflow client."""
+def registry_story(url: str, data_dir: Path) -> None:
+    """The seed's snippets through the stock mlflow client, with ``<calabi>/mlflow`` as the only setting."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(url)
-    client = MlflowClient()
-    client.create_registered_model(MODEL, description="Predicts which customers churn next month.")
-    say(f"created registered model {MODEL}")
-    for kind in ("baseline", "boosting"):
-        path = sources / f"model-{kind}"
-        metrics = train_and_save(kind, path)
-        mv = client.create_model_version(MODEL, source=str(path), await_creation_for=0)
-        client.set_model_version_tag(MODEL, mv.version, "ci.tests_passed", "true")
-        say(f"registered version {mv.version} ({kind}, auc {metrics['auc']}) from {path.name}")
+    tracking_uri = f"{url}/mlflow"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("churn-prediction-v2")
+    say(f"tracking URI {tracking_uri}; experiment churn-prediction-v2 (runs live in the tracking server behind it)")
+    log_run("baseline", "gb_baseline", register=True)
+    log_run("boosting", "gb_best_v1", register=True)
+    run_id = log_run("boosting-deeper", "gb_best_v2", register=False)
+    result = mlflow.register_model(model_uri=f"runs:/{run_id}/model", name=MODEL)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.update_registered_model(MODEL, description="Predicts which customers churn next month.")
+    numbers = sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
+    say(f"registered version {result.version} from runs:/{run_id}/model; versions {numbers}")
+    for version in ("1", "2", "3"):
+        client.set_model_version_tag(MODEL, version, "ci.tests_passed", "true")
+    evidence = Api(url, os.environ["MLFLOW_TRACKING_TOKEN"]).call("GET", f"/api/v1/models/{MODEL}/versions/3")
+    say(f"version 3 snapshots its run: run_id {evidence['run_id']}, metrics {evidence['evidence']['run_metrics']}")
+
     client.transition_model_version_stage(MODEL, "1", "Production")
     say("version 1 -> Production (admin break-glass; the audit log records it)")
-    client.transition_model_version_stage(MODEL, "2", "Staging")
-    client.update_model_version(MODEL, "2", description=f"Gradient boosting. {TRAINING_RANGE}.")
-    client.transition_model_version_stage(MODEL, "2", "Production", archive_existing_versions=True)
+    client.transition_model_version_stage(name=MODEL, version="3", stage="Staging", archive_existing_versions=False)
+    client.update_model_version(
+        name=MODEL, version="3",
+        description=f"Deeper gradient boosting. {TRAINING_RANGE}. Validated by the data science team.",
+    )
+    client.transition_model_version_stage(name=MODEL, version="3", stage="Production", archive_existing_versions=True)
     stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{MODEL}'")}
-    say(f"version 2 -> Staging -> Production; stages now {stages}")
-    client.set_registered_model_alias(MODEL, "champion", "2")
+    say(f"version 3 -> Staging -> Production; the previous Production was archived: {stages}")
+    client.set_registered_model_alias(name=MODEL, alias="champion", version="3")
+    client.set_registered_model_alias(name=MODEL, alias="challenger", version="2")
     client.set_registered_model_tag(MODEL, "owner", "alice@example.com")
-    say("alias champion -> 2; owner tag set")
+    say("aliases champion -> 3, challenger -> 2; owner tag set")
+
+    import mlflow.sklearn
+
+    batch, _ = synthetic_customers(200, seed=11)
+    for uri in (f"models:/{MODEL}/Production", f"models:/{MODEL}/3", f"models:/{MODEL}@champion"):
+        scores = mlflow.sklearn.load_model(uri).predict_proba(batch)[:, 1]
+        say(f"loaded {uri} through Calabi (download URI "
+            f"{client.get_model_version_download_uri(MODEL, '3')}); mean churn probability {scores.mean():.3f}")
+    batch_score(data_dir)
+
+    doomed = Api(url, os.environ["MLFLOW_TRACKING_TOKEN"]).call("GET", f"/api/v1/models/{MODEL}/versions/1")
+    copy = Path(doomed["storage_location"].removeprefix("file://"))
+    logged = mlflow.get_logged_model(doomed["model_id"])
+    client.delete_model_version(MODEL, "1")
+    kept = mlflow.artifacts.list_artifacts(artifact_uri=logged.artifact_location)
+    say(f"deleted version 1: registry copy {copy} exists: {copy.exists()}; the run's logged model still has "
+        f"{len(kept)} artifacts in the tracking server")
+
+
+def batch_score(data_dir: Path) -> None:
+    """The example Airflow task's function, run once here without Airflow."""
+    from examples.airflow.churn_batch_scoring import score_customers
+
+    features, _ = synthetic_customers(1000, seed=12)
+    features_path = data_dir / "scoring" / "latest.parquet"
+    features_path.parent.mkdir(parents=True, exist_ok=True)
+    features.to_parquet(features_path, index=False)
+    scores_path = score_customers(features_path, data_dir / "scores" / "churn_scores_demo.parquet")
+    scored = pd.read_parquet(scores_path)
+    say(f"batch scoring (examples/airflow/churn_batch_scoring.py) wrote {len(scored)} scores to {scores_path}; "
+        f"{(scored.churn_probability > 0.5).sum()} customers likely to churn")
 
 
 def governed_story(url: str, admin: Api, sources: Path) -> None:
@@ -269,7 +343,7 @@ def main() -> None:
         try:
             os.environ["MLFLOW_TRACKING_TOKEN"] = token
             admin = Api(url, token)
-            registry_story(url, sources)
+            registry_story(url, DATA_DIR)
             governed_story(url, admin, sources)
             show_audit(admin)
             say(f"Calabi Registry is serving at {url} (admin token: {token})")

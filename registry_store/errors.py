@@ -9,6 +9,7 @@
     ├── PermissionDeniedError          PERMISSION_DENIED         403
     ├── ConflictError                  RESOURCE_CONFLICT         409 (retryable)
     ├── StaleEvidenceError             ABORTED                   409 (re-check, then retry)
+    ├── ArtifactIntegrityError         DATA_LOSS                 409 (not 5xx: clients would retry)
     └── UnavailableError               TEMPORARILY_UNAVAILABLE   503 (retryable)
 
 They are mapped in one place each: ``api/errors.py`` (HTTP), ``cli.py`` (exit code)
@@ -22,6 +23,7 @@ from typing import ClassVar
 __all__ = [
     "AliasNotFoundError",
     "AlreadyExistsError",
+    "ArtifactIntegrityError",
     "ConflictError",
     "InvalidParameterError",
     "NotFoundError",
@@ -99,6 +101,13 @@ class StaleEvidenceError(RegistryError):
     """A promotion's evidence no longer matches the registry (e.g. Production changed meanwhile)."""
 
     error_code = "ABORTED"
+    http_status = 409
+
+
+class ArtifactIntegrityError(RegistryError):
+    """The registry's copy differs from what was recorded at registration."""
+
+    error_code = "DATA_LOSS"
     http_status = 409
 
 

@@ -13,6 +13,7 @@ from registry_store.errors import (
     RegistryError,
 )
 from registry_store.service_aliases import AliasOperations
+from registry_store.service_artifacts import ArtifactOperations
 from registry_store.service_models import ModelOperations
 from registry_store.service_promotions import PromotionOperations
 from registry_store.service_versions import VersionOperations
@@ -24,7 +25,7 @@ from registry_store.users import require_role
 __all__ = ["RegistryService"]
 
 
-class RegistryService(ModelOperations, AliasOperations, VersionOperations, PromotionOperations):
+class RegistryService(ModelOperations, AliasOperations, VersionOperations, PromotionOperations, ArtifactOperations):
     """The registry's single service layer, shared by the API, the CLI and the activities."""
 
     def list_audit_events(

@@ -298,8 +298,13 @@ class VersionOperations(ServiceBase):
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def get_download_uri(self, actor: Actor, *, name: object, version: object) -> str:
-        """Where a loader fetches the version's artifact: the registry's own copy."""
-        return self.get_model_version(actor, name=name, version=version).storage_location
+        """Where a loader fetches the version's artifact: the registry's own copy, served (and verified) by Calabi.
+
+        ``mlflow-artifacts:/`` resolves against the loader's tracking URI, so the tracking URI and the
+        token are all a loader needs.
+        """
+        mv = self.get_model_version(actor, name=name, version=version)
+        return f"mlflow-artifacts:/calabi-registry/{mv.artifact_id}" if mv.artifact_id else mv.storage_location
 
     def set_model_version_tag(self, actor: Actor, *, name: object, version: object, key: object, value: object) -> None:
         """Set (or overwrite) a tag on a version."""

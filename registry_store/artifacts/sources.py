@@ -29,9 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TRACKING_SCHEMES", "S3ClientFactory", "SourceFacts", "SourceFetcher", "TrackingResolver"]
 
-TRACKING_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts", "http", "https"})
+TRACKING_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})
 """Schemes only the MLflow tracking gateway can resolve."""
-
 
 
 @dataclass(frozen=True)
@@ -115,12 +114,17 @@ class SourceFetcher:
                     "gateway; no tracking gateway is configured (CALABI_MLFLOW_TRACKING_URL)"
                 )
             return lambda dest, progress: resolver(source, dest, progress)
+        if scheme in ("http", "https"):
+            raise InvalidParameterError(
+                f"Source '{source}' is an {scheme} URL; the registry does not fetch arbitrary URLs: use s3://, "
+                "runs:/, models:/m-…, mlflow-artifacts:/ or an absolute path"
+            )
         if not scheme:
             raise InvalidParameterError(f"Source '{source}' is a relative path; {_ROOTS_HINT} (absolute paths)")
         raise InvalidParameterError(
             f"Source scheme '{scheme}' is not supported: use s3://, file:// or an absolute path "
-            f"({_ROOTS_HINT}); runs:/, models:/, mlflow-artifacts:/ and http(s):// need the MLflow "
-            "tracking gateway"
+            f"({_ROOTS_HINT}); runs:/, models:/ and mlflow-artifacts:/ need the MLflow tracking gateway "
+            "(CALABI_MLFLOW_TRACKING_URL)"
         )
 
     # -- local -----------------------------------------------------------------------------

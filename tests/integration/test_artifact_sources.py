@@ -324,13 +324,21 @@ def test_a_non_empty_dest_is_a_programming_error(roots: tuple[Path, Path], fetch
         "models:/m-0123456789abcdef",
         "models:/churn/Production",
         "mlflow-artifacts:/1/abc/artifacts/model",
-        "http://127.0.0.1:5000/model",
-        "https://tracking.example/model",
     ],
 )
 def test_tracking_schemes_need_the_tracking_gateway(fetcher: SourceFetcher, dest: Path, source: str) -> None:
     with pytest.raises(InvalidParameterError, match="needs the MLflow tracking gateway"):
         fetcher.fetch(source, dest)
+
+
+@pytest.mark.parametrize("source", ["http://127.0.0.1:5000/model", "https://tracking.example/model"])
+def test_http_sources_are_refused_even_with_a_tracking_resolver(dest: Path, source: str) -> None:
+    def resolver(_source: str, _target: Path, _progress: ProgressCallback | None) -> None:
+        raise AssertionError("an http(s) source must not reach the tracking resolver")
+
+    with pytest.raises(InvalidParameterError, match="does not fetch arbitrary URLs"):
+        SourceFetcher([], tracking_resolver=resolver).fetch(source, dest)
+    assert not dest.exists()  # refused before anything is created
 
 
 @pytest.mark.parametrize("source", ["gs://bucket/model", "hdfs:///model", "dbfs:/model", "C:\\models\\m"])

@@ -1,0 +1,1 @@
+"""Runnable examples: the demo story and the batch-scoring DAG."""

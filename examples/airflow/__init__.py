@@ -1,0 +1,1 @@
+"""Airflow examples: DAGs that use models from the Calabi registry."""
