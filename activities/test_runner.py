@@ -14,7 +14,7 @@ started), the pytest-style counts of the summary line (``N passed``, ``M failed`
 count as failed) and the last ``OUTPUT_TAIL`` characters of the output.
 
 The command runs with the worker's environment minus the registry's own settings and
-credentials (``CALABI_*`` and the variables in ``SCRUBBED_ENV``): it executes code shipped
+credentials (``CALABI_*``, ``AWS_*`` and the variables in ``SCRUBBED_ENV``): it executes code shipped
 with the candidate, which must not reach the registry's database or artifact store.
 """
 
@@ -41,10 +41,9 @@ __all__ = ["HEARTBEAT_EVERY_S", "OUTPUT_TAIL", "SCRUBBED_ENV", "TestRunner", "pa
 
 HEARTBEAT_EVERY_S = 2.0
 OUTPUT_TAIL = 4000
-SCRUBBED_ENV = frozenset({
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD", "TEMPORAL_API_KEY",
-})
+SCRUBBED_ENV = frozenset({"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "TEMPORAL_API_KEY"})
+SCRUBBED_PREFIXES = ("CALABI_", "AWS_")
+"""Every registry setting and every AWS variable (keys, session tokens, credential files, profiles)."""
 _COUNT = re.compile(r"\b(\d+) (passed|failed|errors?)\b")
 _KILL_WAIT_S = 10.0
 
@@ -64,7 +63,11 @@ def parse_counts(output: str) -> tuple[int, int]:
 
 def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` without the registry's settings and credentials."""
-    return {k: v for k, v in environ.items() if not k.upper().startswith("CALABI_") and k.upper() not in SCRUBBED_ENV}
+    return {k: v for k, v in environ.items() if not _scrubbed(k.upper())}
+
+
+def _scrubbed(name: str) -> bool:
+    return name.startswith(SCRUBBED_PREFIXES) or name in SCRUBBED_ENV
 
 
 class TestRunner:

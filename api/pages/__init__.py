@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.pages.auth import auth_router
+from api.pages.experiments import experiments_router
 from api.pages.models import models_router
 from api.pages.promotions import promotions_router
 from api.pages.register import register_router
@@ -20,7 +21,7 @@ __all__ = ["pages_router", "pages_static"]
 
 pages_static = StaticFiles(directory=STATIC_DIR)
 pages_router = APIRouter(route_class=PageRoute, include_in_schema=False)
-for _router in (auth_router, models_router, versions_router, register_router, promotions_router):
+for _router in (auth_router, models_router, versions_router, register_router, promotions_router, experiments_router):
     pages_router.include_router(_router)
 
 

@@ -1,8 +1,9 @@
 """Register a model version: pick an existing model or type a new name, give the source, Register.
 
-The seed picks the run's model artifact folder in the tracking UI. Calabi has no tracking
-gateway yet, so the page takes what ``RegistryService.create_model_version`` accepts today: a
-source URI or a path under an allowed local source root (``runs:/…`` needs the gateway).
+The seed picks the run's model artifact folder in the Artifacts panel of a run page
+(``/ui/runs/…``), whose Register Model button opens this form with ``source`` and ``run_id``
+filled in. A source can also be typed: ``runs:/``, ``models:/m-…`` and ``mlflow-artifacts:/``
+(through the tracking server), ``s3://`` or a path under an allowed local source root.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = ["register_router"]
 
 register_router = APIRouter(route_class=PageRoute, include_in_schema=False)
 MODEL_CHOICES = 1000
+PREFILLED = ("model", "source", "run_id")
+"""Fields the query string may fill in (a run page's Register Model link sets source and run_id)."""
 
 
 def _model_names(services: Services, user: PageUser) -> list[str]:
@@ -31,8 +34,8 @@ def _page(request: Request, user: PageUser, names: list[str], *, status: int = 2
     services = page_services(request)
     return render(
         request, "register.html", user=user, status=status, model_names=names, error=error,
-        values=values or {"model": request.query_params.get("model", "")},
-        tracking_url=services.settings.mlflow_tracking_url,
+        values=values or {key: request.query_params.get(key, "") for key in PREFILLED},
+        tracking=services.tracking is not None,
         source_roots=[str(p) for p in services.settings.local_source_roots], nav="register",
     )
 

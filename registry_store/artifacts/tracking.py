@@ -256,6 +256,14 @@ class TrackingClient:
                 break
         return found[:max_results]
 
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """One experiment by id (``GET experiments/get``)."""
+        doc = self._call(
+            "GET", f"{_API}/experiments/get", f"experiment '{experiment_id}'", params={"experiment_id": experiment_id}
+        )
+        with self._shape("experiments/get"):
+            return Experiment.model_validate(doc["experiment"])
+
     def search_experiments(self, *, max_results: int = 100) -> list[Experiment]:
         """Active experiments, at most ``max_results`` (one page)."""
         doc = self._call("POST", f"{_API}/experiments/search", "experiments", json={"max_results": max_results})

@@ -16,11 +16,12 @@ from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Person, Team
 from tests.fixtures.servers import LiveServer, start_server, stop_server
+from tests.fixtures.tracking import TrackingServer
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    started = start_server(tmp_path_factory.mktemp("browser"), temporal=True)
+def server(tmp_path_factory: pytest.TempPathFactory, tracking_server: TrackingServer) -> Iterator[LiveServer]:
+    started = start_server(tmp_path_factory.mktemp("browser"), temporal=True, tracking_url=tracking_server.url)
     yield started
     stop_server(started)
 

@@ -93,7 +93,7 @@ def test_register_from_a_run(browser: Browser, server: LiveServer, team: Team, s
     context = new_context(browser, server)
     page = sign_in(context, team.engineer)
     page.get_by_role("link", name="Register a model").first.click()
-    expect(page.get_by_text("tracking gateway")).to_be_visible()  # no run picker without the gateway
+    expect(page.get_by_role("link", name="Pick a run's model folder")).to_be_visible()
     page.get_by_label("Model", exact=True).fill(MODEL)  # an existing model (offered in the datalist)
     page.get_by_label("Model artifact folder").fill(str(source))
     page.get_by_label("Run ID (optional)").fill("9a7e41c0d2b3")

@@ -14,6 +14,7 @@ from policies.errors import PolicyError
 from registry_store.errors import (
     AliasNotFoundError,
     AlreadyExistsError,
+    ArtifactIntegrityError,
     ConflictError,
     InvalidParameterError,
     NotFoundError,
@@ -35,6 +36,7 @@ TABLE: list[tuple[Exception, str, bool]] = [
     (PermissionDeniedError("not yours"), "PERMISSION_DENIED", True),
     (ConflictError("try again"), "RESOURCE_CONFLICT", False),
     (StaleEvidenceError("Production changed"), "ABORTED", True),
+    (ArtifactIntegrityError("copy altered"), "DATA_LOSS", True),
     (UnavailableError("database down"), "TEMPORARILY_UNAVAILABLE", False),
     (PolicyError("policies/default.toml: production.metrics.direction: bad", file="policies/default.toml",
                  field="production.metrics.direction"), "PolicyError", True),
