@@ -10,7 +10,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher, make_artifact_store
-from registry_store.artifacts.tracking import TrackingClient, TrackingSourceResolver
+from registry_store.artifacts.tracking_client import TrackingClient
+from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.service import RegistryService
 from registry_store.users import UserService

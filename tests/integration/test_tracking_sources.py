@@ -24,7 +24,8 @@ import pytest
 
 from api.tracking_server import START_TIMEOUT_S
 from registry_store.artifacts import SourceFetcher, tree_digest
-from registry_store.artifacts.tracking import TrackingClient, TrackingSourceResolver
+from registry_store.artifacts.tracking_client import TrackingClient
+from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.errors import InvalidParameterError, NotFoundError, RegistryError, UnavailableError
 from tests.fixtures.servers import free_port
 from tests.fixtures.tracking import TrackingServer
