@@ -43,7 +43,9 @@ HEARTBEAT_EVERY_S = 2.0
 OUTPUT_TAIL = 4000
 SCRUBBED_ENV = frozenset({"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "TEMPORAL_API_KEY"})
 SCRUBBED_PREFIXES = ("CALABI_", "AWS_")
-"""Every registry setting and every AWS variable (keys, session tokens, credential files, profiles)."""
+"""Every registry setting and every AWS variable (keys, session tokens, credential files, profiles) ..."""
+KEPT_ENV = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"})
+"""... except the region, which grants nothing."""
 _COUNT = re.compile(r"\b(\d+) (passed|failed|errors?)\b")
 _KILL_WAIT_S = 10.0
 
@@ -67,7 +69,7 @@ def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _scrubbed(name: str) -> bool:
-    return name.startswith(SCRUBBED_PREFIXES) or name in SCRUBBED_ENV
+    return (name.startswith(SCRUBBED_PREFIXES) and name not in KEPT_ENV) or name in SCRUBBED_ENV
 
 
 class TestRunner:

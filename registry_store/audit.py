@@ -3,6 +3,8 @@
 Each event stores the hash of the event before it. Appending locks the single
 ``audit_head`` row, so concurrent transactions append in a total order and the chain
 never forks; the event is written in the caller's transaction, with the mutation.
+Appending runs prebuilt Core statements: lock and read the head, then insert the event and
+advance the head (on PostgreSQL both in one statement, one round trip).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from registry_store.entities import AuditEvent, AuditVerification
@@ -20,6 +23,24 @@ from registry_store.tables import AuditEventRow, AuditHeadRow
 __all__ = ["Actor", "append_event", "event_view", "verify_chain"]
 
 GENESIS_HASH = "0" * 64
+
+_CHAINED = (
+    "seq", "timestamp", "actor", "action", "model_name", "version", "subject", "before", "after", "request_id",
+    "prev_hash",
+)
+"""The fields an event's hash covers, in hashing order."""
+
+_LOCK_HEAD = select(col(AuditHeadRow.seq), col(AuditHeadRow.hash)).where(col(AuditHeadRow.id) == 1).with_for_update()
+_INSERT_EVENT = insert(AuditEventRow)
+_ADVANCE_HEAD = (
+    update(AuditHeadRow)
+    .where(col(AuditHeadRow.id) == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+_APPEND_POSTGRES = _ADVANCE_HEAD.add_cte(
+    insert(AuditEventRow).values({name: bindparam(f"event_{name}") for name in (*_CHAINED, "hash")}).cte("appended")
+)
+"""PostgreSQL: insert the event and advance the head in one statement (a data-modifying CTE always runs)."""
 
 
 @dataclass(frozen=True)
@@ -35,23 +56,12 @@ def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _chain_hash(fields: list[Any]) -> str:
+    return hashlib.sha256(_dump(fields).encode()).hexdigest()
+
+
 def _event_hash(row: AuditEventRow) -> str:
-    payload = _dump(
-        [
-            row.seq,
-            row.timestamp,
-            row.actor,
-            row.action,
-            row.model_name,
-            row.version,
-            row.subject,
-            row.before,
-            row.after,
-            row.request_id,
-            row.prev_hash,
-        ]
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return _chain_hash([getattr(row, name) for name in _CHAINED])
 
 
 def append_event(
@@ -66,29 +76,33 @@ def append_event(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Append one event in ``session``'s transaction (locks the chain head)."""
-    head = session.exec(
-        select(AuditHeadRow).where(col(AuditHeadRow.id) == 1).with_for_update()
-    ).one()
-    row = AuditEventRow(
-        seq=head.seq + 1,
-        timestamp=timestamp,
-        actor=actor.name,
-        action=action,
-        model_name=model_name,
-        version=version,
-        subject=subject,
-        before=_dump(before),
-        after=_dump(after),
-        request_id=actor.request_id,
-        prev_hash=head.hash,
-        hash="",
-    )
-    row.hash = _event_hash(row)
-    head.seq, head.hash = row.seq, row.hash
-    session.add(row)
-    session.add(head)
+    """Append one event in ``session``'s transaction (locks the chain head).
+
+    Changes pending in the session are flushed first, so they are written before the head is locked.
+    """
     session.flush()
+    connection = session.connection()
+    head_seq, head_hash = connection.execute(_LOCK_HEAD).one()
+    event: dict[str, Any] = {
+        "seq": head_seq + 1,
+        "timestamp": timestamp,
+        "actor": actor.name,
+        "action": action,
+        "model_name": model_name,
+        "version": version,
+        "subject": subject,
+        "before": _dump(before),
+        "after": _dump(after),
+        "request_id": actor.request_id,
+        "prev_hash": head_hash,
+    }
+    event["hash"] = _chain_hash([event[name] for name in _CHAINED])
+    head = {"head_seq": event["seq"], "head_hash": event["hash"]}
+    if connection.dialect.name == "postgresql":
+        connection.execute(_APPEND_POSTGRES, {**head, **{f"event_{name}": value for name, value in event.items()}})
+    else:
+        connection.execute(_INSERT_EVENT, event)
+        connection.execute(_ADVANCE_HEAD, head)
 
 
 def event_view(row: AuditEventRow) -> AuditEvent:

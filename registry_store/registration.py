@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from registry_store.artifacts import (
     MLMODEL_FILE,
     ArtifactStore,
+    ModelMetadata,
     SourceFacts,
     SourceFetcher,
     manifest_digest,
@@ -48,28 +48,31 @@ def stage_artifact(
     source: str,
     progress: Callable[[int], None] | None = None,
 ) -> StagedArtifact:
-    """Fetch ``source``, digest it, read its MLmodel and copy it to ``<model>/<uuid>/``.
+    """Fetch ``source``, digest it, read its MLmodel and store it at ``<model>/<uuid>/``.
 
+    The source is fetched straight into the store's staging area and hashed while it is copied
+    (tracking sources, whose copier does not hash, are digested afterwards); the local store then
+    renames the tree into place, the S3 store uploads it. Nothing remains when this raises.
     Tracking sources must hold an ``MLmodel``; their run and logged-model numbers join the
     evidence, and stand in for ``metrics.json`` when the artifact has none.
     """
-    with tempfile.TemporaryDirectory(prefix="calabi-stage-") as tmp:
-        local = Path(tmp) / "artifact"
-        local.mkdir()
-        facts = fetcher.fetch(source, local)
-        if facts.require_mlmodel and not (local / MLMODEL_FILE).is_file():
+    with store.staging() as local:
+        facts = fetcher.fetch(source, local, progress if store.stages_in_place else None)
+        if facts.require_mlmodel and not _has_mlmodel(local, facts.file_digests):
             raise InvalidParameterError(
                 f"Source '{source}' is not an MLflow model: it has no {MLMODEL_FILE} file at its root"
             )
-        file_digests = tree_manifest(local)
-        metadata = read_model_metadata(local)
-        evidence: dict[str, Any] = {"flavors": list(metadata.flavors), **facts.evidence, **_recorded_numbers(local)}
+        file_digests = facts.file_digests if facts.file_digests is not None else tree_manifest(local)
+        metadata = read_model_metadata(local) if MLMODEL_FILE in file_digests else ModelMetadata()
+        evidence: dict[str, Any] = {
+            "flavors": list(metadata.flavors), **facts.evidence, **_recorded_numbers(local, file_digests)
+        }
         if "metrics" not in evidence:
             tracked = {**facts.evidence.get("run_metrics", {}), **facts.evidence.get("model_metrics", {})}
             if tracked:
                 evidence["metrics"] = tracked
         artifact_id = uuid.uuid4().hex
-        location = store.put_tree(local, f"{model_name}/{artifact_id}", progress)
+        location = store.put_staged(local, f"{model_name}/{artifact_id}", None if store.stages_in_place else progress)
     return StagedArtifact(
         storage_location=location,
         artifact_id=artifact_id,
@@ -81,13 +84,18 @@ def stage_artifact(
     )
 
 
-def _recorded_numbers(root: Path) -> dict[str, dict[str, float]]:
-    """Metrics and feature importances recorded next to the model (``metrics.json``, ...)."""
+def _has_mlmodel(root: Path, files: Mapping[str, str] | None) -> bool:
+    """Whether the tree has an ``MLmodel`` at its root; ``files`` is its manifest when the copier made one."""
+    return MLMODEL_FILE in files if files is not None else (root / MLMODEL_FILE).is_file()
+
+
+def _recorded_numbers(root: Path, files: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """Metrics and feature importances recorded next to the model (``metrics.json``, ...); ``files`` lists the tree."""
     found: dict[str, dict[str, float]] = {}
     for key, filename in (("metrics", METRICS_FILE), ("feature_importances", IMPORTANCES_FILE)):
-        path = root / filename
-        if not path.is_file():
+        if filename not in files:
             continue
+        path = root / filename
         try:
             document = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:

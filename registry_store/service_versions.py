@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import col, select
 
 from registry_store import search
@@ -13,10 +14,11 @@ from registry_store.audit import Actor
 from registry_store.entities import ModelVersion, Page
 from registry_store.errors import (
     InvalidParameterError,
+    NotFoundError,
 )
 from registry_store.registration import stage_artifact
 from registry_store.service_base import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase
-from registry_store.stages import PRODUCTION, STAGING, canonical_stage, is_break_glass
+from registry_store.stages import NONE, PRODUCTION, STAGING, canonical_stage, is_break_glass
 from registry_store.tables import (
     ModelVersionRow,
     ModelVersionTagRow,
@@ -32,9 +34,22 @@ from registry_store.validation import (
     validate_source,
     validate_tag,
 )
-from registry_store.views import latest_per_stage, versions_views
+from registry_store.views import latest_per_stage, new_version_view, versions_views
 
 __all__ = ["VersionOperations"]
+
+# Registration's statements, built once (building a statement costs more than SQLite takes to run it).
+_MODEL_EXISTS = select(col(RegisteredModelRow.id)).where(col(RegisteredModelRow.name) == bindparam("name"))
+_NEXT_NUMBER = (
+    update(RegisteredModelRow)
+    .where(col(RegisteredModelRow.name) == bindparam("model_name"))
+    .values(next_version=col(RegisteredModelRow.next_version) + 1, last_updated_timestamp=bindparam("now"))
+    .returning(col(RegisteredModelRow.id), col(RegisteredModelRow.next_version))
+)
+"""Locks the model row (a row lock on PostgreSQL; the write transaction holds SQLite's write lock) and
+takes the next version number in one statement: the number is the returned counter minus one."""
+_INSERT_VERSION = insert(ModelVersionRow).returning(col(ModelVersionRow.id))
+_INSERT_VERSION_TAG = insert(ModelVersionTagRow)
 
 
 class VersionOperations(ServiceBase):
@@ -66,47 +81,51 @@ class VersionOperations(ServiceBase):
         text = validate_description(description)
         link = run_link if isinstance(run_link, str) else ""
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
-        with self._db.read() as session:
-            self._model(session, model_name)  # fail fast before copying anything
+        with self._db.read() as session:  # fail fast before copying anything
+            if session.connection().execute(_MODEL_EXISTS, {"name": model_name}).first() is None:
+                raise _model_not_found(model_name)
         staged = stage_artifact(self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
         try:
             run, logged_model = _reconcile_ids(src, run, logged_model, staged.facts)
             with self._db.write() as session:
-                model = self._model(session, model_name, lock=True)
-                assert model.id is not None
+                connection = session.connection()
                 now = self._clock()
-                row = ModelVersionRow(
-                    model_id=model.id,
-                    version=model.next_version,
-                    source=src,
-                    run_id=run,
-                    run_link=link,
-                    model_id_ref=logged_model,
-                    description=text,
-                    storage_location=staged.storage_location,
-                    artifact_id=staged.artifact_id,
-                    digest=staged.digest,
-                    file_digests=json.dumps(staged.file_digests, sort_keys=True),
-                    signature=staged.signature,
-                    evidence=json.dumps(staged.evidence, sort_keys=True),
-                    user_id=actor.name,
-                    creation_timestamp=now,
-                    last_updated_timestamp=now,
-                )
-                model.next_version += 1
-                model.last_updated_timestamp = now
-                session.add(model)
-                session.add(row)
-                session.flush()
-                assert row.id is not None
-                for key, value in valid_tags.items():
-                    session.add(ModelVersionTagRow(version_id=row.id, key=key, value=value))
+                found = connection.execute(_NEXT_NUMBER, {"model_name": model_name, "now": now}).first()
+                if found is None:
+                    raise _model_not_found(model_name)
+                values = {
+                    "model_id": found.id,
+                    "version": found.next_version - 1,
+                    "current_stage": NONE,
+                    "description": text,
+                    "source": src,
+                    "run_id": run,
+                    "run_link": link,
+                    "model_id_ref": logged_model,
+                    "storage_location": staged.storage_location,
+                    "artifact_id": staged.artifact_id,
+                    "digest": staged.digest,
+                    "file_digests": json.dumps(staged.file_digests, sort_keys=True),
+                    "signature": staged.signature,
+                    "evidence": json.dumps(staged.evidence, sort_keys=True),
+                    "status": "READY",
+                    "status_message": "",
+                    "user_id": actor.name,
+                    "creation_timestamp": now,
+                    "last_updated_timestamp": now,
+                }
+                version_id = connection.execute(_INSERT_VERSION, values).scalar_one()
+                if valid_tags:
+                    connection.execute(
+                        _INSERT_VERSION_TAG,
+                        [{"version_id": version_id, "key": key, "value": value} for key, value in valid_tags.items()],
+                    )
                 self._audit(
                     session,
                     actor,
                     "create_model_version",
-                    model.name,
-                    row.version,
+                    model_name,
+                    values["version"],
                     after={
                         "source": src,
                         "run_id": run,
@@ -116,7 +135,7 @@ class VersionOperations(ServiceBase):
                         "tags": valid_tags,
                     },
                 )
-                return versions_views(session, [(row, model.name)], with_aliases=True)[0]
+                return new_version_view(model_name, values, valid_tags)
         except BaseException:
             self._delete_artifacts([staged.storage_location])
             raise
@@ -341,6 +360,10 @@ class VersionOperations(ServiceBase):
                 return
             session.delete(old)
             self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value})
+
+
+def _model_not_found(name: str) -> NotFoundError:
+    return NotFoundError(f"Registered Model with name={name} not found")
 
 
 def _reconcile_ids(source: str, run_id: str, model_id: str, facts: SourceFacts) -> tuple[str, str]:

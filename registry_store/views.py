@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BindParameter, bindparam
@@ -20,7 +20,7 @@ from registry_store.tables import (
     RegisteredModelTagRow,
 )
 
-__all__ = ["latest_per_stage", "model_view", "models_views", "version_view", "versions_views"]
+__all__ = ["latest_per_stage", "model_view", "models_views", "new_version_view", "version_view", "versions_views"]
 
 # Statements built once: the read paths run them on every request, and building a SQLAlchemy
 # statement costs more than SQLite takes to answer it.
@@ -78,6 +78,33 @@ def version_view(
         last_updated_timestamp=row.last_updated_timestamp,
         tags=tags,
         aliases=aliases,
+    )
+
+
+def new_version_view(model_name: str, values: Mapping[str, Any], tags: Mapping[str, str]) -> ModelVersion:
+    """The view of a version just inserted with ``values`` (``model_versions`` columns, all given) and
+    ``tags``, built without reading it back: a new version has exactly those tags and no aliases."""
+    return ModelVersion(
+        name=model_name,
+        version=values["version"],
+        current_stage=values["current_stage"],
+        description=values["description"],
+        source=values["source"],
+        run_id=values["run_id"],
+        run_link=values["run_link"],
+        model_id=values["model_id_ref"],
+        storage_location=values["storage_location"],
+        artifact_id=values["artifact_id"],
+        digest=values["digest"],
+        signature=values["signature"],
+        evidence=json.loads(values["evidence"]),
+        status=values["status"],
+        status_message=values["status_message"],
+        user_id=values["user_id"],
+        creation_timestamp=values["creation_timestamp"],
+        last_updated_timestamp=values["last_updated_timestamp"],
+        tags=dict(sorted(tags.items())),
+        aliases=[],
     )
 
 

@@ -2,11 +2,13 @@
 
 Local sources are confined to the operator's ``CALABI_LOCAL_SOURCE_ROOTS`` (compared by
 real path), so no client can make the server copy its own files. On any failure the
-destination is emptied again.
+destination is emptied again. Local and S3 copies are hashed on the way (``SourceFacts.file_digests``),
+so the copy need not be read again to digest it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from registry_store.artifacts._s3 import classify_error, make_s3_client, parse_s3_uri
 from registry_store.artifacts._tree import CHUNK_SIZE, ProgressCallback, safe_relpath
+from registry_store.artifacts.digest import file_sha256
 from registry_store.errors import InvalidParameterError, RegistryError, UnavailableError
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ TRACKING_SCHEMES = frozenset({"runs", "models", "mlflow-artifacts"})
 
 @dataclass(frozen=True)
 class SourceFacts:
-    """What a source tells about itself besides its files (tracking sources only)."""
+    """What a fetch learnt besides the files: the copy's digests, and what a tracking source says about itself."""
 
     run_id: str = ""
     """The run that produced the artifact (a logged model's ``source_run_id``)."""
@@ -45,6 +48,9 @@ class SourceFacts:
     """Snapshotted numbers: ``run_metrics``, ``run_params``, ``model_metrics``."""
     require_mlmodel: bool = False
     """The source claims to be an MLflow model, so an ``MLmodel`` file must be present."""
+    file_digests: dict[str, str] | None = None
+    """``{relative posix path: hex sha256}`` of every file copied, hashed while copying (local and S3
+    sources); None when the copier did not hash (tracking sources): digest the copy itself."""
 
 
 TrackingResolver = Callable[[str, Path, ProgressCallback | None], SourceFacts]
@@ -79,7 +85,8 @@ class SourceFetcher:
 
         ``progress`` gets byte increments; for S3 it may be called from transfer threads.
         Raises InvalidParameterError for refused, missing, empty or unreadable sources and
-        UnavailableError when S3 cannot be reached; ``dest`` is left empty on failure.
+        UnavailableError when S3 cannot be reached; ``dest`` is left empty on failure. Local and
+        S3 copies come back with ``file_digests`` (the manifest of ``dest``).
         """
         copy = self._plan(source)
         dest.mkdir(parents=True, exist_ok=True)
@@ -146,7 +153,9 @@ class SourceFetcher:
     def _allowed(self, real: Path) -> bool:
         return any(real.is_relative_to(root) for root in self.local_roots)
 
-    def _copy_local(self, source: str, requested: Path, dest: Path, progress: ProgressCallback | None) -> None:
+    def _copy_local(
+        self, source: str, requested: Path, dest: Path, progress: ProgressCallback | None
+    ) -> SourceFacts:
         real = Path(os.path.realpath(requested))
         if not self._allowed(real):
             raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
@@ -156,17 +165,25 @@ class SourceFetcher:
             raise InvalidParameterError(f"Source '{source}' does not exist") from None
         except OSError as exc:
             raise InvalidParameterError(f"Source '{source}' is not readable: {exc.strerror}") from None
+        digests: dict[str, str] = {}
         if stat.S_ISREG(mode):
-            self._copy_file(source, real, dest / requested.name, requested.name, progress)
+            digests[requested.name] = self._copy_file(source, real, dest / requested.name, requested.name, progress)
         elif stat.S_ISDIR(mode):
-            self._copy_dir(source, real, dest, "", progress)
+            self._copy_dir(source, real, dest, "", progress, digests)
         else:
             raise InvalidParameterError(f"Source '{source}' is neither a regular file nor a directory")
-        if not any(path.is_file() for path in dest.rglob("*")):
+        if not digests:
             raise InvalidParameterError(f"Source '{source}' is empty or does not exist")
+        return SourceFacts(file_digests=digests)
 
     def _copy_dir(
-        self, source: str, directory: Path, out_dir: Path, prefix: str, progress: ProgressCallback | None
+        self,
+        source: str,
+        directory: Path,
+        out_dir: Path,
+        prefix: str,
+        progress: ProgressCallback | None,
+        digests: dict[str, str],
     ) -> None:
         try:
             with os.scandir(directory) as scan:
@@ -187,17 +204,20 @@ class SourceFetcher:
                     raise InvalidParameterError(
                         f"Source '{source}' contains a symlink to a directory ('{rel}'); register its target"
                     )
-                self._copy_file(source, target, out, rel, progress)
+                digests[rel] = self._copy_file(source, target, out, rel, progress)
             elif entry.is_dir(follow_symlinks=False):
                 out.mkdir()
-                self._copy_dir(source, Path(entry.path), out, f"{rel}/", progress)
+                self._copy_dir(source, Path(entry.path), out, f"{rel}/", progress, digests)
             elif entry.is_file(follow_symlinks=False):
-                self._copy_file(source, Path(entry.path), out, rel, progress)
+                digests[rel] = self._copy_file(source, Path(entry.path), out, rel, progress)
             else:
                 raise InvalidParameterError(f"Source '{source}' contains a special file: '{rel}'")
 
-    def _copy_file(self, source: str, path: Path, out: Path, rel: str, progress: ProgressCallback | None) -> None:
-        """Copy one regular file, opened without following a final symlink and re-checked after open."""
+    def _copy_file(self, source: str, path: Path, out: Path, rel: str, progress: ProgressCallback | None) -> str:
+        """Copy one regular file, opened without following a final symlink and re-checked after open.
+
+        Returns the hex sha256 of the bytes copied (hashed on the way: the file is read once).
+        """
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(path, flags)
@@ -212,7 +232,8 @@ class SourceFetcher:
         if opened is not None and not self._allowed(opened):
             os.close(fd)
             raise InvalidParameterError(f"Source '{source}': '{rel}' resolves outside the allowed roots")
-        with os.fdopen(fd, "rb") as fin:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "rb", buffering=0) as fin:
             with out.open("xb") as fout:
                 while True:
                     try:
@@ -224,8 +245,10 @@ class SourceFetcher:
                     if not chunk:
                         break
                     fout.write(chunk)
+                    digest.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
+        return digest.hexdigest()
 
     # -- S3 --------------------------------------------------------------------------------
 
@@ -234,7 +257,9 @@ class SourceFetcher:
             self._s3_client = self._s3_client_factory(self.s3_endpoint_url)
         return self._s3_client
 
-    def _copy_s3(self, source: str, bucket: str, key: str, dest: Path, progress: ProgressCallback | None) -> None:
+    def _copy_s3(
+        self, source: str, bucket: str, key: str, dest: Path, progress: ProgressCallback | None
+    ) -> SourceFacts:
         client = self._client()
         with _s3_errors(source, bucket):
             prefix = key if not key or key.endswith("/") else f"{key}/"
@@ -246,10 +271,13 @@ class SourceFetcher:
                 files = [(key, _object_name(source, key))]
             else:
                 raise InvalidParameterError(f"Source '{source}' is empty or does not exist")
+            digests: dict[str, str] = {}
             for object_key, rel in files:
                 out = dest.joinpath(*rel.parts)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, object_key, str(out), Callback=progress)
+                digests[rel.as_posix()] = file_sha256(out)  # just written: read back from the page cache
+        return SourceFacts(file_digests=digests)
 
 
 def _list_objects(client: S3Client, bucket: str, prefix: str) -> list[str]:

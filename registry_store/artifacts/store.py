@@ -1,17 +1,25 @@
 """The registry's own artifact store: a local directory or an S3 prefix.
 
-Locations are URIs the store hands out from ``put_tree`` (``file:///…`` or
+Locations are URIs the store hands out from ``put_tree`` and ``put_staged`` (``file:///…`` or
 ``s3://bucket/prefix/…``); every other method accepts only locations inside the store.
+
+Registration assembles a tree in ``staging()`` and hands it to ``put_staged``: the local store
+stages inside its root (``<root>/:staging/``, a name no model can have) and renames the finished
+tree into place, so the bytes are written once and the location appears whole or not at all;
+the S3 store stages in a temporary directory and uploads from it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
 import stat
+import tempfile
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
@@ -37,13 +45,29 @@ if TYPE_CHECKING:
 __all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "make_artifact_store"]
 
 _DELETE_BATCH = 1000
+_STAGING_DIR = ":staging"
+"""Below a local store's root; model names cannot contain ':', so no model's directory has this name."""
 
 
 class ArtifactStore(Protocol):
     """Where the registry keeps its own copy of every version's artifacts."""
 
+    stages_in_place: bool
+    """True when ``staging()`` directories lie inside the store and ``put_staged`` only renames: the
+    writes into the staging directory are then the store's writes (report those as progress)."""
+
     def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Copy a tree (or one file) under ``key``; return the location URI. Empty trees are refused."""
+        ...
+
+    def staging(self) -> AbstractContextManager[Path]:
+        """A new empty local directory to assemble a tree in for ``put_staged``; removed (with whatever
+        is still in it) when the block ends."""
+        ...
+
+    def put_staged(self, staged: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Store the tree assembled in ``staged`` (a ``staging()`` directory) under ``key``, like
+        ``put_tree``; the local store moves it into place, so ``staged`` is gone afterwards."""
         ...
 
     def delete(self, location: str) -> None:
@@ -80,9 +104,12 @@ def _foreign(location: str) -> InvalidParameterError:
 class LocalArtifactStore:
     """Artifact trees as directories below ``root``; locations are ``file://`` URIs."""
 
+    stages_in_place = True
+
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = Path(os.path.realpath(root))
+        self._staging_root = self.root / _STAGING_DIR
 
     def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Copy ``local_dir`` to ``<root>/<key>``; return its ``file://`` URI."""
@@ -101,6 +128,46 @@ class LocalArtifactStore:
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+        return target.as_uri()
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A new directory in ``<root>/:staging/`` (same filesystem as the store, so it can be renamed in)."""
+        path = self._staging_root / uuid.uuid4().hex
+        try:
+            path.mkdir()
+        except FileNotFoundError:
+            self._staging_root.mkdir(exist_ok=True)
+            path.mkdir()
+        try:
+            yield path
+        finally:
+            if os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def put_staged(self, staged: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Rename the staged tree to ``<root>/<key>`` (one atomic step); return its ``file://`` URI.
+
+        ``progress`` is not called: the bytes were written while staging. Symlinks, special files and
+        trees without files are refused, as by ``put_tree``; an existing location is never replaced.
+        """
+        target = self.root.joinpath(*safe_relpath(key, "artifact key").parts)
+        if staged.parent != self._staging_root or staged.is_symlink() or not staged.is_dir():
+            raise ValueError(f"'{staged}' is not a staging directory of this store")
+        if not tree_files(staged):
+            raise InvalidParameterError(f"Artifact tree '{staged}' is empty")
+        if os.path.lexists(target):
+            raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A directory renamed onto a non-empty directory or a file fails; nothing is overwritten.
+            os.rename(staged, target)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already") from None
+            if exc.errno != errno.EXDEV:
+                raise
+            return self.put_tree(staged, key, progress)  # the model's directory is another mount: copy
         return target.as_uri()
 
     def delete(self, location: str) -> None:
@@ -193,6 +260,8 @@ class _BodyReader(io.RawIOBase):
 class S3ArtifactStore:
     """Artifact trees below ``s3://bucket/prefix``; locations are ``s3://`` URIs."""
 
+    stages_in_place = False
+
     def __init__(self, bucket: str, prefix: str, client: S3Client) -> None:
         self.bucket = bucket
         stripped = prefix.strip("/")
@@ -219,6 +288,16 @@ class S3ArtifactStore:
                     self._delete_prefix(f"{base}/")
                 raise
         return location
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A temporary local directory; ``put_staged`` uploads from it."""
+        with tempfile.TemporaryDirectory(prefix="calabi-stage-") as tmp:
+            yield Path(tmp)
+
+    def put_staged(self, staged: Path, key: str, progress: ProgressCallback | None = None) -> str:
+        """Upload the staged tree to ``<prefix>/<key>/`` (``put_tree``)."""
+        return self.put_tree(staged, key, progress)
 
     def delete(self, location: str) -> None:
         """Delete every object below ``location``; missing is fine, outside the prefix is refused."""
