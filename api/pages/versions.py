@@ -58,6 +58,8 @@ async def version_page(request: Request, user: SignedIn, name: str, version: str
         metrics=evidence.get("metrics") if isinstance(evidence.get("metrics"), dict) else {},
         importances=evidence.get("feature_importances")
         if isinstance(evidence.get("feature_importances"), dict) else {},
+        params=evidence.get("run_params") if isinstance(evidence.get("run_params"), dict) else {},
+        tracking=page_services(request).tracking is not None,
         serving_schema=loaded.serving_schema, nav="models",
     )
 

@@ -72,3 +72,13 @@ def test_engineer_registers_the_runs_logged_model(
     details = page.get_by_role("region", name="Details")
     expect(details).to_contain_text(logged.run_id)
     expect(details).to_contain_text(f"models:/{logged.model_id}")
+    expect(details).to_contain_text(logged.model_id)  # the logged model, also outside the source
+    # The version snapshots its run: metrics and params from the tracking server.
+    expect(page.get_by_role("table", name="Metrics recorded with the artifact or its run")).to_contain_text(
+        "holdout_log_loss"
+    )
+    expect(page.get_by_role("table", name="Parameters of the run that produced the model")).to_contain_text(
+        "n_estimators"
+    )
+    details.get_by_role("link", name="run page").click()
+    expect(page).to_have_url(re.compile(f"/ui/runs/{logged.run_id}$"))
