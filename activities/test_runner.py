@@ -34,7 +34,8 @@ from temporalio.exceptions import CancelledError
 
 from activities.errors import domain_errors
 from policies.evidence import TestRun
-from registry_store.artifacts import ArtifactStore
+from registry_store.artifacts import ArtifactStore, tree_digest
+from registry_store.errors import ArtifactIntegrityError
 from workflows.models import TestsInput
 
 __all__ = ["HEARTBEAT_EVERY_S", "OUTPUT_TAIL", "SCRUBBED_ENV", "TestRunner", "parse_counts"]
@@ -61,6 +62,15 @@ def parse_counts(output: str) -> tuple[int, int]:
                 counts[key] = counts.get(key, 0) + int(number)
             return counts.get("passed", 0), counts.get("failed", 0)
     return 0, 0
+
+
+def _check_digest(artifact_dir: Path, tests: TestsInput) -> None:
+    """Refuse to test a registry copy that differs from what was registered."""
+    if tests.digest and (found := tree_digest(artifact_dir)) != tests.digest:
+        raise ArtifactIntegrityError(
+            f"The registry's copy at {tests.storage_location} does not match the digest recorded at registration "
+            f"({tests.digest}, found {found}); it was not tested"
+        )
 
 
 def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -91,6 +101,7 @@ class TestRunner:
             artifact_dir.mkdir()
             activity.heartbeat()
             self._artifacts.download_tree(tests.storage_location, artifact_dir, self._download_progress())
+            _check_digest(artifact_dir, tests)
             argv = rule.render_command(str(artifact_dir))
             log_path = Path(tmp) / "output.log"
             started = time.monotonic()

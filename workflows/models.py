@@ -80,6 +80,8 @@ class TestsInput(_Message):
     promotion_id: str
     storage_location: str
     rule: TestsRule
+    digest: str = ""
+    """The candidate's digest recorded at registration: the downloaded copy must match it."""
 
 
 class CheckInput(_Message):

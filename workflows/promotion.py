@@ -204,7 +204,7 @@ class PromotionWorkflow:
                 test_run = await workflow.execute_activity(
                     "run_tests",
                     TestsInput(promotion_id=self._current.promotion_id, storage_location=snapshot.storage_location,
-                               rule=snapshot.policy.tests),
+                               rule=snapshot.policy.tests, digest=snapshot.evidence.candidate.digest),
                     result_type=TestRun, start_to_close_timeout=timedelta(seconds=snapshot.policy.tests.timeout_s + 60),
                     heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
                 )

@@ -17,7 +17,7 @@ from activities.test_runner import OUTPUT_TAIL, TestRunner
 from policies.checklist import run_check
 from policies.evidence import Evidence, VersionEvidence
 from policies.models import StagePolicy, TestsRule
-from registry_store.artifacts import LocalArtifactStore
+from registry_store.artifacts import LocalArtifactStore, tree_digest
 from workflows.models import TestsInput
 
 PY = sys.executable
@@ -191,3 +191,31 @@ def test_missing_artifact_is_a_non_retryable_error(store: LocalArtifactStore) ->
         ActivityEnvironment().run(TestRunner(store).run_tests, make_input(missing, [PY, "-c", "pass"]))
 
     assert (raised.value.type, raised.value.non_retryable) == ("RESOURCE_DOES_NOT_EXIST", True)
+
+
+def test_a_copy_matching_the_registered_digest_is_tested(store: LocalArtifactStore, location: str,
+                                                          tmp_path: Path) -> None:
+    copy = tmp_path / "expected"
+    store.download_tree(location, copy)
+    tests = make_input(location, [PY, "-c", "print('1 passed')"]).model_copy(update={"digest": tree_digest(copy)})
+
+    run = ActivityEnvironment().run(TestRunner(store).run_tests, tests)
+
+    assert (run.passed, run.failed) == (1, 0)
+
+
+def test_an_altered_registry_copy_is_refused_before_its_tests_run(store: LocalArtifactStore, location: str,
+                                                                  tmp_path: Path) -> None:
+    copy = tmp_path / "expected"
+    store.download_tree(location, copy)
+    digest = tree_digest(copy)
+    marker = tmp_path / "ran"
+    next(p for p in Path(location.removeprefix("file://")).rglob("*") if p.is_file()).write_bytes(b"altered")
+    tests = make_input(location, [PY, "-c", f"open({str(marker)!r}, 'w')"]).model_copy(update={"digest": digest})
+
+    with pytest.raises(ApplicationError) as raised:
+        ActivityEnvironment().run(TestRunner(store).run_tests, tests)
+
+    assert raised.value.type == "DATA_LOSS" and raised.value.non_retryable
+    assert "does not match the digest recorded at registration" in str(raised.value)
+    assert not marker.exists(), "the command must not run against an altered copy"
