@@ -1,6 +1,7 @@
 """``python -m bench``: Calabi against the real MLflow server, through the same MLflow client.
 
 Modules: ``servers`` (start/stop the servers under test), ``workload`` (the operations and a
-bounded multi-threaded driver), ``run`` (the interleaved run), ``report`` (markdown tables),
+bounded multi-threaded driver), ``split`` (the same client threads over 2 processes: the
+diagnostic of a GIL-bound client), ``run`` (the interleaved run), ``report`` (markdown tables),
 ``__main__`` (command line and ``RESULTS.md``).
 """

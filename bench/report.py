@@ -17,6 +17,8 @@ __all__ = [
     "matrix_table",
     "nagle_table",
     "populate_table",
+    "saturation_table",
+    "split_table",
     "targets_table",
     "throughput_table",
 ]
@@ -50,6 +52,10 @@ class ServerResults:
     nagle: NagleResult | None = None
     large_model_from: str = ""
     """Non-empty when the large model was not grown here but restored from this server's databases."""
+    split: dict[str, Stats] = field(default_factory=dict)
+    """The diagnostic: 8 client threads split over 2 processes, by operation."""
+    split_error: str = ""
+    """Why the diagnostic stopped early (a client process died or timed out), if it did."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ def _rate(value: float) -> str:
     if math.isnan(value):
         return "—"
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _cores(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
 
 
 def _ratio(value: float) -> str:
@@ -222,6 +232,53 @@ def cpu_table(results: Sequence[ServerResults], ops: Sequence[str], threads: Seq
         for st in stats:
             cells += ["—", "—"] if st is None else [_ms(st.server_cpu_ms_per_call), _ms(st.client_cpu_ms_per_call)]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _vs_best(mine: Stats | None, others: Sequence[Stats | None]) -> float:
+    best = _best_rate(others)
+    return mine.ops_per_s / best if mine is not None and mine.n and best > 0 else math.nan
+
+
+def split_table(calabi: ServerResults, mlflows: Sequence[ServerResults], ops: Sequence[str], threads: int) -> list[str]:
+    """The diagnostic's ops/s, p50, p99 per server and ratio, next to the 1-process ratio at ``threads``."""
+    servers = [calabi, *mlflows]
+    lines = _header(
+        ["operation"],
+        [s.label for s in servers],
+        ["ops/s", "p50 ms", "p99 ms"],
+        ["Calabi ÷ faster MLflow (ops/s)", f"same ratio, {threads} threads in 1 process"],
+    )
+    for op in ops:
+        row = [op]
+        for server in servers:
+            row += _cells(server.split.get(op))
+        row.append(_ratio(_vs_best(calabi.split.get(op), [m.split.get(op) for m in mlflows])))
+        one = _vs_best(calabi.matrix.get((op, threads)), [m.matrix.get((op, threads)) for m in mlflows])
+        row.append(_ratio(one))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def saturation_table(results: Sequence[ServerResults], ops: Sequence[str], threads: int, layout: str) -> list[str]:
+    """CPU per call and cores kept busy, client and server, for 1 process × ``threads`` and the diagnostic."""
+    lines = [
+        "| operation | server | clients | ops/s | client CPU ms/call | client cores | server CPU ms/call "
+        "| server cores |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for op in ops:
+        for server in results:
+            for clients, st in (
+                (f"1 process × {threads} threads", server.matrix.get((op, threads))),
+                (layout, server.split.get(op)),
+            ):
+                if st is None:
+                    continue
+                lines.append(
+                    f"| {op} | {server.label} | {clients} | {_rate(st.ops_per_s)} | {_ms(st.client_cpu_ms_per_call)} "
+                    f"| {_cores(st.client_cores)} | {_ms(st.server_cpu_ms_per_call)} | {_cores(st.server_cores)} |"
+                )
     return lines
 
 

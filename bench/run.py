@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from bench.report import ServerResults
 from bench.servers import MLFLOW_ASYNCIO, RunningServer, ServerSpec, start_server, stop_server
+from bench.split import PROCESSES, SPLIT_OPS, THREADS_PER_PROCESS, ClientPool, PoolError
 from bench.workload import Op, Registry, Stats, drive, merge_rounds, nagle_check, scale_model
 
 __all__ = [
@@ -136,6 +137,61 @@ def _measure(target: _Target, op: Op, *, threads: int, calls: int, cap_s: float)
     return drive(op, threads=threads, calls_per_thread=calls, time_cap_s=cap_s, server_cpu=target.server.cpu_seconds)
 
 
+def _start_pool(targets: list[_Target], log: Log) -> ClientPool | None:
+    """The diagnostic's client processes, their clients warmed on every server; None if they fail."""
+    started = time.perf_counter()
+    try:
+        pool = ClientPool()
+    except PoolError as exc:
+        _pool_failed(targets, exc, log)
+        return None
+    try:
+        for t in targets:  # each worker's own clients: imports, connections
+            for name in SPLIT_OPS:
+                pool.measure(
+                    t.server.url, t.server.source, name, calls_per_thread=2, cap_s=30, server_cpu=t.server.cpu_seconds
+                )
+    except BaseException as exc:
+        pool.close()
+        if not isinstance(exc, PoolError):
+            raise
+        _pool_failed(targets, exc, log)
+        return None
+    log(f"   {PROCESSES} client processes up and warmed in {time.perf_counter() - started:.1f}s")
+    return pool
+
+
+def _pool_failed(targets: list[_Target], exc: PoolError, log: Log) -> None:
+    log(f"   !! {PROCESSES}-process diagnostic stopped: {exc}")
+    for t in targets:
+        t.results.split_error = str(exc)
+
+
+def _split_round(
+    pool: ClientPool,
+    targets: list[_Target],
+    cfg: Config,
+    turn: int,
+    rounds: dict[tuple[str, str], list[Stats]],
+    log: Log,
+) -> None:
+    """One round of the diagnostic: every op on every server (rotating), 8 threads over the processes."""
+    started = time.perf_counter()
+    for k, name in enumerate(SPLIT_OPS):
+        for t in _rotated(targets, turn + k):
+            stats = pool.measure(
+                t.server.url,
+                t.server.source,
+                name,
+                calls_per_thread=cfg.calls_per_thread,
+                cap_s=cfg.cap_s,
+                server_cpu=t.server.cpu_seconds,
+            )
+            rounds.setdefault((t.spec.key, name), []).append(stats)
+            log(f"   {name:<20} {PROCESSES}x{THREADS_PER_PROCESS} {t.spec.label:<18} {summary(stats)}")
+    log(f"   diagnostic round in {time.perf_counter() - started:.1f}s")
+
+
 def _throughput_model_size(cfg: Config) -> int:
     """The scale whose model is measured for throughput on its way up (smallest scale ≥ throughput_at)."""
     return min(size for size in cfg.scales if size >= cfg.throughput_at)
@@ -190,6 +246,7 @@ def run_benchmark(
 ) -> dict[str, ServerResults]:
     """Start every server, run every measurement on each in turn, stop them; the results by server key."""
     targets: list[_Target] = []
+    pool: ClientPool | None = None
     try:
         log(f"== starting {', '.join(s.label for s in specs)}; load average {os.getloadavg()[0]:.2f}")
         for spec in specs:
@@ -206,8 +263,11 @@ def run_benchmark(
             t.results.nagle = nagle_check(t.server.url, token)
             log(f"   {t.spec.label:<20} {t.results.nagle.summary()}")
 
+        log(f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads (diagnostic): starting")
+        pool = _start_pool(targets, log)
         turn = 0
         rounds: dict[tuple[str, str, int], list[Stats]] = {}
+        split_rounds: dict[tuple[str, str], list[Stats]] = {}
         for round_no in range(1, cfg.rounds + 1):
             for threads in cfg.threads:
                 calls = cfg.calls_single if threads == 1 else cfg.calls_per_thread
@@ -219,10 +279,27 @@ def run_benchmark(
                         rounds.setdefault((t.spec.key, name, threads), []).append(stats)
                         log(f"   {name:<20} x{threads} {t.spec.label:<18} {summary(stats)}")
                     turn += 1
+            if pool is not None:
+                log(
+                    f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads (diagnostic), round "
+                    f"{round_no}/{cfg.rounds}; load {os.getloadavg()[0]:.2f}"
+                )
+                try:
+                    _split_round(pool, targets, cfg, round_no - 1, split_rounds, log)
+                except PoolError as exc:
+                    _pool_failed(targets, exc, log)
+                    pool.close()
+                    pool = None
+        if pool is not None:
+            pool.close()
+            pool = None
         for t in targets:
             for name in MATRIX_OPS:
                 for threads in cfg.threads:
                     t.results.matrix[(name, threads)] = merge_rounds(rounds[(t.spec.key, name, threads)])
+            for name in SPLIT_OPS:
+                if (t.spec.key, name) in split_rounds:
+                    t.results.split[name] = merge_rounds(split_rounds[(t.spec.key, name)])
 
         tput_size = _throughput_model_size(cfg)
         log(f"== large models: growing to {cfg.throughput_at:,}; load average {os.getloadavg()[0]:.2f}")
@@ -269,6 +346,8 @@ def run_benchmark(
                 if key == t.spec.key:
                     t.results.scale_latency[(name, size)] = merge_rounds(runs)
     finally:
+        if pool is not None:
+            pool.close()
         for t in targets:
             stop_server(t.server)
     return {t.spec.key: t.results for t in targets}

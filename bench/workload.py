@@ -103,6 +103,11 @@ class Stats:
         return self.client_cpu_s / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
     @property
+    def server_cores(self) -> float:
+        """Cores the server's processes kept busy on average during the run."""
+        return self.server_cpu_s / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+    @property
     def p50(self) -> float:
         """Median latency in ms."""
         return percentile(sorted(self.latencies_ms), 50)
@@ -129,6 +134,7 @@ class Stats:
             "client_cpu_ms_per_call": round(self.client_cpu_ms_per_call, 3),
             "client_cores": round(self.client_cores, 3),
             "server_cpu_ms_per_call": round(self.server_cpu_ms_per_call, 3),
+            "server_cores": round(self.server_cores, 3),
         }
 
 
