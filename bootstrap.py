@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from registry_store.artifacts import ArtifactStore, SourceFetcher, make_artifact_store
+from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.db import Database, make_engine, upgrade_database
@@ -53,7 +53,10 @@ def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
         upgrade_database(url)
     db = Database(make_engine(url))
     artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
-    fetcher = SourceFetcher(local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url)
+    private = [settings.data_dir, *([artifacts.root] if isinstance(artifacts, LocalArtifactStore) else [])]
+    fetcher = SourceFetcher(
+        local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url, private_paths=private
+    )
     tracking = _tracking_client(settings)
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)

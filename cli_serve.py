@@ -17,12 +17,15 @@ from typing import Annotated, NoReturn
 import typer
 
 from bootstrap import bootstrap
+from registry_store.artifacts import LocalArtifactStore
 from settings import Settings
 from workflows.dev_server import die_with_parent, start_dev_server
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
 DEFAULT_TRACKING_PORT = 5005
+STALE_STAGING_S = 24 * 3600.0
+"""Staging directories older than this are leftovers of killed registrations (swept at start-up)."""
 _NO_MLFLOW = (
     "the embedded tracking server needs the full mlflow package (pip install 'calabi-registry[tracking]'); "
     "or pass --no-tracking, or set CALABI_MLFLOW_TRACKING_URL to a running tracking server"
@@ -159,6 +162,8 @@ def serve(
     os.environ["CALABI_ADMIN_TOKEN"] = token
     services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)
     services.users.ensure_admin(token)
+    if isinstance(services.artifacts, LocalArtifactStore):
+        services.artifacts.sweep_staging(older_than_s=STALE_STAGING_S)
     services.close()
     if created:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")

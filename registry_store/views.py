@@ -25,13 +25,19 @@ __all__ = ["latest_per_stage", "model_view", "models_views", "new_version_view",
 # Statements built once: the read paths run them on every request, and building a SQLAlchemy
 # statement costs more than SQLite takes to answer it.
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_VERSION_TAGS = select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(_IDS))
+_VERSION_TAGS = (
+    select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(_IDS)).order_by(col(ModelVersionTagRow.key))
+)
 _VERSION_ALIASES = (
     select(RegisteredModelAliasRow)
     .where(col(RegisteredModelAliasRow.version_id).in_(_IDS))
     .order_by(col(RegisteredModelAliasRow.alias))
 )
-_MODEL_TAGS = select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(_IDS))
+_MODEL_TAGS = (
+    select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(_IDS)).order_by(
+        col(RegisteredModelTagRow.key)
+    )
+)
 _MODEL_ALIASES = (
     select(RegisteredModelAliasRow, ModelVersionRow.version)
     .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))

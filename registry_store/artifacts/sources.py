@@ -73,8 +73,11 @@ class SourceFetcher:
         *,
         s3_client_factory: S3ClientFactory | None = None,
         tracking_resolver: TrackingResolver | None = None,
+        private_paths: Sequence[Path] = (),
     ) -> None:
         self.local_roots = tuple(Path(os.path.realpath(root)) for root in local_roots)
+        self.private_paths = tuple(Path(os.path.realpath(path)) for path in private_paths)
+        """The registry's own data (data dir, artifact root): never a source, nor inside or around one."""
         self.s3_endpoint_url = s3_endpoint_url
         self.tracking_resolver = tracking_resolver
         self._s3_client_factory: S3ClientFactory = s3_client_factory or make_s3_client
@@ -146,8 +149,14 @@ class SourceFetcher:
             raise InvalidParameterError(
                 f"Local source '{source}' refused: {_ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
             )
-        if not self._allowed(Path(os.path.realpath(raw))):
+        real = Path(os.path.realpath(raw))
+        if not self._allowed(real):
             raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
+        for private in self.private_paths:
+            if real.is_relative_to(private) or private.is_relative_to(real):
+                raise InvalidParameterError(
+                    f"Local source '{source}' refused: it overlaps the registry's own data ({private})"
+                )
         return Path(raw)
 
     def _allowed(self, real: Path) -> bool:

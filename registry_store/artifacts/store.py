@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -129,6 +130,21 @@ class LocalArtifactStore:
             shutil.rmtree(target, ignore_errors=True)
             raise
         return target.as_uri()
+
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove staging directories left by killed registrations (older than ``older_than_s``); how many."""
+        cutoff = time.time() - older_than_s
+        try:
+            entries = list(os.scandir(self._staging_root))
+        except FileNotFoundError:
+            return 0
+        stale = [entry for entry in entries if entry.stat(follow_symlinks=False).st_mtime < cutoff]
+        for entry in stale:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        return len(stale)
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
