@@ -11,16 +11,9 @@ import pytest
 from registry_store.artifacts import ProgressCallback, SourceFetcher, make_s3_client, tree_digest
 from registry_store.errors import InvalidParameterError, UnavailableError
 from tests.fixtures.s3 import moto_server
+from tests.fixtures.trees import write_tree
 
 FILES = {"MLmodel": b"flavors: {}\n", "model.pkl": b"weights" * 100, "data/x.json": b'{"a": 1}'}
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, content in files.items():
-        path = root.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 def listing(root: Path) -> dict[str, bytes]:

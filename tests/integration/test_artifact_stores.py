@@ -18,16 +18,9 @@ from registry_store.artifacts import (
     tree_digest,
 )
 from registry_store.errors import AlreadyExistsError, InvalidParameterError, NotFoundError, UnavailableError
+from tests.fixtures.trees import write_tree
 
 FILES = {"MLmodel": b"flavors: {}\n", "model.pkl": b"\x00" * 2048, "data/nested/x.json": b'{"a": 1}'}
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, content in files.items():
-        path = root.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 def new_key() -> str:

@@ -6,7 +6,6 @@ plus an MLflow-2-style run folder with an ``MLmodel`` file and a folder without 
 
 from __future__ import annotations
 
-import html
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -14,16 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 from tests.e2e.helpers import use_mlflow
 from tests.fixtures.servers import LiveServer, free_port, make_artifact, start_server, stop_server
 from tests.fixtures.tracking import TrackingServer
+from tests.integration.page_session import HTML, Browser, signed_in
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
-HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 NO_TRACKING = "CALABI_MLFLOW_TRACKING_URL is not set"
 
 
@@ -68,38 +66,9 @@ def log_model_run(tracking_url: str, tmp: Path, *, legacy_folder: bool = True) -
 # ------------------------------------------------------------------------------ signed-in HTTP clients
 
 
-@dataclass
-class Session:
-    """An httpx client holding a page session (signed in through the sign-in form)."""
-
-    http: httpx.Client
-    csrf: str = ""
-
-    def page(self, path: str, status: int = 200) -> str:
-        response = self.http.get(path, headers=HTML)
-        assert response.status_code == status, f"GET {path}: {response.status_code} {response.text[:2000]}"
-        assert response.headers["content-type"].startswith("text/html")
-        return html.unescape(response.text)
-
-
-def sign_in(server: LiveServer, token: str) -> Session:
-    """Sign in with ``token`` the way a browser does (double-submit token, then the session cookie)."""
-    http = httpx.Client(base_url=server.url, follow_redirects=False, timeout=60)
-    form = http.get("/ui/sign-in")
-    nonce = re.search(r'name="sign_in_token" value="([^"]+)"', form.text)
-    assert nonce, form.text[:1000]
-    response = http.post("/ui/sign-in", data={"sign_in_token": nonce.group(1), "token": token, "next": "/ui/models"})
-    assert response.status_code == 303, response.text[:1000]
-    session = Session(http)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', session.page("/ui/models"))
-    assert csrf
-    session.csrf = csrf.group(1)
-    return session
-
-
-def person(server: LiveServer, role: str) -> Session:
+def person(server: LiveServer, role: str) -> Browser:
     """A new user with ``role``, signed in."""
-    return sign_in(server, server.create_user(f"{role}-{secrets.token_hex(3)}", role))
+    return signed_in(server, server.create_user(f"{role}-{secrets.token_hex(3)}", role))
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -109,8 +78,8 @@ def person(server: LiveServer, role: str) -> Session:
 class World:
     server: LiveServer
     logged: LoggedRun
-    engineer: Session
-    viewer: Session
+    engineer: Browser
+    viewer: Browser
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +108,11 @@ def register_href(source: str, run_id: str) -> str:
 
 def test_experiments_lead_to_the_run(world: World) -> None:
     logged = world.logged
-    listing = world.engineer.page("/ui/experiments")
+    listing = world.engineer.text("/ui/experiments")
     assert f'href="/ui/experiments/{logged.experiment_id}">{logged.experiment_name}</a>' in listing
     assert 'href="/ui/experiments" aria-current="page">Experiments</a>' in listing
 
-    experiment = world.engineer.page(f"/ui/experiments/{logged.experiment_id}")
+    experiment = world.engineer.text(f"/ui/experiments/{logged.experiment_id}")
     assert f'href="/ui/runs/{logged.run_id}">{logged.run_name}</a>' in experiment
     assert "val_auc" in experiment and "0.87" in experiment and "Finished" in experiment
     assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[\d:]+Z">', experiment), "start time for the viewer's zone"
@@ -151,7 +120,7 @@ def test_experiments_lead_to_the_run(world: World) -> None:
 
 def test_run_page_lists_the_model_folders_with_register_buttons(world: World) -> None:
     logged = world.logged
-    page = world.engineer.page(f"/ui/runs/{logged.run_id}")
+    page = world.engineer.text(f"/ui/runs/{logged.run_id}")
     assert logged.experiment_name in page and "n_estimators" in page and "val_auc" in page
     panel = page[page.index('id="artifacts"'):]
     assert f"models:/{logged.model_id}" in panel and "holdout_log_loss" in panel
@@ -163,22 +132,22 @@ def test_run_page_lists_the_model_folders_with_register_buttons(world: World) ->
 
 
 def test_viewer_sees_no_register_model_button(world: World) -> None:
-    page = world.viewer.page(f"/ui/runs/{world.logged.run_id}")
+    page = world.viewer.text(f"/ui/runs/{world.logged.run_id}")
     assert f"models:/{world.logged.model_id}" in page  # the folders are listed...
     assert "Register Model" not in page and "/ui/register" not in page  # ...without write buttons
     assert "engineer" in page
 
 
 def test_unknown_run_and_experiment_are_not_found(world: World) -> None:
-    assert "does not exist" in world.engineer.page("/ui/runs/0123456789abcdef0123456789abcdef", status=404)
-    assert "does not exist" in world.engineer.page("/ui/experiments/987654321", status=404)
-    world.engineer.page("/ui/experiments/not-a-number", status=404)
+    assert "does not exist" in world.engineer.text("/ui/runs/0123456789abcdef0123456789abcdef", status=404)
+    assert "does not exist" in world.engineer.text("/ui/experiments/987654321", status=404)
+    world.engineer.text("/ui/experiments/not-a-number", status=404)
 
 
 def test_register_form_is_prefilled_and_registers_the_run_folder(world: World) -> None:
     logged = world.logged
     source = f"runs:/{logged.run_id}/legacy_model"
-    form = world.engineer.page(register_href(source, logged.run_id))
+    form = world.engineer.text(register_href(source, logged.run_id))
     assert f'value="{source}"' in form and f'value="{logged.run_id}"' in form
     assert '<a href="/ui/experiments">Pick a run\'s model folder</a>' in form
     assert "mlflow-artifacts:/" in form and "models:/m-" in form
@@ -190,7 +159,7 @@ def test_register_form_is_prefilled_and_registers_the_run_folder(world: World) -
     })
     assert response.status_code == 303, response.text[:2000]
     assert response.headers["location"] == f"/ui/models/{name}/versions/1"
-    version = world.engineer.page(response.headers["location"])
+    version = world.engineer.text(response.headers["location"])
     assert source in version and logged.run_id in version
 
 
@@ -199,9 +168,9 @@ def test_without_a_tracking_server_the_pages_say_so(server_factory: Callable[...
     server = server_factory()
     engineer = person(server, "engineer")
     for path in ("/ui/experiments", "/ui/experiments/1", "/ui/runs/abc"):
-        assert NO_TRACKING in engineer.page(path, status=404)
-    assert 'href="/ui/experiments"' not in engineer.page("/ui/models")
-    assert "Pick a run's model folder" not in engineer.page("/ui/register")
+        assert NO_TRACKING in engineer.text(path, status=404)
+    assert 'href="/ui/experiments"' not in engineer.text("/ui/models")
+    assert "Pick a run's model folder" not in engineer.text("/ui/register")
 
 
 @pytest.mark.usefixtures("no_tracking_env")
@@ -210,6 +179,6 @@ def test_a_tracking_server_that_is_down_is_a_503_page(server_factory: Callable[.
     server = server_factory(tracking_url=closed)
     engineer = person(server, "engineer")
     for path in ("/ui/experiments", "/ui/experiments/1", "/ui/runs/abc"):
-        page = engineer.page(path, status=503)
+        page = engineer.text(path, status=503)
         assert f"MLflow tracking server at {closed} is unavailable" in page
         assert "Temporarily unavailable" in page

@@ -14,45 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures.servers import LiveServer
-
-HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-@dataclass
-class Browser:
-    """An httpx client that keeps cookies like a browser, signed in through the sign-in form."""
-
-    http: httpx.Client
-    csrf: str = ""
-
-    def page(self, path: str, status: int = 200) -> str:
-        response = self.http.get(path, headers=HTML)
-        assert response.status_code == status, f"GET {path}: {response.status_code} {response.text[:2000]}"
-        assert response.headers["content-type"].startswith("text/html")
-        return response.text
-
-    def post(self, path: str, data: dict[str, str], *, csrf: bool = True) -> httpx.Response:
-        return self.http.post(path, data={**data, **({"csrf_token": self.csrf} if csrf else {})}, headers=HTML)
-
-
-def sign_in_form(http: httpx.Client) -> str:
-    response = http.get("/ui/sign-in")
-    assert response.status_code == 200
-    match = re.search(r'name="sign_in_token" value="([^"]+)"', response.text)
-    assert match
-    return match.group(1)
-
-
-def signed_in(server: LiveServer, token: str) -> Browser:
-    http = httpx.Client(base_url=server.url, follow_redirects=False, timeout=30)
-    response = http.post("/ui/sign-in", data={"sign_in_token": sign_in_form(http), "token": token,
-                                              "next": "/ui/models"})
-    assert response.status_code == 303, response.text
-    browser = Browser(http)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', browser.page("/ui/models"))
-    assert match
-    browser.csrf = match.group(1)
-    return browser
+from tests.integration.page_session import HTML, Browser, sign_in_form, signed_in
 
 
 @dataclass(frozen=True)

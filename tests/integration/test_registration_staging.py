@@ -35,6 +35,7 @@ from registry_store.artifacts import (
 from registry_store.artifacts._tree import CHUNK_SIZE
 from registry_store.entities import ModelVersion
 from registry_store.errors import AlreadyExistsError, InvalidParameterError, RegistryError
+from tests.fixtures.trees import write_tree
 from tests.integration.helpers import DATABASES, Registry, build_registry, database_url, files_below
 
 MODEL = "churn-predictor"
@@ -69,14 +70,6 @@ def files() -> dict[str, bytes]:
 def stack() -> Iterator[ExitStack]:
     with ExitStack() as exits:
         yield exits
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, content in files.items():
-        path = root.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 def manifest_of(files: dict[str, bytes]) -> dict[str, str]:

@@ -10,15 +10,7 @@ import pytest
 
 from registry_store.artifacts import tree_digest
 from registry_store.errors import InvalidParameterError
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, content in files.items():
-        path = root.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
-
+from tests.fixtures.trees import write_tree
 
 FILES = {"MLmodel": b"flavors: {}\n", "data/model.pkl": b"\x00\x01weights", "data/extra/notes.txt": b"hi"}
 
