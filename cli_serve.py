@@ -12,12 +12,13 @@ import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from bootstrap import bootstrap
 from registry_store.artifacts import LocalArtifactStore
+from registry_store.errors import InvalidParameterError, UnavailableError
 from settings import Settings
 from workflows.dev_server import die_with_parent, start_dev_server
 
@@ -57,11 +58,6 @@ def _port_free(port: int) -> bool:
 def _exit_on_signal(signum: int, _frame: object) -> None:
     """SIGTERM/SIGINT unwind ``serve`` (uvicorn re-raises them after its graceful shutdown): children are stopped."""
     raise SystemExit(128 + signum)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _admin_token(data_dir: Path) -> tuple[str, bool]:
@@ -116,7 +112,7 @@ def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
     try:
         process = start_tracking_server(state_dir, port=port)
     except (RuntimeError, TimeoutError) as exc:
-        _fail(f"the embedded MLflow tracking server did not start: {exc}")
+        raise UnavailableError(f"the embedded MLflow tracking server did not start: {exc}") from exc
     stack.callback(_stop, process)
     url = f"http://127.0.0.1:{port}"
     os.environ["CALABI_MLFLOW_TRACKING_URL"] = url
@@ -154,10 +150,10 @@ def serve(
     embedded_tracking = tracking and settings.mlflow_tracking_url is None
     if embedded_tracking:
         if not _mlflow_server_installed():
-            _fail(_NO_MLFLOW)
+            raise InvalidParameterError(_NO_MLFLOW)
         if not _port_free(tracking_port):
-            _fail(f"tracking port {tracking_port} is in use; pass --tracking-port, --no-tracking "
-                  "or set CALABI_MLFLOW_TRACKING_URL")
+            raise UnavailableError(f"tracking port {tracking_port} is in use; pass --tracking-port, --no-tracking "
+                                   "or set CALABI_MLFLOW_TRACKING_URL")
     token, created = _admin_token(settings.data_dir)
     os.environ["CALABI_ADMIN_TOKEN"] = token
     services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)

@@ -58,11 +58,11 @@ def stage_artifact(
     """
     with store.staging() as local:
         facts = fetcher.fetch(source, local, progress if store.stages_in_place else None)
-        if facts.require_mlmodel and not _has_mlmodel(local, facts.file_digests):
+        file_digests = facts.file_digests if facts.file_digests is not None else tree_manifest(local)
+        if facts.require_mlmodel and MLMODEL_FILE not in file_digests:
             raise InvalidParameterError(
                 f"Source '{source}' is not an MLflow model: it has no {MLMODEL_FILE} file at its root"
             )
-        file_digests = facts.file_digests if facts.file_digests is not None else tree_manifest(local)
         metadata = read_model_metadata(local) if MLMODEL_FILE in file_digests else ModelMetadata()
         evidence: dict[str, Any] = {
             "flavors": list(metadata.flavors), **facts.evidence, **_recorded_numbers(local, file_digests)
@@ -82,11 +82,6 @@ def stage_artifact(
         evidence=evidence,
         facts=facts,
     )
-
-
-def _has_mlmodel(root: Path, files: Mapping[str, str] | None) -> bool:
-    """Whether the tree has an ``MLmodel`` at its root; ``files`` is its manifest when the copier made one."""
-    return MLMODEL_FILE in files if files is not None else (root / MLMODEL_FILE).is_file()
 
 
 def _recorded_numbers(root: Path, files: Mapping[str, str]) -> dict[str, dict[str, float]]:

@@ -33,7 +33,6 @@ METRIC_COLUMNS = 4
 MAX_FOLDERS_CHECKED = 50
 """Top-level run artifact directories looked into for an ``MLmodel`` file."""
 MLMODEL = "MLmodel"
-UPLOAD_FAILED = "LOGGED_MODEL_UPLOAD_FAILED"
 _NO_TRACKING = (
     "No MLflow tracking server is configured (CALABI_MLFLOW_TRACKING_URL is not set), so there are no "
     "experiments or runs to browse. Register a model from its artifact location on the Register page instead."
@@ -46,16 +45,17 @@ class ModelFolder:
 
     name: str
     source: str
-    register_url: str
+    run_id: str
     model_id: str = ""
     status: str = ""
     created: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    registrable: bool = True
 
     @property
-    def registrable(self) -> bool:
-        """Whether the registry can copy it (a failed upload cannot)."""
-        return self.status != UPLOAD_FAILED
+    def register_url(self) -> str:
+        """The register form with this folder's source and run filled in."""
+        return register_link(self.source, self.run_id)
 
 
 @dataclass(frozen=True)
@@ -98,16 +98,14 @@ def metric_columns(runs: Sequence[Run], limit: int = METRIC_COLUMNS) -> list[str
 
 
 def _logged_model_folder(model: LoggedModel, run_id: str) -> ModelFolder:
-    source = f"models:/{model.model_id}"
-    return ModelFolder(name=model.name or model.model_id, source=source, register_url=register_link(source, run_id),
+    return ModelFolder(name=model.name or model.model_id, source=f"models:/{model.model_id}", run_id=run_id,
                        model_id=model.model_id, status=model.status, created=model.creation_timestamp,
-                       metrics=model.metrics)
+                       metrics=model.metrics, registrable=model.registrable)
 
 
 def _run_folder(run_id: str, path: str) -> ModelFolder:
     name = path.strip("/")
-    source = f"runs:/{run_id}/{name}"
-    return ModelFolder(name=name, source=source, register_url=register_link(source, run_id))
+    return ModelFolder(name=name, source=f"runs:/{run_id}/{name}", run_id=run_id)
 
 
 def logged_model_folders(client: TrackingClient, run: Run) -> list[ModelFolder]:

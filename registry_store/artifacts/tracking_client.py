@@ -96,6 +96,11 @@ class LoggedModel(_Result):
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
 
+    @property
+    def registrable(self) -> bool:
+        """Whether its artifacts can be registered: a logged model whose upload failed cannot."""
+        return self.status != "LOGGED_MODEL_UPLOAD_FAILED"
+
     @classmethod
     def from_wire(cls, doc: Any) -> LoggedModel:
         """Build from MLflow's ``{"info", "data"}`` logged-model JSON."""

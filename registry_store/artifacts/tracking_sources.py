@@ -100,7 +100,7 @@ class TrackingSourceResolver:
         self, source: str, model_id: str, dest: Path, progress: ProgressCallback | None
     ) -> SourceFacts:
         model = self.client.get_logged_model(model_id)
-        if model.status == "LOGGED_MODEL_UPLOAD_FAILED":
+        if not model.registrable:
             raise InvalidParameterError(f"Source '{source}': the upload of logged model '{model_id}' failed")
         evidence = _model_evidence(model)
         if model.source_run_id:
