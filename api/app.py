@@ -1,12 +1,14 @@
-"""The FastAPI application: MLflow routes (root and ``/mlflow``), ``/api/v1``, pages, health and, last, the
-tracking gateway (its catch-all routes must come after every Calabi route)."""
+"""The FastAPI application: MLflow routes (root and ``/mlflow``, served ahead of the router), ``/api/v1``,
+pages, health and, last, the tracking gateway (its catch-all routes must come after every Calabi route)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.mlflow_routes import mlflow_router
+from api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
 from api.pages import pages_router, pages_static
 from api.promotion_routes import promotion_router
 from api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
@@ -24,16 +26,24 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.tracking_gateway = TrackingGateway()
     install_error_handlers(app)
-    app.include_router(mlflow_router(include_in_schema=True))
-    app.include_router(mlflow_router(include_in_schema=False), prefix="/mlflow")
+    app.add_middleware(MlflowRegistryRoutes, services=services)
     app.include_router(v1_router)
     app.include_router(promotion_router)
     app.mount("/ui/static", pages_static, name="ui-static")  # before pages_router: its /ui/{rest} is the 404 page
     app.include_router(pages_router)
 
     @app.get("/health", include_in_schema=False)
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(gateway_router())  # last: forwards what no route above claimed
+
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:  # FastAPI.openapi builds the schema and caches it on the app
+            schema = FastAPI.openapi(app)
+            schema["paths"] = mlflow_openapi_paths() | schema["paths"]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry_store.errors import RegistryError
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["error_response", "install_error_handlers", "registry_error_response", "unstorable_text_response"]
 
 log = logging.getLogger(__name__)
 _STATUS_CODES = {
@@ -31,9 +31,19 @@ def error_response(status: int, error_code: str, message: str) -> JSONResponse:
     return JSONResponse({"error_code": error_code, "message": message}, status_code=status, headers=headers)
 
 
+def registry_error_response(exc: RegistryError) -> JSONResponse:
+    """A domain error with its MLflow code and status."""
+    return error_response(exc.http_status, exc.error_code, exc.message)
+
+
+def unstorable_text_response(exc: UnicodeEncodeError) -> JSONResponse:
+    """Text that cannot be stored (a lone surrogate) is bad input."""
+    return error_response(400, "INVALID_PARAMETER_VALUE", f"Request text is not valid Unicode: {exc}")
+
+
 async def _registry_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RegistryError)
-    return error_response(exc.http_status, exc.error_code, exc.message)
+    return registry_error_response(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -52,7 +62,8 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unstorable_text(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, "INVALID_PARAMETER_VALUE", f"Request text is not valid Unicode: {exc}")
+    assert isinstance(exc, UnicodeEncodeError)
+    return unstorable_text_response(exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,7 @@
 """The 21 MLflow model-registry routes: parse MLflow's request, call RegistryService, shape the reply.
 
-The table at the bottom is the single source of truth for paths and methods; the app
-mounts it at the root and under ``/mlflow``.
+The table at the bottom is the single source of truth for paths and methods; ``MlflowRegistryRoutes``
+serves it at the root and under ``/mlflow``.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import request_id, token_from_header
+from api.errors import registry_error_response, unstorable_text_response
 from api.mlflow_json import model_json, version_json
 from bootstrap import Services
 from registry_store.audit import Actor
-from registry_store.errors import InvalidParameterError
+from registry_store.errors import InvalidParameterError, RegistryError
 from registry_store.service import RegistryService
 
-__all__ = ["MLFLOW_ROUTES", "mlflow_router"]
+__all__ = ["MLFLOW_ROUTES", "MlflowRegistryRoutes", "mlflow_openapi_paths"]
 
 PREFIX = "/api/2.0/mlflow"
 MAX_BODY = 1_000_000
@@ -102,23 +104,6 @@ async def _read_params(request: Request) -> Params:
 
 
 Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
-
-
-def _endpoint(handler: Handler) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> JSONResponse:
-        params = await _read_params(request)
-        services: Services = request.app.state.services
-        token = token_from_header(request.headers.get("authorization"))
-        caller_request = request_id(request)
-
-        def call() -> dict[str, Any]:
-            actor = services.users.authenticate(token, request_id=caller_request)
-            return handler(services.registry, actor, params)
-
-        return JSONResponse(await run_in_threadpool(call))
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
 
 
 # ---------------------------------------------------------------------- handlers
@@ -275,10 +260,59 @@ MLFLOW_ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def mlflow_router(*, include_in_schema: bool) -> APIRouter:
-    """A router serving every MLflow registry route under ``/api/2.0/mlflow``."""
-    router = APIRouter(tags=["mlflow"])
+class MlflowRegistryRoutes:
+    """ASGI middleware serving the table at the root and under ``/mlflow`` before FastAPI's router.
+
+    One dict lookup on the exact path and method replaces a scan over every route of the app, and the
+    handler runs without FastAPI's dependency machinery: these are the hottest routes. Anything else,
+    a known path with another method included, goes on to the app (whose gateway answers 404 for it).
+    """
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+        self.routes: dict[tuple[str, str], Handler] = {
+            (method, root + PREFIX + path): handler
+            for root in ("", "/mlflow")
+            for method, path, handler in MLFLOW_ROUTES
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response: Response = JSONResponse(await self._run(request, handler))
+        except RegistryError as exc:
+            response = registry_error_response(exc)
+        except UnicodeEncodeError as exc:
+            response = unstorable_text_response(exc)
+        await response(scope, receive, send)
+
+    async def _run(self, request: Request, handler: Handler) -> dict[str, Any]:
+        params = await _read_params(request)
+        token = token_from_header(request.headers.get("authorization"))
+        caller_request = request_id(request)
+        services = self.services
+
+        def call() -> dict[str, Any]:
+            actor = services.users.authenticate(token, request_id=caller_request)
+            return handler(services.registry, actor, params)
+
+        return await run_in_threadpool(call)
+
+
+def mlflow_openapi_paths() -> dict[str, dict[str, Any]]:
+    """OpenAPI entries for the root routes (MLflow's REST API 2.0 documents their messages)."""
+    paths: dict[str, dict[str, Any]] = {}
     for method, path, handler in MLFLOW_ROUTES:
-        router.add_api_route(PREFIX + path, _endpoint(handler), methods=[method],
-                             include_in_schema=include_in_schema, name=f"{handler.__name__}_{method.lower()}")
-    return router
+        paths.setdefault(PREFIX + path, {})[method.lower()] = {
+            "tags": ["mlflow"],
+            "summary": handler.__name__.replace("_", " ").capitalize(),
+            "operationId": f"{handler.__name__}_{method.lower()}",
+            "description": "MLflow model-registry REST API 2.0: request and response as MLflow documents them.",
+            "responses": {"200": {"description": "MLflow's response message"}},
+        }
+    return paths

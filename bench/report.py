@@ -53,9 +53,9 @@ class ServerResults:
     large_model_from: str = ""
     """Non-empty when the large model was not grown here but restored from this server's databases."""
     split: dict[str, Stats] = field(default_factory=dict)
-    """The diagnostic: 8 client threads split over 2 processes, by operation."""
+    """8 client threads split over 2 processes (the 8-thread targets), by operation."""
     split_error: str = ""
-    """Why the diagnostic stopped early (a client process died or timed out), if it did."""
+    """Why the 2-process measurement stopped early (a client process died or timed out), if it did."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,17 @@ def _header(first: Sequence[str], labels: Sequence[str], cells: Sequence[str], t
 
 
 def matrix_table(
-    calabi: ServerResults, mlflows: Sequence[ServerResults], ops: Sequence[str], threads: Sequence[int]
+    calabi: ServerResults,
+    mlflows: Sequence[ServerResults],
+    ops: Sequence[str],
+    threads: Sequence[int],
+    *,
+    checked: Sequence[int],
 ) -> tuple[list[str], list[TargetCheck]]:
-    """Per operation and thread count: ops/s, p50, p99 for every server and the ratio."""
+    """Per operation and thread count: ops/s, p50, p99 for every server and the ratio.
+
+    Targets are checked on the rows of the ``checked`` thread counts; the others show the ratio only.
+    """
     servers = [calabi, *mlflows]
     lines = _header(
         ["operation", "threads"],
@@ -129,7 +137,7 @@ def matrix_table(
             mine = calabi.matrix.get((op, n))
             best = _best_rate([m.matrix.get((op, n)) for m in mlflows])
             ratio = mine.ops_per_s / best if mine is not None and mine.n and best > 0 else math.nan
-            target = TARGET_BY_OP.get(op)
+            target = TARGET_BY_OP.get(op) if n in checked else None
             met = None if target is None or math.isnan(ratio) else ratio >= target
             row = [op, str(n)]
             for server in servers:
@@ -240,28 +248,37 @@ def _vs_best(mine: Stats | None, others: Sequence[Stats | None]) -> float:
     return mine.ops_per_s / best if mine is not None and mine.n and best > 0 else math.nan
 
 
-def split_table(calabi: ServerResults, mlflows: Sequence[ServerResults], ops: Sequence[str], threads: int) -> list[str]:
-    """The diagnostic's ops/s, p50, p99 per server and ratio, next to the 1-process ratio at ``threads``."""
+def split_table(
+    calabi: ServerResults, mlflows: Sequence[ServerResults], ops: Sequence[str], threads: int, layout: str
+) -> tuple[list[str], list[TargetCheck]]:
+    """The ``threads`` client threads over several processes: ops/s, p50, p99 per server, the ratio and
+    its target, next to the ratio of the same threads in 1 process."""
     servers = [calabi, *mlflows]
     lines = _header(
         ["operation"],
         [s.label for s in servers],
         ["ops/s", "p50 ms", "p99 ms"],
-        ["Calabi ÷ faster MLflow (ops/s)", f"same ratio, {threads} threads in 1 process"],
+        ["Calabi ÷ faster MLflow (ops/s)", "target", "", f"same ratio, {threads} threads in 1 process"],
     )
+    checks = []
     for op in ops:
         row = [op]
         for server in servers:
             row += _cells(server.split.get(op))
-        row.append(_ratio(_vs_best(calabi.split.get(op), [m.split.get(op) for m in mlflows])))
+        ratio = _vs_best(calabi.split.get(op), [m.split.get(op) for m in mlflows])
+        target = TARGET_BY_OP.get(op)
+        met = None if target is None or math.isnan(ratio) else ratio >= target
         one = _vs_best(calabi.matrix.get((op, threads)), [m.matrix.get((op, threads)) for m in mlflows])
-        row.append(_ratio(one))
+        row += [_ratio(ratio), f"≥{target:g}×" if target else "—", _mark(met) if target else "", _ratio(one)]
         lines.append("| " + " | ".join(row) + " |")
-    return lines
+        if target is not None:
+            name = f"{op}, {threads} threads ({layout}): throughput"
+            checks.append(TargetCheck(name, _ratio(ratio), f"≥{target:g}×", met))
+    return lines, checks
 
 
 def saturation_table(results: Sequence[ServerResults], ops: Sequence[str], threads: int, layout: str) -> list[str]:
-    """CPU per call and cores kept busy, client and server, for 1 process × ``threads`` and the diagnostic."""
+    """CPU per call and cores kept busy, client and server, for 1 process × ``threads`` and ``layout``."""
     lines = [
         "| operation | server | clients | ops/s | client CPU ms/call | client cores | server CPU ms/call "
         "| server cores |",

@@ -69,7 +69,7 @@ class Config:
         return sorted({*self.scales, self.throughput_at})
 
 
-FULL = Config("full", (1, 8), 70, 14, 6, (100, 1_000, 10_000), 100, 20, 5_000, 8, 25, 8, 420, 3)
+FULL = Config("full", (1, 8), 70, 14, 6, (100, 1_000, 10_000), 300, 20, 5_000, 8, 25, 8, 420, 3)
 QUICK = Config("quick", (1, 8), 40, 10, 8, (100, 500, 1_000), 30, 8, 1_000, 8, 8, 8, 120, 1)
 
 
@@ -138,7 +138,7 @@ def _measure(target: _Target, op: Op, *, threads: int, calls: int, cap_s: float)
 
 
 def _start_pool(targets: list[_Target], log: Log) -> ClientPool | None:
-    """The diagnostic's client processes, their clients warmed on every server; None if they fail."""
+    """The 2-process client pool, its clients warmed on every server; None if it fails."""
     started = time.perf_counter()
     try:
         pool = ClientPool()
@@ -162,7 +162,7 @@ def _start_pool(targets: list[_Target], log: Log) -> ClientPool | None:
 
 
 def _pool_failed(targets: list[_Target], exc: PoolError, log: Log) -> None:
-    log(f"   !! {PROCESSES}-process diagnostic stopped: {exc}")
+    log(f"   !! {PROCESSES}-process measurement stopped: {exc}")
     for t in targets:
         t.results.split_error = str(exc)
 
@@ -175,7 +175,8 @@ def _split_round(
     rounds: dict[tuple[str, str], list[Stats]],
     log: Log,
 ) -> None:
-    """One round of the diagnostic: every op on every server (rotating), 8 threads over the processes."""
+    """One round of the 2-process measurement: every op on every server (rotating), 8 threads over the
+    processes."""
     started = time.perf_counter()
     for k, name in enumerate(SPLIT_OPS):
         for t in _rotated(targets, turn + k):
@@ -189,7 +190,7 @@ def _split_round(
             )
             rounds.setdefault((t.spec.key, name), []).append(stats)
             log(f"   {name:<20} {PROCESSES}x{THREADS_PER_PROCESS} {t.spec.label:<18} {summary(stats)}")
-    log(f"   diagnostic round in {time.perf_counter() - started:.1f}s")
+    log(f"   {PROCESSES}-process round in {time.perf_counter() - started:.1f}s")
 
 
 def _throughput_model_size(cfg: Config) -> int:
@@ -263,7 +264,7 @@ def run_benchmark(
             t.results.nagle = nagle_check(t.server.url, token)
             log(f"   {t.spec.label:<20} {t.results.nagle.summary()}")
 
-        log(f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads (diagnostic): starting")
+        log(f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads: starting")
         pool = _start_pool(targets, log)
         turn = 0
         rounds: dict[tuple[str, str, int], list[Stats]] = {}
@@ -281,7 +282,7 @@ def run_benchmark(
                     turn += 1
             if pool is not None:
                 log(
-                    f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads (diagnostic), round "
+                    f"== {PROCESSES} client processes x {THREADS_PER_PROCESS} threads, round "
                     f"{round_no}/{cfg.rounds}; load {os.getloadavg()[0]:.2f}"
                 )
                 try:

@@ -1,7 +1,8 @@
-"""The 8-client diagnostic: the same 8 client threads split over 2 processes (4 threads each).
+"""The 8-thread measurement: 8 client threads split over 2 processes (4 threads each).
 
 One Python process running 8 MLflow client threads is GIL-bound: against a fast server the
-client, not the server, sets the 8-thread throughput. ``ClientPool`` keeps 2 worker
+client, not the server, sets its throughput, so the 8-thread targets are measured with the
+threads in 2 processes (the 1-process form is still run and shown). ``ClientPool`` keeps 2 worker
 processes (``spawn`` context) alive for the run; each measurement sends every worker the
 same job, all 8 threads (and the parent) start on one cross-process barrier, and the
 workers return their calls' latencies, errors and their own process CPU. Thread ``t`` of
