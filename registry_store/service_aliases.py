@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam
-from sqlmodel import col, select
-
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
 from registry_store.errors import (
@@ -12,31 +9,16 @@ from registry_store.errors import (
     InvalidParameterError,
 )
 from registry_store.service_base import ServiceBase
-from registry_store.tables import (
-    ModelVersionRow,
-    RegisteredModelAliasRow,
-)
+from registry_store.tables import RegisteredModelAliasRow
 from registry_store.users import require_role
 from registry_store.validation import (
     parse_version,
     validate_alias,
+    validate_model_name,
 )
-from registry_store.views import versions_views
+from registry_store.views import named_version, versions_views
 
 __all__ = ["AliasOperations"]
-
-_NEWEST = (
-    select(ModelVersionRow)
-    .where(col(ModelVersionRow.model_id) == bindparam("model_id"))
-    .order_by(col(ModelVersionRow.version).desc())
-    .limit(1)
-)
-_BY_ALIAS = (
-    select(ModelVersionRow)
-    .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id))
-    .where(col(RegisteredModelAliasRow.model_id) == bindparam("model_id"),
-           col(RegisteredModelAliasRow.alias) == bindparam("alias"))
-)
 
 
 class AliasOperations(ServiceBase):
@@ -93,12 +75,10 @@ class AliasOperations(ServiceBase):
         require_role(actor, "viewer", "read the registry")
         if not isinstance(alias, str) or not alias:
             raise InvalidParameterError("Missing value for required parameter 'alias'.")
+        model_name = validate_model_name(name)
         with self._db.read() as session:
-            model = self._model(session, name)
-            if alias.lower() == "latest":
-                row = session.exec(_NEWEST, params={"model_id": model.id}).first()
-            else:
-                row = session.exec(_BY_ALIAS, params={"model_id": model.id, "alias": alias}).first()
+            row = named_version(session, model_name, alias=None if alias.lower() == "latest" else alias)
             if row is None:
+                self._model(session, model_name)  # a missing model is reported as such
                 raise AliasNotFoundError(alias)
-            return versions_views(session, [(row, model.name)], with_aliases=True)[0]
+            return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]

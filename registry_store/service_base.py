@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, update
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher
@@ -26,11 +27,15 @@ from registry_store.users import require_role
 from registry_store.validation import (
     validate_model_name,
 )
+from registry_store.views import AnyRow
 
 __all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase"]
 
 log = logging.getLogger(__name__)
 _MODEL = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == bindparam("name"))
+_MODEL_RECORD = select_columns(*RegisteredModelRow.__table__.columns).where(  # type: ignore[attr-defined]
+    col(RegisteredModelRow.name) == bindparam("name")
+)
 _MODEL_FOR_UPDATE = _MODEL.with_for_update()
 _VERSION = select(ModelVersionRow).where(
     col(ModelVersionRow.model_id) == bindparam("model_id"), col(ModelVersionRow.version) == bindparam("number")
@@ -60,6 +65,15 @@ class ServiceBase:
     def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
         model_name = validate_model_name(name)
         row = session.exec(_MODEL_FOR_UPDATE if lock else _MODEL, params={"name": model_name}).first()
+        if row is None:
+            raise NotFoundError(f"Registered Model with name={model_name} not found")
+        return row
+
+    @staticmethod
+    def _model_record(session: Session, name: object) -> AnyRow:
+        """A model's columns for reading (no ORM object: cheaper on the hot read paths)."""
+        model_name = validate_model_name(name)
+        row = session.connection().execute(_MODEL_RECORD, {"name": model_name}).first()
         if row is None:
             raise NotFoundError(f"Registered Model with name={model_name} not found")
         return row

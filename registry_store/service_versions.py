@@ -34,7 +34,7 @@ from registry_store.validation import (
     validate_source,
     validate_tag,
 )
-from registry_store.views import latest_per_stage, new_version_view, versions_views
+from registry_store.views import latest_per_stage, named_version, new_version_view, versions_views
 
 __all__ = ["VersionOperations"]
 
@@ -144,10 +144,13 @@ class VersionOperations(ServiceBase):
         """One version with its tags and aliases."""
         require_role(actor, "viewer", "read the registry")
         number = parse_version(version)
+        model_name = validate_model_name(name)
         with self._db.read() as session:
-            model = self._model(session, name)
-            row = self._version(session, model, number)
-            return versions_views(session, [(row, model.name)], with_aliases=True)[0]
+            row = named_version(session, model_name, number=number)
+            if row is None:
+                model = self._model(session, model_name)  # which is missing: the model or the version
+                raise NotFoundError(f"Model Version (name={model.name}, version={number}) not found")
+            return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]
 
     def update_model_version(self, actor: Actor, *, name: object, version: object, description: object) -> ModelVersion:
         """Replace a version's description."""
@@ -266,8 +269,7 @@ class VersionOperations(ServiceBase):
         require_role(actor, "viewer", "read the registry")
         wanted = [canonical_stage(s) for s in stages] if stages else None
         with self._db.read() as session:
-            model = self._model(session, name)
-            assert model.id is not None
+            model = self._model_record(session, name)
             rows = latest_per_stage(session, model.id, *([wanted] if wanted else []))
             return versions_views(session, [(r, model.name) for r in rows], with_aliases=True)
 

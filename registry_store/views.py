@@ -7,7 +7,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam
+from sqlalchemy import BindParameter, CompoundSelect, Row, String, bindparam, literal, literal_column, union_all
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from registry_store.entities import AliasRef, ModelVersion, RegisteredModel
@@ -20,26 +21,71 @@ from registry_store.tables import (
     RegisteredModelTagRow,
 )
 
-__all__ = ["latest_per_stage", "model_view", "models_views", "new_version_view", "version_view", "versions_views"]
+__all__ = [
+    "AnyRow",
+    "ModelRecord",
+    "VersionRecord",
+    "latest_per_stage",
+    "model_view",
+    "models_views",
+    "named_version",
+    "new_version_view",
+    "version_view",
+    "versions_views",
+]
+
+AnyRow = Row[*tuple[Any, ...]]
+VersionRecord = ModelVersionRow | AnyRow
+"""A version row: the ORM object, or a Core row of the ``model_versions`` columns (read by attribute)."""
+ModelRecord = RegisteredModelRow | AnyRow
+"""A model row: the ORM object, or a Core row of the ``registered_models`` columns."""
 
 # Statements built once: the read paths run them on every request, and building a SQLAlchemy
-# statement costs more than SQLite takes to answer it.
+# statement costs more than SQLite takes to answer it. They select columns, not ORM objects
+# (loading those costs more again): a version read by number or alias is one join and one
+# query for its tags and aliases.
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_VERSION_COLUMNS = ModelVersionRow.__table__.columns  # type: ignore[attr-defined]
 _VERSION_TAGS = (
-    select(ModelVersionTagRow).where(col(ModelVersionTagRow.version_id).in_(_IDS)).order_by(col(ModelVersionTagRow.key))
+    select(col(ModelVersionTagRow.version_id), col(ModelVersionTagRow.key), col(ModelVersionTagRow.value))
+    .where(col(ModelVersionTagRow.version_id).in_(_IDS))
+    .order_by(col(ModelVersionTagRow.key))
 )
-_VERSION_ALIASES = (
-    select(RegisteredModelAliasRow)
-    .where(col(RegisteredModelAliasRow.version_id).in_(_IDS))
-    .order_by(col(RegisteredModelAliasRow.alias))
+_VERSION_TAGS_AND_ALIASES: CompoundSelect[*tuple[Any, ...]] = union_all(
+    select(
+        literal("tag", String).label("kind"),
+        col(ModelVersionTagRow.version_id).label("version_id"),
+        col(ModelVersionTagRow.key).label("name"),
+        col(ModelVersionTagRow.value).label("value"),
+    ).where(col(ModelVersionTagRow.version_id).in_(_IDS)),
+    select(
+        literal("alias", String),
+        col(RegisteredModelAliasRow.version_id),
+        col(RegisteredModelAliasRow.alias),
+        literal("", String),
+    ).where(col(RegisteredModelAliasRow.version_id).in_(_IDS)),
+).order_by(literal_column("kind"), literal_column("name"))
+_NAMED_VERSION = select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name")).join(
+    RegisteredModelRow, col(RegisteredModelRow.id) == col(ModelVersionRow.model_id)
+)
+_VERSION_BY_NUMBER = _NAMED_VERSION.where(
+    col(RegisteredModelRow.name) == bindparam("name"), col(ModelVersionRow.version) == bindparam("number")
+)
+_VERSION_BY_ALIAS = _NAMED_VERSION.join(
+    RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id)
+).where(col(RegisteredModelRow.name) == bindparam("name"), col(RegisteredModelAliasRow.alias) == bindparam("alias"))
+_NEWEST_VERSION = (
+    _NAMED_VERSION.where(col(RegisteredModelRow.name) == bindparam("name"))
+    .order_by(col(ModelVersionRow.version).desc())
+    .limit(1)
 )
 _MODEL_TAGS = (
-    select(RegisteredModelTagRow).where(col(RegisteredModelTagRow.model_id).in_(_IDS)).order_by(
-        col(RegisteredModelTagRow.key)
-    )
+    select(col(RegisteredModelTagRow.model_id), col(RegisteredModelTagRow.key), col(RegisteredModelTagRow.value))
+    .where(col(RegisteredModelTagRow.model_id).in_(_IDS))
+    .order_by(col(RegisteredModelTagRow.key))
 )
 _MODEL_ALIASES = (
-    select(RegisteredModelAliasRow, ModelVersionRow.version)
+    select(col(RegisteredModelAliasRow.model_id), col(RegisteredModelAliasRow.alias), col(ModelVersionRow.version))
     .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
     .where(col(RegisteredModelAliasRow.model_id).in_(_IDS))
     .order_by(col(RegisteredModelAliasRow.alias))
@@ -56,12 +102,28 @@ def _newest_in(stage: str) -> Any:
     )
 
 
-_LATEST_ALL_STAGES = select(ModelVersionRow).where(col(ModelVersionRow.id).in_([_newest_in(s) for s in ALL_STAGES]))
+def _latest_in(stages: Sequence[str]) -> Any:
+    return select_columns(*_VERSION_COLUMNS).where(col(ModelVersionRow.id).in_([_newest_in(s) for s in stages]))
 
 
-def version_view(
-    row: ModelVersionRow, model_name: str, tags: dict[str, str], aliases: list[str]
-) -> ModelVersion:
+_LATEST_ALL_STAGES = _latest_in(ALL_STAGES)
+
+
+def named_version(
+    session: Session, model_name: str, *, number: int | None = None, alias: str | None = None
+) -> AnyRow | None:
+    """One version of ``model_name`` (by number, by alias, or else the newest) with a ``model_name``
+    column, in one statement; None when the model or the version is missing."""
+    if number is not None:
+        statement, params = _VERSION_BY_NUMBER, {"name": model_name, "number": number}
+    elif alias is not None:
+        statement, params = _VERSION_BY_ALIAS, {"name": model_name, "alias": alias}
+    else:
+        statement, params = _NEWEST_VERSION, {"name": model_name}
+    return session.connection().execute(statement, params).first()
+
+
+def version_view(row: VersionRecord, model_name: str, tags: dict[str, str], aliases: list[str]) -> ModelVersion:
     """Build the view of one version row."""
     return ModelVersion(
         name=model_name,
@@ -115,53 +177,47 @@ def new_version_view(model_name: str, values: Mapping[str, Any], tags: Mapping[s
 
 
 def versions_views(
-    session: Session, rows: Sequence[tuple[ModelVersionRow, str]], *, with_aliases: bool
+    session: Session, rows: Sequence[tuple[VersionRecord, str]], *, with_aliases: bool
 ) -> list[ModelVersion]:
-    """Views of several (version row, model name) pairs, loading tags (and aliases) in bulk."""
+    """Views of several (version row, model name) pairs, loading tags (and aliases) in one query."""
     ids = [row.id for row, _ in rows if row.id is not None]
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     aliases: dict[int, list[str]] = defaultdict(list)
     if ids:
-        for tag in session.exec(_VERSION_TAGS, params={"ids": ids}):
-            tags[tag.version_id][tag.key] = tag.value
+        connection = session.connection()
         if with_aliases:
-            for alias in session.exec(_VERSION_ALIASES, params={"ids": ids}):
-                aliases[alias.version_id].append(alias.alias)
+            for kind, version_id, name, value in connection.execute(_VERSION_TAGS_AND_ALIASES, {"ids": ids}):
+                if kind == "tag":
+                    tags[version_id][name] = value
+                else:
+                    aliases[version_id].append(name)
+        else:
+            for version_id, key, value in connection.execute(_VERSION_TAGS, {"ids": ids}):
+                tags[version_id][key] = value
     return [
         version_view(row, name, tags[row.id or 0], aliases[row.id or 0] if with_aliases else [])
         for row, name in rows
     ]
 
 
-def latest_per_stage(
-    session: Session, model_id: int, stages: Sequence[str] = ALL_STAGES
-) -> list[ModelVersionRow]:
+def latest_per_stage(session: Session, model_id: int, stages: Sequence[str] = ALL_STAGES) -> list[AnyRow]:
     """The highest version in each of ``stages``: one statement, one index seek per stage."""
-    if tuple(stages) == ALL_STAGES:
-        rows = session.exec(_LATEST_ALL_STAGES, params={"model_id": model_id}).all()
-        return sorted(rows, key=lambda r: r.version)
-    newest = [
-        select(ModelVersionRow.id)
-        .where(col(ModelVersionRow.model_id) == model_id, col(ModelVersionRow.current_stage) == stage)
-        .order_by(col(ModelVersionRow.version).desc())
-        .limit(1)
-        .scalar_subquery()
-        for stage in stages
-    ]
-    rows = session.exec(select(ModelVersionRow).where(col(ModelVersionRow.id).in_(newest))).all()
+    statement = _LATEST_ALL_STAGES if tuple(stages) == ALL_STAGES else _latest_in(stages)
+    rows = session.connection().execute(statement, {"model_id": model_id}).all()
     return sorted(rows, key=lambda r: r.version)
 
 
-def models_views(session: Session, models: Sequence[RegisteredModelRow]) -> list[RegisteredModel]:
+def models_views(session: Session, models: Sequence[ModelRecord]) -> list[RegisteredModel]:
     """Views of several registered models with tags, aliases and latest versions."""
     ids = [m.id for m in models if m.id is not None]
     tags: dict[int, dict[str, str]] = defaultdict(dict)
     aliases: dict[int, list[AliasRef]] = defaultdict(list)
     if ids:
-        for tag in session.exec(_MODEL_TAGS, params={"ids": ids}):
-            tags[tag.model_id][tag.key] = tag.value
-        for alias, number in session.exec(_MODEL_ALIASES, params={"ids": ids}):
-            aliases[alias.model_id].append(AliasRef(alias=alias.alias, version=number))
+        connection = session.connection()
+        for model_id, key, value in connection.execute(_MODEL_TAGS, {"ids": ids}):
+            tags[model_id][key] = value
+        for model_id, alias, number in connection.execute(_MODEL_ALIASES, {"ids": ids}):
+            aliases[model_id].append(AliasRef(alias=alias, version=number))
     views = []
     for model in models:
         assert model.id is not None
@@ -180,6 +236,6 @@ def models_views(session: Session, models: Sequence[RegisteredModelRow]) -> list
     return views
 
 
-def model_view(session: Session, model: RegisteredModelRow) -> RegisteredModel:
+def model_view(session: Session, model: ModelRecord) -> RegisteredModel:
     """The view of one registered model."""
     return models_views(session, [model])[0]

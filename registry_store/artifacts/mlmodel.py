@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,20 @@ class ModelMetadata(BaseModel):
 
 def read_model_metadata(path: Path) -> ModelMetadata:
     """Read ``<path>/MLmodel`` if present; a tree without one (or a single file) gives empty metadata."""
-    mlmodel = path / MLMODEL_FILE
-    if not path.is_dir() or not mlmodel.is_file():
+    try:
+        fd = os.open(path / MLMODEL_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO never blocks
+    except (FileNotFoundError, NotADirectoryError):
         return ModelMetadata()
-    with mlmodel.open("rb") as handle:
-        raw = handle.read(_MAX_BYTES + 1)
-    if len(raw) > _MAX_BYTES:
-        raise InvalidParameterError(f"MLmodel file is larger than {_MAX_BYTES} bytes")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return ModelMetadata()
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > _MAX_BYTES:
+            raise InvalidParameterError(f"MLmodel file is larger than {_MAX_BYTES} bytes")
+        raw = handle.read(info.st_size + 1)  # sized by the file: no 16 MB buffer for a small one
+    if len(raw) > info.st_size:
+        raise InvalidParameterError("MLmodel file changed while it was read")
     try:
         document = yaml.load(raw, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:

@@ -130,6 +130,24 @@ def test_unknown_endpoint_is_a_json_endpoint_not_found(http: httpx.Client) -> No
     assert_error(http.get(f"{API}/registered-models/nosuch"), 404, "ENDPOINT_NOT_FOUND")
 
 
+@pytest.mark.parametrize("prefix", ["", "/mlflow"], ids=["root", "mlflow-prefix"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/model-versions/get"),  # a registry path with a method it does not take
+        ("POST", "/registered-models/search"),
+        ("GET", "/model-versions/get/"),  # a trailing slash is another path
+    ],
+)
+def test_a_registry_path_with_another_method_or_a_trailing_slash_is_endpoint_not_found_and_changes_nothing(
+    http: httpx.Client, existing: str, prefix: str, method: str, path: str
+) -> None:
+    response = http.request(method, f"{prefix}{API}{path}", params={"name": existing, "version": "1"})
+    assert_error(response, 404, "ENDPOINT_NOT_FOUND")
+    assert path.lower().rstrip("/") in response.json()["message"].lower()
+    ok(call(http, "GET", "/registered-models/get", name=existing))
+
+
 # ------------------------------------------------------------------------------- invalid values
 
 

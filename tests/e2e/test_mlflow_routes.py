@@ -101,6 +101,18 @@ def test_every_route_answers_a_well_formed_request_with_200_and_a_json_object(
     assert set(body) == keys, body
 
 
+def test_openapi_lists_the_mlflow_routes_at_the_root_next_to_api_v1(http: httpx.Client) -> None:
+    schema = http.get("/openapi.json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    for method, path, handler in MLFLOW_ROUTES:
+        operation = paths[API + path][method.lower()]
+        assert operation["operationId"] == f"{handler.__name__}_{method.lower()}"
+        assert operation["tags"] == ["mlflow"]
+    assert not any(p.startswith("/mlflow/") for p in paths)  # the /mlflow copy is not listed twice
+    assert "/api/v1/models" in paths
+
+
 def test_entities_use_the_wire_types_the_client_needs(live_server: LiveServer, http: httpx.Client) -> None:
     name = model_with_versions(http, live_server, 1)
     ok(call(http, "POST", "/registered-models/alias", {"name": name, "alias": "challenger", "version": "1"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,23 @@ def test_a_tree_without_mlmodel_has_empty_metadata(tmp_path: Path) -> None:
     assert read_model_metadata(tmp_path) == ModelMetadata()
     assert read_model_metadata(tmp_path).signature == ""
     assert read_model_metadata(tmp_path / "model.pkl") == ModelMetadata()
+
+
+def test_an_mlmodel_that_is_a_directory_or_a_fifo_gives_empty_metadata_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "dir" / "MLmodel").mkdir(parents=True)
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "MLmodel")  # no writer: a blocking open would never return
+
+    assert read_model_metadata(tmp_path / "dir") == ModelMetadata()
+    assert read_model_metadata(tmp_path / "fifo") == ModelMetadata()
+
+
+def test_a_large_mlmodel_is_read_whole(tmp_path: Path) -> None:
+    padding = "".join(f"k{i}: {'v' * 90}\n" for i in range(20_000))  # about 2 MB after the flavors
+    metadata = read_model_metadata(write_mlmodel(tmp_path, MLMODEL + padding))
+
+    assert metadata.flavors == ("python_function", "sklearn")
+    assert json.loads(metadata.signature)["inputs"] == INPUTS
 
 
 def test_an_mlmodel_without_signature_gives_an_empty_signature(tmp_path: Path) -> None:
