@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from registry_store.entities import AuditEvent, AuditVerification
@@ -65,7 +65,7 @@ def _event_hash(row: AuditEventRow) -> str:
 
 
 def append_event(
-    session: Session,
+    transaction: Session | Connection,
     *,
     actor: Actor,
     action: str,
@@ -76,12 +76,15 @@ def append_event(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Append one event in ``session``'s transaction (locks the chain head).
+    """Append one event in the transaction of ``transaction`` (locks the chain head).
 
-    Changes pending in the session are flushed first, so they are written before the head is locked.
+    Changes pending in a session are flushed first, so they are written before the head is locked.
     """
-    session.flush()
-    connection = session.connection()
+    if isinstance(transaction, Session):
+        transaction.flush()
+        connection = transaction.connection()
+    else:
+        connection = transaction
     head_seq, head_hash = connection.execute(_LOCK_HEAD).one()
     event: dict[str, Any] = {
         "seq": head_seq + 1,

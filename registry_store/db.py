@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
@@ -81,6 +81,19 @@ class Database:
         """A read session; closing it ends the transaction and keeps loaded rows usable."""
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection in a read transaction (no ORM session: cheaper for a statement or two)."""
+        with self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction, as ``write`` takes it; committed when the block ends
+        without an exception."""
+        with self._writer_queue, self._write_engine.begin() as connection:
+            yield connection
 
     @contextmanager
     def write(self) -> Iterator[Session]:

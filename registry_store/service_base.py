@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
@@ -137,7 +137,7 @@ class ServiceBase:
 
     def _audit(
         self,
-        session: Session,
+        session: Session | Connection,
         actor: Actor,
         action: str,
         model_name: str,

@@ -81,14 +81,13 @@ class VersionOperations(ServiceBase):
         text = validate_description(description)
         link = run_link if isinstance(run_link, str) else ""
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
-        with self._db.read() as session:  # fail fast before copying anything
-            if session.connection().execute(_MODEL_EXISTS, {"name": model_name}).first() is None:
+        with self._db.read_connection() as connection:  # fail fast before copying anything
+            if connection.execute(_MODEL_EXISTS, {"name": model_name}).first() is None:
                 raise _model_not_found(model_name)
         staged = stage_artifact(self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
         try:
             run, logged_model = _reconcile_ids(src, run, logged_model, staged.facts)
-            with self._db.write() as session:
-                connection = session.connection()
+            with self._db.write_connection() as connection:
                 now = self._clock()
                 found = connection.execute(_NEXT_NUMBER, {"model_name": model_name, "now": now}).first()
                 if found is None:
@@ -121,7 +120,7 @@ class VersionOperations(ServiceBase):
                         [{"version_id": version_id, "key": key, "value": value} for key, value in valid_tags.items()],
                     )
                 self._audit(
-                    session,
+                    connection,
                     actor,
                     "create_model_version",
                     model_name,

@@ -77,6 +77,8 @@ class SourceFetcher:
     ) -> None:
         self.local_roots = tuple(Path(os.path.realpath(root)) for root in local_roots)
         self.private_paths = tuple(Path(os.path.realpath(path)) for path in private_paths)
+        self._roots = tuple(map(str, self.local_roots))  # compared as strings: pathlib's are slow
+        self._private = tuple(map(str, self.private_paths))
         """The registry's own data (data dir, artifact root): never a source, nor inside or around one."""
         self.s3_endpoint_url = s3_endpoint_url
         self.tracking_resolver = tracking_resolver
@@ -149,18 +151,19 @@ class SourceFetcher:
             raise InvalidParameterError(
                 f"Local source '{source}' refused: {_ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
             )
-        real = Path(os.path.realpath(raw))
+        real = os.path.realpath(raw)
         if not self._allowed(real):
             raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
-        for private in self.private_paths:
-            if real.is_relative_to(private) or private.is_relative_to(real):
+        for private in self._private:
+            if _within(real, private) or _within(private, real):
                 raise InvalidParameterError(
                     f"Local source '{source}' refused: it overlaps the registry's own data ({private})"
                 )
         return Path(raw)
 
-    def _allowed(self, real: Path) -> bool:
-        return any(real.is_relative_to(root) for root in self.local_roots)
+    def _allowed(self, real: str | Path) -> bool:
+        path = os.fspath(real)
+        return any(_within(path, root) for root in self._roots)
 
     def _copy_local(
         self, source: str, requested: Path, dest: Path, progress: ProgressCallback | None
@@ -354,6 +357,11 @@ def _file_uri_path(source: str) -> str:
             f"Source '{source}' must be a file:///absolute/path URI on this host; {_ROOTS_HINT}"
         )
     return unquote(parts.path)
+
+
+def _within(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both absolute and normalised, as ``realpath`` gives them)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _opened_path(fd: int) -> Path | None:
