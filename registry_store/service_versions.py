@@ -34,7 +34,13 @@ from registry_store.validation import (
     validate_source,
     validate_tag,
 )
-from registry_store.views import latest_per_stage, named_version, new_version_view, versions_views
+from registry_store.views import (
+    NAMED_VERSIONS,
+    latest_per_stage,
+    named_version,
+    new_version_view,
+    versions_views,
+)
 
 __all__ = ["VersionOperations"]
 
@@ -287,15 +293,9 @@ class VersionOperations(ServiceBase):
         spec = search.model_version_search(filter_string, list(order_by or []))
         offset = search.decode_page_token(page_token)
         with self._db.read() as session:
-            rows = session.exec(
-                select(ModelVersionRow, RegisteredModelRow.name)
-                .join(RegisteredModelRow, col(RegisteredModelRow.id) == col(ModelVersionRow.model_id))
-                .where(*spec.conditions)
-                .order_by(*spec.order)
-                .offset(offset)
-                .limit(limit + 1)
-            ).all()
-            items = versions_views(session, [(r, n) for r, n in rows[:limit]], with_aliases=False)
+            query = NAMED_VERSIONS.where(*spec.conditions).order_by(*spec.order).offset(offset).limit(limit + 1)
+            rows = session.connection().execute(query).all()
+            items = versions_views(session, [(r, r.model_name) for r in rows[:limit]], with_aliases=False)
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def list_model_versions(

@@ -22,6 +22,7 @@ from registry_store.tables import (
 )
 
 __all__ = [
+    "NAMED_VERSIONS",
     "AnyRow",
     "ModelRecord",
     "VersionRecord",
@@ -65,17 +66,18 @@ _VERSION_TAGS_AND_ALIASES: CompoundSelect[*tuple[Any, ...]] = union_all(
         literal("", String),
     ).where(col(RegisteredModelAliasRow.version_id).in_(_IDS)),
 ).order_by(literal_column("kind"), literal_column("name"))
-_NAMED_VERSION = select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name")).join(
+NAMED_VERSIONS = select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name")).join(
     RegisteredModelRow, col(RegisteredModelRow.id) == col(ModelVersionRow.model_id)
 )
-_VERSION_BY_NUMBER = _NAMED_VERSION.where(
+"""Every column of ``model_versions`` and the model's name as ``model_name``: add conditions and order."""
+_VERSION_BY_NUMBER = NAMED_VERSIONS.where(
     col(RegisteredModelRow.name) == bindparam("name"), col(ModelVersionRow.version) == bindparam("number")
 )
-_VERSION_BY_ALIAS = _NAMED_VERSION.join(
+_VERSION_BY_ALIAS = NAMED_VERSIONS.join(
     RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id)
 ).where(col(RegisteredModelRow.name) == bindparam("name"), col(RegisteredModelAliasRow.alias) == bindparam("alias"))
 _NEWEST_VERSION = (
-    _NAMED_VERSION.where(col(RegisteredModelRow.name) == bindparam("name"))
+    NAMED_VERSIONS.where(col(RegisteredModelRow.name) == bindparam("name"))
     .order_by(col(ModelVersionRow.version).desc())
     .limit(1)
 )
