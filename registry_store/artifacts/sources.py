@@ -108,16 +108,16 @@ class SourceFetcher:
         if not source or "\x00" in source:
             raise InvalidParameterError("Source must be a non-empty URI or path without NUL bytes")
         if source.startswith("/"):
-            path = self._local_path(source, source)
-            return lambda dest, progress: self._copy_local(source, path, dest, progress)
+            path, real = self._local_path(source, source)
+            return lambda dest, progress: self._copy_local(source, path, real, dest, progress)
         match = _SCHEME.match(source)
         scheme = match.group(1).lower() if match else ""
         if scheme == "s3":
             bucket, key = parse_s3_uri(source)
             return lambda dest, progress: self._copy_s3(source, bucket, key, dest, progress)
         if scheme == "file":
-            path = self._local_path(source, _file_uri_path(source))
-            return lambda dest, progress: self._copy_local(source, path, dest, progress)
+            path, real = self._local_path(source, _file_uri_path(source))
+            return lambda dest, progress: self._copy_local(source, path, real, dest, progress)
         if scheme in TRACKING_SCHEMES:
             resolver = self.tracking_resolver
             if resolver is None:
@@ -141,8 +141,12 @@ class SourceFetcher:
 
     # -- local -----------------------------------------------------------------------------
 
-    def _local_path(self, source: str, raw: str) -> Path:
-        """The requested absolute path (not resolved), checked against the roots by real path."""
+    def _local_path(self, source: str, raw: str) -> tuple[Path, Path]:
+        """The requested absolute path and its real path, checked against the roots.
+
+        The copy scans the real path; every file is checked again once it is open (``_copy_file``),
+        so a parent swapped for a symlink after this check cannot lead outside the roots.
+        """
         if "\x00" in raw or not raw.startswith("/") or ".." in raw.split("/"):
             raise InvalidParameterError(
                 f"Source '{source}' must be an absolute path without '..' segments; {_ROOTS_HINT}"
@@ -159,18 +163,15 @@ class SourceFetcher:
                 raise InvalidParameterError(
                     f"Local source '{source}' refused: it overlaps the registry's own data ({private})"
                 )
-        return Path(raw)
+        return Path(raw), Path(real)
 
     def _allowed(self, real: str | Path) -> bool:
         path = os.fspath(real)
         return any(_within(path, root) for root in self._roots)
 
     def _copy_local(
-        self, source: str, requested: Path, dest: Path, progress: ProgressCallback | None
+        self, source: str, requested: Path, real: Path, dest: Path, progress: ProgressCallback | None
     ) -> SourceFacts:
-        real = Path(os.path.realpath(requested))
-        if not self._allowed(real):
-            raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
         try:
             mode = os.stat(real).st_mode
         except FileNotFoundError:

@@ -174,10 +174,13 @@ class LocalArtifactStore:
             raise InvalidParameterError(f"Artifact tree '{staged}' is empty")
         if os.path.lexists(target):
             raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already")
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             # A directory renamed onto a non-empty directory or a file fails; nothing is overwritten.
-            os.rename(staged, target)
+            try:
+                os.rename(staged, target)
+            except FileNotFoundError:  # the model's first version: its directory is made once
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staged, target)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                 raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already") from None

@@ -125,6 +125,24 @@ def test_a_single_local_file_returns_its_own_digest_under_its_name(tmp_path: Pat
     assert facts.file_digests == tree_manifest(dest) == {"model.pkl": hashlib.sha256(files["model.pkl"]).hexdigest()}
 
 
+def test_a_source_directory_swapped_for_a_symlink_mid_copy_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "allowed" / "model", {"a.bin": b"a" * 64, "b.bin": b"b" * 64})
+    outside = write_tree(tmp_path / "outside" / "model", {"a.bin": b"x", "b.bin": b"secret"})
+    dest = tmp_path / "dest"
+    swapped: list[int] = []
+
+    def swap_after_the_first_chunk(_size: int) -> None:
+        if not swapped:
+            source.rename(tmp_path / "allowed" / "moved")
+            source.symlink_to(outside, target_is_directory=True)
+            swapped.append(_size)
+
+    with pytest.raises(InvalidParameterError, match="'b.bin' resolves outside the allowed roots"):
+        SourceFetcher([tmp_path / "allowed"]).fetch(str(source), dest, progress=swap_after_the_first_chunk)
+    assert swapped == [64]
+    assert list(dest.iterdir()) == []
+
+
 def test_an_s3_copy_returns_the_manifest_of_the_copied_tree(
     s3_endpoint: str, s3_bucket: str, tmp_path: Path, files: dict[str, bytes]
 ) -> None:
