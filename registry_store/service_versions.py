@@ -90,7 +90,10 @@ class VersionOperations(ServiceBase):
         with self._db.read_connection() as connection:  # fail fast before copying anything
             if connection.execute(_MODEL_EXISTS, {"name": model_name}).first() is None:
                 raise _model_not_found(model_name)
-        staged = stage_artifact(self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
+        with self._fetcher.slot(src):
+            staged = stage_artifact(
+                self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress
+            )
         try:
             run, logged_model = _reconcile_ids(src, run, logged_model, staged.facts)
             with self._db.write_connection() as connection:

@@ -143,6 +143,22 @@ def test_a_source_directory_swapped_for_a_symlink_mid_copy_is_refused_and_nothin
     assert list(dest.iterdir()) == []
 
 
+def test_local_sources_stage_one_at_a_time_and_remote_sources_do_not_queue(tmp_path: Path) -> None:
+    fetcher = SourceFetcher([tmp_path])
+    local = fetcher.slot(str(tmp_path / "model"))
+
+    assert fetcher.slot((tmp_path / "other").as_uri()) is local
+    assert fetcher.slot("FILE://" + str(tmp_path / "x")) is local
+    with local:
+        for remote in ("s3://bucket/model", "runs:/0123/model", "models:/m-0123", "mlflow-artifacts:/1/2"):
+            with fetcher.slot(remote):  # entered at once while the local slot is held
+                pass
+        with ThreadPoolExecutor(1) as pool:  # another thread's local staging would have to wait
+            busy = pool.submit(lambda: local.acquire(blocking=False))
+            assert busy.result(timeout=30) is False
+    assert SourceFetcher([tmp_path]).slot(str(tmp_path)) is not local  # one slot per fetcher (process)
+
+
 def test_an_s3_copy_returns_the_manifest_of_the_copied_tree(
     s3_endpoint: str, s3_bucket: str, tmp_path: Path, files: dict[str, bytes]
 ) -> None:
