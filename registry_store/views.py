@@ -73,9 +73,13 @@ NAMED_VERSIONS = select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).
 _VERSION_BY_NUMBER = NAMED_VERSIONS.where(
     col(RegisteredModelRow.name) == bindparam("name"), col(ModelVersionRow.version) == bindparam("number")
 )
-_VERSION_BY_ALIAS = NAMED_VERSIONS.join(
-    RegisteredModelAliasRow, col(RegisteredModelAliasRow.version_id) == col(ModelVersionRow.id)
-).where(col(RegisteredModelRow.name) == bindparam("name"), col(RegisteredModelAliasRow.alias) == bindparam("alias"))
+_VERSION_BY_ALIAS = (  # model by name, alias by its key (model, alias), version by id: never a scan of versions
+    select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name"))
+    .select_from(RegisteredModelRow)
+    .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.model_id) == col(RegisteredModelRow.id))
+    .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
+    .where(col(RegisteredModelRow.name) == bindparam("name"), col(RegisteredModelAliasRow.alias) == bindparam("alias"))
+)
 _NEWEST_VERSION = (
     NAMED_VERSIONS.where(col(RegisteredModelRow.name) == bindparam("name"))
     .order_by(col(ModelVersionRow.version).desc())
