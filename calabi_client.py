@@ -28,6 +28,8 @@ from urllib.parse import quote
 
 import httpx
 
+from registry_store.stages import ALL_STAGES as STAGES
+
 __all__ = [
     "STAGES",
     "CalabiClientError",
@@ -38,7 +40,6 @@ __all__ = [
     "parse_model_uri",
 ]
 
-STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_BY_LOWER = {stage.lower(): stage for stage in STAGES}
 _MLFLOW_ARTIFACTS = "mlflow-artifacts:/"
 _CHUNK = 1024 * 1024

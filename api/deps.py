@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from bootstrap import Services
 from registry_store.audit import Actor
 
-__all__ = ["CurrentActor", "ServicesDep", "current_actor", "get_services", "request_id", "token_from_header"]
+__all__ = [
+    "CurrentActor", "ServicesDep", "current_actor", "get_services", "request_actor", "request_id", "token_from_header",
+]
 
 
 def get_services(request: Request) -> Services:
@@ -48,6 +50,11 @@ def request_id(request: Request) -> str:
 
 async def current_actor(request: Request, services: ServicesDep) -> Actor:
     """The user owning the request's bearer token (or basic-auth password)."""
+    return await request_actor(request, services)
+
+
+async def request_actor(request: Request, services: Services) -> Actor:
+    """``current_actor`` for handlers outside FastAPI's dependency injection."""
     token = token_from_header(request.headers.get("authorization"))
     return await run_in_threadpool(services.users.authenticate, token, request_id=request_id(request))
 

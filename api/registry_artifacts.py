@@ -16,11 +16,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from api.deps import request_id, token_from_header
+from api.deps import request_actor, request_id
 from api.errors import error_response
 from bootstrap import Services
 from registry_store.artifacts._tree import CHUNK_SIZE
-from registry_store.audit import Actor
 from registry_store.errors import NotFoundError
 from registry_store.service_artifacts import VerifiedFile
 
@@ -51,7 +50,7 @@ async def serve_registry_artifacts(request: Request, path: str) -> Response | No
         raise NotFoundError(f"Name a registry artifact id: '{NAMESPACE}/<artifact id>/…'.")
     artifact_id, rest = parts[1], "/".join(parts[2:])
     services: Services = request.app.state.services
-    actor = await _actor(request, services)
+    actor = await request_actor(request, services)
     if path.endswith("/mlflow-artifacts/artifacts"):
         entries = await run_in_threadpool(services.registry.list_registry_artifacts, actor, artifact_id, rest)
         files = [
@@ -78,11 +77,6 @@ def _namespace_target(request: Request, path: str) -> tuple[str, list[str]] | No
     if not parts or parts[0] != NAMESPACE:
         return None
     return op, parts
-
-
-async def _actor(request: Request, services: Services) -> Actor:
-    token = token_from_header(request.headers.get("authorization"))
-    return await run_in_threadpool(services.users.authenticate, token, request_id=request_id(request))
 
 
 class _VerifiedFileResponse(StreamingResponse):

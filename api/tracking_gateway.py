@@ -18,11 +18,10 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from api.deps import request_id, token_from_header
+from api.deps import request_actor, request_id
 from api.errors import error_response
 from api.registry_artifacts import serve_registry_artifacts
 from bootstrap import Services
@@ -103,8 +102,7 @@ async def gateway(request: Request) -> Response:
     if served is not None:
         return served
     services: Services = request.app.state.services
-    token = token_from_header(request.headers.get("authorization"))
-    actor = await run_in_threadpool(services.users.authenticate, token, request_id=request_id(request))
+    actor = await request_actor(request, services)
     if request.method in ("GET", "HEAD", "OPTIONS") or (request.method == "POST" and upstream_path in _VIEWER_POSTS):
         require_role(actor, "viewer", "read from the MLflow tracking server")
     else:

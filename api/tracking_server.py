@@ -33,28 +33,27 @@ def tracking_server_command(data_dir: Path, *, port: int) -> list[str]:
 def start_tracking_server(data_dir: Path, *, port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the tracking server with its state in ``data_dir`` and wait until ``/health`` answers (bounded)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_path or data_dir / "mlflow-server.log").open("ab")
+    log_file = log_path or data_dir / "mlflow-server.log"
     # The job runner (huey consumers) serves MLflow's GenAI jobs, not tracking; leave it off.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        tracking_server_command(data_dir, port=port), cwd=data_dir, env=env,
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
-    )
+    with log_file.open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            tracking_server_command(data_dir, port=port), cwd=data_dir, env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
     url = f"http://127.0.0.1:{port}/health"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with code {process.returncode}; see {log.name}"
-                )
+                raise RuntimeError(f"mlflow server exited with code {process.returncode}; see {log_file}")
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     return process
             except httpx.TransportError:
                 pass
             time.sleep(0.2)  # readiness poll, bounded by the deadline above
-        raise TimeoutError(f"mlflow server did not answer {url} within {START_TIMEOUT_S:.0f} s; see {log.name}")
+        raise TimeoutError(f"mlflow server did not answer {url} within {START_TIMEOUT_S:.0f} s; see {log_file}")
     except BaseException:
         process.kill()
         process.wait(timeout=10)

@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 
 from bench.servers import _die_with_parent
-from bench.workload import Stats
+from bench.workload import CallLog, Op, Stats, call_loop
 
 __all__ = ["PROCESSES", "SPLIT_OPS", "THREADS_PER_PROCESS", "ClientPool", "PoolError"]
 
@@ -72,29 +72,12 @@ class _Part:
     cpu_s: float = 0.0
 
 
-def _thread(op: Callable[[int, int], object], index: int, job: _Job, barrier: Barrier) -> _Part:
-    """One client thread: the loop of ``bench.workload.drive``, started on the shared barrier."""
-    part = _Part()
+def _thread(op: Op, index: int, job: _Job, barrier: Barrier) -> tuple[float, CallLog]:
+    """One client thread: ``call_loop`` on the monotonic clock (comparable across processes), started
+    on the shared barrier; its start time and its calls."""
     barrier.wait(timeout=BARRIER_TIMEOUT_S)
-    part.started_at = time.monotonic()
-    deadline = part.started_at + job.cap_s
-    for call in range(job.calls_per_thread):
-        now = time.monotonic()
-        if now >= deadline:
-            part.capped = True
-            break
-        try:
-            op(index, call)
-        except Exception as exc:  # a failed call is data: counted and reported
-            part.errors += 1
-            if part.first_error is None:
-                part.first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if part.errors >= max(10, job.calls_per_thread // 2):
-                break
-            continue
-        part.latencies_ms.append((time.monotonic() - now) * 1000)
-    part.finished_at = time.monotonic()
-    return part
+    started = time.monotonic()
+    return started, call_loop(op, index, job.calls_per_thread, started + job.cap_s, clock=time.monotonic)
 
 
 def _worker(conn: Connection, barrier: Barrier, worker: int) -> None:  # pragma: no cover - child process
@@ -131,19 +114,20 @@ def _worker(conn: Connection, barrier: Barrier, worker: int) -> None:  # pragma:
                 for t in range(THREADS_PER_PROCESS)
             ]
             try:
-                parts = [f.result() for f in futures]
+                threads = [f.result() for f in futures]
             except threading.BrokenBarrierError as exc:
                 conn.send(f"barrier broken: {exc!r}")
                 return
             cpu = time.process_time() - cpu
+            logs = [log for _started, log in threads]
             conn.send(
                 _Part(
-                    latencies_ms=[x for p in parts for x in p.latencies_ms],
-                    errors=sum(p.errors for p in parts),
-                    first_error=next((p.first_error for p in parts if p.first_error), None),
-                    capped=any(p.capped for p in parts),
-                    started_at=min(p.started_at for p in parts),
-                    finished_at=max(p.finished_at for p in parts),
+                    latencies_ms=[x for log in logs for x in log.latencies_ms],
+                    errors=sum(log.errors for log in logs),
+                    first_error=next((log.first_error for log in logs if log.first_error), None),
+                    capped=any(log.capped for log in logs),
+                    started_at=min(started for started, _log in threads),
+                    finished_at=max(log.finished_at for log in logs),
                     cpu_s=cpu,
                 )
             )

@@ -20,11 +20,13 @@ from mlflow import MlflowClient
 __all__ = [
     "ALIAS",
     "MAIN_VERSIONS",
+    "CallLog",
     "NagleResult",
     "Op",
     "PopulateResult",
     "Registry",
     "Stats",
+    "call_loop",
     "drive",
     "merge_rounds",
     "nagle_check",
@@ -160,12 +162,41 @@ def merge_rounds(runs: Sequence[Stats]) -> Stats:
 
 
 @dataclass
-class _ThreadResult:
+class CallLog:
+    """One client thread's calls: the successful ones' latencies, the failures, whether the cap stopped it."""
+
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
     capped: bool = False
     finished_at: float = 0.0
+
+
+def call_loop(
+    op: Op, index: int, calls: int, deadline: float, *, clock: Callable[[], float], halt: threading.Event | None = None
+) -> CallLog:
+    """Call ``op(index, i)`` up to ``calls`` times, stopping at ``deadline`` (read on ``clock``) or ``halt``.
+
+    Failed calls are counted, not timed; a thread whose calls mostly fail stops early.
+    """
+    log = CallLog()
+    for call in range(calls):
+        now = clock()
+        if now >= deadline or (halt is not None and halt.is_set()):
+            log.capped = now >= deadline
+            break
+        try:
+            op(index, call)
+        except Exception as exc:  # a failed call is data: counted and reported
+            log.errors += 1
+            if log.first_error is None:
+                log.first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if log.errors >= max(10, calls // 2):
+                break  # a server that only fails is not worth the time cap
+            continue
+        log.latencies_ms.append((clock() - now) * 1000)
+    log.finished_at = clock()
+    return log
 
 
 def drive(
@@ -187,27 +218,9 @@ def drive(
     halt = stop or threading.Event()
     start_box: list[float] = []
 
-    def worker(index: int) -> _ThreadResult:
-        result = _ThreadResult()
+    def worker(index: int) -> CallLog:
         barrier.wait(timeout=60)
-        deadline = start_box[0] + time_cap_s
-        for call in range(calls_per_thread):
-            now = time.perf_counter()
-            if now >= deadline or halt.is_set():
-                result.capped = now >= deadline
-                break
-            try:
-                op(index, call)
-            except Exception as exc:  # a failed call is data: counted and reported
-                result.errors += 1
-                if result.first_error is None:
-                    result.first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                if result.errors >= max(10, calls_per_thread // 2):
-                    break  # a server that only fails is not worth the time cap
-                continue
-            result.latencies_ms.append((time.perf_counter() - now) * 1000)
-        result.finished_at = time.perf_counter()
-        return result
+        return call_loop(op, index, calls_per_thread, start_box[0] + time_cap_s, clock=time.perf_counter, halt=halt)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench") as pool:
         server_start = server_cpu() if server_cpu else math.nan

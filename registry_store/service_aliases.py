@@ -79,6 +79,6 @@ class AliasOperations(ServiceBase):
         with self._db.read() as session:
             row = named_version(session, model_name, alias=None if alias.lower() == "latest" else alias)
             if row is None:
-                self._model(session, model_name)  # a missing model is reported as such
+                self._model_record(session.connection(), model_name)  # a missing model is reported as such
                 raise AliasNotFoundError(alias)
             return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]

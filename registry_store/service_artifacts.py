@@ -18,25 +18,22 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import bindparam
-from sqlmodel import col, select
+from sqlmodel import col
 
 from registry_store.artifacts import manifest_digest, tree_manifest
 from registry_store.artifacts._tree import CHUNK_SIZE, safe_relpath
 from registry_store.audit import Actor
 from registry_store.errors import ArtifactIntegrityError, InvalidParameterError, NotFoundError
 from registry_store.service_base import ServiceBase
-from registry_store.tables import ModelVersionRow, RegisteredModelRow
+from registry_store.tables import ModelVersionRow
 from registry_store.users import require_role
+from registry_store.views import NAMED_VERSIONS
 
 __all__ = ["ArtifactEntry", "ArtifactOperations", "VerifiedFile"]
 
 log = logging.getLogger(__name__)
 _ARTIFACT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_BY_ARTIFACT_ID = (
-    select(ModelVersionRow, RegisteredModelRow.name)
-    .join(RegisteredModelRow, col(RegisteredModelRow.id) == col(ModelVersionRow.model_id))
-    .where(col(ModelVersionRow.artifact_id) == bindparam("artifact_id"))
-)
+_BY_ARTIFACT_ID = NAMED_VERSIONS.where(col(ModelVersionRow.artifact_id) == bindparam("artifact_id"))
 SPOOL_MEMORY_BYTES = 1024 * 1024
 _LEGACY_CACHE_SIZE = 256
 
@@ -111,11 +108,12 @@ class ArtifactOperations(ServiceBase):
         stored = dict(self._artifacts.list_files(copy.location))
         if set(stored) != set(manifest):
             missing, extra = sorted(set(manifest) - set(stored)), sorted(set(stored) - set(manifest))
-            described = "; ".join(
-                part for part in (f"missing {missing}" if missing else "", f"not recorded {extra}" if extra else "")
-                if part
-            )
-            raise _integrity(copy, f"files {described}")
+            problems = []
+            if missing:
+                problems.append(f"missing {missing}")
+            if extra:
+                problems.append(f"not recorded {extra}")
+            raise _integrity(copy, f"files {'; '.join(problems)}")
         entries: dict[str, ArtifactEntry] = {}
         for rel, size in sorted(stored.items()):
             if not rel.startswith(prefix):
@@ -162,12 +160,11 @@ class ArtifactOperations(ServiceBase):
     def _copy(self, artifact_id: str) -> _Copy:
         if not _ARTIFACT_ID.match(artifact_id):
             raise InvalidParameterError(f"Invalid registry artifact id {artifact_id[:80]!r}")
-        with self._db.read() as session:
-            found = session.exec(_BY_ARTIFACT_ID, params={"artifact_id": artifact_id}).first()
-        if found is None:
+        with self._db.read_connection() as connection:
+            row = connection.execute(_BY_ARTIFACT_ID, {"artifact_id": artifact_id}).first()
+        if row is None:
             raise NotFoundError(f"No model version has registry artifact id '{artifact_id}'")
-        row, model = found
-        return _Copy(model, row.version, row.storage_location, row.digest, row.file_digests)
+        return _Copy(row.model_name, row.version, row.storage_location, row.digest, row.file_digests)
 
     def _manifest(self, copy: _Copy) -> dict[str, str]:
         """The recorded ``{relpath: sha256}``; for older versions computed from the store and checked."""

@@ -29,7 +29,7 @@ from registry_store.validation import (
 )
 from registry_store.views import AnyRow
 
-__all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase"]
+__all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase", "model_not_found"]
 
 log = logging.getLogger(__name__)
 _MODEL = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == bindparam("name"))
@@ -66,16 +66,16 @@ class ServiceBase:
         model_name = validate_model_name(name)
         row = session.exec(_MODEL_FOR_UPDATE if lock else _MODEL, params={"name": model_name}).first()
         if row is None:
-            raise NotFoundError(f"Registered Model with name={model_name} not found")
+            raise model_not_found(model_name)
         return row
 
     @staticmethod
-    def _model_record(session: Session, name: object) -> AnyRow:
+    def _model_record(connection: Connection, name: object) -> AnyRow:
         """A model's columns for reading (no ORM object: cheaper on the hot read paths)."""
         model_name = validate_model_name(name)
-        row = session.connection().execute(_MODEL_RECORD, {"name": model_name}).first()
+        row = connection.execute(_MODEL_RECORD, {"name": model_name}).first()
         if row is None:
-            raise NotFoundError(f"Registered Model with name={model_name} not found")
+            raise model_not_found(model_name)
         return row
 
     @staticmethod
@@ -165,6 +165,11 @@ class ServiceBase:
                 self._artifacts.delete(location)
             except Exception:  # the rows are gone already; a leftover copy is only garbage
                 log.exception("could not delete artifact copy at %s", location)
+
+
+def model_not_found(name: str) -> NotFoundError:
+    """MLflow's error for a registered model that does not exist."""
+    return NotFoundError(f"Registered Model with name={name} not found")
 
 
 def _json(value: Any) -> str:

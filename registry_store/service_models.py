@@ -74,7 +74,7 @@ class ModelOperations(ServiceBase):
         """A registered model with tags, aliases and the latest version per stage."""
         require_role(actor, "viewer", "read the registry")
         with self._db.read() as session:
-            return model_view(session, self._model_record(session, name))
+            return model_view(session, self._model_record(session.connection(), name))
 
     def rename_registered_model(self, actor: Actor, *, name: object, new_name: object) -> RegisteredModel:
         """Rename a model; versions, tags and aliases follow."""

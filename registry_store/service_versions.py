@@ -17,7 +17,7 @@ from registry_store.errors import (
     NotFoundError,
 )
 from registry_store.registration import stage_artifact
-from registry_store.service_base import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase
+from registry_store.service_base import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase, model_not_found
 from registry_store.stages import NONE, PRODUCTION, STAGING, canonical_stage, is_break_glass
 from registry_store.tables import (
     ModelVersionRow,
@@ -45,7 +45,6 @@ from registry_store.views import (
 __all__ = ["VersionOperations"]
 
 # Registration's statements, built once (building a statement costs more than SQLite takes to run it).
-_MODEL_EXISTS = select(col(RegisteredModelRow.id)).where(col(RegisteredModelRow.name) == bindparam("name"))
 _NEXT_NUMBER = (
     update(RegisteredModelRow)
     .where(col(RegisteredModelRow.name) == bindparam("model_name"))
@@ -88,8 +87,7 @@ class VersionOperations(ServiceBase):
         link = run_link if isinstance(run_link, str) else ""
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
         with self._db.read_connection() as connection:  # fail fast before copying anything
-            if connection.execute(_MODEL_EXISTS, {"name": model_name}).first() is None:
-                raise _model_not_found(model_name)
+            self._model_record(connection, model_name)
         with self._fetcher.slot(src):
             staged = stage_artifact(
                 self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress
@@ -100,7 +98,7 @@ class VersionOperations(ServiceBase):
                 now = self._clock()
                 found = connection.execute(_NEXT_NUMBER, {"model_name": model_name, "now": now}).first()
                 if found is None:
-                    raise _model_not_found(model_name)
+                    raise model_not_found(model_name)
                 values = {
                     "model_id": found.id,
                     "version": found.next_version - 1,
@@ -156,7 +154,7 @@ class VersionOperations(ServiceBase):
         with self._db.read() as session:
             row = named_version(session, model_name, number=number)
             if row is None:
-                model = self._model(session, model_name)  # which is missing: the model or the version
+                model = self._model_record(session.connection(), model_name)  # missing: the model or the version
                 raise NotFoundError(f"Model Version (name={model.name}, version={number}) not found")
             return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]
 
@@ -277,7 +275,7 @@ class VersionOperations(ServiceBase):
         require_role(actor, "viewer", "read the registry")
         wanted = [canonical_stage(s) for s in stages] if stages else None
         with self._db.read() as session:
-            model = self._model_record(session, name)
+            model = self._model_record(session.connection(), name)
             rows = latest_per_stage(session, model.id, *([wanted] if wanted else []))
             return versions_views(session, [(r, model.name) for r in rows], with_aliases=True)
 
@@ -364,10 +362,6 @@ class VersionOperations(ServiceBase):
                 return
             session.delete(old)
             self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value})
-
-
-def _model_not_found(name: str) -> NotFoundError:
-    return NotFoundError(f"Registered Model with name={name} not found")
 
 
 def _reconcile_ids(source: str, run_id: str, model_id: str, facts: SourceFacts) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import BindParameter, CompoundSelect, Row, String, bindparam, literal, literal_column, union_all
@@ -36,8 +37,9 @@ __all__ = [
 ]
 
 AnyRow = Row[*tuple[Any, ...]]
-VersionRecord = ModelVersionRow | AnyRow
-"""A version row: the ORM object, or a Core row of the ``model_versions`` columns (read by attribute)."""
+VersionRecord = ModelVersionRow | AnyRow | SimpleNamespace
+"""A version's ``model_versions`` columns, read by attribute: the ORM object, a Core row, or the values
+of a row just inserted."""
 ModelRecord = RegisteredModelRow | AnyRow
 """A model row: the ORM object, or a Core row of the ``registered_models`` columns."""
 
@@ -158,28 +160,7 @@ def version_view(row: VersionRecord, model_name: str, tags: dict[str, str], alia
 def new_version_view(model_name: str, values: Mapping[str, Any], tags: Mapping[str, str]) -> ModelVersion:
     """The view of a version just inserted with ``values`` (``model_versions`` columns, all given) and
     ``tags``, built without reading it back: a new version has exactly those tags and no aliases."""
-    return ModelVersion(
-        name=model_name,
-        version=values["version"],
-        current_stage=values["current_stage"],
-        description=values["description"],
-        source=values["source"],
-        run_id=values["run_id"],
-        run_link=values["run_link"],
-        model_id=values["model_id_ref"],
-        storage_location=values["storage_location"],
-        artifact_id=values["artifact_id"],
-        digest=values["digest"],
-        signature=values["signature"],
-        evidence=json.loads(values["evidence"]),
-        status=values["status"],
-        status_message=values["status_message"],
-        user_id=values["user_id"],
-        creation_timestamp=values["creation_timestamp"],
-        last_updated_timestamp=values["last_updated_timestamp"],
-        tags=dict(sorted(tags.items())),
-        aliases=[],
-    )
+    return version_view(SimpleNamespace(**values), model_name, dict(sorted(tags.items())), [])
 
 
 def versions_views(

@@ -76,12 +76,11 @@ class SourceFetcher:
         tracking_resolver: TrackingResolver | None = None,
         private_paths: Sequence[Path] = (),
     ) -> None:
-        self.local_roots = tuple(Path(os.path.realpath(root)) for root in local_roots)
-        self.private_paths = tuple(Path(os.path.realpath(path)) for path in private_paths)
-        self._roots = tuple(map(str, self.local_roots))  # compared as strings: pathlib's are slow
-        self._local_slot = threading.Lock()
-        self._private = tuple(map(str, self.private_paths))
+        # Real paths, compared as strings (pathlib's comparisons are slow on the registration path).
+        self._roots = tuple(os.path.realpath(root) for root in local_roots)
+        self._private = tuple(os.path.realpath(path) for path in private_paths)
         """The registry's own data (data dir, artifact root): never a source, nor inside or around one."""
+        self._local_slot = threading.Lock()
         self.s3_endpoint_url = s3_endpoint_url
         self.tracking_resolver = tracking_resolver
         self._s3_client_factory: S3ClientFactory = s3_client_factory or make_s3_client
@@ -110,11 +109,11 @@ class SourceFetcher:
 
         A local staging is CPU-bound, so under the GIL several cannot overlap anyway, and side by side
         their many short system calls only trade the GIL back and forth between threads (8 concurrent
-        local registrations: about 530 a second side by side, 670 one at a time). S3 and tracking
+        local registrations: about 530 a second side by side, 630 one at a time). S3 and tracking
         sources wait on the network and stage concurrently. A throughput device only: nothing
         depends on it for correctness.
         """
-        return self._local_slot if source.startswith("/") or source[:5].lower() == "file:" else nullcontext()
+        return self._local_slot if source.startswith("/") or _scheme(source) == "file" else nullcontext()
 
     def _plan(self, source: str) -> Callable[[Path, ProgressCallback | None], SourceFacts | None]:
         """Validate ``source`` and pick the copier, before anything touches ``dest``."""
@@ -123,8 +122,7 @@ class SourceFetcher:
         if source.startswith("/"):
             path, real = self._local_path(source, source)
             return lambda dest, progress: self._copy_local(source, path, real, dest, progress)
-        match = _SCHEME.match(source)
-        scheme = match.group(1).lower() if match else ""
+        scheme = _scheme(source)
         if scheme == "s3":
             bucket, key = parse_s3_uri(source)
             return lambda dest, progress: self._copy_s3(source, bucket, key, dest, progress)
@@ -164,7 +162,7 @@ class SourceFetcher:
             raise InvalidParameterError(
                 f"Source '{source}' must be an absolute path without '..' segments; {_ROOTS_HINT}"
             )
-        if not self.local_roots:
+        if not self._roots:
             raise InvalidParameterError(
                 f"Local source '{source}' refused: {_ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
             )
@@ -371,6 +369,12 @@ def _file_uri_path(source: str) -> str:
             f"Source '{source}' must be a file:///absolute/path URI on this host; {_ROOTS_HINT}"
         )
     return unquote(parts.path)
+
+
+def _scheme(source: str) -> str:
+    """The URI scheme of ``source``, lower-cased; empty for a path."""
+    match = _SCHEME.match(source)
+    return match.group(1).lower() if match else ""
 
 
 def _within(path: str, root: str) -> bool:

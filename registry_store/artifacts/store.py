@@ -175,12 +175,7 @@ class LocalArtifactStore:
         if os.path.lexists(target):
             raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already")
         try:
-            # A directory renamed onto a non-empty directory or a file fails; nothing is overwritten.
-            try:
-                os.rename(staged, target)
-            except FileNotFoundError:  # the model's first version: its directory is made once
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(staged, target)
+            _rename_into(staged, target)  # onto a non-empty directory or a file it fails: nothing is overwritten
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                 raise AlreadyExistsError(f"Artifact location '{target.as_uri()}' exists already") from None
@@ -253,6 +248,14 @@ class LocalArtifactStore:
         if path == self.root or not path.is_relative_to(self.root):
             raise _foreign(location)
         return path
+
+
+def _rename_into(staged: Path, target: Path) -> None:
+    try:
+        os.rename(staged, target)
+    except FileNotFoundError:  # the model's first version: its directory is made once
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, target)
 
 
 class _BodyReader(io.RawIOBase):

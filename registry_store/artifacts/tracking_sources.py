@@ -9,7 +9,6 @@ apply. Run and logged-model numbers come back as evidence.
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
 from collections.abc import Callable, Iterator
@@ -37,8 +36,6 @@ MAX_PARAM_CHARS = 1000
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _MODEL_ID = re.compile(r"^m-[A-Za-z0-9_-]{1,64}$")
-
-
 
 CopySource = Callable[[str, Path, ProgressCallback | None], object]
 """Copies an ``s3://`` or local source into an empty directory with the registry's rules."""
@@ -197,9 +194,7 @@ def _split(source: str) -> SplitResult:
 
 def _same_host(parts: SplitResult, base: SplitResult) -> bool:
     default = 443 if base.scheme == "https" else 80
-    return bool(
-        parts.hostname == base.hostname and (parts.port or default) == (base.port or default)
-    )
+    return parts.hostname == base.hostname and (parts.port or default) == (base.port or default)
 
 
 def _artifacts_uri_path(source: str, uri: str) -> str:
@@ -271,8 +266,8 @@ def _evidence(**sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def _numbers(values: dict[str, float]) -> dict[str, float]:
-    finite = {k: float(v) for k, v in sorted(values.items()) if math.isfinite(v)}
-    return dict(list(finite.items())[:MAX_EVIDENCE_KEYS])
+    """The first MAX_EVIDENCE_KEYS by name (the client kept only finite values)."""
+    return dict(sorted(values.items())[:MAX_EVIDENCE_KEYS])
 
 
 def _strings(values: dict[str, str]) -> dict[str, str]:

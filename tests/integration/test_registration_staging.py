@@ -72,6 +72,20 @@ def stack() -> Iterator[ExitStack]:
         yield exits
 
 
+def returns_of(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[Any]:
+    """Wrap ``owner.method`` (for the test) so that each call's return value is recorded in the list returned."""
+    returned: list[Any] = []
+    original = getattr(owner, method)
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        value = original(self, *args, **kwargs)
+        returned.append(value)
+        return value
+
+    monkeypatch.setattr(owner, method, recording)
+    return returned
+
+
 def manifest_of(files: dict[str, bytes]) -> dict[str, str]:
     """The manifest computed straight from the bytes, independently of the code under test."""
     return {rel: hashlib.sha256(content).hexdigest() for rel, content in files.items()}
@@ -212,15 +226,7 @@ def test_the_recorded_digest_is_the_manifest_digest_of_the_fetch_and_the_tree_di
         put_objects(endpoint, bucket, "sources/model/", files)
     reg = stack.enter_context(sqlite_registry(tmp_path, s3_endpoint_url=endpoint))
     source = f"s3://{bucket}/sources/model" if kind == "s3" else str(write_tree(reg.source_root / "model", files))
-    fetched: list[SourceFacts] = []
-    fetch = SourceFetcher.fetch
-
-    def recording_fetch(self: SourceFetcher, *args: Any, **kwargs: Any) -> SourceFacts:
-        facts = fetch(self, *args, **kwargs)
-        fetched.append(facts)
-        return facts
-
-    monkeypatch.setattr(SourceFetcher, "fetch", recording_fetch)
+    fetched: list[SourceFacts] = returns_of(monkeypatch, SourceFetcher, "fetch")
 
     created = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
 
@@ -524,15 +530,7 @@ def test_a_failed_registration_leaves_nothing_in_staging_or_at_the_target_and_no
     source = write_tree(reg.source_root / "model", files)
     events_before = reg.audit_count()
     written: list[int] = []
-    renamed: list[str] = []
-    put_staged = LocalArtifactStore.put_staged
-
-    def recording_put_staged(self: LocalArtifactStore, *args: Any, **kwargs: Any) -> str:
-        location = put_staged(self, *args, **kwargs)
-        renamed.append(location)
-        return location
-
-    monkeypatch.setattr(LocalArtifactStore, "put_staged", recording_put_staged)
+    renamed: list[str] = returns_of(monkeypatch, LocalArtifactStore, "put_staged")
     with monkeypatch.context() as patch:
         if (spoil := FAILURES[failure]) is not None:
             spoil(source)

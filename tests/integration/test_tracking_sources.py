@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -73,10 +72,7 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
 
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _log_everything(url: str, tmp: Path) -> Tracked:
