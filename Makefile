@@ -21,6 +21,8 @@ PIP_NOISE := is ignored: it is neither a file nor a directory
 APT_GET ?= apt-get
 PG_BIN_GLOB ?= /usr/lib/postgresql/*/bin
 PYTEST_ARGS ?=
+# What we ship and type-check: the one list in pyproject.toml (the wheel's only-include).
+PACKAGES = $(shell $(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["hatch"]["build"]["targets"]["wheel"]["only-include"]))')
 
 # Debian packages that `system-deps` installs, when missing, on top of PostgreSQL
 # (PostgreSQL itself is detected by its binaries, see below). The browser tests
@@ -96,12 +98,12 @@ system-deps:
 
 test: $(VENV_STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/mypy $(PACKAGES)
 
 fmt: $(VENV_STAMP)
 	$(BIN)/ruff format .

@@ -11,8 +11,8 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from activities import build_activities
-from bootstrap import bootstrap, temporal_connector
-from settings import Settings
+from calabi.bootstrap import bootstrap, temporal_connector
+from calabi.settings import Settings
 from workflows.promotion import PromotionWorkflow
 
 __all__ = ["ACTIVITY_THREADS", "main", "run_worker"]

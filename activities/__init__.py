@@ -16,7 +16,7 @@ from activities.promotion import PromotionActivities
 from activities.test_runner import TestRunner
 
 if TYPE_CHECKING:
-    from bootstrap import Services
+    from calabi.bootstrap import Services
 
 __all__ = [
     "Notifier",

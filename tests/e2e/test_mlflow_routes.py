@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.mlflow_routes import MLFLOW_ROUTES
+from calabi.api.mlflow_routes import MLFLOW_ROUTES
 from tests.e2e.helpers import (
     API,
     call,

@@ -12,11 +12,11 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, bootstrap
+from calabi.settings import Settings
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
 from registry_store.service import RegistryService
-from settings import Settings
 from tests.fixtures.servers import make_artifact
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -1,4 +1,4 @@
-"""``calabi_client``: model URIs, and fetching verified model files from a live Calabi server."""
+"""``calabi.client``: model URIs, and fetching verified model files from a live Calabi server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 import pytest
 
-from calabi_client import CalabiClientError, FetchedModel, IntegrityError, ModelReference, fetch_model, parse_model_uri
+from calabi.client import CalabiClientError, FetchedModel, IntegrityError, ModelReference, fetch_model, parse_model_uri
 from registry_store.artifacts.digest import tree_digest, tree_manifest
 from tests.e2e.helpers import call, create_model, ok, random_name
 from tests.fixtures.servers import LiveServer, start_server, stop_server

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-import cli
-from bootstrap import bootstrap
-from settings import Settings
+import calabi.cli.main as cli
+from calabi.bootstrap import bootstrap
+from calabi.settings import Settings
 from tests.fixtures.servers import free_port, make_artifact
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-import cli
+import calabi.cli.main as cli
 from tests.fixtures.servers import CALABI, LiveServer, free_port, make_artifact, start_server, stop_server
 
 STATUS_TIMEOUT_S = 90  # per awaited status

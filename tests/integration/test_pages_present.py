@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from api.pages.auth import prefers_html
-from api.pages.models import name_filter
-from api.pages.present import display_actor, production_history, signature_columns, timeline
-from api.pages.web import safe_next
+from calabi.api.pages.auth import prefers_html
+from calabi.api.pages.models import name_filter
+from calabi.api.pages.present import display_actor, production_history, signature_columns, timeline
+from calabi.api.pages.web import safe_next
 from registry_store.entities import AuditEvent, ModelVersion
 
 

@@ -698,8 +698,8 @@ def test_twenty_threads_registering_into_four_models_extend_one_unforked_chain(r
 
 
 def test_a_local_source_overlapping_the_registrys_own_data_is_refused(tmp_path: Path) -> None:
-    from bootstrap import bootstrap
-    from settings import Settings
+    from calabi.bootstrap import bootstrap
+    from calabi.settings import Settings
 
     services = bootstrap(Settings(data_dir=tmp_path / "data", local_source_roots=[tmp_path], admin_token="a" * 24))
     try:

@@ -21,7 +21,8 @@ import boto3
 import httpx
 import pytest
 
-from api.tracking_server import START_TIMEOUT_S
+from calabi.api.tracking_server import START_TIMEOUT_S
+from calabi.processes import die_with_parent
 from registry_store.artifacts import SourceFetcher, tree_digest
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
@@ -29,7 +30,6 @@ from registry_store.errors import InvalidParameterError, NotFoundError, Registry
 from tests.fixtures.servers import free_port
 from tests.fixtures.tracking import TrackingServer
 from tests.integration.helpers import DATABASES, Registry, build_registry, database_url, files_below
-from workflows.dev_server import die_with_parent
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 

@@ -37,17 +37,17 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, bootstrap
+from calabi.engine import PromotionService
+from calabi.settings import Settings
 from policies.loading import default_policy_text, load_policy
 from policies.models import StagePolicy
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, ModelVersion, Notification, Promotion
 from registry_store.service import RegistryService
-from settings import Settings
 from workflows.models import PromotionOutcome, PromotionState
 from workflows.promotion import PromotionWorkflow
-from workflows.service import PromotionService
 
 WAIT_S = 30.0  # bound on any awaited status (activities are ~50 ms hops; retries start at 1 s)
 POLL_S = 0.05  # interval while waiting on a condition with a deadline

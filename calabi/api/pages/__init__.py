@@ -9,13 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.pages.auth import auth_router
-from api.pages.experiments import experiments_router
-from api.pages.models import models_router
-from api.pages.promotions import promotions_router
-from api.pages.register import register_router
-from api.pages.versions import versions_router
-from api.pages.web import STATIC_DIR, PageRoute, error_page, signed_in
+from calabi.api.pages.auth import auth_router
+from calabi.api.pages.experiments import experiments_router
+from calabi.api.pages.models import models_router
+from calabi.api.pages.promotions import promotions_router
+from calabi.api.pages.register import register_router
+from calabi.api.pages.versions import versions_router
+from calabi.api.pages.web import STATIC_DIR, PageRoute, error_page, signed_in
 
 __all__ = ["pages_router", "pages_static"]
 

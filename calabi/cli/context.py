@@ -1,6 +1,6 @@
 """How a ``calabi`` command reaches the registry: global options, the services and the authenticated caller.
 
-Shared by ``cli`` and ``cli_promotions`` (the root callback stores a :class:`Runtime`;
+Shared by the command modules (the root callback stores a :class:`Runtime`;
 :func:`connect` builds the services with the server's settings and authenticates the token).
 """
 
@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, bootstrap
+from calabi.settings import Settings
 from registry_store.audit import Actor
 from registry_store.errors import InvalidParameterError, UnauthenticatedError, UnavailableError
-from settings import Settings
 
 __all__ = ["Runtime", "caller_token", "connect", "redacted"]
 

@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.pages.present import signature_columns
-from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, path_segment, render, see_other
-from bootstrap import Services
+from calabi.api.pages.present import signature_columns
+from calabi.api.pages.web import (
+    PageRoute,
+    PageUser,
+    PostedForm,
+    SignedIn,
+    page_services,
+    path_segment,
+    render,
+    see_other,
+)
+from calabi.bootstrap import Services
 from registry_store.entities import ModelVersion, RegisteredModel
 from registry_store.errors import InvalidParameterError
 from registry_store.stages import canonical_stage

@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from api.deps import request_actor, request_id
-from api.errors import error_response
-from api.registry_artifacts import serve_registry_artifacts
-from bootstrap import Services
+from calabi.api.deps import request_actor, request_id
+from calabi.api.errors import error_response
+from calabi.api.registry_artifacts import serve_registry_artifacts
+from calabi.bootstrap import Services
 from registry_store.users import require_role
 
 __all__ = ["TrackingGateway", "gateway_lifespan", "gateway_router"]

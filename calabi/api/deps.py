@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from bootstrap import Services
+from calabi.bootstrap import Services
 from registry_store.audit import Actor
 
 __all__ = [

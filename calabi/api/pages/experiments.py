@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.pages.web import PageRoute, SignedIn, error_page, page_services, render
+from calabi.api.pages.web import PageRoute, SignedIn, error_page, page_services, render
 from registry_store.artifacts.tracking_client import Experiment, LoggedModel, Run, TrackingClient
 from registry_store.errors import InvalidParameterError, NotFoundError, UnavailableError
 

@@ -24,9 +24,10 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-import cli_output as out
-from bootstrap import Services, temporal_connector
-from cli_context import connect
+from calabi.bootstrap import Services, temporal_connector
+from calabi.cli import output as out
+from calabi.cli.context import connect
+from calabi.engine import PromotionService
 from policies.checklist import Approval
 from policies.evidence import SignatureSchema
 from policies.results import Checklist, CheckResult, Number
@@ -36,7 +37,6 @@ from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, Promotion
 from registry_store.errors import InvalidParameterError, NotFoundError
 from workflows.models import PromotionState, StateChange
-from workflows.service import PromotionService
 
 __all__ = [
     "cancel",

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import request_id, token_from_header
-from api.errors import registry_error_response, unstorable_text_response
-from api.mlflow_json import model_json, version_json
-from bootstrap import Services
+from calabi.api.deps import request_id, token_from_header
+from calabi.api.errors import registry_error_response, unstorable_text_response
+from calabi.api.mlflow_json import model_json, version_json
+from calabi.bootstrap import Services
 from registry_store.audit import Actor
 from registry_store.errors import InvalidParameterError, RegistryError
 from registry_store.service import RegistryService

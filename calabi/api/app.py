@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
-from api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
-from api.pages import pages_router, pages_static
-from api.promotion_routes import promotion_router
-from api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
-from api.v1_routes import v1_router
-from bootstrap import Services
+from calabi.api.errors import install_error_handlers
+from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
+from calabi.api.pages import pages_router, pages_static
+from calabi.api.promotion_routes import promotion_router
+from calabi.api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
+from calabi.api.v1_routes import v1_router
+from calabi.bootstrap import Services
 
 __all__ = ["create_app"]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentActor, ServicesDep
+from calabi.api.deps import CurrentActor, ServicesDep
 from registry_store.entities import AuditEvent, AuditVerification, ModelVersion, RegisteredModel, User
 
 __all__ = ["v1_router"]

@@ -6,7 +6,7 @@ registry routes, every file of the version is streamed from Calabi's artifact ro
 one ``mlflow.<flavor>.load_model`` uses, so no storage credentials are needed) and the tree is
 checked against the sha256 digest Calabi recorded at registration before it appears at ``dest``::
 
-    from calabi_client import fetch_model
+    from calabi.client import fetch_model
     model = fetch_model("models:/churn-predictor@champion", Path("/srv/models/churn"))
     print(model.version, model.digest, model.path)
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import error_response
-from api.pages.web import (
+from calabi.api.errors import error_response
+from calabi.api.pages.web import (
     COOKIE_PATH,
     SESSION_COOKIE,
     SIGN_IN_COOKIE,

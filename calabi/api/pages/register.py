@@ -11,9 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.pages.versions import version_url
-from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
-from bootstrap import Services
+from calabi.api.pages.versions import version_url
+from calabi.api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
+from calabi.bootstrap import Services
 from registry_store.errors import RegistryError
 
 __all__ = ["register_router"]

@@ -16,11 +16,11 @@ from typing import Annotated
 
 import typer
 
-from bootstrap import bootstrap
+from calabi.bootstrap import bootstrap
+from calabi.processes import die_with_parent, start_dev_server
+from calabi.settings import Settings
 from registry_store.artifacts import LocalArtifactStore
 from registry_store.errors import InvalidParameterError, UnavailableError
-from settings import Settings
-from workflows.dev_server import die_with_parent, start_dev_server
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
@@ -94,7 +94,7 @@ def _run_api(host: str, port: int, workers: int) -> None:
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
-        "api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        "calabi.api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False,
     )
     if workers == 1:
@@ -107,7 +107,7 @@ def _run_api(host: str, port: int, workers: int) -> None:
 
 def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
     """Start the embedded tracking server (stopped by ``stack``) and point the API and worker at it."""
-    from api.tracking_server import start_tracking_server
+    from calabi.api.tracking_server import start_tracking_server
 
     try:
         process = start_tracking_server(state_dir, port=port)

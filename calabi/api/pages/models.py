@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.pages.present import production_history, signature_columns, timeline
-from api.pages.web import PageRoute, PostedForm, SignedIn, page_services, path_segment, render, see_other
+from calabi.api.pages.present import production_history, signature_columns, timeline
+from calabi.api.pages.web import PageRoute, PostedForm, SignedIn, page_services, path_segment, render, see_other
 from registry_store.entities import AuditEvent, ModelVersion, Page, Promotion, RegisteredModel
 from registry_store.errors import InvalidParameterError
 

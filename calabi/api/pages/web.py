@@ -26,9 +26,9 @@ from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import request_id
-from api.pages.present import display_actor
-from bootstrap import Services, now_ms
+from calabi.api.deps import request_id
+from calabi.api.pages.present import display_actor
+from calabi.bootstrap import Services, now_ms
 from registry_store.audit import Actor
 from registry_store.errors import PermissionDeniedError, RegistryError, UnauthenticatedError
 from registry_store.sessions import WebSessionStore

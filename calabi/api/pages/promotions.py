@@ -10,15 +10,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.pages.present import timeline
-from api.pages.versions import version_url
-from api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
-from bootstrap import Services
+from calabi.api.pages.present import timeline
+from calabi.api.pages.versions import version_url
+from calabi.api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
+from calabi.bootstrap import Services
+from calabi.engine import DECISIONS
 from policies.status import PromotionStatus
 from registry_store.entities import AuditEvent, Notification, Page, Promotion
 from registry_store.errors import ConflictError, InvalidParameterError, PermissionDeniedError
 from workflows.models import PromotionState
-from workflows.service import DECISIONS
 
 __all__ = ["promotions_router"]
 

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from calabi.engine import PromotionService
+from calabi.settings import Settings
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.service import RegistryService
 from registry_store.users import UserService
-from settings import Settings
-from workflows.service import PromotionService
 
 __all__ = ["Services", "bootstrap", "now_ms", "temporal_connector"]
 

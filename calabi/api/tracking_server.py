@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from workflows.dev_server import die_with_parent
+from calabi.processes import die_with_parent
 
 __all__ = ["START_TIMEOUT_S", "start_tracking_server", "tracking_server_command"]
 

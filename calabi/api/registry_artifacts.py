@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from api.deps import request_actor, request_id
-from api.errors import error_response
-from bootstrap import Services
+from calabi.api.deps import request_actor, request_id
+from calabi.api.errors import error_response
+from calabi.bootstrap import Services
 from registry_store.artifacts._tree import CHUNK_SIZE
 from registry_store.errors import NotFoundError
 from registry_store.service_artifacts import VerifiedFile

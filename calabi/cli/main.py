@@ -14,11 +14,20 @@ from typing import Annotated
 
 import typer
 
-import cli_output as out
-from cli_context import Runtime
-from cli_context import connect as _connect
-from cli_promotions import cancel, promote, promotions_app, recheck, reject, rollback, serving_schema_app, sign_off
-from cli_serve import serve, worker
+from calabi.cli import output as out
+from calabi.cli.context import Runtime
+from calabi.cli.context import connect as _connect
+from calabi.cli.promotions import (
+    cancel,
+    promote,
+    promotions_app,
+    recheck,
+    reject,
+    rollback,
+    serving_schema_app,
+    sign_off,
+)
+from calabi.cli.serve import serve, worker
 from registry_store.entities import ModelVersion
 from registry_store.errors import RegistryError
 
@@ -80,7 +89,7 @@ def _done(message: str) -> None:
 app.command()(serve)
 app.command()(worker)
 
-# --------------------------------------------------------------------------- promotions (cli_promotions)
+# --------------------------------------------------------------------------- promotions (calabi.cli.promotions)
 
 app.command("promote")(promote)
 app.add_typer(promotions_app, name="promotions")

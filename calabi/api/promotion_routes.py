@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentActor, ServicesDep
+from calabi.api.deps import CurrentActor, ServicesDep
 from registry_store.entities import Notification, Promotion
 from registry_store.errors import NotFoundError
 from workflows.models import PromotionState
