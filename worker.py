@@ -5,20 +5,43 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.worker import Worker
 
-from activities import build_activities
-from calabi.bootstrap import bootstrap, temporal_connector
+from activities import Notifier, PromotionActivities, TestRunner
+from calabi.bootstrap import Services, bootstrap, temporal_connector
 from calabi.settings import Settings
 from workflows.promotion import PromotionWorkflow
 
-__all__ = ["ACTIVITY_THREADS", "main", "run_worker"]
+__all__ = ["ACTIVITY_THREADS", "build_activities", "main", "run_worker"]
 
 ACTIVITY_THREADS = 16
 log = logging.getLogger("calabi.worker")
+
+
+def build_activities(services: Services) -> list[Callable[..., Any]]:
+    """The bound activity methods a worker registers, wired to ``services`` and its settings."""
+    settings = services.settings
+    notifier = Notifier(
+        services.registry,
+        webhook_urls=settings.webhook_urls,
+        secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+        recipients=settings.notify_recipients,
+    )
+    promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier)
+    return [
+        promotion.snapshot_evidence,
+        promotion.evaluate_check,
+        promotion.record_state,
+        promotion.record_sign_off,
+        promotion.apply_promotion,
+        promotion.notify,
+        TestRunner(services.artifacts).run_tests,
+    ]
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

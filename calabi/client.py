@@ -16,6 +16,7 @@ The tracking URI and token default to ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACK
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -28,7 +29,8 @@ from urllib.parse import quote
 
 import httpx
 
-from registry_store.stages import ALL_STAGES as STAGES
+from policies.identity import ALL_STAGES as STAGES
+from policies.identity import manifest_digest
 
 __all__ = [
     "STAGES",
@@ -134,8 +136,7 @@ def fetch_model(
         staging = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
         staging.mkdir()
         try:
-            client.download_tree(artifact_path, staging)
-            _verify(staging, digest, f"Model '{ref.name}' version {version}")
+            _verify(client.download_tree(artifact_path, staging), digest, f"Model '{ref.name}' version {version}")
             if dest.exists():
                 dest.rmdir()
             staging.rename(dest)
@@ -145,10 +146,8 @@ def fetch_model(
     return FetchedModel(ref.name, version, digest, dest)
 
 
-def _verify(tree: Path, expected: str, what: str) -> None:
-    from registry_store.artifacts.digest import manifest_digest, tree_manifest
-
-    found = manifest_digest(tree_manifest(tree))
+def _verify(manifest: dict[str, str], expected: str, what: str) -> None:
+    found = manifest_digest(manifest)
     if found != expected:
         raise IntegrityError(f"{what}: the downloaded files have digest {found}, Calabi recorded {expected} at "
                              "registration; nothing was kept")
@@ -193,8 +192,12 @@ class _Calabi:
         found = self._json("GET", f"{self.v1}/models/{quote(name, safe='')}/versions/{version}")
         return str(found["digest"])
 
-    def download_tree(self, root: str, target: Path) -> None:
-        """Stream every file below ``root`` into ``target`` (directories walked with an explicit stack)."""
+    def download_tree(self, root: str, target: Path) -> dict[str, str]:
+        """Stream every file below ``root`` into ``target``; return their ``{relative path: hex sha256}``.
+
+        Directories are walked with an explicit stack.
+        """
+        manifest: dict[str, str] = {}
         pending = [""]
         while pending:
             rel = pending.pop()
@@ -209,9 +212,11 @@ class _Calabi:
                 if entry.get("is_dir"):
                     pending.append(child)
                 else:
-                    self._download(f"{root}/{child}", target / child)
+                    manifest[child] = self._download(f"{root}/{child}", target / child)
+        return manifest
 
-    def _download(self, path: str, out: Path) -> None:
+    def _download(self, path: str, out: Path) -> str:
+        """Stream one file to ``out``; return its hex sha256."""
         out.parent.mkdir(parents=True, exist_ok=True)
         url = f"{self.artifacts}/{quote(path)}"
         try:
@@ -219,9 +224,12 @@ class _Calabi:
                 if response.status_code != 200:
                     response.read()
                     raise _error(response)
+                sha256 = hashlib.sha256()
                 with out.open("wb") as handle:
                     for chunk in response.iter_bytes(_CHUNK):
                         handle.write(chunk)
+                        sha256.update(chunk)
+                return sha256.hexdigest()
         except httpx.TransportError as exc:
             raise CalabiClientError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
 

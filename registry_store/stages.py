@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from policies.identity import ALL_STAGES, ARCHIVED, NONE, PRODUCTION, STAGING
 from registry_store.errors import InvalidParameterError
 
 __all__ = ["ALL_STAGES", "ARCHIVED", "NONE", "PRODUCTION", "STAGING", "canonical_stage", "is_break_glass"]
 
-NONE = "None"
-STAGING = "Staging"
-PRODUCTION = "Production"
-ARCHIVED = "Archived"
-ALL_STAGES = (NONE, STAGING, PRODUCTION, ARCHIVED)
 _BY_LOWER = {stage.lower(): stage for stage in ALL_STAGES}
 
 

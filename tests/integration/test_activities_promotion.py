@@ -21,7 +21,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import PromotionActivities, build_activities
+from activities import PromotionActivities
 from activities.notify import Notifier
 from policies.checklist import Approval, configured_checks
 from policies.evidence import TestRun
@@ -32,6 +32,7 @@ from policies.results import Checklist
 from policies.status import PromotionStatus as S
 from registry_store.entities import ModelVersion, Promotion
 from tests.integration.helpers import Registry, build_registry
+from worker import build_activities
 from workflows.models import (
     ApplyInput,
     CheckInput,

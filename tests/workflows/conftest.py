@@ -36,7 +36,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import build_activities
 from calabi.bootstrap import Services, bootstrap
 from calabi.engine import PromotionService
 from calabi.settings import Settings
@@ -46,6 +45,7 @@ from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, ModelVersion, Notification, Promotion
 from registry_store.service import RegistryService
+from worker import build_activities
 from workflows.models import PromotionOutcome, PromotionState
 from workflows.promotion import PromotionWorkflow
 

@@ -1,0 +1,116 @@
+"""The direction of imports, package by package (docs/architecture.md draws it).
+
+Each rule reads the modules' import statements (``TYPE_CHECKING`` blocks included), so a
+forbidden import fails here before it can pull a database driver into a workflow or a
+registry table into a route.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STDLIB = frozenset(sys.stdlib_module_names) | {"__future__"}
+DYNAMIC = "<dynamic import>"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Imports of the modules under ``package``: only roots in ``only`` (when given), never a name in ``never``."""
+
+    package: str
+    only: frozenset[str] | None = None
+    never: frozenset[str] = field(default_factory=frozenset)
+
+    def modules(self) -> list[Path]:
+        base = ROOT.joinpath(*self.package.split("."))
+        return sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+
+    def violations(self, path: Path) -> set[str]:
+        names = imported_names(path)
+        bad = {n for n in names if any(n == f or n.startswith(f"{f}.") for f in self.never)}
+        if self.only is not None:
+            bad |= {n for n in names if n.split(".")[0] not in self.only | STDLIB}
+        return bad
+
+
+RULES = [
+    Rule("policies", only=frozenset({"pydantic", "jinja2", "policies"})),
+    Rule("workflows", only=frozenset({"temporalio", "pydantic", "policies", "workflows"})),
+    Rule("registry_store", never=frozenset({"calabi", "activities", "workflows", "worker", DYNAMIC})),
+    Rule(
+        "activities",
+        never=frozenset({"calabi", "worker", "sqlalchemy", "sqlmodel", "registry_store.tables", "registry_store.db"}),
+    ),
+    Rule(
+        "calabi.api",
+        never=frozenset({"sqlalchemy", "sqlmodel", "registry_store.tables", "registry_store.db", "worker", DYNAMIC}),
+    ),
+    Rule("calabi.client", only=frozenset({"httpx", "policies"})),
+]
+CASES = [(rule, path) for rule in RULES for path in rule.modules()]
+
+
+def imported_names(path: Path) -> set[str]:
+    """Dotted names a module imports (``from a import b`` gives ``a`` and ``a.b``); relative imports are skipped."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in {
+            "__import__",
+            "import_module",
+        }:
+            names.add(DYNAMIC)
+    return names
+
+
+@pytest.mark.parametrize(("rule", "path"), CASES, ids=[str(p.relative_to(ROOT)) for _, p in CASES])
+def test_module_respects_its_layer(rule: Rule, path: Path) -> None:
+    assert rule.violations(path) == set()
+
+
+def test_every_rule_covers_modules() -> None:
+    assert all(rule.modules() for rule in RULES)
+    assert {p.name for p in Rule("policies").modules()} >= {"models.py", "checks.py", "loading.py", "evidence.py"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "source", "caught"),
+    [
+        (RULES[0], "import registry_store", {"registry_store"}),
+        (RULES[0], "import importlib\nimportlib.import_module('boto3')", {DYNAMIC}),
+        (RULES[0], "from . import models\nimport json, re", set()),
+        (RULES[1], "from temporalio import workflow\nimport activities.promotion", {"activities.promotion"}),
+        (RULES[2], "from calabi.settings import Settings", {"calabi.settings", "calabi.settings.Settings"}),
+        (RULES[4], "from registry_store import tables", {"registry_store.tables"}),
+        (RULES[4], "from registry_store.service import RegistryService", set()),
+        (RULES[5], "import registry_store.stages as stages", {"registry_store.stages"}),
+    ],
+)
+def test_the_rules_catch_forbidden_imports(tmp_path: Path, rule: Rule, source: str, caught: set[str]) -> None:
+    path = tmp_path / "module.py"
+    path.write_text(source)
+
+    assert rule.violations(path) == caught
+
+
+@pytest.mark.parametrize("module", ["calabi.client"])
+def test_client_side_modules_load_no_server_code(module: str) -> None:
+    """Importing a client-side module, with everything it imports, loads no registry, database or AWS code."""
+    server_side = ["registry_store", "calabi.bootstrap", "sqlalchemy", "sqlmodel", "boto3", "temporalio", "fastapi"]
+    probe = f"import sys, {module}; print(' '.join(m for m in {server_side!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
+    )
+
+    assert loaded.stdout.split() == []
