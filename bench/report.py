@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.workload import NagleResult, PopulateResult, Stats
+from bench.stats import Stats
+from bench.workload import NagleResult, PopulateResult
 
 __all__ = [
     "KEEP_MARKER",

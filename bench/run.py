@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from bench.report import ServerResults
 from bench.servers import MLFLOW_ASYNCIO, RunningServer, ServerSpec, start_server, stop_server
 from bench.split import PROCESSES, SPLIT_OPS, THREADS_PER_PROCESS, ClientPool, PoolError
-from bench.workload import Op, Registry, Stats, drive, merge_rounds, nagle_check, scale_model
+from bench.stats import Stats, merge_rounds
+from bench.workload import Op, Registry, drive, nagle_check, scale_model
 
 __all__ = [
     "FULL",

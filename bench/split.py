@@ -29,7 +29,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 
 from bench.servers import _die_with_parent
-from bench.workload import CallLog, Op, Stats, call_loop
+from bench.stats import Stats
+from bench.workload import CallLog, Op, call_loop
 
 __all__ = ["PROCESSES", "SPLIT_OPS", "THREADS_PER_PROCESS", "ClientPool", "PoolError"]
 

@@ -1,4 +1,4 @@
-"""MLflow search grammar: a hand-written filter parser and ``order_by`` parser (no SQL here).
+"""MLflow search grammar: a hand-written filter parser (no SQL here; ``order_by`` is in search_order).
 
 A filter is ``clause (AND clause)*``; a clause is ``identifier comparator value``. Identifiers
 are ``key``, ``attribute.key``, ``tag.key`` or ``tags.key``, with keys optionally quoted in
@@ -9,7 +9,7 @@ backticks or double quotes. Values are quoted strings, integer literals or ``('a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,17 +17,12 @@ from registry_store.errors import InvalidParameterError
 
 __all__ = [
     "MODEL_FILTER",
-    "MODEL_ORDER",
     "PROMPT_TAG",
     "VERSION_FILTER",
-    "VERSION_ORDER",
     "Comparison",
     "FilterRules",
-    "OrderKey",
-    "OrderRules",
     "Value",
     "parse_filter",
-    "parse_order_by",
 ]
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
@@ -360,61 +355,3 @@ def parse_filter(filter_string: str | None, rules: FilterRules) -> list[Comparis
     if "\x00" in filter_string:
         raise InvalidParameterError("Invalid filter string: it contains a NUL character.")
     return _Parser(filter_string, rules).parse()
-
-
-# --------------------------------------------------------------------------- order_by
-
-
-@dataclass(frozen=True)
-class OrderKey:
-    """One sort key: a canonical field name and its direction."""
-
-    field: str
-    ascending: bool
-
-
-@dataclass(frozen=True)
-class OrderRules:
-    """Accepted ``order_by`` keys (key -> canonical field), tie-breakers and the default order."""
-
-    keys: Mapping[str, str]
-    tie_breakers: tuple[OrderKey, ...]
-    default: tuple[OrderKey, ...]
-
-
-MODEL_ORDER = OrderRules(
-    keys={"name": "name", "timestamp": "last_updated_timestamp", "last_updated_timestamp": "last_updated_timestamp"},
-    tie_breakers=(OrderKey("name", True),),
-    default=(OrderKey("name", True),),
-)
-VERSION_ORDER = OrderRules(
-    keys={k: k for k in ("name", "version_number", "creation_timestamp", "last_updated_timestamp")},
-    tie_breakers=(OrderKey("name", True), OrderKey("version_number", False)),
-    default=(OrderKey("last_updated_timestamp", False),),
-)
-
-
-def parse_order_by(order_by: Sequence[str] | None, rules: OrderRules) -> list[OrderKey]:
-    """Parse ``"<key> [ASC|DESC]"`` entries, then append the tie-breakers not already listed."""
-    keys: list[OrderKey] = []
-    for entry in order_by or ():
-        if not isinstance(entry, str):
-            raise InvalidParameterError(f"Invalid order_by clause {entry!r}: expected a string.")
-        words = entry.split()
-        if not words:
-            continue
-        if len(words) > 2 or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC")):
-            raise InvalidParameterError(
-                f"Invalid order_by clause '{entry}'. Expected '<key>', '<key> ASC' or '<key> DESC'."
-            )
-        field = rules.keys.get(words[0])
-        if field is None:
-            valid = ", ".join(f"'{k}'" for k in sorted(rules.keys))
-            raise InvalidParameterError(f"Invalid order by key '{words[0]}' specified. Valid keys are {valid}.")
-        if any(k.field == field for k in keys):
-            raise InvalidParameterError(f"`order_by` contains duplicate fields: {field}")
-        keys.append(OrderKey(field, len(words) == 1 or words[1].upper() == "ASC"))
-    if not keys:
-        keys = list(rules.default)
-    keys.extend(t for t in rules.tie_breakers if all(k.field != t.field for k in keys))
-    return keys
