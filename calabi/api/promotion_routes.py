@@ -40,9 +40,9 @@ class ReasonBody(BaseModel):
 
 
 class RejectBody(BaseModel):
-    """Body of ``reject``: the reason is required."""
+    """Body of ``reject``: the reason (a rejection needs one: ``policies.decisions``)."""
 
-    reason: str = Field(min_length=1, max_length=5000)
+    reason: str = Field(max_length=5000)
 
 
 class RollbackBody(BaseModel):

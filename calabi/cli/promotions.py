@@ -28,7 +28,7 @@ from calabi.bootstrap import Services, temporal_connector
 from calabi.cli import output as out
 from calabi.cli.context import connect
 from calabi.engine import PromotionService
-from policies.checklist import Approval
+from policies.decisions import Approval
 from policies.evidence import SignatureSchema
 from policies.results import Checklist, CheckResult, Number
 from policies.status import TERMINAL_STATUSES, PromotionStatus
@@ -159,8 +159,6 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a promotion with a reason (approver role)."""
-    if not reason.strip():
-        raise typer.BadParameter("a rejection needs a reason", param_hint="'--reason'")
     state = _decide(ctx, promotion_id, "reject", reason)
     _decided(state, "Rejected", as_json)
 
