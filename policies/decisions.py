@@ -6,7 +6,7 @@ state, and the workflow counts approvals with ``sign_off_decision``. The sign-of
 (role, quorum, ``exclude_requester``) comes from the policy snapshot the promotion runs under.
 
 Two names are the same person when they are equal after Unicode NFKC normalisation, case
-folding and trimming: ``Ａlice``, `` ALICE`` and ``alice`` are one person. Roles are
+folding and trimming: ``Ａlice``, ``ALICE`` and ``alice`` are one person. Roles are
 compared the same way.
 """
 
@@ -50,12 +50,12 @@ class Action(StrEnum):
         return {"sign_off": "sign off", "recheck": "re-check"}.get(self.value, self.value)
 
 
-S = PromotionStatus
+_S = PromotionStatus
 ALLOWED_STATUSES: dict[Action, frozenset[PromotionStatus]] = {
-    Action.SIGN_OFF: frozenset({S.AWAITING_SIGN_OFF}),
-    Action.REJECT: frozenset({S.AWAITING_SIGN_OFF, S.CHECKS_FAILED}),
-    Action.CANCEL: frozenset(S) - TERMINAL_STATUSES - {S.APPLYING},
-    Action.RECHECK: frozenset({S.CHECKS_FAILED}),
+    Action.SIGN_OFF: frozenset({_S.AWAITING_SIGN_OFF}),
+    Action.REJECT: frozenset({_S.AWAITING_SIGN_OFF, _S.CHECKS_FAILED}),
+    Action.CANCEL: frozenset(_S) - TERMINAL_STATUSES - {_S.APPLYING},
+    Action.RECHECK: frozenset({_S.CHECKS_FAILED}),
 }
 """The statuses in which each decision can be made."""
 

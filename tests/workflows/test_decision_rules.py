@@ -24,6 +24,7 @@ from calabi.api.app import create_app
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import Promotion
+from registry_store.errors import InvalidParameterError, PermissionDeniedError
 from tests.workflows.conftest import Harness
 from workflows.models import Decision, StopReason
 from workflows.promotion import PromotionWorkflow
@@ -182,6 +183,22 @@ async def test_one_person_under_two_spellings_is_one_approval(harness: Harness, 
                                      Decision(user=wide_bob.name, roles=["approver"]))
     assert refusal.type == "RESOURCE_CONFLICT"
     assert [a.user for a in (await h.state(promotion)).approvals] == [bob.name]
+
+
+async def test_the_registry_applies_the_snapshot_rule_before_anything_is_sent(harness: Harness) -> None:
+    h = harness
+    lead = user(h, f"lead-{secrets.token_hex(3)}", "engineer", "approver")
+    promotion = await awaiting_sign_off(h, lead, override=REQUESTER_MAY_SIGN)
+    allows = (await h.state(promotion)).sign_off
+    assert allows is not None
+    excludes = allows.model_copy(update={"exclude_requester": True})
+
+    assert h.registry.authorize_decision(lead.actor, promotion.id, "sign_off", sign_off=allows).id == promotion.id
+    with pytest.raises(PermissionDeniedError, match="separation of duties"):
+        h.registry.authorize_decision(lead.actor, promotion.id, "sign_off", sign_off=excludes)
+    with pytest.raises(InvalidParameterError, match="^A rejection needs a reason.$"):
+        h.registry.authorize_decision(h.approver, promotion.id, "reject", sign_off=allows, comment=" ")
+    assert h.registry.authorize_decision(h.approver, promotion.id, "reject", sign_off=allows).id == promotion.id
 
 
 # ------------------------------------------------------------------------------ a rejection needs a reason
