@@ -142,7 +142,7 @@ def sign_off(
     comment: Annotated[str, typer.Option("--comment", help="A note kept with the sign-off.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign a promotion off (approver role; never the requester)."""
+    """Sign a promotion off (the policy's approver role; not the requester unless the policy allows it)."""
     state = _decide(ctx, promotion_id, "sign_off", comment)
     if as_json:
         out.emit_json(state)
