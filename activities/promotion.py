@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, cast
@@ -56,8 +55,6 @@ __all__ = ["PromotionActivities", "workflow_actor"]
 log = logging.getLogger(__name__)
 
 SKLEARN_FLAVOR = "sklearn"
-# How the workflow words a stop decision: "rejected by <user>: <reason>", "cancelled by <user>[: <reason>]".
-_DECISION_MESSAGE = re.compile(r"^(?:rejected|cancelled) by (?P<actor>.+?)(?:: (?P<reason>.*))?$", re.DOTALL)
 
 
 def workflow_actor() -> Actor:
@@ -181,7 +178,7 @@ class PromotionActivities:
         state = notify.state
         justification = self._registry.get_promotion(workflow_actor(), state.promotion_id).justification
         text = render_notification(cast(NotificationKind, notify.kind), notification_context(
-            notify.kind, state, justification=justification))
+            state, justification=justification))
         self._notifier.deliver(
             kind=notify.kind, promotion_id=state.promotion_id, model_name=state.model, body=text,
             payload=state.model_dump(mode="json"),
@@ -237,18 +234,16 @@ class PromotionActivities:
         return (named or compared or result.numbers)[0]
 
 
-def notification_context(kind: str, state: PromotionState, *, justification: str = "") -> NotificationContext:
-    """What a notification of ``kind`` may say about ``state``."""
-    actor, comment = "", state.message
-    if kind in ("rejected", "cancelled"):
-        match = _DECISION_MESSAGE.match(state.message)
-        if match:
-            actor, comment = match["actor"], match["reason"] or ""
+def notification_context(state: PromotionState, *, justification: str = "") -> NotificationContext:
+    """What a notification may say about ``state`` (who stopped it and why come from ``state.stop``)."""
+    stop = state.stop
     return NotificationContext(
         model=state.model, version=state.version, target_stage=state.target_stage, promotion_id=state.promotion_id,
         requester=state.requester, justification=justification, role=state.approver_role,
+        exclude_requester=state.sign_off.exclude_requester if state.sign_off else True,
+        actor=stop.by if stop else "", comment=stop.reason if stop else state.message,
         approvals_needed=state.required_approvals, approved_by=[a.user for a in state.approvals],
-        deadline=state.deadline, actor=actor, comment=comment,
+        deadline=state.deadline,
         results=state.checklist.results if state.checklist else [],
         # Only a Production transition archives the version it replaces.
         incumbent_version=state.incumbent_version if state.target_stage == PRODUCTION else None,

@@ -1,7 +1,7 @@
 """PromotionService: the client side of the engine. Opens requests, starts, updates and queries workflows.
 
-The API and the CLI call it; every rule it relies on lives in RegistryService (who may
-decide, which versions are eligible) or in the workflow's validators (checked again there).
+The API and the CLI call it; every rule it relies on lives in RegistryService (which versions
+are eligible; who may decide, by ``policies.decisions``) and is checked again by the workflow.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from temporalio.service import RPCError
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import Promotion
-from registry_store.errors import AlreadyExistsError, ConflictError, UnavailableError
+from registry_store.errors import AlreadyExistsError, UnavailableError, refused
 from registry_store.service import RegistryService
 from registry_store.users import ROLES
 from workflows.models import Decision, PromotionInput, PromotionState
 from workflows.promotion import PromotionWorkflow
 
-__all__ = ["DECISIONS", "PromotionService"]
+__all__ = ["PromotionService"]
 
-DECISIONS = ("sign_off", "reject", "cancel", "recheck")
 _STARTER = Actor(name="calabi-api", roles=frozenset(ROLES))
 
 
@@ -94,16 +93,30 @@ class PromotionService:
         )
 
     async def decide(self, actor: Actor, promotion_id: str, action: str, comment: str = "") -> PromotionState:
-        """Deliver a sign-off, rejection, cancellation or re-check request; the workflow validates it again."""
-        promotion = await asyncio.to_thread(self._registry.authorize_decision, actor, promotion_id, action)
+        """Deliver a sign-off, rejection, cancellation or re-check request; the workflow validates it again.
+
+        The registry decides with the sign-off rule of the workflow's policy snapshot (queried first).
+        """
+        promotion = await asyncio.to_thread(self._registry.get_promotion, actor, promotion_id)
         handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
+        try:
+            live: PromotionState | None = await handle.query(PromotionWorkflow.state) if promotion.live else None
+        except RPCError as exc:
+            raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
+        await asyncio.to_thread(
+            self._registry.authorize_decision, actor, promotion_id, action,
+            sign_off=live.sign_off if live is not None else None, comment=comment,
+        )
         decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
         try:
             state: PromotionState = await handle.execute_update(action, decision, result_type=PromotionState)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise ConflictError(f"The promotion refused the {action.replace('_', '-')}: {message}") from exc
+            if isinstance(cause, ApplicationError):
+                code, message = cause.type, cause.message
+            else:
+                code, message = None, str(cause or exc)
+            raise refused(code, f"The promotion refused the {action.replace('_', '-')}: {message}") from exc
         except RPCError as exc:
             raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
         return state

@@ -32,6 +32,7 @@ __all__ = [
     "StaleEvidenceError",
     "UnauthenticatedError",
     "UnavailableError",
+    "refused",
 ]
 
 
@@ -117,3 +118,11 @@ class UnavailableError(RegistryError):
     error_code = "TEMPORARILY_UNAVAILABLE"
     http_status = 503
     retryable = True
+
+
+def refused(error_code: str | None, message: str) -> RegistryError:
+    """The domain error for a refused promotion decision: 400 or 403 by its MLflow code, else a conflict."""
+    for error in (InvalidParameterError, PermissionDeniedError):
+        if error.error_code == error_code:
+            return error(message)
+    return ConflictError(message)

@@ -10,17 +10,18 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from policies.decisions import Action, PromotionFacts, refusal
+from policies.models import SignOffRule
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store import search
 from registry_store.audit import Actor
 from registry_store.entities import Notification, Page, Promotion, PromotionSubject
 from registry_store.errors import (
     AlreadyExistsError,
-    ConflictError,
     InvalidParameterError,
     NotFoundError,
-    PermissionDeniedError,
     StaleEvidenceError,
+    refused,
 )
 from registry_store.service_base import ServiceBase
 from registry_store.stages import ARCHIVED, NONE, PRODUCTION, STAGING, canonical_stage
@@ -47,13 +48,6 @@ ELIGIBLE_SOURCE_STAGES: dict[tuple[str, str], frozenset[str]] = {
     ("rollback", PRODUCTION): frozenset({ARCHIVED}),
 }
 CHAMPION = "champion"
-_LIVE = frozenset(s.value for s in PromotionStatus) - {s.value for s in TERMINAL_STATUSES}
-_DECISION_STATUSES: dict[str, frozenset[str]] = {
-    "sign_off": frozenset({PromotionStatus.AWAITING_SIGN_OFF.value}),
-    "reject": frozenset({PromotionStatus.AWAITING_SIGN_OFF.value, PromotionStatus.CHECKS_FAILED.value}),
-    "cancel": _LIVE - {PromotionStatus.APPLYING.value},
-    "recheck": frozenset({PromotionStatus.CHECKS_FAILED.value}),
-}
 MAX_PROMOTION_RESULTS = 1000
 
 
@@ -150,25 +144,30 @@ class PromotionOperations(ServiceBase):
             items = [p for p in items if all(a.get("user") != awaiting.name for a in p.approvals)]
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
-    def authorize_decision(self, actor: Actor, promotion_id: object, action: str) -> Promotion:
-        """Check that ``actor`` may sign off, reject, cancel or re-check now (the workflow checks again)."""
-        promotion = self.get_promotion(actor, promotion_id)
-        allowed = _DECISION_STATUSES.get(action)
-        if allowed is None:
+    def authorize_decision(
+        self,
+        actor: Actor,
+        promotion_id: object,
+        action: str,
+        *,
+        sign_off: SignOffRule | None,
+        comment: str | None = None,
+    ) -> Promotion:
+        """Check that ``actor`` may make this decision now (``policies.decisions``; the workflow checks again).
+
+        ``sign_off`` is the sign-off rule of the promotion's policy snapshot (the workflow's state
+        holds it); ``comment=None`` checks who may decide and when, not what the decision says.
+        """
+        if action not in Action.__members__.values():
             raise InvalidParameterError(f"Unknown decision '{action}'.")
-        if action in ("sign_off", "reject"):
-            require_role(actor, promotion.approver_role, f"{action.replace('_', ' ')} promotions")
-            if action == "sign_off" and actor.name.strip().lower() == promotion.requester.strip().lower():
-                raise PermissionDeniedError(
-                    f"{actor.name} requested this promotion and cannot sign it off (separation of duties)."
-                )
-        elif actor.name != promotion.requester and "admin" not in actor.roles:
-            raise PermissionDeniedError(f"Only the requester ({promotion.requester}) or an admin may {action}.")
-        if promotion.status not in allowed:
-            raise ConflictError(
-                f"Promotion {promotion.id} is {promotion.status}; {action.replace('_', ' ')} needs "
-                f"{' or '.join(sorted(allowed))}."
-            )
+        promotion = self.get_promotion(actor, promotion_id)
+        facts = PromotionFacts(
+            status=PromotionStatus(promotion.status), requester=promotion.requester, sign_off=sign_off,
+            approved_by=[str(a.get("user", "")) for a in promotion.approvals],
+        )
+        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=facts, comment=comment)
+        if why is not None:
+            raise refused(why.kind.value, why.message)
         return promotion
 
     def promotion_subject(self, actor: Actor, promotion_id: object) -> PromotionSubject:

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.checklist import Approval
+from policies.decisions import Approval
 from policies.evidence import Evidence, TestRun
-from policies.models import StagePolicy, TestsRule
+from policies.models import SignOffRule, StagePolicy, TestsRule
 from policies.results import Checklist, CheckResult
 from policies.status import PromotionStatus
 
@@ -29,6 +29,7 @@ __all__ = [
     "RecordStateInput",
     "SignOffRecord",
     "StateChange",
+    "StopReason",
     "TestsInput",
 ]
 
@@ -100,8 +101,27 @@ class StateChange(_Message):
     note: str = ""
 
 
+class StopReason(_Message):
+    """Why a promotion stopped: the status it ends in, who decided (empty: the workflow itself), and why."""
+
+    status: PromotionStatus
+    by: str = ""
+    reason: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line: ``rejected by dave: <reason>``, ``cancelled by carol``, or the workflow's own reason."""
+        if not self.by:
+            return self.reason
+        return f"{self.status.value} by {self.by}" + (f": {self.reason}" if self.reason else "")
+
+
 class PromotionState(_Message):
-    """The live state the query returns."""
+    """The live state the query returns.
+
+    ``sign_off`` is the sign-off rule of the policy snapshot the checks ran under (``None``: no
+    sign-off needed, or no checks run yet); ``stop`` is set once the promotion is stopping.
+    """
 
     promotion_id: str
     model: str
@@ -116,6 +136,8 @@ class PromotionState(_Message):
     approver_role: str = "approver"
     deadline: datetime | None = None
     reminders_sent: int = 0
+    sign_off: SignOffRule | None = None
+    stop: StopReason | None = None
     message: str = ""
     policy_hash: str = ""
     incumbent_version: int | None = None

@@ -16,11 +16,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from policies.checklist import Approval, sign_off_decision, validate_approval
+    from policies.decisions import Action, Approval, PromotionFacts, refusal, sign_off_decision
     from policies.evidence import TestRun
-    from policies.models import SignOffRule
     from policies.results import Checklist, CheckResult
-    from policies.status import TERMINAL_STATUSES, PromotionStatus
+    from policies.status import PromotionStatus
     from workflows.models import (
         ApplyInput,
         CheckInput,
@@ -33,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         RecordStateInput,
         SignOffRecord,
         StateChange,
+        StopReason,
         TestsInput,
         check_result_failed,
     )
@@ -60,9 +60,7 @@ class PromotionWorkflow:
     def __init__(self) -> None:
         self._state: PromotionState | None = None
         self._snapshot: EvidenceSnapshot | None = None
-        self._rule: SignOffRule | None = None
         self._recorded_approvals = 0
-        self._stop: tuple[PromotionStatus, str] | None = None
         self._recheck = False
 
     # ------------------------------------------------------------------ run
@@ -88,9 +86,9 @@ class PromotionWorkflow:
                     return await self._finish()
                 await self._record()
                 continue
-            if self._stop is not None:
+            if self._current.stop is not None:
                 return await self._finish()
-            if self._rule is not None and not await self._collect_sign_offs():
+            if self._current.sign_off is not None and not await self._collect_sign_offs():
                 return await self._finish()
             outcome = await self._apply(request)
             if outcome is not None:
@@ -114,43 +112,27 @@ class PromotionWorkflow:
 
     @sign_off.validator
     def _validate_sign_off(self, decision: Decision) -> None:
-        if self._current.status != PromotionStatus.AWAITING_SIGN_OFF or self._rule is None:
-            raise ValueError(f"promotion is {self._current.status}, not awaiting sign-off")
-        refusal = validate_approval(
-            self._rule, self._current.requester, decision.user, decision.roles,
-            [a.user for a in self._current.approvals],
-        )
-        if refusal:
-            raise ValueError(refusal)
+        self._refuse(Action.SIGN_OFF, decision)
 
     @workflow.update
     def reject(self, decision: Decision) -> PromotionState:
         """An approver rejects the promotion with a reason."""
-        self._stop = (PromotionStatus.REJECTED, f"rejected by {decision.user}: {decision.comment}")
+        self._stop_with(StopReason(status=PromotionStatus.REJECTED, by=decision.user, reason=decision.comment.strip()))
         return self._current
 
     @reject.validator
     def _validate_reject(self, decision: Decision) -> None:
-        if self._current.status not in (PromotionStatus.AWAITING_SIGN_OFF, PromotionStatus.CHECKS_FAILED):
-            raise ValueError(f"promotion is {self._current.status}; only a pending promotion can be rejected")
-        role = self._rule.role if self._rule is not None else "approver"
-        if role not in decision.roles:
-            raise ValueError(f"rejecting needs the '{role}' role")
-        if not decision.comment.strip():
-            raise ValueError("a rejection needs a reason")
+        self._refuse(Action.REJECT, decision)
 
     @workflow.update
     def cancel(self, decision: Decision) -> PromotionState:
         """The requester (or an admin) withdraws the promotion."""
-        self._stop = (PromotionStatus.CANCELLED, f"cancelled by {decision.user}: {decision.comment}".rstrip(": "))
+        self._stop_with(StopReason(status=PromotionStatus.CANCELLED, by=decision.user, reason=decision.comment.strip()))
         return self._current
 
     @cancel.validator
     def _validate_cancel(self, decision: Decision) -> None:
-        if self._current.status in TERMINAL_STATUSES or self._current.status == PromotionStatus.APPLYING:
-            raise ValueError(f"promotion is {self._current.status}; it can no longer be cancelled")
-        if decision.user != self._current.requester and "admin" not in decision.roles:
-            raise ValueError("only the requester or an admin may cancel a promotion")
+        self._refuse(Action.CANCEL, decision)
 
     @workflow.update
     def recheck(self, decision: Decision) -> PromotionState:
@@ -166,10 +148,18 @@ class PromotionWorkflow:
 
     @recheck.validator
     def _validate_recheck(self, decision: Decision) -> None:
-        if self._current.status != PromotionStatus.CHECKS_FAILED:
-            raise ValueError(f"promotion is {self._current.status}; only failed checks can be re-run")
-        if decision.user != self._current.requester and "admin" not in decision.roles:
-            raise ValueError("only the requester or an admin may ask for a re-check")
+        self._refuse(Action.RECHECK, decision)
+
+    def _refuse(self, action: Action, decision: Decision) -> None:
+        """Refuse a decision the rules of ``policies.decisions`` do not allow now (typed by its error code)."""
+        state = self._current
+        facts = PromotionFacts(
+            status=state.stop.status if state.stop is not None else state.status, requester=state.requester,
+            sign_off=state.sign_off, approved_by=[a.user for a in state.approvals],
+        )
+        refused = refusal(action, user=decision.user, roles=decision.roles, promotion=facts, comment=decision.comment)
+        if refused is not None:
+            raise ApplicationError(refused.message, type=refused.kind.value, non_retryable=True)
 
     # ------------------------------------------------------------------ steps
 
@@ -184,14 +174,14 @@ class PromotionWorkflow:
             "snapshot_evidence", request, result_type=EvidenceSnapshot,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
         )
-        self._rule = self._snapshot.policy.required_sign_off()
+        rule = self._snapshot.policy.required_sign_off()
         results = await asyncio.gather(*(self._run_check(name) for name in self._snapshot.checks))
         checklist = Checklist.of(list(results), policy_hash=self._snapshot.policy_hash)
         self._state = self._current.model_copy(update={
             "checklist": checklist, "policy_hash": self._snapshot.policy_hash,
-            "incumbent_version": self._snapshot.incumbent_version,
-            "required_approvals": self._rule.approvers if self._rule else 0,
-            "approver_role": self._rule.role if self._rule else "approver",
+            "incumbent_version": self._snapshot.incumbent_version, "sign_off": rule,
+            "required_approvals": rule.approvers if rule else 0,
+            "approver_role": rule.role if rule else "approver",
         })
         return checklist.passed
 
@@ -217,19 +207,20 @@ class PromotionWorkflow:
         return result
 
     async def _wait_for_recheck(self) -> bool:
-        window = self._rule.expires_after if self._rule else DEFAULT_RECHECK_WINDOW
+        rule = self._current.sign_off
+        window = rule.expires_after if rule else DEFAULT_RECHECK_WINDOW
         deadline = workflow.now() + window
         self._state = self._current.model_copy(update={"deadline": deadline})
         await self._record()
         try:
-            await workflow.wait_condition(lambda: self._recheck or self._stop is not None, timeout=window,
+            await workflow.wait_condition(lambda: self._recheck or self._current.stop is not None, timeout=window,
                                           timeout_summary="waiting for a re-check")
         except TimeoutError:
-            self._stop = (PromotionStatus.EXPIRED, "no re-check before the deadline")
-        return self._stop is None
+            self._stop_with(StopReason(status=PromotionStatus.EXPIRED, reason="no re-check before the deadline"))
+        return self._current.stop is None
 
     async def _collect_sign_offs(self) -> bool:
-        rule = self._rule
+        rule = self._current.sign_off
         assert rule is not None
         deadline = workflow.now() + rule.expires_after
         self._state = self._current.model_copy(update={"deadline": deadline})
@@ -238,13 +229,14 @@ class PromotionWorkflow:
         next_reminder = workflow.now() + rule.reminder_every
         while True:
             await self._record_new_sign_offs()
-            if self._stop is not None:
+            if self._current.stop is not None:
                 return False
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
                 return True
             now = workflow.now()
             if now >= deadline:
-                self._stop = (PromotionStatus.EXPIRED, f"not signed off before {deadline.isoformat()}")
+                self._stop_with(StopReason(status=PromotionStatus.EXPIRED,
+                                           reason=f"not signed off before {deadline.isoformat()}"))
                 return False
             if now >= next_reminder:
                 self._state = self._current.model_copy(update={"reminders_sent": self._current.reminders_sent + 1})
@@ -261,7 +253,7 @@ class PromotionWorkflow:
 
     def _news_since(self, seen: int) -> Callable[[], bool]:
         """A wait condition: a new sign-off arrived or the promotion was stopped."""
-        return lambda: len(self._current.approvals) > seen or self._stop is not None
+        return lambda: len(self._current.approvals) > seen or self._current.stop is not None
 
     async def _record_new_sign_offs(self) -> None:
         while self._recorded_approvals < len(self._current.approvals):
@@ -290,21 +282,27 @@ class PromotionWorkflow:
                 )
             except ActivityError as exc:
                 if _error_type(exc) != "ABORTED":
-                    self._stop = (PromotionStatus.FAILED, f"apply failed: {_cause(exc)}")
+                    self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=f"apply failed: {_cause(exc)}"))
                     return await self._finish()
                 await self._enter(PromotionStatus.RUNNING_CHECKS, "Production changed; re-running the comparison")
                 if not await self._checks_pass(request):
                     return None
                 await self._enter(PromotionStatus.APPLYING, "applying after re-check")
                 continue
-            self._stop = (PromotionStatus.PROMOTED, f"{request.model} v{request.version} is now {request.target_stage}")
+            self._stop_with(StopReason(status=PromotionStatus.PROMOTED,
+                                       reason=f"{request.model} v{request.version} is now {request.target_stage}"))
             return await self._finish(recorded=True)
-        self._stop = (PromotionStatus.FAILED, "Production kept changing; giving up")
+        self._stop_with(StopReason(status=PromotionStatus.FAILED, reason="Production kept changing; giving up"))
         return await self._finish()
 
+    def _stop_with(self, stop: StopReason) -> None:
+        """Stop the promotion: the main loop finishes it with this status and reason."""
+        self._state = self._current.model_copy(update={"stop": stop})
+
     async def _finish(self, *, recorded: bool = False) -> PromotionOutcome:
-        assert self._stop is not None
-        status, message = self._stop
+        stop = self._current.stop
+        assert stop is not None
+        status, message = stop.status, stop.summary
         await self._record_new_sign_offs()
         self._state = self._current.model_copy(update={"message": message})
         if recorded:

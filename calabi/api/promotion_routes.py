@@ -40,9 +40,9 @@ class ReasonBody(BaseModel):
 
 
 class RejectBody(BaseModel):
-    """Body of ``reject``: the reason is required."""
+    """Body of ``reject``: the reason (a rejection needs one: ``policies.decisions``)."""
 
-    reason: str = Field(min_length=1, max_length=5000)
+    reason: str = Field(max_length=5000)
 
 
 class RollbackBody(BaseModel):
@@ -108,7 +108,7 @@ async def promotion_notifications(services: ServicesDep, actor: CurrentActor, pr
 
 @promotion_router.post("/promotions/{promotion_id}/sign-off", response_model=PromotionState)
 async def sign_off(services: ServicesDep, actor: CurrentActor, promotion_id: str, body: CommentBody) -> PromotionState:
-    """Sign a promotion off (approver role; never the requester)."""
+    """Sign a promotion off (the policy's approver role; not the requester unless the policy allows it)."""
     return await services.promotions.decide(actor, promotion_id, "sign_off", body.comment)
 
 

@@ -28,7 +28,7 @@ from calabi.bootstrap import Services, temporal_connector
 from calabi.cli import output as out
 from calabi.cli.context import connect
 from calabi.engine import PromotionService
-from policies.checklist import Approval
+from policies.decisions import Approval
 from policies.evidence import SignatureSchema
 from policies.results import Checklist, CheckResult, Number
 from policies.status import TERMINAL_STATUSES, PromotionStatus
@@ -142,7 +142,7 @@ def sign_off(
     comment: Annotated[str, typer.Option("--comment", help="A note kept with the sign-off.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign a promotion off (approver role; never the requester)."""
+    """Sign a promotion off (the policy's approver role; not the requester unless the policy allows it)."""
     state = _decide(ctx, promotion_id, "sign_off", comment)
     if as_json:
         out.emit_json(state)
@@ -159,8 +159,6 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a promotion with a reason (approver role)."""
-    if not reason.strip():
-        raise typer.BadParameter("a rejection needs a reason", param_hint="'--reason'")
     state = _decide(ctx, promotion_id, "reject", reason)
     _decided(state, "Rejected", as_json)
 

@@ -178,8 +178,9 @@ def test_promotion_from_the_dialog_signed_off_by_an_approver(
     metrics = page.locator("li.check", has=page.get_by_role("heading", name=re.compile("metrics")))
     expect(metrics.get_by_role("row", name=re.compile("auc"))).to_contain_text("0.88")
     expect(metrics.get_by_role("row", name=re.compile("auc"))).to_contain_text("0.82")
-    expect(page.get_by_text("You requested this promotion")).to_be_visible()
-    expect(page.get_by_role("button", name="Sign off")).to_have_count(0)  # separation of duties
+    # The page says why the service would refuse this user's sign-off (policies.decisions).
+    expect(page.get_by_text("may not sign off this promotion: the 'approver' role is required")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign off")).to_have_count(0)
     shot(page, screenshots, "06-promotion-awaiting")
 
     approver_context = new_context(browser, server)

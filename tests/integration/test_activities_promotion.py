@@ -23,7 +23,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import PromotionActivities
 from activities.notify import Notifier
-from policies.checklist import Approval, configured_checks
+from policies.checklist import configured_checks
+from policies.decisions import Approval
 from policies.evidence import TestRun
 from policies.importances import from_model_values
 from policies.loading import load_policy
@@ -42,6 +43,7 @@ from workflows.models import (
     PromotionState,
     RecordStateInput,
     SignOffRecord,
+    StopReason,
 )
 
 SIGNATURE = (
@@ -578,9 +580,10 @@ def test_notifications_say_who_decided_and_why(world: World) -> None:
 
     requested = notify(w, promotion, "requested", required_approvals=1)
     rejected = notify(w, promotion, "rejected", approvals=[bob], required_approvals=2,
-                      message="rejected by carol: guardrail too loose")
-    cancelled = notify(w, promotion, "cancelled", message=f"cancelled by {w.reg.engineer.name}")
-    failed = notify(w, promotion, "failed", message="apply failed: Version 2 is in Archived")
+                      stop=StopReason(status=S.REJECTED, by="carol", reason="guardrail too loose"))
+    cancelled = notify(w, promotion, "cancelled", stop=StopReason(status=S.CANCELLED, by=w.reg.engineer.name))
+    failed = notify(w, promotion, "failed",
+                    stop=StopReason(status=S.FAILED, reason="apply failed: Version 2 is in Archived"))
 
     assert requested.startswith(f"[Calabi] {model} v2 → Production: promotion requested")
     assert "Justification: beats Production" in requested

@@ -177,6 +177,10 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
 
     # The requester cannot sign off; the approver can, and watch sees the promotion through.
     assert "approver" in assert_error(calabi.run("sign-off", promotion_id), "PERMISSION_DENIED")
+    # A blank reason is INVALID_PARAMETER_VALUE, as through the API and the page (the service's rule).
+    blank = assert_error(calabi.run("reject", promotion_id, "--reason", " \t ", token=calabi.approver),
+                         "INVALID_PARAMETER_VALUE")
+    assert blank.endswith("A rejection needs a reason."), blank
     watcher = watch_process(calabi, promotion_id, STATUS_TIMEOUT_S)
     try:
         signed = calabi.ok("sign-off", promotion_id, "--comment", "holdout reviewed", token=calabi.approver)

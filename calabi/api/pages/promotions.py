@@ -14,7 +14,8 @@ from calabi.api.pages.present import timeline
 from calabi.api.pages.versions import version_url
 from calabi.api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
 from calabi.bootstrap import Services
-from calabi.engine import DECISIONS
+from policies.decisions import Action
+from policies.models import SignOffRule
 from policies.status import PromotionStatus
 from registry_store.entities import AuditEvent, Notification, Page, Promotion
 from registry_store.errors import ConflictError, InvalidParameterError, PermissionDeniedError
@@ -59,31 +60,33 @@ async def approvals_desk(
 @dataclass
 class _Detail:
     promotion: Promotion
-    allowed: set[str] = field(default_factory=set)
+    refusals: dict[str, str | None] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
 
 
-def _allowed(services: Services, user: PageUser, promotion_id: str) -> set[str]:
-    """The decisions the service would accept from this user now (buttons shown = rules enforced)."""
-    allowed = set()
-    for action in DECISIONS:
+def _refusals(services: Services, user: PageUser, promotion_id: str, sign_off: SignOffRule | None
+              ) -> dict[str, str | None]:
+    """Why the service would refuse each decision from this user now (None: allowed; buttons shown = rules)."""
+    refusals: dict[str, str | None] = {}
+    for action in Action:
         try:
-            services.registry.authorize_decision(user.actor, promotion_id, action)
-        except (PermissionDeniedError, ConflictError):
-            continue
-        allowed.add(action)
-    return allowed
+            services.registry.authorize_decision(user.actor, promotion_id, action, sign_off=sign_off)
+        except (PermissionDeniedError, ConflictError, InvalidParameterError) as exc:
+            refusals[action] = exc.message
+        else:
+            refusals[action] = None
+    return refusals
 
 
-def _load(services: Services, user: PageUser, promotion_id: str) -> _Detail:
+def _load(services: Services, user: PageUser, promotion_id: str, sign_off: SignOffRule | None) -> _Detail:
     registry = services.registry
     promotion = registry.get_promotion(user.actor, promotion_id)
     events = [e for e in registry.list_audit_events(user.actor, model_name=promotion.model_name, limit=1000,
                                                     newest_first=True)
               if isinstance(e.after, dict) and e.after.get("promotion") == promotion.id]
     return _Detail(
-        promotion=promotion, allowed=_allowed(services, user, promotion.id), events=events,
+        promotion=promotion, refusals=_refusals(services, user, promotion.id, sign_off), events=events,
         notifications=registry.list_notifications(user.actor, promotion_id=promotion.id),
     )
 
@@ -121,12 +124,13 @@ def _view(promotion: Promotion, live: PromotionState | None) -> dict[str, Any]:
 async def promotion_page(request: Request, user: SignedIn, promotion_id: str) -> Response:
     """Checklist with evidence numbers, sign-offs so far, deadline and reminders, and the decisions I may make."""
     services = page_services(request)
-    detail = await run_in_threadpool(_load, services, user, promotion_id)
     live = await services.promotions.live_state(user.actor, promotion_id)
+    detail = await run_in_threadpool(_load, services, user, promotion_id, live.sign_off if live else None)
     view = _view(detail.promotion, live)
     return render(
-        request, "promotion.html", user=user, p=detail.promotion, view=view, allowed=detail.allowed,
-        trail=timeline(detail.events), notifications=detail.notifications, running=view["status"] in RUNNING,
+        request, "promotion.html", user=user, p=detail.promotion, view=view, refusals=detail.refusals,
+        allowed={action for action, why in detail.refusals.items() if why is None}, trail=timeline(detail.events),
+        notifications=detail.notifications, running=view["status"] in RUNNING,
         candidate_url=version_url(detail.promotion.model_name, detail.promotion.version), nav="promotions",
     )
 
@@ -153,13 +157,11 @@ async def request_promotion(request: Request, user: SignedIn, form: PostedForm) 
 
 @promotions_router.post("/ui/promotions/{promotion_id}/{action}", response_model=None)
 async def decide(request: Request, user: SignedIn, form: PostedForm, promotion_id: str, action: str) -> Response:
-    """Sign off, reject (a reason is required), cancel or re-check."""
+    """Sign off, reject, cancel or re-check (what each needs is checked by the service)."""
     decision = _ACTIONS.get(action)
     if decision is None:
         raise InvalidParameterError(f"Unknown decision '{action}'.")
     comment = form.get("comment").strip()
-    if decision == "reject" and not comment:
-        raise InvalidParameterError("A rejection needs a reason.")
     state = await page_services(request).promotions.decide(user.actor, promotion_id, decision, comment)
     return see_other(request, f"/ui/promotions/{promotion_id}",
                      flash=f"{_DONE[decision]}. The promotion is now {state.status.value.replace('_', ' ')}.")
