@@ -28,8 +28,6 @@ from urllib.parse import quote
 
 import httpx
 
-from registry_store.stages import ALL_STAGES as STAGES
-
 __all__ = [
     "STAGES",
     "CalabiClientError",
@@ -40,6 +38,8 @@ __all__ = [
     "parse_model_uri",
 ]
 
+STAGES = ("None", "Staging", "Production", "Archived")
+"""The registry's stages, as ``registry_store.stages.ALL_STAGES`` (a test keeps them equal; this needs httpx only)."""
 _STAGE_BY_LOWER = {stage.lower(): stage for stage in STAGES}
 _MLFLOW_ARTIFACTS = "mlflow-artifacts:/"
 _CHUNK = 1024 * 1024
