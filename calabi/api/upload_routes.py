@@ -124,6 +124,8 @@ def _kind(member: tarfile.TarInfo) -> str:
         return "symlink"
     if member.islnk():
         return "hard link"
+    if member.isfifo():
+        return "FIFO"
     if member.isdev():
         return "device"
     return "special member"
