@@ -33,8 +33,12 @@ class ApiError(Exception):
 def normalise_url(url: str) -> str:
     """The server's base URL without a trailing slash; refuses what is not an http(s) URL."""
     base = url.strip().rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise ApiError("INVALID_PARAMETER_VALUE", f"server URL must start with http:// or https://, got {url!r}")
+    try:
+        parsed = httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise ApiError("INVALID_PARAMETER_VALUE", f"invalid server URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ApiError("INVALID_PARAMETER_VALUE", f"server URL must be http://HOST[:PORT] or https://…, got {url!r}")
     return base
 
 
