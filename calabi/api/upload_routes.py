@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -51,7 +52,9 @@ async def upload_version(
     label = _label(filename)
     tag_map = _tags(tags)
     await run_in_threadpool(services.registry.get_registered_model, actor, name)  # fail fast: no such model
-    with services.artifacts.staging() as work:
+    cleanup = ExitStack()  # the staging directory is made and removed off the event loop
+    try:
+        work: Path = await run_in_threadpool(cleanup.enter_context, services.artifacts.staging())
         archive = work / "upload.tar"
         await _receive(request, archive)
         tree = work / "tree"
@@ -63,6 +66,8 @@ async def upload_version(
                 tags=list(tag_map.items()), upload=tree,
             )
         )
+    finally:
+        await run_in_threadpool(cleanup.close)
 
 
 async def _receive(request: Request, archive: Path) -> None:

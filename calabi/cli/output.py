@@ -33,6 +33,7 @@ __all__ = [
     "emit_json",
     "model_detail",
     "models_table",
+    "one_line",
     "print_rich",
     "upload_progress",
     "users_table",
