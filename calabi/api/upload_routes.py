@@ -86,8 +86,8 @@ async def _receive(request: Request, archive: Path) -> None:
 def unpack_tar(archive: Path, dest: Path) -> None:
     """Unpack the regular files and directories of ``archive`` below ``dest`` (created).
 
-    Refuses absolute names, ``..`` and empty segments, links, devices, FIFOs, duplicate files and
-    archives with no file; ``dest`` only ever holds real directories made here, so nothing can
+    Refuses absolute names, ``..`` and empty segments, links, devices, FIFOs, sparse files, duplicate
+    files and archives with no file; ``dest`` only ever holds real directories made here, so nothing can
     be written outside it.
     """
     dest.mkdir()
@@ -103,7 +103,7 @@ def unpack_tar(archive: Path, dest: Path) -> None:
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                if not member.isreg():
+                if not member.isreg() or member.issparse():  # a sparse member could unpack far beyond the bound
                     raise InvalidParameterError(
                         f"upload refused: '{member.name}' is a {_kind(member)}; only regular files and directories"
                     )
@@ -125,6 +125,8 @@ def unpack_tar(archive: Path, dest: Path) -> None:
 
 
 def _kind(member: tarfile.TarInfo) -> str:
+    if member.issparse():
+        return "sparse file"
     if member.issym():
         return "symlink"
     if member.islnk():

@@ -87,6 +87,7 @@ def test_upload_registers_the_tree_with_its_digest(live_server: LiveServer, mode
         ([(member("MLmodel"), b"x"), (member("hard", tarfile.LNKTYPE, "MLmodel"), None)], "hard link"),
         ([(member("dev", tarfile.CHRTYPE), None)], "device"),
         ([(member("fifo", tarfile.FIFOTYPE), None)], "FIFO"),
+        ([(member("sparse", tarfile.GNUTYPE_SPARSE), b"x")], "sparse"),
         ([(member("same"), b"1"), (member("same"), b"2")], "twice"),
         ([(member("empty-dir", tarfile.DIRTYPE), None)], "no file"),
     ],
