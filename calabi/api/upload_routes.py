@@ -37,7 +37,11 @@ CHUNK_BYTES = 1024 * 1024
 _TAGS = TypeAdapter(dict[str, str])
 
 
-@upload_router.post("/models/{name}/versions/upload", response_model=ModelVersion, status_code=201)
+@upload_router.post(
+    "/models/{name}/versions/upload", response_model=ModelVersion, status_code=201,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        TAR_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
+)
 async def upload_version(
     request: Request, services: ServicesDep, actor: CurrentActor, name: str,
     filename: Annotated[str, Query(description="What the version's source records: upload:<filename>.")] = "model",
