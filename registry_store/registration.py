@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from registry_store.artifacts import (
     MLMODEL_FILE,
     ArtifactStore,
     ModelMetadata,
+    ProgressCallback,
     SourceFacts,
     SourceFetcher,
     manifest_digest,
@@ -21,7 +23,7 @@ from registry_store.artifacts import (
 )
 from registry_store.errors import InvalidParameterError
 
-__all__ = ["IMPORTANCES_FILE", "METRICS_FILE", "StagedArtifact", "stage_artifact"]
+__all__ = ["IMPORTANCES_FILE", "METRICS_FILE", "StagedArtifact", "UploadedTree", "stage_artifact"]
 
 METRICS_FILE = "metrics.json"
 IMPORTANCES_FILE = "feature_importances.json"
@@ -38,6 +40,26 @@ class StagedArtifact:
     signature: str
     evidence: dict[str, Any]
     facts: SourceFacts
+
+
+class UploadedTree(SourceFetcher):
+    """Fetches one directory the server itself unpacked from a client's upload, whatever the source says.
+
+    The source is only the label the version records (``upload:<name>``): no client can name a
+    server path through it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(local_roots=[directory])
+        self._directory = str(directory)
+
+    def fetch(self, source: str, dest: Path, progress: ProgressCallback | None = None) -> SourceFacts:
+        """Copy the uploaded directory into ``dest``."""
+        return super().fetch(self._directory, dest, progress)
+
+    def slot(self, source: str) -> AbstractContextManager[object]:
+        """The local staging slot (an upload stages like a local source)."""
+        return super().slot(self._directory)
 
 
 def stage_artifact(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import col, select
@@ -16,7 +17,7 @@ from registry_store.errors import (
     InvalidParameterError,
     NotFoundError,
 )
-from registry_store.registration import stage_artifact
+from registry_store.registration import UploadedTree, stage_artifact
 from registry_store.service_base import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase, model_not_found
 from registry_store.stages import NONE, PRODUCTION, STAGING, canonical_stage, is_break_glass
 from registry_store.tables import (
@@ -72,11 +73,13 @@ class VersionOperations(ServiceBase):
         description: object = None,
         model_id: object = None,
         progress: Callable[[int], None] | None = None,
+        upload: Path | None = None,
     ) -> ModelVersion:
         """Copy the source artifact into the registry, then number and record the version.
 
         ``run_id`` and ``model_id`` default to what a tracking source says about itself; a
-        ``run_id`` that contradicts it is refused.
+        ``run_id`` that contradicts it is refused. ``upload`` is a directory the server itself
+        unpacked from a client's upload: it is copied instead, ``source`` only labels it.
         """
         require_role(actor, "engineer", "register model versions")
         model_name = validate_model_name(name)
@@ -88,10 +91,9 @@ class VersionOperations(ServiceBase):
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
         with self._db.read_connection() as connection:  # fail fast before copying anything
             self._model_record(connection, model_name)
-        with self._fetcher.slot(src):
-            staged = stage_artifact(
-                self._fetcher, self._artifacts, model_name=model_name, source=src, progress=progress
-            )
+        fetcher = self._fetcher if upload is None else UploadedTree(upload)
+        with fetcher.slot(src):
+            staged = stage_artifact(fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
         try:
             run, logged_model = _reconcile_ids(src, run, logged_model, staged.facts)
             with self._db.write_connection() as connection:

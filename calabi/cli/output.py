@@ -1,16 +1,16 @@
-"""What the ``calabi`` CLI prints: rich tables for people, JSON for machines, one-line errors, progress."""
+"""What the ``calabi`` CLI prints: rich tables for people, JSON for machines, one-line errors, progress.
+
+Tables render the API's JSON objects (``dict``); ``--json`` prints them as the server sent them.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import typer
 from pydantic import BaseModel
@@ -25,19 +25,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
-
-from registry_store.entities import AuditEvent, ModelVersion, RegisteredModel, User
-from registry_store.errors import RegistryError
 
 __all__ = [
     "OneLineErrorsGroup",
     "audit_table",
     "emit_json",
-    "local_source_size",
     "model_detail",
     "models_table",
+    "one_line",
     "print_rich",
     "upload_progress",
     "users_table",
@@ -45,7 +41,8 @@ __all__ = [
     "versions_table",
 ]
 
-_MAX_SIZED_FILES = 100_000  # beyond this, sizing a local source is not "cheap": show a bytes counter
+Json = Mapping[str, Any]
+"""One JSON object of the API (a model, a version, an audit event, a user)."""
 
 
 class OneLineErrorsGroup(TyperGroup):
@@ -74,8 +71,9 @@ class OneLineErrorsGroup(TyperGroup):
 
 def _failure(exc: Exception) -> tuple[int, str]:
     """Exit code and one-line message for a failure; unexpected exceptions are re-raised."""
-    if isinstance(exc, RegistryError):
-        return 1, _one_line(f"{exc.error_code}: {exc.message}")
+    code, message = getattr(exc, "error_code", None), getattr(exc, "message", None)
+    if isinstance(code, str) and isinstance(message, str):  # ApiError, and the server's own errors in `serve`
+        return 1, one_line(f"{code}: {message}")
     if isinstance(exc, typer.Abort):
         return 1, "ABORTED: nothing was changed"
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -88,17 +86,18 @@ def _failure(exc: Exception) -> tuple[int, str]:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        return int(getattr(exc, "exit_code", 2)), _one_line(f"USAGE: {message}{hint}")
-    if isinstance(exc, SQLAlchemyError | OSError):
-        return 1, _one_line(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}")
+        return int(getattr(exc, "exit_code", 2)), one_line(f"USAGE: {message}{hint}")
+    if isinstance(exc, OSError):
+        return 1, one_line(f"INTERNAL_ERROR: {type(exc).__name__}: {exc}")
     raise exc
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
     return " ".join(text.split())
 
 
-def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+def emit_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout (pydantic ``model_dump(mode="json")`` for models)."""
     typer.echo(json.dumps(_plain(value), indent=2))
 
@@ -114,7 +113,7 @@ def _plain(value: Any) -> Any:
 
 
 def show(
-    value: BaseModel | Sequence[BaseModel] | dict[str, Any], *, as_json: bool,
+    value: Any, *, as_json: bool,
     view: RenderableType | None = None, message: str | None = None,
 ) -> None:
     """``--json``: the value as JSON; otherwise its rich ``view`` or a one-line ``message``."""
@@ -144,40 +143,40 @@ def _short(text: str, limit: int = 60) -> str:
     return line if line == text else line + "…"
 
 
-def _tags(tags: dict[str, str]) -> str:
+def _tags(tags: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
-def models_table(models: Sequence[RegisteredModel]) -> Table:
+def models_table(models: Sequence[Json]) -> Table:
     """One row per registered model."""
     table = Table(title=f"{len(models)} registered model(s)", title_justify="left")
     for column in ("Name", "Latest versions", "Aliases", "Description"):
         table.add_column(column, overflow="fold")
     table.add_column("Updated", min_width=10)
     for model in models:
-        latest = ", ".join(f"{v.current_stage}: v{v.version}" for v in model.latest_versions)
-        aliases = ", ".join(f"@{a.alias}→v{a.version}" for a in model.aliases)
-        table.add_row(escape(model.name), latest or "-", escape(aliases) or "-",
-                      escape(_short(model.description)), timestamp(model.last_updated_timestamp))
+        latest = ", ".join(f"{v['current_stage']}: v{v['version']}" for v in model["latest_versions"])
+        aliases = ", ".join(f"@{a['alias']}→v{a['version']}" for a in model["aliases"])
+        table.add_row(escape(model["name"]), latest or "-", escape(aliases) or "-",
+                      escape(_short(model["description"])), timestamp(model["last_updated_timestamp"]))
     return table
 
 
-def model_detail(model: RegisteredModel) -> Group:
+def model_detail(model: Json) -> Group:
     """A model's fields, then its latest versions."""
     fields = fields_table([
-        ("Name", model.name),
-        ("Description", model.description or "-"),
-        ("Tags", _tags(model.tags) or "-"),
-        ("Aliases", ", ".join(f"@{a.alias} → v{a.version}" for a in model.aliases) or "-"),
-        ("Created", timestamp(model.creation_timestamp)),
-        ("Updated", timestamp(model.last_updated_timestamp)),
+        ("Name", model["name"]),
+        ("Description", model["description"] or "-"),
+        ("Tags", _tags(model["tags"]) or "-"),
+        ("Aliases", ", ".join(f"@{a['alias']} → v{a['version']}" for a in model["aliases"]) or "-"),
+        ("Created", timestamp(model["creation_timestamp"])),
+        ("Updated", timestamp(model["last_updated_timestamp"])),
     ])
-    if not model.latest_versions:
+    if not model["latest_versions"]:
         return Group(fields)
-    return Group(fields, versions_table(model.latest_versions, title="Latest version per stage"))
+    return Group(fields, versions_table(model["latest_versions"], title="Latest version per stage"))
 
 
-def versions_table(versions: Sequence[ModelVersion], *, title: str | None = None) -> Table:
+def versions_table(versions: Sequence[Json], *, title: str | None = None) -> Table:
     """One row per model version."""
     table = Table(title=title or f"{len(versions)} version(s)", title_justify="left")
     for column in ("Model", "Version", "Stage", "Aliases", "Run", "Description"):
@@ -185,35 +184,36 @@ def versions_table(versions: Sequence[ModelVersion], *, title: str | None = None
     table.add_column("Created", min_width=10)
     for version in versions:
         table.add_row(
-            escape(version.name), str(version.version), version.current_stage,
-            escape(", ".join(f"@{a}" for a in version.aliases)) or "-", escape(version.run_id) or "-",
-            escape(_short(version.description, 40)), timestamp(version.creation_timestamp),
+            escape(version["name"]), str(version["version"]), version["current_stage"],
+            escape(", ".join(f"@{a}" for a in version["aliases"])) or "-", escape(version["run_id"]) or "-",
+            escape(_short(version["description"], 40)), timestamp(version["creation_timestamp"]),
         )
     return table
 
 
-def version_detail(version: ModelVersion) -> Table:
+def version_detail(version: Json) -> Table:
     """Every field of one model version."""
+    status_message = version["status_message"]
     return fields_table([
-        ("Model", version.name),
-        ("Version", str(version.version)),
-        ("Stage", version.current_stage),
-        ("Status", version.status + (f" ({version.status_message})" if version.status_message else "")),
-        ("Aliases", ", ".join(f"@{a}" for a in version.aliases) or "-"),
-        ("Description", version.description or "-"),
-        ("Tags", _tags(version.tags) or "-"),
-        ("Source", version.source),
-        ("Stored at", version.storage_location),
-        ("Digest", version.digest),
-        ("Signature", version.signature or "-"),
-        ("Run", version.run_id or "-"),
-        ("Registered by", version.user_id),
-        ("Created", timestamp(version.creation_timestamp)),
-        ("Updated", timestamp(version.last_updated_timestamp)),
+        ("Model", version["name"]),
+        ("Version", str(version["version"])),
+        ("Stage", version["current_stage"]),
+        ("Status", version["status"] + (f" ({status_message})" if status_message else "")),
+        ("Aliases", ", ".join(f"@{a}" for a in version["aliases"]) or "-"),
+        ("Description", version["description"] or "-"),
+        ("Tags", _tags(version["tags"]) or "-"),
+        ("Source", version["source"]),
+        ("Stored at", version["storage_location"]),
+        ("Digest", version["digest"]),
+        ("Signature", version["signature"] or "-"),
+        ("Run", version["run_id"] or "-"),
+        ("Registered by", version["user_id"]),
+        ("Created", timestamp(version["creation_timestamp"])),
+        ("Updated", timestamp(version["last_updated_timestamp"])),
     ])
 
 
-def audit_table(events: Sequence[AuditEvent]) -> Table:
+def audit_table(events: Sequence[Json]) -> Table:
     """One row per audit event."""
     table = Table(title=f"{len(events)} audit event(s)", title_justify="left")
     table.add_column("Seq", no_wrap=True)
@@ -221,8 +221,8 @@ def audit_table(events: Sequence[AuditEvent]) -> Table:
     for column in ("Actor", "Action", "Subject", "Change"):
         table.add_column(column, overflow="fold")
     for event in events:
-        table.add_row(str(event.seq), timestamp(event.timestamp), escape(event.actor), event.action,
-                      escape(event.subject), escape(_change(event.before, event.after)))
+        table.add_row(str(event["seq"]), timestamp(event["timestamp"]), escape(event["actor"]), event["action"],
+                      escape(event["subject"]), escape(_change(event["before"], event["after"])))
     return table
 
 
@@ -250,14 +250,14 @@ def _value(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def users_table(users: Sequence[User]) -> Table:
+def users_table(users: Sequence[Json]) -> Table:
     """One row per user."""
     table = Table(title=f"{len(users)} user(s)", title_justify="left")
     for column in ("Name", "Roles"):
         table.add_column(column, overflow="fold")
     table.add_column("Created", min_width=10)
     for user in users:
-        table.add_row(escape(user.name), ", ".join(user.roles), timestamp(user.creation_timestamp))
+        table.add_row(escape(user["name"]), ", ".join(user["roles"]), timestamp(user["creation_timestamp"]))
     return table
 
 
@@ -269,29 +269,6 @@ def fields_table(rows: Sequence[tuple[str, str]]) -> Table:
     for label, value in rows:
         table.add_row(label, escape(value))
     return table
-
-
-def local_source_size(source: str) -> int | None:
-    """Total bytes of a local source (absolute path or ``file:`` URI), or None if not cheaply known."""
-    if source.startswith("/"):
-        path = Path(source)
-    elif source.startswith("file:"):
-        path = Path(unquote(urlsplit(source).path))
-    else:
-        return None
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        total, files = 0, 0
-        for directory, _dirs, names in os.walk(path):
-            for name in names:
-                total += os.stat(os.path.join(directory, name)).st_size
-                files += 1
-                if files > _MAX_SIZED_FILES:
-                    return None
-        return total if files else None
-    except OSError:
-        return None
 
 
 @contextmanager

@@ -16,11 +16,8 @@ from typing import Annotated
 
 import typer
 
-from calabi.bootstrap import bootstrap
 from calabi.processes import die_with_parent, start_dev_server
 from calabi.settings import Settings
-from registry_store.artifacts import LocalArtifactStore
-from registry_store.errors import InvalidParameterError, UnavailableError
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
@@ -108,6 +105,7 @@ def _run_api(host: str, port: int, workers: int) -> None:
 def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
     """Start the embedded tracking server (stopped by ``stack``) and point the API and worker at it."""
     from calabi.api.tracking_server import start_tracking_server
+    from registry_store.errors import UnavailableError
 
     try:
         process = start_tracking_server(state_dir, port=port)
@@ -143,6 +141,10 @@ def serve(
     CALABI_MLFLOW_TRACKING_URL (and unless --no-tracking) an MLflow tracking server is started
     with its state in ``<data-dir>/mlflow``; the API forwards the tracking routes under /mlflow to it.
     """
+    from calabi.bootstrap import bootstrap  # the server's code, not loaded by the user commands
+    from registry_store.artifacts import LocalArtifactStore
+    from registry_store.errors import InvalidParameterError, UnavailableError
+
     data_dir = data_dir or getattr(ctx.obj, "data_dir", None)
     if data_dir is not None:
         os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())

@@ -1,12 +1,17 @@
-"""The ``calabi`` CLI against a real SQLite registry in a temporary data dir."""
+"""The ``calabi`` CLI as a client of a live server on another port: only ``--url`` and a token.
+
+The CLI runs in-process (``CliRunner``) with no CALABI_* setting but the ones a test names, and
+a private config dir for saved tokens; the server runs in its own process with its own data dir.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import shutil
 import sqlite3
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,23 +20,32 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
-from calabi.bootstrap import bootstrap
-from calabi.settings import Settings
-from tests.fixtures.servers import free_port, make_artifact
+from registry_store.artifacts import tree_digest
+from tests.fixtures.servers import LiveServer, free_port, make_artifact, start_server, stop_server
+
+SERVER_SETTINGS = ("CALABI_DATA_DIR", "CALABI_DATABASE_URL", "CALABI_ARTIFACT_ROOT", "CALABI_LOCAL_SOURCE_ROOTS",
+                   "CALABI_ADMIN_TOKEN", "CALABI_TEMPORAL_ADDRESS")
 
 
 @dataclass
-class Registry:
-    """A migrated registry in a temp dir, an admin token and an allowed source root."""
+class Calabi:
+    """``calabi --url <server> --token <token> …`` on this machine's files."""
 
-    data_dir: Path
-    source_root: Path
-    admin_token: str
+    server: LiveServer
+    local: Path  # the user's own files (not below the server's source roots)
     runner: CliRunner
 
-    def run(self, *args: str, token: str | None = None, input: str | None = None) -> Result:
-        """``calabi --token <token> <args>`` (the admin's token unless another is given)."""
-        return self.runner.invoke(cli.app, ["--token", token or self.admin_token, *args], input=input)
+    @property
+    def admin_token(self) -> str:
+        return self.server.admin_token
+
+    def run(self, *args: str, token: str | None = None, input: str | None = None,
+            env: dict[str, str] | None = None) -> Result:
+        """``calabi --url <url> --token <token> <args>`` (the admin's token unless another is given)."""
+        for setting in SERVER_SETTINGS:
+            assert setting not in os.environ, f"{setting} is set for the CLI"
+        return self.runner.invoke(cli.app, ["--url", self.server.url, "--token", token or self.admin_token, *args],
+                                  input=input, env=env)
 
     def ok(self, *args: str, token: str | None = None, input: str | None = None) -> Result:
         result = self.run(*args, token=token, input=input)
@@ -42,7 +56,12 @@ class Registry:
         return json.loads(self.ok(*args, "--json", token=token).stdout)
 
     def artifact(self) -> Path:
-        return make_artifact(self.source_root, payload=b"\x80\x04tiny-pickle")
+        """A model directory on the user's machine."""
+        return make_artifact(self.local, payload=b"\x80\x04tiny-pickle")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def assert_error(result: Result, code: str, *, exit_code: int = 1) -> str:
@@ -56,157 +75,121 @@ def assert_error(result: Result, code: str, *, exit_code: int = 1) -> str:
     return lines[0]
 
 
-ADMIN_TOKEN = secrets.token_urlsafe(16)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    started = start_server(tmp_path_factory.mktemp("cli-server"))
+    yield started
+    stop_server(started)
 
 
-def _isolate(monkeypatch: pytest.MonkeyPatch, data_dir: Path, source_root: Path) -> None:
+@pytest.fixture
+def calabi(server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Calabi:
     for key in list(os.environ):
         if key.startswith("CALABI_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("CALABI_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("CALABI_ADMIN_TOKEN", ADMIN_TOKEN)
-    monkeypatch.setenv("CALABI_LOCAL_SOURCE_ROOTS", str(source_root))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("COLUMNS", "200")  # rich tables: one line per row
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "laptop"
+    local.mkdir()
+    return Calabi(server=server, local=local, runner=CliRunner())
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file migrated to the newest schema, with the admin seeded (copied by each test)."""
-    data_dir = tmp_path_factory.mktemp("template")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _isolate(monkeypatch, data_dir, data_dir)
-        bootstrap(Settings(), migrate=True).close()
-    return data_dir / "calabi.db"
+def test_registry_story(calabi: Calabi) -> None:
+    churn = unique("churn")
+    created = calabi.json("models", "create", churn, "--description", "Churn model", "--tag", "team=ml")
+    assert (created["name"], created["description"], created["tags"]) == (churn, "Churn model", {"team": "ml"})
 
+    artifact = calabi.artifact()
+    v1 = calabi.json("versions", "register", churn, str(artifact), "--run-id", "run-1", "--tag", "dataset=2024-05",
+                     "--description", "first")
+    assert (v1["version"], v1["run_id"], v1["tags"]) == (1, "run-1", {"dataset": "2024-05"})
+    assert v1["current_stage"] == "None"
+    assert v1["digest"] == tree_digest(artifact) and v1["source"] == f"upload:{artifact.name}"
+    assert v1["storage_location"] != v1["source"]
+    human = calabi.ok("versions", "register", churn, str(calabi.artifact()))
+    assert f"'{churn}' version 2" in human.stdout
 
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> Registry:
-    data_dir, source_root = tmp_path / "data", tmp_path / "sources"
-    data_dir.mkdir()
-    source_root.mkdir()
-    shutil.copyfile(migrated_db, data_dir / "calabi.db")
-    _isolate(monkeypatch, data_dir, source_root)
-    return Registry(data_dir=data_dir, source_root=source_root, admin_token=ADMIN_TOKEN, runner=CliRunner())
+    assert [m["name"] for m in calabi.json("models", "list", "--filter", f"name = '{churn}'")] == [churn]
+    assert churn in calabi.ok("models", "list").stdout
+    assert [m["name"] for m in calabi.json("models", "list", "--filter", "name = 'nothing'")] == []
+    assert [v["version"] for v in calabi.json("versions", "list", churn)] == [2, 1]
+    assert "Staging" not in calabi.ok("versions", "list", churn).stdout
 
+    assert calabi.json("versions", "transition", churn, "1", "staging")["current_stage"] == "Staging"
+    assert calabi.json("versions", "transition", churn, "1", "Production")["current_stage"] == "Production"
+    assert "now in Archived" in calabi.ok("versions", "transition", churn, "2", "Archived").stdout
 
-def test_registry_story(registry: Registry) -> None:
-    created = registry.json("models", "create", "churn", "--description", "Churn model", "--tag", "team=ml")
-    assert (created["name"], created["description"], created["tags"]) == ("churn", "Churn model", {"team": "ml"})
-
-    v1 = registry.json(
-        "versions",
-        "register",
-        "churn",
-        str(registry.artifact()),
-        "--run-id",
-        "run-1",
-        "--tag",
-        "dataset=2024-05",
-        "--description",
-        "first",
-    )
-    assert (v1["version"], v1["run_id"], v1["tags"], v1["current_stage"]) == (
-        1,
-        "run-1",
-        {"dataset": "2024-05"},
-        "None",
-    )
-    assert v1["digest"] and v1["storage_location"] != v1["source"]
-    human = registry.ok("versions", "register", "churn", str(registry.artifact()))
-    assert "'churn' version 2" in human.stdout
-
-    assert [m["name"] for m in registry.json("models", "list")] == ["churn"]
-    assert "churn" in registry.ok("models", "list").stdout
-    assert [m["name"] for m in registry.json("models", "list", "--filter", "name = 'nothing'")] == []
-    assert [v["version"] for v in registry.json("versions", "list", "churn")] == [2, 1]
-    assert "Staging" not in registry.ok("versions", "list", "churn").stdout
-
-    staged = registry.json("versions", "transition", "churn", "1", "staging")
-    assert staged["current_stage"] == "Staging"
-    assert registry.json("versions", "transition", "churn", "1", "Production")["current_stage"] == "Production"
-    assert "now in Archived" in registry.ok("versions", "transition", "churn", "2", "Archived").stdout
-
-    registry.ok("aliases", "set", "churn", "challenger", "2")
-    aliased = registry.json("aliases", "show", "churn", "challenger")
+    calabi.ok("aliases", "set", churn, "challenger", "2")
+    aliased = calabi.json("aliases", "show", churn, "challenger")
     assert (aliased["version"], aliased["aliases"]) == (2, ["challenger"])
-    assert "challenger" in registry.ok("versions", "show", "churn", "2").stdout
+    assert "challenger" in calabi.ok("versions", "show", churn, "2").stdout
 
-    registry.ok("tags", "set", "churn", "owner", "alice")
-    registry.ok("tags", "set", "churn", "validated", "yes", "--version", "2")
-    assert registry.json("models", "show", "churn")["tags"] == {"team": "ml", "owner": "alice"}
-    assert registry.json("versions", "show", "churn", "2")["tags"] == {"validated": "yes"}
-    registry.ok("tags", "delete", "churn", "team")
-    registry.ok("tags", "delete", "churn", "validated", "--version", "2")
-    assert registry.json("models", "show", "churn")["tags"] == {"owner": "alice"}
-    assert registry.json("versions", "show", "churn", "2")["tags"] == {}
+    calabi.ok("tags", "set", churn, "owner", "alice")
+    calabi.ok("tags", "set", churn, "validated", "yes", "--version", "2")
+    assert calabi.json("models", "show", churn)["tags"] == {"team": "ml", "owner": "alice"}
+    assert calabi.json("versions", "show", churn, "2")["tags"] == {"validated": "yes"}
+    calabi.ok("tags", "delete", churn, "team")
+    calabi.ok("tags", "delete", churn, "validated", "--version", "2")
+    assert calabi.json("models", "show", churn)["tags"] == {"owner": "alice"}
+    assert calabi.json("versions", "show", churn, "2")["tags"] == {}
 
-    assert registry.json("models", "describe", "churn", "Predicts churn")["description"] == "Predicts churn"
-    assert registry.json("versions", "describe", "churn", "1", "baseline")["description"] == "baseline"
-    shown = registry.json("models", "show", "churn")
+    assert calabi.json("models", "describe", churn, "Predicts churn")["description"] == "Predicts churn"
+    assert calabi.json("versions", "describe", churn, "1", "baseline")["description"] == "baseline"
+    shown = calabi.json("models", "show", churn)
     assert shown["description"] == "Predicts churn"
     assert {(a["alias"], a["version"]) for a in shown["aliases"]} == {("challenger", 2)}
-    assert "Predicts churn" in registry.ok("models", "show", "churn").stdout
+    assert "Predicts churn" in calabi.ok("models", "show", churn).stdout
 
-    events = registry.json("audit", "list", "--limit", "1000")
+    events = calabi.json("audit", "list", "--model", churn, "--limit", "1000")
     actions = [e["action"] for e in events]
-    assert actions[:4] == ["create_user", "create_registered_model", "create_model_version", "create_model_version"]
+    assert actions[:3] == ["create_registered_model", "create_model_version", "create_model_version"]
     assert {
-        "transition_stage",
-        "set_alias",
-        "set_registered_model_tag",
-        "set_model_version_tag",
-        "delete_registered_model_tag",
-        "delete_model_version_tag",
-        "update_registered_model",
-        "update_model_version",
+        "transition_stage", "set_alias", "set_registered_model_tag", "set_model_version_tag",
+        "delete_registered_model_tag", "delete_model_version_tag", "update_registered_model", "update_model_version",
     } <= set(actions)
-    assert {e["actor"] for e in events if e["model_name"] == "churn"} == {"admin"}
-    for_model = registry.json("audit", "list", "--model", "churn", "--limit", "3")
-    assert [e["action"] for e in for_model] == actions[1:4]
-    assert "create_model_version" in registry.ok("audit", "list").stdout
-    verified = registry.ok("audit", "verify")
-    assert verified.stdout.strip() == f"audit chain intact: {len(events)} events"
-    assert registry.json("audit", "verify") == {
-        "ok": True,
-        "events_checked": len(events),
-        "first_bad_seq": None,
-        "problem": "",
+    assert {e["actor"] for e in events} == {"admin"}
+    assert [e["action"] for e in calabi.json("audit", "list", "--model", churn, "--limit", "3")] == actions[:3]
+    assert "create_model_version" in calabi.ok("audit", "list", "--newest").stdout
+    everything = calabi.json("audit", "list", "--limit", "1000")
+    assert calabi.ok("audit", "verify").stdout.strip() == f"audit chain intact: {len(everything)} events"
+    assert calabi.json("audit", "verify") == {
+        "ok": True, "events_checked": len(everything), "first_bad_seq": None, "problem": "",
     }
 
-    added = registry.json("users", "add", "eve", "--role", "engineer", "--role", "viewer")
-    assert added["user"]["name"] == "eve" and added["user"]["roles"] == ["engineer", "viewer"]
+    eve_name, frank_name = unique("eve"), unique("frank")
+    added = calabi.json("users", "add", eve_name, "--role", "engineer", "--role", "viewer")
+    assert added["user"]["name"] == eve_name and added["user"]["roles"] == ["engineer", "viewer"]
     eve = added["token"]
-    assert {u["name"]: u["roles"] for u in registry.json("users", "list")} == {
-        "admin": ["admin"],
-        "eve": ["engineer", "viewer"],
-    }
-    assert "eve" in registry.ok("users", "list").stdout
-    human_add = registry.ok("users", "add", "frank", "--role", "viewer").stdout
-    assert "Token (shown once" in human_add
+    users = {u["name"]: u["roles"] for u in calabi.json("users", "list")}
+    assert users["admin"] == ["admin"] and users[eve_name] == ["engineer", "viewer"]
+    assert eve_name in calabi.ok("users", "list").stdout
+    assert "Token (shown once" in calabi.ok("users", "add", frank_name, "--role", "viewer").stdout
 
-    registry.ok("models", "create", "eve-model", token=eve)
-    renamed = registry.json("models", "rename", "eve-model", "eve-renamed", token=eve)
-    assert renamed["name"] == "eve-renamed"
-    eve_events = registry.json("audit", "list", "--model", "eve-renamed")
-    assert [(e["actor"], e["action"]) for e in eve_events] == [("eve", "rename_registered_model")]
-    created_by = registry.json("audit", "list", "--model", "eve-model")
-    assert [(e["actor"], e["action"]) for e in created_by] == [("eve", "create_registered_model")]
+    eve_model, eve_renamed = unique("eve-model"), unique("eve-renamed")
+    calabi.ok("models", "create", eve_model, token=eve)
+    assert calabi.json("models", "rename", eve_model, eve_renamed, token=eve)["name"] == eve_renamed
+    renamed_events = calabi.json("audit", "list", "--model", eve_renamed)
+    assert [(e["actor"], e["action"]) for e in renamed_events] == [(eve_name, "rename_registered_model")]
+    created_by = calabi.json("audit", "list", "--model", eve_model)
+    assert [(e["actor"], e["action"]) for e in created_by] == [(eve_name, "create_registered_model")]
 
-    registry.ok("aliases", "delete", "churn", "challenger")
-    assert_error(registry.run("aliases", "show", "churn", "challenger"), "INVALID_PARAMETER_VALUE")
-    assert "Deleted 'churn' version 2" in registry.ok("versions", "delete", "churn", "2", "--yes").stdout
-    assert [v["version"] for v in registry.json("versions", "list", "churn")] == [1]
-    registry.ok("models", "delete", "churn", input="y\n")
-    assert_error(registry.run("models", "show", "churn"), "RESOURCE_DOES_NOT_EXIST")
-    assert registry.ok("audit", "verify").stdout.startswith("audit chain intact: ")
+    calabi.ok("aliases", "delete", churn, "challenger")
+    assert_error(calabi.run("aliases", "show", churn, "challenger"), "INVALID_PARAMETER_VALUE")
+    assert f"Deleted '{churn}' version 2" in calabi.ok("versions", "delete", churn, "2", "--yes").stdout
+    assert [v["version"] for v in calabi.json("versions", "list", churn)] == [1]
+    calabi.ok("models", "delete", churn, input="y\n")
+    assert_error(calabi.run("models", "show", churn), "RESOURCE_DOES_NOT_EXIST")
+    assert calabi.ok("audit", "verify").stdout.startswith("audit chain intact: ")
 
 
 @pytest.fixture
-def churn(registry: Registry) -> Registry:
-    """``registry`` with model 'churn' holding version 1."""
-    registry.ok("models", "create", "churn")
-    registry.ok("versions", "register", "churn", str(registry.artifact()))
-    return registry
+def churn(calabi: Calabi) -> tuple[Calabi, str]:
+    """``calabi`` with a new model holding version 1."""
+    name = unique("churn")
+    calabi.ok("models", "create", name)
+    calabi.ok("versions", "register", name, str(calabi.artifact()))
+    return calabi, name
 
 
 @pytest.mark.parametrize(
@@ -214,83 +197,126 @@ def churn(registry: Registry) -> Registry:
     [
         (["models", "show", "nope"], "RESOURCE_DOES_NOT_EXIST", "name=nope"),
         (["versions", "list", "nope"], "RESOURCE_DOES_NOT_EXIST", "name=nope"),
-        (["versions", "show", "churn", "7"], "RESOURCE_DOES_NOT_EXIST", "version=7"),
-        (["versions", "transition", "churn", "1", "Limbo"], "INVALID_PARAMETER_VALUE", "Limbo"),
-        (["versions", "show", "churn", "abc"], "INVALID_PARAMETER_VALUE", "'abc'"),
-        (["versions", "transition", "churn", "abc", "Staging"], "INVALID_PARAMETER_VALUE", "'abc'"),
-        (["models", "create", "churn"], "RESOURCE_ALREADY_EXISTS", "churn"),
+        (["versions", "show", "{m}", "7"], "RESOURCE_DOES_NOT_EXIST", "version=7"),
+        (["versions", "transition", "{m}", "1", "Limbo"], "INVALID_PARAMETER_VALUE", "Limbo"),
+        (["versions", "show", "{m}", "abc"], "INVALID_PARAMETER_VALUE", "'abc'"),
+        (["versions", "transition", "{m}", "abc", "Staging"], "INVALID_PARAMETER_VALUE", "'abc'"),
+        (["models", "create", "{m}"], "RESOURCE_ALREADY_EXISTS", "churn"),
         (["models", "create", "a/b"], "INVALID_PARAMETER_VALUE", "a/b"),
-        (["versions", "register", "churn", "relative/path"], "INVALID_PARAMETER_VALUE", "relative path"),
-        (["versions", "register", "churn", "/etc"], "INVALID_PARAMETER_VALUE", "refused"),
-        (["aliases", "set", "churn", "latest", "1"], "INVALID_PARAMETER_VALUE", "reserved"),
+        (["versions", "register", "{m}", "relative/path"], "INVALID_PARAMETER_VALUE", "no such file"),
+        (["versions", "register", "{m}", "file:///etc"], "INVALID_PARAMETER_VALUE", "refused"),
+        (["versions", "register", "{m}", "ftp://host/model"], "INVALID_PARAMETER_VALUE", "ftp"),
+        (["aliases", "set", "{m}", "latest", "1"], "INVALID_PARAMETER_VALUE", "reserved"),
         (["users", "add", "bob", "--role", "wizard"], "INVALID_PARAMETER_VALUE", "wizard"),
         (["users", "add", "bob"], "INVALID_PARAMETER_VALUE", "roles"),
         (["audit", "list", "--limit", "0"], "INVALID_PARAMETER_VALUE", "limit"),
     ],
 )
-def test_bad_input_is_one_error_line(churn: Registry, args: list[str], code: str, fragment: str) -> None:
-    line = assert_error(churn.run(*args), code)
+def test_bad_input_is_one_error_line(churn: tuple[Calabi, str], args: list[str], code: str, fragment: str) -> None:
+    calabi, name = churn
+    args = [arg.replace("{m}", name) for arg in args]
+    line = assert_error(calabi.run(*args), code)
     assert fragment in line
-    assert churn.run(*args).stdout == ""
+    assert calabi.run(*args).stdout == ""
 
 
-def test_engineer_cannot_move_a_version_into_production(churn: Registry) -> None:
-    token = churn.json("users", "add", "eve", "--role", "engineer")["token"]
-    line = assert_error(
-        churn.run("versions", "transition", "churn", "1", "Production", token=token), "PERMISSION_DENIED"
-    )
-    assert "'eve'" in line and "'admin' role is required" in line
-    assert churn.json("versions", "show", "churn", "1", token=token)["current_stage"] == "None"
-    assert churn.json("versions", "transition", "churn", "1", "Staging", token=token)["current_stage"] == "Staging"
-    viewer = churn.json("users", "add", "val", "--role", "viewer")["token"]
-    assert_error(churn.run("models", "create", "other", token=viewer), "PERMISSION_DENIED")
-    assert_error(churn.run("users", "list", token=token), "PERMISSION_DENIED")
+def test_engineer_cannot_move_a_version_into_production(churn: tuple[Calabi, str]) -> None:
+    calabi, name = churn
+    eve = unique("eve")
+    token = calabi.json("users", "add", eve, "--role", "engineer")["token"]
+    line = assert_error(calabi.run("versions", "transition", name, "1", "Production", token=token),
+                        "PERMISSION_DENIED")
+    assert f"'{eve}'" in line and "'admin' role is required" in line
+    assert calabi.json("versions", "show", name, "1", token=token)["current_stage"] == "None"
+    assert calabi.json("versions", "transition", name, "1", "Staging", token=token)["current_stage"] == "Staging"
+    viewer = calabi.json("users", "add", unique("val"), "--role", "viewer")["token"]
+    assert_error(calabi.run("models", "create", unique("other"), token=viewer), "PERMISSION_DENIED")
+    assert_error(calabi.run("versions", "register", name, str(calabi.artifact()), token=viewer), "PERMISSION_DENIED")
+    assert_error(calabi.run("users", "list", token=token), "PERMISSION_DENIED")
 
 
-def test_audit_verify_detects_an_edited_event(churn: Registry) -> None:
-    assert churn.ok("audit", "verify").stdout.strip() == "audit chain intact: 3 events"
-    with sqlite3.connect(churn.data_dir / "calabi.db") as db:  # an attacker with full rights on the file
-        db.execute("DROP TRIGGER audit_events_no_update")
-        assert db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2").rowcount == 1
-    line = assert_error(churn.run("audit", "verify"), "AUDIT_CHAIN_BROKEN")
-    assert "seq=2" in line and "edited" in line
-    result = churn.run("audit", "verify", "--json")
-    assert result.exit_code == 1
-    assert json.loads(result.stdout)["first_bad_seq"] == 2
+def test_audit_verify_detects_an_edited_event(tmp_path: Path, calabi: Calabi) -> None:
+    own = start_server(tmp_path / "tampered")
+    try:
+        mine = Calabi(server=own, local=calabi.local, runner=calabi.runner)
+        mine.ok("models", "create", "churn")
+        mine.ok("versions", "register", "churn", str(mine.artifact()))
+        assert mine.ok("audit", "verify").stdout.strip() == "audit chain intact: 3 events"
+        with sqlite3.connect(own.data_dir / "calabi.db") as db:  # an attacker with full rights on the file
+            db.execute("DROP TRIGGER audit_events_no_update")
+            assert db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2").rowcount == 1
+        line = assert_error(mine.run("audit", "verify"), "AUDIT_CHAIN_BROKEN")
+        assert "seq=2" in line and "edited" in line
+        result = mine.run("audit", "verify", "--json")
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["first_bad_seq"] == 2
+    finally:
+        stop_server(own)
 
 
-def test_token_from_environment_and_admin_token_file(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = registry.runner.invoke(cli.app, ["models", "list"])
-    assert "--token" in assert_error(result, "UNAUTHENTICATED")
-    (registry.data_dir / "admin-token").write_text(registry.admin_token + "\n")
-    assert registry.runner.invoke(cli.app, ["models", "create", "from-file"]).exit_code == 0
-    token = registry.json("users", "add", "carol", "--role", "engineer")["token"]
-    monkeypatch.setenv("CALABI_TOKEN", token)
-    assert registry.runner.invoke(cli.app, ["models", "create", "from-env"]).exit_code == 0
-    actors = {e["model_name"]: e["actor"] for e in registry.json("audit", "list", "--limit", "100")}
-    assert actors["from-file"] == "admin" and actors["from-env"] == "carol"
-    assert_error(registry.run("models", "list", token="not-a-token"), "UNAUTHENTICATED")
+def test_token_from_option_environment_and_login(calabi: Calabi, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = calabi.server.url
+    result = calabi.runner.invoke(cli.app, ["--url", url, "models", "list"])
+    assert "calabi login" in assert_error(result, "UNAUTHENTICATED")
+    assert_error(calabi.run("models", "list", token="not-a-token"), "UNAUTHENTICATED")
+
+    carol_name, dave_name = unique("carol"), unique("dave")
+    carol = calabi.json("users", "add", carol_name, "--role", "engineer")["token"]
+    dave = calabi.json("users", "add", dave_name, "--role", "engineer")["token"]
+    wrong = calabi.runner.invoke(cli.app, ["login", url + "/", "--token", "not-a-token"])
+    assert_error(wrong, "UNAUTHENTICATED")
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "calabi" / "credentials"
+    assert not config.exists()  # a token the server refuses is not saved
+
+    logged_in = calabi.runner.invoke(cli.app, ["login", url + "/"], input=f"{carol}\n")
+    assert logged_in.exit_code == 0, logged_in.output
+    assert f"as '{carol_name}'" in logged_in.stdout and carol not in logged_in.output  # the prompt hides it
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert json.loads(config.read_text()) == {url: carol}
+
+    from_login, from_env, from_option = unique("from-login"), unique("from-env"), unique("from-option")
+    monkeypatch.setenv("CALABI_URL", url)
+    assert calabi.runner.invoke(cli.app, ["models", "create", from_login]).exit_code == 0
+    monkeypatch.setenv("CALABI_TOKEN", dave)
+    assert calabi.runner.invoke(cli.app, ["models", "create", from_env]).exit_code == 0
+    with_option = calabi.runner.invoke(cli.app, ["--token", calabi.admin_token, "models", "create", from_option])
+    assert with_option.exit_code == 0
+    actors = {e["model_name"]: e["actor"] for e in calabi.json("audit", "list", "--newest", "--limit", "20")}
+    assert (actors[from_login], actors[from_env], actors[from_option]) == (carol_name, dave_name, "admin")
 
 
-def test_data_dir_option_overrides_the_environment(registry: Registry, tmp_path: Path) -> None:
-    empty = tmp_path / "elsewhere"
-    result = registry.runner.invoke(cli.app, ["--data-dir", str(empty), "--token", "x", "models", "list"])
+def test_unreachable_or_wrong_server_is_one_line(calabi: Calabi, monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = calabi.runner.invoke(cli.app, ["--url", nowhere, "--token", "x", "models", "list"])
     line = assert_error(result, "TEMPORARILY_UNAVAILABLE")
-    assert f"no registry database at {empty}" in line and not empty.exists()
-    empty.mkdir()
-    (empty / "calabi.db").touch()
-    result = registry.runner.invoke(cli.app, ["--data-dir", str(empty), "--token", "x", "models", "list"])
-    assert "no such table" in assert_error(result, "TEMPORARILY_UNAVAILABLE")
-    ok = registry.runner.invoke(
-        cli.app, ["--data-dir", str(registry.data_dir), "--token", registry.admin_token, "models", "list"]
-    )
-    assert ok.exit_code == 0, ok.output
+    assert nowhere in line and "no registry database" not in line
+    monkeypatch.setenv("CALABI_URL", nowhere)
+    assert nowhere in assert_error(calabi.runner.invoke(cli.app, ["--token", "x", "audit", "verify"]),
+                                   "TEMPORARILY_UNAVAILABLE")
+    assert "http://" in assert_error(calabi.runner.invoke(cli.app, ["--url", "calabi.example", "--token", "x",
+                                                                    "models", "list"]), "INVALID_PARAMETER_VALUE")
+    not_calabi = calabi.runner.invoke(cli.app, ["--url", f"{calabi.server.url}/nowhere", "--token", "x",
+                                                "models", "list"])
+    assert_error(not_calabi, "ENDPOINT_NOT_FOUND")
 
 
-def test_unreachable_database_is_one_line(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALABI_DATABASE_URL", f"postgresql+psycopg://calabi:s3cret@127.0.0.1:{free_port()}/calabi")
-    line = assert_error(registry.run("models", "list"), "TEMPORARILY_UNAVAILABLE")
-    assert "127.0.0.1" in line and "s3cret" not in line
+def test_upload_json_stays_clean_with_the_progress_bar(calabi: Calabi) -> None:
+    name = unique("big")
+    calabi.ok("models", "create", name)
+    artifact = calabi.artifact()
+    (artifact / "weights").mkdir()
+    (artifact / "weights" / "layer.bin").write_bytes(secrets.token_bytes(3 * 1024 * 1024 + 7))
+    result = calabi.run("versions", "register", name, str(artifact), "--json", env={"TTY_COMPATIBLE": "1"})
+    assert result.exit_code == 0, result.output
+    assert "Uploading" in result.stderr  # the bar was drawn, on stderr
+    version = json.loads(result.stdout)
+    assert version["digest"] == tree_digest(artifact) and version["version"] == 1
+
+    single = calabi.json("versions", "register", name, str(artifact / "model.pkl"))
+    assert single["digest"] == tree_digest(artifact / "model.pkl") and single["source"] == "upload:model.pkl"
+    (artifact / "link").symlink_to(artifact / "model.pkl")
+    assert "symlink" in assert_error(calabi.run("versions", "register", name, str(artifact)), "INVALID_PARAMETER_VALUE")
+    assert [v["version"] for v in calabi.json("versions", "list", name)] == [2, 1]
 
 
 @pytest.mark.parametrize(
@@ -304,33 +330,35 @@ def test_unreachable_database_is_one_line(registry: Registry, monkeypatch: pytes
         (["--bogus", "models", "list"], "--bogus"),
     ],
 )
-def test_usage_errors_are_one_line(registry: Registry, args: list[str], fragment: str) -> None:
-    result = registry.runner.invoke(cli.app, args)
+def test_usage_errors_are_one_line(calabi: Calabi, args: list[str], fragment: str) -> None:
+    result = calabi.runner.invoke(cli.app, args)
     line = assert_error(result, "USAGE", exit_code=2)
     assert fragment in line
 
 
-def test_declined_delete_changes_nothing(churn: Registry) -> None:
-    result = churn.run("models", "delete", "churn", input="n\n")
+def test_declined_delete_changes_nothing(churn: tuple[Calabi, str]) -> None:
+    calabi, name = churn
+    result = calabi.run("models", "delete", name, input="n\n")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Delete registered model 'churn' with all its versions and artifacts?")
+    assert result.stderr.startswith(f"Delete registered model '{name}' with all its versions and artifacts?")
     assert result.stderr.endswith("error: ABORTED: nothing was changed\n")
-    assert churn.run("versions", "delete", "churn", "1", input="n\n").exit_code == 1
-    assert [v["version"] for v in churn.json("versions", "list", "churn")] == [1]
-    assert_error(churn.run("versions", "delete", "churn", "9", "--yes"), "RESOURCE_DOES_NOT_EXIST")
+    assert calabi.run("versions", "delete", name, "1", input="n\n").exit_code == 1
+    assert [v["version"] for v in calabi.json("versions", "list", name)] == [1]
+    assert_error(calabi.run("versions", "delete", name, "9", "--yes"), "RESOURCE_DOES_NOT_EXIST")
 
 
-def test_help_lists_every_command_group(registry: Registry) -> None:
-    result = registry.runner.invoke(cli.app, ["--help"])
+def test_help_lists_every_command_group(calabi: Calabi) -> None:
+    result = calabi.runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0
-    for group in ("models", "versions", "aliases", "tags", "audit", "users", "serve"):
+    for group in ("models", "versions", "aliases", "tags", "audit", "users", "login", "promote", "serve"):
         assert group in result.stdout
 
 
-def test_archive_existing_moves_the_other_staging_versions(churn: Registry) -> None:
-    churn.ok("versions", "register", "churn", str(churn.artifact()))
-    churn.ok("versions", "transition", "churn", "1", "Staging")
-    moved = churn.json("versions", "transition", "churn", "2", "Staging", "--archive-existing")
+def test_archive_existing_moves_the_other_staging_versions(churn: tuple[Calabi, str]) -> None:
+    calabi, name = churn
+    calabi.ok("versions", "register", name, str(calabi.artifact()))
+    calabi.ok("versions", "transition", name, "1", "Staging")
+    moved = calabi.json("versions", "transition", name, "2", "Staging", "--archive-existing")
     assert moved["current_stage"] == "Staging"
-    stages = {v["version"]: v["current_stage"] for v in churn.json("versions", "list", "churn")}
+    stages = {v["version"]: v["current_stage"] for v in calabi.json("versions", "list", name)}
     assert stages == {1: "Archived", 2: "Staging"}

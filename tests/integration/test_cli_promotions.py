@@ -1,8 +1,8 @@
 """The promotion commands of the ``calabi`` CLI against a live server with the embedded Temporal.
 
-The CLI runs in-process (``CliRunner``) on the server's data dir and talks to the server's
-Temporal dev server, as an operator on the server's machine would; ``watch`` also runs as
-a real ``calabi`` process to follow a promotion while it is signed off.
+The CLI runs in-process (``CliRunner``) with only the server's URL and a token, as an engineer or
+an approver on their own machine would: no data dir, database or Temporal setting. ``watch`` also
+runs as a real ``calabi`` process to follow a promotion while it is signed off.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ GOOD_DESCRIPTION = "Churn model trained on 2024-01-01 to 2024-12-31; holdout auc
 
 @dataclass(frozen=True)
 class Cli:
-    """``calabi`` on the live server's data dir, as one user or another."""
+    """``calabi --url <server> --token <user's token>``, as one user or another."""
 
     server: LiveServer
     env: dict[str, str | None]  # for CliRunner: None removes a variable
@@ -40,10 +40,11 @@ class Cli:
     approver: str
     approver_name: str
     runner: CliRunner
+    local: Path  # the user's own files
 
-    def run(self, *args: str, token: str | None = None, env: dict[str, str] | None = None) -> Result:
-        merged: dict[str, str | None] = {**self.env, **(env or {})}
-        return self.runner.invoke(cli.app, ["--token", token or self.engineer, *args], env=merged)
+    def run(self, *args: str, token: str | None = None, url: str | None = None) -> Result:
+        return self.runner.invoke(cli.app, ["--url", url or self.server.url, "--token", token or self.engineer, *args],
+                                  env=self.env)
 
     def ok(self, *args: str, token: str | None = None) -> Result:
         result = self.run(*args, token=token)
@@ -71,7 +72,7 @@ class Cli:
         """A new model with one version carrying metrics, importances and (optionally) the CI attestation."""
         name = f"churn-{secrets.token_hex(4)}"
         self.ok("models", "create", name)
-        artifact = make_artifact(self.server.source_root)
+        artifact = make_artifact(self.local)
         (artifact / "metrics.json").write_text(json.dumps({"auc": 0.81, "log_loss": 0.41}))
         (artifact / "feature_importances.json").write_text(
             json.dumps({"tenure": 0.4, "monthly_charges": 0.35, "support_calls": 0.25}))
@@ -90,14 +91,6 @@ def assert_error(result: Result, code: str, *, exit_code: int = 1) -> str:
     return lines[0]
 
 
-def temporal_address(server: LiveServer) -> str:
-    """The embedded Temporal dev server of ``server`` (the fixture picks its port on the command line)."""
-    command = server.process.args
-    assert isinstance(command, list), command
-    args = [str(a) for a in command]
-    return f"127.0.0.1:{args[args.index('--temporal-port') + 1]}"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     started = start_server(tmp_path_factory.mktemp("cli-promotions"), temporal=True)
@@ -106,32 +99,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def calabi(server: LiveServer) -> Cli:
+def calabi(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    config = tmp_path_factory.mktemp("config")
     env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("CALABI_")}
-    env.update({
-        "CALABI_DATA_DIR": str(server.data_dir),
-        "CALABI_TEMPORAL_ADDRESS": temporal_address(server),
-        "CALABI_LOCAL_SOURCE_ROOTS": str(server.source_root),
-        "COLUMNS": "200",  # rich tables: one line per row
-    })
+    env.update({"XDG_CONFIG_HOME": str(config), "COLUMNS": "200"})  # rich tables: one line per row
     runner = CliRunner()
 
     def user(name: str, role: str) -> str:
-        added = runner.invoke(cli.app, ["--token", server.admin_token, "users", "add", name, "--role", role, "--json"],
-                              env=env)
+        added = runner.invoke(cli.app, ["--url", server.url, "--token", server.admin_token, "users", "add", name,
+                                        "--role", role, "--json"], env=env)
         assert added.exit_code == 0, added.output
         return str(json.loads(added.stdout)["token"])
 
     approver_name = f"ds-lead-{secrets.token_hex(3)}"
     engineer = user(f"ml-eng-{secrets.token_hex(3)}", "engineer")
-    return Cli(server, env, engineer, user(approver_name, "approver"), approver_name, runner)
+    local = tmp_path_factory.mktemp("laptop")
+    return Cli(server, env, engineer, user(approver_name, "approver"), approver_name, runner, local)
 
 
 def watch_process(calabi: Cli, promotion_id: str, timeout_s: int) -> subprocess.Popen[str]:
     """``calabi promotions watch`` as its own process (the real entry point, exit code and all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
     env.update({k: v for k, v in calabi.env.items() if v is not None})
-    env["CALABI_TOKEN"] = calabi.engineer
+    env.update({"CALABI_URL": calabi.server.url, "CALABI_TOKEN": calabi.engineer})
     return subprocess.Popen(
         [str(CALABI), "promotions", "watch", promotion_id, "--timeout", str(timeout_s)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -183,7 +173,13 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
     assert blank.endswith("A rejection needs a reason."), blank
     watcher = watch_process(calabi, promotion_id, STATUS_TIMEOUT_S)
     try:
-        signed = calabi.ok("sign-off", promotion_id, "--comment", "holdout reviewed", token=calabi.approver)
+        # The approver logs in once on their machine; the sign-off uses the saved token.
+        logged_in = calabi.runner.invoke(cli.app, ["login", calabi.server.url, "--token", calabi.approver],
+                                         env=calabi.env)
+        assert logged_in.exit_code == 0 and f"as '{calabi.approver_name}'" in logged_in.stdout, logged_in.output
+        signed = calabi.runner.invoke(cli.app, ["--url", calabi.server.url, "sign-off", promotion_id, "--comment",
+                                                "holdout reviewed"], env=calabi.env)
+        assert signed.exit_code == 0, signed.output
         assert f"Signed off promotion {promotion_id}" in signed.stdout and "1 of 1" in signed.stdout
         stdout, stderr = watcher.communicate(timeout=STATUS_TIMEOUT_S + 30)
     finally:
@@ -238,10 +234,10 @@ def test_errors_are_one_line(calabi: Cli) -> None:
     assert_error(calabi.run("promotions", "list", "--status", "bogus"), "INVALID_PARAMETER_VALUE")
 
     name = calabi.model()
-    unreachable = {"CALABI_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
-    line = assert_error(calabi.run("promote", name, "1", "--to", "Staging", "--reason", "x", env=unreachable),
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    line = assert_error(calabi.run("promote", name, "1", "--to", "Staging", "--reason", "x", url=nowhere),
                         "TEMPORARILY_UNAVAILABLE")
-    assert "Temporal" in line
+    assert nowhere in line
     assert calabi.json("promotions", "list", "--model", name) == []  # nothing was recorded
 
 

@@ -1,0 +1,139 @@
+"""``calabi promotions list|show|watch``: following promotions through ``GET /api/v1/promotions…``.
+
+``show`` and ``watch`` read the read model and, while the workflow runs, its live state; a
+finished promotion's history comes from the audit log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from calabi.cli import output as out
+from calabi.cli.context import api
+from calabi.cli.http import ApiClient, segment
+from calabi.cli.options import JsonOpt
+from calabi.cli.promotion_tables import promotion_detail, promotions_table, read_approvals
+from calabi.cli.promotions import PromotionId
+from policies.status import TERMINAL_STATUSES, PromotionStatus
+from workflows.models import PromotionState, StateChange
+
+__all__ = ["promotions_app"]
+
+promotions_app = typer.Typer(no_args_is_help=True, help="Promotion requests: list, show, watch.")
+
+WATCH_INTERVAL_S = 1.0
+AUDIT_HISTORY_LIMIT = 5000  # newest events of the model searched for a finished promotion's history
+
+
+@promotions_app.command("list")
+def promotions_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only promotions in this status, e.g. awaiting_sign_off.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only promotions of this model.")] = None,
+    awaiting_me: Annotated[
+        bool, typer.Option("--awaiting-me", help="Only promotions waiting for my sign-off.")
+    ] = False,
+    max_results: Annotated[int, typer.Option(help="At most this many promotions.")] = 100,
+    page_token: Annotated[str | None, typer.Option(help="Continue a previous listing.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List promotions, newest first."""
+    page = api(ctx).get("/promotions", status=status, model=model, awaiting="me" if awaiting_me else None,
+                        max_results=max_results, page_token=page_token)
+    out.show(page["promotions"], as_json=as_json, view=promotions_table(page["promotions"]))
+    if page.get("next_page_token"):
+        typer.echo(f"more promotions match: continue with --page-token {page['next_page_token']}", err=True)
+
+
+@promotions_app.command("show")
+def promotions_show(ctx: typer.Context, promotion_id: PromotionId, as_json: JsonOpt = False) -> None:
+    """Show a promotion: checklist with its numbers, sign-offs, deadline and history."""
+    client = api(ctx)
+    promotion, live, raw_live = _detail(client, promotion_id)
+    history = live.history if live is not None else _audited_history(client, promotion)
+    out.show({"promotion": promotion, "live": raw_live, "history": history}, as_json=as_json,
+             view=promotion_detail(promotion, live, history))
+
+
+@promotions_app.command("watch")
+def promotions_watch(
+    ctx: typer.Context,
+    promotion_id: PromotionId,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.", min=0)] = 600.0,
+) -> None:
+    """Follow a promotion until it ends: exit 0 once promoted, 1 otherwise (or on timeout)."""
+    status, message = _watch(api(ctx), promotion_id, timeout)
+    if status == PromotionStatus.PROMOTED:
+        return
+    if status in TERMINAL_STATUSES:
+        typer.echo(f"error: NOT_PROMOTED: promotion {promotion_id} ended {status}: {out.one_line(message)}",
+                   err=True)
+    else:
+        typer.echo(f"error: DEADLINE_EXCEEDED: promotion {promotion_id} is still {status} after {timeout:g} s",
+                   err=True)
+    raise typer.Exit(1)
+
+
+def _detail(client: ApiClient, promotion_id: str) -> tuple[dict[str, Any], PromotionState | None, Any]:
+    """The read model, the parsed live state (None once the workflow is gone) and the live state's JSON."""
+    detail = client.get(f"/promotions/{segment(promotion_id)}")
+    raw_live = detail.get("live")
+    return detail["promotion"], PromotionState.model_validate(raw_live) if raw_live else None, raw_live
+
+
+def _watch(client: ApiClient, promotion_id: str, timeout: float) -> tuple[str, str]:
+    """Print each status change and sign-off until a terminal status or the timeout; the last status."""
+    deadline = time.monotonic() + timeout
+    shown_status, shown_approvals = "", 0
+    while True:
+        promotion, live, _raw = _detail(client, promotion_id)
+        status = str(live.status) if live is not None else promotion["status"]
+        approvals = live.approvals if live is not None else read_approvals(promotion["approvals"])
+        for approval in approvals[shown_approvals:]:
+            note = f": {approval.comment}" if approval.comment else ""
+            _say(f"signed off by {approval.user}{note}")
+        shown_approvals = max(shown_approvals, len(approvals))
+        if status != shown_status:
+            note = live.history[-1].note if live is not None and live.history else promotion["message"]
+            _say(f"{status}" + (f"  {out.one_line(note)}" if note else ""))
+            shown_status = status
+        if status in TERMINAL_STATUSES:
+            return status, promotion["message"] if live is None else live.message or promotion["message"]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return status, ""
+        time.sleep(min(WATCH_INTERVAL_S, remaining))  # polling the server with a deadline
+
+
+def _say(text: str) -> None:
+    typer.echo(f"{datetime.now(tz=UTC).strftime('%H:%M:%SZ')}  {text}")
+    sys.stdout.flush()
+
+
+def _audited_history(client: ApiClient, promotion: dict[str, Any]) -> list[StateChange]:
+    """A finished promotion's status changes, from the audit log (the workflow no longer answers)."""
+    events = client.get("/audit", model=promotion["model_name"], limit=AUDIT_HISTORY_LIMIT, newest_first=True)
+    history: list[StateChange] = []
+    for event in reversed(events):
+        change = _audited_change(event, promotion["id"])
+        if change is not None and (not history or history[-1].status != change.status or change.note):
+            history.append(change)
+    return history
+
+
+def _audited_change(event: dict[str, Any], promotion_id: str) -> StateChange | None:
+    after = event["after"] if isinstance(event["after"], dict) else {}
+    if after.get("promotion") != promotion_id:
+        return None
+    at = datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC)
+    if event["action"] == "request_promotion":
+        return StateChange(at=at, status=PromotionStatus.RUNNING_CHECKS, note=f"requested by {event['actor']}")
+    if event["action"] == "promotion_state" and after.get("status") in PromotionStatus.__members__.values():
+        note = after.get("message") if isinstance(after.get("message"), str) else ""
+        return StateChange(at=at, status=PromotionStatus(after["status"]), note=note or "")
+    return None
