@@ -11,7 +11,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from activities import build_activities
-from calabi.bootstrap import bootstrap, temporal_connector
+from calabi.bootstrap import build_services, temporal_connector
 from calabi.settings import Settings
 from workflows.promotion import PromotionWorkflow
 
@@ -23,7 +23,7 @@ log = logging.getLogger("calabi.worker")
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Poll the task queue until ``stop`` is set (or forever)."""
-    services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=False)
+    services = build_services(settings)
     client = await temporal_connector(settings)()
     try:
         with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="calabi-activity") as pool:

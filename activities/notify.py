@@ -97,7 +97,7 @@ class Notifier:
         if self._webhook_urls:
             with self._http() as client:
                 delivery = {url: self._post(client, url, content) for url in self._webhook_urls}
-        return self._registry.append_notification(
+        return self._registry.notifications.append_notification(
             kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=body,
             delivery=delivery,
         )

@@ -64,7 +64,7 @@ class PromotionService:
         """Record the request and start its workflow (id ``promotion-<model>-<version>-<target>``)."""
         client = await self.client()
         promotion = await asyncio.to_thread(
-            self._registry.open_promotion, actor, model=model, version=version, target_stage=target_stage,
+            self._registry.promotions.open_promotion, actor, model=model, version=version, target_stage=target_stage,
             justification=justification, kind=kind,
         )
         start = PromotionInput(
@@ -87,7 +87,7 @@ class PromotionService:
 
     async def rollback(self, actor: Actor, *, model: object, justification: object) -> Promotion:
         """Re-promote the previous Production version under the rollback policy."""
-        version = await asyncio.to_thread(self._registry.previous_production_version, actor, model)
+        version = await asyncio.to_thread(self._registry.production.previous_production_version, actor, model)
         return await self.request(
             actor, model=model, version=version, target_stage="Production", justification=justification,
             kind="rollback",
@@ -95,7 +95,7 @@ class PromotionService:
 
     async def decide(self, actor: Actor, promotion_id: str, action: str, comment: str = "") -> PromotionState:
         """Deliver a sign-off, rejection, cancellation or re-check request; the workflow validates it again."""
-        promotion = await asyncio.to_thread(self._registry.authorize_decision, actor, promotion_id, action)
+        promotion = await asyncio.to_thread(self._registry.promotions.authorize_decision, actor, promotion_id, action)
         handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
         decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
         try:
@@ -110,7 +110,7 @@ class PromotionService:
 
     async def live_state(self, actor: Actor, promotion_id: str) -> PromotionState | None:
         """The workflow's live state, or None when its run is over or unreachable (use the read model)."""
-        promotion = await asyncio.to_thread(self._registry.get_promotion, actor, promotion_id)
+        promotion = await asyncio.to_thread(self._registry.promotions.get_promotion, actor, promotion_id)
         if not promotion.live:
             return None
         try:
@@ -122,6 +122,6 @@ class PromotionService:
 
     async def _abandon(self, promotion: Promotion, message: str) -> None:
         await asyncio.to_thread(
-            self._registry.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
+            self._registry.promotions.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
             message=message,
         )

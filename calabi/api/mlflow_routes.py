@@ -110,32 +110,32 @@ Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
 
 
 def create_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.create_registered_model(actor, name=p.require("name"), description=p.get("description"),
+    rm = svc.models.create_registered_model(actor, name=p.require("name"), description=p.get("description"),
                                      tags=p.tags())
     return {"registered_model": model_json(rm)}
 
 
 def get_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    return {"registered_model": model_json(svc.get_registered_model(actor, p.require("name")))}
+    return {"registered_model": model_json(svc.models.get_registered_model(actor, p.require("name")))}
 
 
 def rename_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.rename_registered_model(actor, name=p.require("name"), new_name=p.require("new_name"))
+    rm = svc.models.rename_registered_model(actor, name=p.require("name"), new_name=p.require("new_name"))
     return {"registered_model": model_json(rm)}
 
 
 def update_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.update_registered_model(actor, name=p.require("name"), description=p.get("description"))
+    rm = svc.models.update_registered_model(actor, name=p.require("name"), description=p.get("description"))
     return {"registered_model": model_json(rm)}
 
 
 def delete_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_registered_model(actor, p.require("name"))
+    svc.models.delete_registered_model(actor, p.require("name"))
     return {}
 
 
 def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    page = svc.search_registered_models(
+    page = svc.models.search_registered_models(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 100,
         order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
@@ -146,37 +146,37 @@ def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> d
 
 
 def get_latest_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    versions = svc.get_latest_versions(actor, name=p.require("name"), stages=p.repeated("stages"))
+    versions = svc.versions.get_latest_versions(actor, name=p.require("name"), stages=p.repeated("stages"))
     return {"model_versions": [version_json(v) for v in versions]}
 
 
 def set_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_registered_model_tag(actor, name=p.require("name"), key=p.require("key"), value=p.get("value"))
+    svc.models.set_registered_model_tag(actor, name=p.require("name"), key=p.require("key"), value=p.get("value"))
     return {}
 
 
 def delete_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_registered_model_tag(actor, name=p.require("name"), key=p.require("key"))
+    svc.models.delete_registered_model_tag(actor, name=p.require("name"), key=p.require("key"))
     return {}
 
 
 def set_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_alias(actor, name=p.require("name"), alias=p.require("alias"), version=p.require("version"))
+    svc.aliases.set_alias(actor, name=p.require("name"), alias=p.require("alias"), version=p.require("version"))
     return {}
 
 
 def delete_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    svc.aliases.delete_alias(actor, name=p.require("name"), alias=p.require("alias"))
     return {}
 
 
 def get_model_version_by_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.get_version_by_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    mv = svc.aliases.get_version_by_alias(actor, name=p.require("name"), alias=p.require("alias"))
     return {"model_version": version_json(mv)}
 
 
 def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.create_model_version(
+    mv = svc.registration.create_model_version(
         actor, name=p.require("name"), source=p.require("source"), run_id=p.get("run_id"),
         tags=p.tags(), run_link=p.get("run_link"), description=p.get("description"), model_id=p.get("model_id"),
     )
@@ -184,23 +184,23 @@ def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[
 
 
 def get_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.get_model_version(actor, name=p.require("name"), version=p.require("version"))
+    mv = svc.versions.get_model_version(actor, name=p.require("name"), version=p.require("version"))
     return {"model_version": version_json(mv)}
 
 
 def update_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.update_model_version(actor, name=p.require("name"), version=p.require("version"),
+    mv = svc.versions.update_model_version(actor, name=p.require("name"), version=p.require("version"),
                                   description=p.get("description"))
     return {"model_version": version_json(mv)}
 
 
 def delete_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_model_version(actor, name=p.require("name"), version=p.require("version"))
+    svc.versions.delete_model_version(actor, name=p.require("name"), version=p.require("version"))
     return {}
 
 
 def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.transition_stage(
+    mv = svc.stages.transition_stage(
         actor, name=p.require("name"), version=p.require("version"), stage=p.require("stage"),
         archive_existing_versions=p.boolean("archive_existing_versions"),
     )
@@ -208,7 +208,7 @@ def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params
 
 
 def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    page = svc.search_model_versions(
+    page = svc.versions.search_model_versions(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 10_000,
         order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
@@ -219,17 +219,17 @@ def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict
 
 
 def get_model_version_download_uri(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    return {"artifact_uri": svc.get_download_uri(actor, name=p.require("name"), version=p.require("version"))}
+    return {"artifact_uri": svc.versions.get_download_uri(actor, name=p.require("name"), version=p.require("version"))}
 
 
 def set_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+    svc.versions.set_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
                               key=p.require("key"), value=p.get("value"))
     return {}
 
 
 def delete_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+    svc.versions.delete_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
                                  key=p.require("key"))
     return {}
 

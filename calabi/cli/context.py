@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from calabi.bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, build_services
 from calabi.settings import Settings
 from registry_store.audit import Actor
 from registry_store.errors import InvalidParameterError, UnauthenticatedError, UnavailableError
@@ -52,7 +52,7 @@ def connect(ctx: typer.Context) -> tuple[Services, Actor]:
             "or set CALABI_DATA_DIR / --data-dir / CALABI_DATABASE_URL"
         )
     try:
-        services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=False)
+        services = build_services(settings)
         ctx.find_root().call_on_close(services.close)
         actor = services.users.authenticate(token)
     except (SQLAlchemyError, OSError) as exc:

@@ -116,7 +116,7 @@ def models_list(
 ) -> None:
     """List registered models."""
     services, actor = _connect(ctx)
-    page = services.registry.search_registered_models(
+    page = services.registry.models.search_registered_models(
         actor, filter_string=filter_string, max_results=max_results, page_token=page_token
     )
     out.show(list(page.items), as_json=as_json, view=out.models_table(page.items))
@@ -135,7 +135,7 @@ def models_create(
     """Create an empty registered model."""
     tags = _tags(tag)
     services, actor = _connect(ctx)
-    model = services.registry.create_registered_model(actor, name=name, description=description, tags=tags)
+    model = services.registry.models.create_registered_model(actor, name=name, description=description, tags=tags)
     out.show(model, as_json=as_json, message=f"Created registered model '{model.name}'.")
 
 
@@ -143,7 +143,7 @@ def models_create(
 def models_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show a model with its tags, aliases and latest version per stage."""
     services, actor = _connect(ctx)
-    model = services.registry.get_registered_model(actor, name)
+    model = services.registry.models.get_registered_model(actor, name)
     out.show(model, as_json=as_json, view=out.model_detail(model))
 
 
@@ -151,7 +151,7 @@ def models_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
 def models_describe(ctx: typer.Context, name: str, text: str, as_json: JsonOpt = False) -> None:
     """Replace a model's description."""
     services, actor = _connect(ctx)
-    model = services.registry.update_registered_model(actor, name=name, description=text)
+    model = services.registry.models.update_registered_model(actor, name=name, description=text)
     out.show(model, as_json=as_json, message=f"Updated the description of '{model.name}'.")
 
 
@@ -159,7 +159,7 @@ def models_describe(ctx: typer.Context, name: str, text: str, as_json: JsonOpt =
 def models_rename(ctx: typer.Context, name: str, new_name: str, as_json: JsonOpt = False) -> None:
     """Rename a model; its versions, tags and aliases follow."""
     services, actor = _connect(ctx)
-    model = services.registry.rename_registered_model(actor, name=name, new_name=new_name)
+    model = services.registry.models.rename_registered_model(actor, name=name, new_name=new_name)
     out.show(model, as_json=as_json, message=f"Renamed '{name}' to '{model.name}'.")
 
 
@@ -168,9 +168,9 @@ def models_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
     """Delete a model with all its versions and their artifacts."""
     services, actor = _connect(ctx)
     if not yes:  # a missing model fails before the prompt
-        services.registry.get_registered_model(actor, name)
+        services.registry.models.get_registered_model(actor, name)
         typer.confirm(f"Delete registered model '{name}' with all its versions and artifacts?", abort=True, err=True)
-    services.registry.delete_registered_model(actor, name)
+    services.registry.models.delete_registered_model(actor, name)
     _done(f"Deleted registered model '{name}'.")
 
 
@@ -191,7 +191,7 @@ def versions_register(
     tags = _tags(tag)
     services, actor = _connect(ctx)
     with out.upload_progress(f"Uploading {model}", out.local_source_size(source)) as progress:
-        version = services.registry.create_model_version(
+        version = services.registry.registration.create_model_version(
             actor, name=model, source=source, run_id=run_id, description=description, tags=tags,
             progress=progress,
         )
@@ -206,7 +206,7 @@ def versions_list(ctx: typer.Context, model: str, as_json: JsonOpt = False) -> N
     versions: list[ModelVersion] = []
     page_token: str | None = None
     while True:
-        page = services.registry.list_model_versions(actor, name=model, page_token=page_token)
+        page = services.registry.versions.list_model_versions(actor, name=model, page_token=page_token)
         versions.extend(page.items)
         page_token = page.next_page_token
         if page_token is None:
@@ -218,7 +218,7 @@ def versions_list(ctx: typer.Context, model: str, as_json: JsonOpt = False) -> N
 def versions_show(ctx: typer.Context, model: str, version: str, as_json: JsonOpt = False) -> None:
     """Show one version."""
     services, actor = _connect(ctx)
-    found = services.registry.get_model_version(actor, name=model, version=version)
+    found = services.registry.versions.get_model_version(actor, name=model, version=version)
     out.show(found, as_json=as_json, view=out.version_detail(found))
 
 
@@ -235,7 +235,7 @@ def versions_transition(
 ) -> None:
     """Move a version to another stage."""
     services, actor = _connect(ctx)
-    moved = services.registry.transition_stage(
+    moved = services.registry.stages.transition_stage(
         actor, name=model, version=version, stage=stage, archive_existing_versions=archive_existing
     )
     out.show(moved, as_json=as_json, message=f"'{moved.name}' version {moved.version} is now in {moved.current_stage}.")
@@ -247,7 +247,7 @@ def versions_describe(
 ) -> None:
     """Replace a version's description."""
     services, actor = _connect(ctx)
-    updated = services.registry.update_model_version(actor, name=model, version=version, description=text)
+    updated = services.registry.versions.update_model_version(actor, name=model, version=version, description=text)
     out.show(updated, as_json=as_json,
              message=f"Updated the description of '{updated.name}' version {updated.version}.")
 
@@ -257,9 +257,9 @@ def versions_delete(ctx: typer.Context, model: str, version: str, yes: YesOpt = 
     """Delete a version and its artifact (its number is never reused)."""
     services, actor = _connect(ctx)
     if not yes:
-        services.registry.get_model_version(actor, name=model, version=version)
+        services.registry.versions.get_model_version(actor, name=model, version=version)
         typer.confirm(f"Delete '{model}' version {version} and its artifact?", abort=True, err=True)
-    services.registry.delete_model_version(actor, name=model, version=version)
+    services.registry.versions.delete_model_version(actor, name=model, version=version)
     _done(f"Deleted '{model}' version {version}.")
 
 
@@ -270,7 +270,7 @@ def versions_delete(ctx: typer.Context, model: str, version: str, yes: YesOpt = 
 def aliases_set(ctx: typer.Context, model: str, alias: str, version: str) -> None:
     """Point an alias at a version."""
     services, actor = _connect(ctx)
-    services.registry.set_alias(actor, name=model, alias=alias, version=version)
+    services.registry.aliases.set_alias(actor, name=model, alias=alias, version=version)
     _done(f"Alias '{alias}' of '{model}' now names version {version}.")
 
 
@@ -278,7 +278,7 @@ def aliases_set(ctx: typer.Context, model: str, alias: str, version: str) -> Non
 def aliases_delete(ctx: typer.Context, model: str, alias: str) -> None:
     """Remove an alias (a missing alias is not an error)."""
     services, actor = _connect(ctx)
-    services.registry.delete_alias(actor, name=model, alias=alias)
+    services.registry.aliases.delete_alias(actor, name=model, alias=alias)
     _done(f"Alias '{alias}' of '{model}' removed.")
 
 
@@ -286,7 +286,7 @@ def aliases_delete(ctx: typer.Context, model: str, alias: str) -> None:
 def aliases_show(ctx: typer.Context, model: str, alias: str, as_json: JsonOpt = False) -> None:
     """Show the version an alias names ('latest' names the newest version)."""
     services, actor = _connect(ctx)
-    found = services.registry.get_version_by_alias(actor, name=model, alias=alias)
+    found = services.registry.aliases.get_version_by_alias(actor, name=model, alias=alias)
     out.show(found, as_json=as_json, view=out.version_detail(found))
 
 
@@ -298,10 +298,10 @@ def tags_set(ctx: typer.Context, model: str, key: str, value: str, version: Vers
     """Set a tag on a model, or on one of its versions with --version."""
     services, actor = _connect(ctx)
     if version is None:
-        services.registry.set_registered_model_tag(actor, name=model, key=key, value=value)
+        services.registry.models.set_registered_model_tag(actor, name=model, key=key, value=value)
         _done(f"Tag '{key}' set on '{model}'.")
     else:
-        services.registry.set_model_version_tag(actor, name=model, version=version, key=key, value=value)
+        services.registry.versions.set_model_version_tag(actor, name=model, version=version, key=key, value=value)
         _done(f"Tag '{key}' set on '{model}' version {version}.")
 
 
@@ -310,10 +310,10 @@ def tags_delete(ctx: typer.Context, model: str, key: str, version: VersionOpt = 
     """Delete a tag from a model, or from one of its versions with --version."""
     services, actor = _connect(ctx)
     if version is None:
-        services.registry.delete_registered_model_tag(actor, name=model, key=key)
+        services.registry.models.delete_registered_model_tag(actor, name=model, key=key)
         _done(f"Tag '{key}' removed from '{model}'.")
     else:
-        services.registry.delete_model_version_tag(actor, name=model, version=version, key=key)
+        services.registry.versions.delete_model_version_tag(actor, name=model, version=version, key=key)
         _done(f"Tag '{key}' removed from '{model}' version {version}.")
 
 
@@ -331,7 +331,7 @@ def audit_list(
 ) -> None:
     """List audit events in sequence order (or newest first)."""
     services, actor = _connect(ctx)
-    events = services.registry.list_audit_events(
+    events = services.registry.audit.list_audit_events(
         actor, model_name=model, after_seq=after_seq, limit=limit, newest_first=newest
     )
     out.show(events, as_json=as_json, view=out.audit_table(events))
@@ -341,7 +341,7 @@ def audit_list(
 def audit_verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Recompute the audit hash chain; exit 1 if any event was edited, removed or reordered."""
     services, actor = _connect(ctx)
-    result = services.registry.verify_audit_chain(actor)
+    result = services.registry.audit.verify_audit_chain(actor)
     if as_json:
         out.emit_json(result)
     if result.ok:

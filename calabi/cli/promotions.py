@@ -212,7 +212,7 @@ def promotions_list(
 ) -> None:
     """List promotions, newest first."""
     services, actor = connect(ctx)
-    page = services.registry.list_promotions(
+    page = services.registry.promotions.list_promotions(
         actor, status=status, model=model, awaiting=actor if awaiting_me else None, max_results=max_results,
         page_token=page_token,
     )
@@ -225,7 +225,7 @@ def promotions_list(
 def promotions_show(ctx: typer.Context, promotion_id: PromotionId, as_json: JsonOpt = False) -> None:
     """Show a promotion: checklist with its numbers, sign-offs, deadline and history."""
     services, actor = connect(ctx)
-    promotion = services.registry.get_promotion(actor, promotion_id)
+    promotion = services.registry.promotions.get_promotion(actor, promotion_id)
     live = _with_engine(services, lambda engine: engine.live_state(actor, promotion_id)) if promotion.live else None
     history = live.history if live is not None else _audited_history(services, actor, promotion)
     out.show({"promotion": promotion, "live": live, "history": history}, as_json=as_json,
@@ -258,7 +258,7 @@ async def _watch(
     deadline = time.monotonic() + timeout
     shown_status, shown_approvals = "", 0
     while True:
-        promotion = await asyncio.to_thread(services.registry.get_promotion, actor, promotion_id)
+        promotion = await asyncio.to_thread(services.registry.promotions.get_promotion, actor, promotion_id)
         live = await engine.live_state(actor, promotion_id) if promotion.live else None
         status = str(live.status) if live is not None else promotion.status
         approvals = live.approvals if live is not None else _approvals(promotion.approvals)
@@ -301,7 +301,7 @@ def serving_schema_set(
     """Set the live serving schema promotions are checked against."""
     signature = _signature_text(source)
     services, actor = connect(ctx)
-    services.registry.set_serving_schema(actor, model=model, signature=signature)
+    services.registry.schemas.set_serving_schema(actor, model=model, signature=signature)
     typer.echo(f"Serving schema of '{model}' set.")
 
 
@@ -313,7 +313,7 @@ def serving_schema_show(
 ) -> None:
     """Show a model's live serving schema."""
     services, actor = connect(ctx)
-    signature = services.registry.get_serving_schema(actor, model)
+    signature = services.registry.schemas.get_serving_schema(actor, model)
     if not signature:
         raise NotFoundError(f"No serving schema is set for {model}.")
     if as_json:
@@ -498,7 +498,7 @@ def _approvals(values: Sequence[dict[str, Any]]) -> list[Approval]:
 
 def _audited_history(services: Services, actor: Actor, promotion: Promotion) -> list[StateChange]:
     """A finished promotion's status changes, from the audit log (the workflow no longer answers)."""
-    events = services.registry.list_audit_events(
+    events = services.registry.audit.list_audit_events(
         actor, model_name=promotion.model_name, limit=AUDIT_HISTORY_LIMIT, newest_first=True
     )
     history: list[StateChange] = []

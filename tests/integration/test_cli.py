@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
-from calabi.bootstrap import bootstrap
+from calabi.bootstrap import prepare
 from calabi.settings import Settings
 from tests.fixtures.servers import free_port, make_artifact
 
@@ -75,7 +75,7 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("template")
     with pytest.MonkeyPatch.context() as monkeypatch:
         _isolate(monkeypatch, data_dir, data_dir)
-        bootstrap(Settings(), migrate=True).close()
+        prepare(Settings())
     return data_dir / "calabi.db"
 
 
