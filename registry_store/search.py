@@ -24,15 +24,12 @@ from sqlmodel import col
 from registry_store.errors import InvalidParameterError
 from registry_store.search_filter import (
     MODEL_FILTER,
-    MODEL_ORDER,
     PROMPT_TAG,
     VERSION_FILTER,
-    VERSION_ORDER,
     Comparison,
-    OrderKey,
     parse_filter,
-    parse_order_by,
 )
+from registry_store.search_order import MODEL_ORDER, VERSION_ORDER, OrderKey, parse_order_by
 from registry_store.tables import ModelVersionRow, ModelVersionTagRow, RegisteredModelRow, RegisteredModelTagRow
 
 __all__ = [

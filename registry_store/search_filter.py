@@ -1,4 +1,4 @@
-"""MLflow search grammar: a hand-written filter parser and ``order_by`` parser (no SQL here).
+"""MLflow search grammar: a hand-written filter parser (no SQL here; ``order_by`` is in search_order).
 
 A filter is ``clause (AND clause)*``; a clause is ``identifier comparator value``. Identifiers
 are ``key``, ``attribute.key``, ``tag.key`` or ``tags.key``, with keys optionally quoted in
@@ -8,26 +8,21 @@ backticks or double quotes. Values are quoted strings, integer literals or ``('a
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from registry_store.errors import InvalidParameterError
+from registry_store.filter_tokens import FLOAT, INT, Part, Token, invalid_clause, tokenize
 
 __all__ = [
     "MODEL_FILTER",
-    "MODEL_ORDER",
     "PROMPT_TAG",
     "VERSION_FILTER",
-    "VERSION_ORDER",
     "Comparison",
     "FilterRules",
-    "OrderKey",
-    "OrderRules",
     "Value",
     "parse_filter",
-    "parse_order_by",
 ]
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
@@ -78,109 +73,6 @@ VERSION_FILTER = FilterRules(
 )
 
 
-# --------------------------------------------------------------------------- tokenizer
-
-
-@dataclass(frozen=True)
-class _Part:
-    text: str
-    quoted: bool
-    quote: str  # "", "`" or '"'
-
-
-@dataclass(frozen=True)
-class _Token:
-    type: Literal["ident", "string", "number", "op", "lparen", "rparen", "comma", "end"]
-    text: str
-    pos: int
-    parts: tuple[_Part, ...] = ()
-    value: str = ""  # the unquoted content of a string token
-
-    def word(self) -> str | None:
-        """The upper-cased bare word, if the token is one unquoted word (a keyword candidate)."""
-        if self.type == "ident" and len(self.parts) == 1 and not self.parts[0].quoted:
-            return self.parts[0].text.upper()
-        return None
-
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SUBWORD = re.compile(r"[A-Za-z0-9_]+")
-_NUMBERISH = re.compile(r"[+-]?[0-9][A-Za-z0-9_.]*(?:[eE][+-][0-9]+)?")
-_INT = re.compile(r"[+-]?[0-9]+")
-_FLOAT = re.compile(r"[+-]?[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+")
-_OPCHARS = re.compile(r"[=!<>]+")
-
-
-def _invalid(text: str, detail: str = "") -> InvalidParameterError:
-    return InvalidParameterError(f"Invalid clause(s) in filter string: {text}{detail}")
-
-
-def _quoted(src: str, pos: int) -> tuple[str, int]:
-    """Read a quoted run starting at ``src[pos]``; a doubled quote is a literal quote."""
-    quote, out, i = src[pos], [], pos + 1
-    while i < len(src):
-        if src[i] == quote:
-            if src.startswith(quote * 2, i):
-                out.append(quote)
-                i += 2
-                continue
-            return "".join(out), i + 1
-        out.append(src[i])
-        i += 1
-    raise InvalidParameterError(f"Invalid filter string: unterminated {quote} quote starting at position {pos}.")
-
-
-def _ident(src: str, pos: int) -> _Token:
-    """Read ``part(.part)*`` where a part is a word or a backtick/double-quoted key."""
-    parts: list[_Part] = []
-    i = pos
-    while True:
-        if i < len(src) and src[i] in '`"':
-            text, i = _quoted(src, i)
-            parts.append(_Part(text, True, src[i - 1]))
-        else:
-            match = (_SUBWORD if parts else _WORD).match(src, i)
-            if match is None:
-                raise _invalid(src[pos:], " (expected a key after '.')" if parts else "")
-            parts.append(_Part(match.group(), False, ""))
-            i = match.end()
-        if i < len(src) and src[i] == ".":
-            i += 1
-            continue
-        return _Token("ident", src[pos:i], pos, tuple(parts))
-
-
-def _tokenize(src: str) -> Iterator[_Token]:
-    """Yield tokens lazily (so the leftmost error is reported), then ``end`` forever."""
-    i = 0
-    while i < len(src):
-        ch = src[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "(),":
-            kind: Literal["lparen", "rparen", "comma"] = "lparen" if ch == "(" else "rparen" if ch == ")" else "comma"
-            yield _Token(kind, ch, i)
-            i += 1
-        elif ch == "'":
-            text, end = _quoted(src, i)
-            yield _Token("string", src[i:end], i, value=text)
-            i = end
-        elif ch in '`"' or _WORD.match(src, i):
-            tok = _ident(src, i)
-            yield tok
-            i = tok.pos + len(tok.text)
-        elif (num := _NUMBERISH.match(src, i)) is not None:
-            yield _Token("number", num.group(), i)
-            i = num.end()
-        elif (ops := _OPCHARS.match(src, i)) is not None:
-            yield _Token("op", ops.group(), i)
-            i = ops.end()
-        else:
-            raise _invalid(src[i:])
-    while True:
-        yield _Token("end", "", len(src))
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -188,20 +80,20 @@ class _Parser:
     def __init__(self, src: str, rules: FilterRules) -> None:
         self.src = src
         self.rules = rules
-        self.tokens = _tokenize(src)
-        self.ahead: _Token | None = None
+        self.tokens = tokenize(src)
+        self.ahead: Token | None = None
 
-    def peek(self) -> _Token:
+    def peek(self) -> Token:
         if self.ahead is None:
             self.ahead = next(self.tokens)
         return self.ahead
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         tok = self.peek()
         self.ahead = None
         return tok
 
-    def rest(self, tok: _Token) -> str:
+    def rest(self, tok: Token) -> str:
         return self.src[tok.pos :].strip()
 
     def parse(self) -> list[Comparison]:
@@ -209,7 +101,7 @@ class _Parser:
         while (tok := self.take()).type != "end":
             word = tok.word()
             if word != "AND":
-                raise _invalid(word if word is not None and word in _CONNECTIVES else self.rest(tok))
+                raise invalid_clause(word if word is not None and word in _CONNECTIVES else self.rest(tok))
             if len(clauses) >= MAX_CLAUSES:
                 raise InvalidParameterError(f"Filter string has more than {MAX_CLAUSES} clauses.")
             clauses.append(self.clause())
@@ -219,17 +111,17 @@ class _Parser:
         tok = self.take()
         word = tok.word()
         if tok.type == "end":
-            raise _invalid(self.src.strip() or "''", " (expected a comparison after AND)")
+            raise invalid_clause(self.src.strip() or "''", " (expected a comparison after AND)")
         if word in _CONNECTIVES or tok.type in ("lparen", "rparen"):
-            raise _invalid(word or tok.text)
+            raise invalid_clause(word or tok.text)
         if tok.type != "ident":
-            raise _invalid(self.rest(tok), " (expected an identifier)")
+            raise invalid_clause(self.rest(tok), " (expected an identifier)")
         kind, key = self.identifier(tok)
         comparator = self.comparator()
         value = self.value()
         return self.check(kind, key, comparator, value)
 
-    def identifier(self, tok: _Token) -> tuple[Kind, str]:
+    def identifier(self, tok: Token) -> tuple[Kind, str]:
         parts = tok.parts
         if len(parts) == 1:
             return "attribute", self.key_text(parts[0], tok)
@@ -251,7 +143,7 @@ class _Parser:
         )
 
     @staticmethod
-    def key_text(part: _Part, tok: _Token) -> str:
+    def key_text(part: Part, tok: Token) -> str:
         if not part.text.strip():
             raise InvalidParameterError(f"Invalid identifier '{tok.text}': the key is empty.")
         return part.text
@@ -282,22 +174,22 @@ class _Parser:
                 if len(items) > MAX_LIST_ITEMS:
                     raise InvalidParameterError(f"A filter list may hold at most {MAX_LIST_ITEMS} values.")
             if sep.type != "rparen":
-                raise _invalid(self.rest(sep) or "end of string", " (expected ',' or ')' in a value list)")
+                raise invalid_clause(self.rest(sep) or "end of string", " (expected ',' or ')' in a value list)")
             return tuple(items)
         return self.scalar(tok)
 
-    def scalar(self, tok: _Token) -> Scalar:
+    def scalar(self, tok: Token) -> Scalar:
         if tok.type == "string":
             return tok.value
         if tok.type == "ident" and len(tok.parts) == 1 and tok.parts[0].quote == '"':
             return tok.parts[0].text
         if tok.type == "number":
-            if _INT.fullmatch(tok.text):
+            if INT.fullmatch(tok.text):
                 digits = tok.text.lstrip("+-").lstrip("0")
                 if len(digits) > 19 or not -(2**63) <= (number := int(tok.text)) < 2**63:
                     raise InvalidParameterError(f"Integer value {tok.text} in filter string is out of range.")
                 return number
-            if _FLOAT.fullmatch(tok.text):
+            if FLOAT.fullmatch(tok.text):
                 return float(tok.text)
         shown = tok.text if tok.type != "end" else "end of string"
         raise InvalidParameterError(
@@ -360,61 +252,3 @@ def parse_filter(filter_string: str | None, rules: FilterRules) -> list[Comparis
     if "\x00" in filter_string:
         raise InvalidParameterError("Invalid filter string: it contains a NUL character.")
     return _Parser(filter_string, rules).parse()
-
-
-# --------------------------------------------------------------------------- order_by
-
-
-@dataclass(frozen=True)
-class OrderKey:
-    """One sort key: a canonical field name and its direction."""
-
-    field: str
-    ascending: bool
-
-
-@dataclass(frozen=True)
-class OrderRules:
-    """Accepted ``order_by`` keys (key -> canonical field), tie-breakers and the default order."""
-
-    keys: Mapping[str, str]
-    tie_breakers: tuple[OrderKey, ...]
-    default: tuple[OrderKey, ...]
-
-
-MODEL_ORDER = OrderRules(
-    keys={"name": "name", "timestamp": "last_updated_timestamp", "last_updated_timestamp": "last_updated_timestamp"},
-    tie_breakers=(OrderKey("name", True),),
-    default=(OrderKey("name", True),),
-)
-VERSION_ORDER = OrderRules(
-    keys={k: k for k in ("name", "version_number", "creation_timestamp", "last_updated_timestamp")},
-    tie_breakers=(OrderKey("name", True), OrderKey("version_number", False)),
-    default=(OrderKey("last_updated_timestamp", False),),
-)
-
-
-def parse_order_by(order_by: Sequence[str] | None, rules: OrderRules) -> list[OrderKey]:
-    """Parse ``"<key> [ASC|DESC]"`` entries, then append the tie-breakers not already listed."""
-    keys: list[OrderKey] = []
-    for entry in order_by or ():
-        if not isinstance(entry, str):
-            raise InvalidParameterError(f"Invalid order_by clause {entry!r}: expected a string.")
-        words = entry.split()
-        if not words:
-            continue
-        if len(words) > 2 or (len(words) == 2 and words[1].upper() not in ("ASC", "DESC")):
-            raise InvalidParameterError(
-                f"Invalid order_by clause '{entry}'. Expected '<key>', '<key> ASC' or '<key> DESC'."
-            )
-        field = rules.keys.get(words[0])
-        if field is None:
-            valid = ", ".join(f"'{k}'" for k in sorted(rules.keys))
-            raise InvalidParameterError(f"Invalid order by key '{words[0]}' specified. Valid keys are {valid}.")
-        if any(k.field == field for k in keys):
-            raise InvalidParameterError(f"`order_by` contains duplicate fields: {field}")
-        keys.append(OrderKey(field, len(words) == 1 or words[1].upper() == "ASC"))
-    if not keys:
-        keys = list(rules.default)
-    keys.extend(t for t in rules.tie_breakers if all(k.field != t.field for k in keys))
-    return keys

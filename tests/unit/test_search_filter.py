@@ -13,16 +13,13 @@ from registry_store.errors import InvalidParameterError
 from registry_store.search_filter import (
     MAX_CLAUSES,
     MODEL_FILTER,
-    MODEL_ORDER,
     VERSION_FILTER,
-    VERSION_ORDER,
     Comparison,
     FilterRules,
-    OrderKey,
     Value,
     parse_filter,
-    parse_order_by,
 )
+from registry_store.search_order import MODEL_ORDER, VERSION_ORDER, OrderKey, parse_order_by
 
 
 def attr(key: str, op: str, value: Value) -> Comparison:
