@@ -9,6 +9,7 @@ milliseconds and in ISO-8601.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -25,13 +26,28 @@ API = "/api/v1/models/{name}/production-history"
 
 @pytest_asyncio.fixture
 async def api(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app over the harness's services, called in-process as a viewer."""
+    """The real app over the harness's services, called in-process as a viewer (token in the header)."""
     _user, token = harness.services.users.create_user(harness.admin, name="auditor", roles=["viewer"])
     transport = httpx.ASGITransport(app=create_app(harness.services))
     async with httpx.AsyncClient(
         transport=transport, base_url="http://calabi.test", headers={"Authorization": f"Bearer {token}"}
     ) as client:
         yield client
+
+
+async def _model_page_production_versions(api: httpx.AsyncClient, model: str) -> list[int]:
+    """The versions the model page's Production history table lists, top to bottom (signed in as a viewer)."""
+    form = await api.get("/ui/sign-in")
+    sign_in_token = re.search(r'name="sign_in_token" value="([^"]+)"', form.text)
+    assert sign_in_token
+    signed_in = await api.post("/ui/sign-in", data={"sign_in_token": sign_in_token.group(1),
+                                                    "token": api.headers["authorization"].split()[1],
+                                                    "next": "/ui/models"})
+    assert signed_in.status_code == 303, signed_in.text
+    page = await api.get(f"/ui/models/{model}", headers={"accept": "text/html"})
+    assert page.status_code == 200, page.text[:2000]
+    table = page.text.split('id="production-h"', 1)[1].split('id="timeline-h"', 1)[0]
+    return [int(v) for v in re.findall(r">v(\d+)</a></th>", table)]
 
 
 async def _promote(h: Harness, model: str, *, rollback: bool) -> None:
@@ -97,6 +113,7 @@ async def test_production_at_any_instant_across_promotion_rollback_and_break_gla
     assert await _at(api, model, _iso(t2)) == 2
     assert await _at(api, model, _iso(t2 - 1, zulu=False)) == 1
     assert await _at(api, model, _iso(t3)) == 1
+    assert await _model_page_production_versions(api, model) == [2, 1, 2, 1]  # the page shows the same query
 
 
 @pytest.mark.parametrize("at", ["yesterday", "2025-13-01", "", "1.5"])
