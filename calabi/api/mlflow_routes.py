@@ -6,8 +6,7 @@ serves it at the root and under ``/mlflow``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,89 +17,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from calabi.api.deps import request_id, token_from_header
 from calabi.api.errors import registry_error_response, unstorable_text_response
 from calabi.api.mlflow_json import model_json, version_json
+from calabi.api.mlflow_params import Params, read_params
 from calabi.bootstrap import Services
 from registry_store.audit import Actor
-from registry_store.errors import InvalidParameterError, RegistryError
+from registry_store.errors import RegistryError
 from registry_store.service import RegistryService
 
 __all__ = ["MLFLOW_ROUTES", "MlflowRegistryRoutes", "mlflow_openapi_paths"]
 
 PREFIX = "/api/2.0/mlflow"
-MAX_BODY = 1_000_000
-
-
-class Params:
-    """Request fields from the JSON body (POST/PATCH/DELETE) or the query string (GET)."""
-
-    def __init__(self, values: Mapping[str, Any], lists: Mapping[str, list[Any]]) -> None:
-        self._values = values
-        self._lists = lists
-
-    def get(self, name: str) -> Any:
-        """An optional field (None when absent)."""
-        return self._values.get(name)
-
-    def require(self, name: str) -> Any:
-        """A required field; missing or empty gives INVALID_PARAMETER_VALUE."""
-        value = self._values.get(name)
-        if value is None or value == "":
-            raise InvalidParameterError(f"Missing value for required parameter '{name}'.")
-        return value
-
-    def repeated(self, name: str) -> list[Any]:
-        """A repeated field."""
-        value = self._lists.get(name, self._values.get(name))
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise InvalidParameterError(f"Parameter '{name}' must be a list.")
-        return value
-
-    def string(self, name: str) -> str | None:
-        """An optional string field."""
-        value = self.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidParameterError(f"Parameter '{name}' must be a string.")
-        return value
-
-    def boolean(self, name: str) -> bool:
-        """An optional boolean field (query strings send 'true'/'false')."""
-        value = self.get(name)
-        if value is None:
-            return False
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise InvalidParameterError(f"Parameter '{name}' must be a boolean, got {value!r}.")
-
-    def tags(self) -> list[tuple[object, object]]:
-        """``[{"key", "value"}]`` pairs."""
-        pairs = []
-        for tag in self.repeated("tags"):
-            if not isinstance(tag, dict) or "key" not in tag:
-                raise InvalidParameterError("Each tag must be an object with 'key' and 'value'.")
-            pairs.append((tag.get("key"), tag.get("value")))
-        return pairs
-
-
-async def _read_params(request: Request) -> Params:
-    if request.method == "GET":
-        query = request.query_params
-        return Params({k: query.get(k) for k in query}, {k: query.getlist(k) for k in query})
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidParameterError(f"Request body exceeds {MAX_BODY} bytes.")
-    if not raw.strip():
-        return Params({}, {})
-    try:
-        body = json.loads(raw)
-        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates are not storable text
-    except (ValueError, RecursionError) as exc:
-        raise InvalidParameterError(f"Malformed JSON in request body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidParameterError("Request body must be a JSON object.")
-    return Params(body, {})
 
 
 Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
@@ -305,7 +230,7 @@ class MlflowRegistryRoutes:
         await response(scope, receive, send)
 
     async def _run(self, request: Request, handler: Handler) -> dict[str, Any]:
-        params = await _read_params(request)
+        params = await read_params(request)
         token = token_from_header(request.headers.get("authorization"))
         caller_request = request_id(request)
         services = self.services

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import signature_columns, timeline
-from calabi.api.pages.web import PageRoute, PostedForm, SignedIn, page_services, path_segment, render, see_other
+from calabi.api.pages.templating import path_segment
+from calabi.api.pages.web import PageRoute, PostedForm, SignedIn, page_services, render, see_other
 from registry_store.entities import AuditEvent, ModelVersion, Page, ProductionHistory, Promotion, RegisteredModel
 from registry_store.errors import InvalidParameterError
 

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import signature_columns
+from calabi.api.pages.templating import path_segment
 from calabi.api.pages.web import (
     PageRoute,
     PageUser,
     PostedForm,
     SignedIn,
     page_services,
-    path_segment,
     render,
     see_other,
 )
