@@ -7,10 +7,12 @@ admin's break-glass transition, deleting the Production version) is a ``transiti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, select
 
 from registry_store.audit import Actor, event_view
 from registry_store.context import ServiceBase
@@ -23,14 +25,15 @@ from registry_store.validation import parse_instant
 
 __all__ = ["ProductionHistoryService", "as_dict", "production_stints", "promotion_requests"]
 
-_ACTIONS = ("create_registered_model", "transition_stage", "delete_model_version", "request_promotion")
+_ACTIONS = ("transition_stage", "delete_model_version", "request_promotion")
+_END = 2**63 - 1
 
 
 class ProductionHistoryService(ServiceBase):
     """The Production history of a model, the version in Production at an instant, and the rollback target."""
 
     def production_history(self, actor: Actor, name: object) -> ProductionHistory:
-        """Every period a version was Production, newest first (since the model was created under its name)."""
+        """Every period a version was Production, newest first (since the model was created; renames followed)."""
         require_role(actor, "viewer", "read the registry")
         model_name, events = self._events(name)
         return ProductionHistory(name=model_name, stints=production_stints(events))
@@ -60,16 +63,41 @@ class ProductionHistoryService(ServiceBase):
         raise NotFoundError(f"{model_name} has no earlier Production version to roll back to.")
 
     def _events(self, name: object) -> tuple[str, list[AuditEvent]]:
-        """The model's name and its stage, deletion and request events since it was (last) created."""
+        """The model's name and its stage, deletion and request events since its creation, across renames."""
         with self._db.read() as session:
-            model = self._model_record(session.connection(), name)
+            model_name = self._model_record(session.connection(), name).name
+            periods = _lineage(session, model_name)
             rows = session.exec(
                 select(AuditEventRow)
-                .where(col(AuditEventRow.model_name) == model.name, col(AuditEventRow.action).in_(_ACTIONS))
+                .where(col(AuditEventRow.action).in_(_ACTIONS), or_(*(
+                    and_(col(AuditEventRow.model_name) == named, col(AuditEventRow.seq) >= first,
+                         col(AuditEventRow.seq) < end) for named, first, end in periods
+                )))
                 .order_by(col(AuditEventRow.seq))
             ).all()
-        created = max((i for i, r in enumerate(rows) if r.action == "create_registered_model"), default=0)
-        return model.name, [event_view(r) for r in rows[created:]]
+        return model_name, [event_view(r) for r in rows]
+
+
+def _lineage(session: Session, name: str) -> list[tuple[str, int, int]]:
+    """The names the model had: ``(name, first seq, end seq)``, walking renames back to its creation.
+
+    Events are recorded under the name at the time; a rename is recorded under the new name, so
+    the name before it holds the events up to it, back to its own creation or rename.
+    """
+    periods: list[tuple[str, int, int]] = []
+    end = _END
+    while True:
+        start = session.exec(
+            select(AuditEventRow)
+            .where(col(AuditEventRow.model_name) == name, col(AuditEventRow.seq) < end,
+                   col(AuditEventRow.action).in_(("create_registered_model", "rename_registered_model")))
+            .order_by(col(AuditEventRow.seq).desc()).limit(1)
+        ).first()
+        periods.append((name, start.seq if start is not None else 0, end))
+        earlier = as_dict(json.loads(start.before)).get("name") if start is not None else None
+        if start is None or start.action == "create_registered_model" or not isinstance(earlier, str):
+            return periods
+        name, end = earlier, start.seq
 
 
 def as_dict(value: Any) -> dict[str, Any]:
