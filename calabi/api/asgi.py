@@ -1,4 +1,4 @@
-"""ASGI entry points for uvicorn workers: the app built in the worker process from given settings."""
+"""The ASGI app factory uvicorn calls in each API worker process, with the settings ``calabi serve`` gives it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from calabi.api.app import create_app
 from calabi.bootstrap import build_services
 from calabi.settings import Settings
 
-__all__ = ["AppFactory", "app_from_environment"]
+__all__ = ["AppFactory"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,3 @@ class AppFactory:
     def __call__(self) -> FastAPI:
         """The app around freshly built services."""
         return create_app(build_services(self.settings))
-
-
-def app_from_environment() -> FastAPI:
-    """Build the app from ``CALABI_*`` (``uvicorn --factory calabi.api.asgi:app_from_environment``)."""
-    return AppFactory(Settings())()
