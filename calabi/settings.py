@@ -14,7 +14,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_DATA_DIR", "ENV_PREFIX", "Settings", "settings_environment", "unknown_variables"]
+__all__ = [
+    "DEFAULT_DATA_DIR", "ENV_PREFIX", "Settings", "setting_variables", "settings_environment", "unknown_variables",
+]
 
 DEFAULT_DATA_DIR = Path("calabi-data")
 ENV_PREFIX = "CALABI_"
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
     def _refuse_unknown_variables(self) -> Settings:
         unknown = unknown_variables(os.environ)
         if unknown:
-            known = ", ".join(sorted(ENV_PREFIX + name.upper() for name in type(self).model_fields))
+            known = ", ".join(sorted(setting_variables()))
             raise ValueError(f"unknown setting(s) {', '.join(unknown)} in the environment (known: {known})")
         return self
 
@@ -102,9 +104,14 @@ class Settings(BaseSettings):
         return self.artifact_root or str((self.data_dir / "artifacts").resolve())
 
 
+def setting_variables() -> set[str]:
+    """The environment variable of every setting (upper case)."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """The ``CALABI_*`` names in ``environ`` that name no setting (compared case-insensitively), sorted."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = setting_variables()
     return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
 
 
