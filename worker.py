@@ -13,7 +13,7 @@ from typing import Any
 from temporalio.worker import Worker
 
 from activities import Notifier, PromotionActivities, TestRunner
-from calabi.bootstrap import Services, bootstrap, temporal_connector
+from calabi.bootstrap import Services, build_services, temporal_connector
 from calabi.settings import Settings
 from workflows.promotion import PromotionWorkflow
 
@@ -46,7 +46,7 @@ def build_activities(services: Services) -> list[Callable[..., Any]]:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Poll the task queue until ``stop`` is set (or forever)."""
-    services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=False)
+    services = build_services(settings)
     client = await temporal_connector(settings)()
     try:
         with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="calabi-activity") as pool:

@@ -15,7 +15,7 @@ A receiver recomputes the signature over the raw body it received with
 ``verify_signature(secret, headers, body)`` (constant-time comparison) and should refuse
 stale timestamps to stop replays. Requests time out after 5 s.
 
-After posting, the outbox row is written (``RegistryService.append_notification``) with a
+After posting, the outbox row is written (``registry.notifications.append_notification``) with a
 ``delivery`` mapping ``{url: {"ok", "status" | "error", "delivery_id"}}``. A webhook that
 fails (connection refused, timeout, non-2xx answer) is recorded there and logged, never
 raised: delivery is best effort and at least once (a retried activity posts again).
@@ -97,7 +97,7 @@ class Notifier:
         if self._webhook_urls:
             with self._http() as client:
                 delivery = {url: self._post(client, url, content) for url in self._webhook_urls}
-        return self._registry.append_notification(
+        return self._registry.notifications.append_notification(
             kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=body,
             delivery=delivery,
         )

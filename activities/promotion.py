@@ -94,7 +94,7 @@ class PromotionActivities:
         loaded = load_policy(self._policy_dir, request.model)
         policy = stage_policy(loaded.policy, kind=request.kind, target_stage=request.target_stage)
         checks = configured_checks(policy)
-        subject = self._registry.promotion_subject(workflow_actor(), request.promotion_id)
+        subject = self._registry.promotions.promotion_subject(workflow_actor(), request.promotion_id)
         incumbent = subject.incumbent
         evidence = Evidence(
             model=request.model, target_stage=request.target_stage, requester=request.requester,
@@ -126,7 +126,7 @@ class PromotionActivities:
         after a reminder) would make that sign-off's audit event silently disappear.
         """
         state = record.state
-        self._registry.record_promotion_state(
+        self._registry.promotions.record_promotion_state(
             workflow_actor(), state.promotion_id, status=state.status,
             checklist=state.checklist.model_dump(mode="json") if state.checklist else None,
             approvals=None,
@@ -141,7 +141,7 @@ class PromotionActivities:
     def record_sign_off(self, record: SignOffRecord) -> None:
         """Audit one accepted sign-off under the approver's own name (once per approver)."""
         approval = record.approval
-        self._registry.record_sign_off(
+        self._registry.promotions.record_sign_off(
             Actor(name=approval.user, roles=frozenset(approval.roles)), record.promotion_id,
             approvals=[a.model_dump(mode="json") for a in record.approvals], comment=approval.comment,
         )
@@ -151,10 +151,11 @@ class PromotionActivities:
     def apply_promotion(self, apply: ApplyInput) -> None:
         """Perform the approved transition in one transaction (applying twice changes nothing)."""
         actor = workflow_actor()
-        promotion = self._registry.get_promotion(actor, apply.promotion_id)
+        promotion = self._registry.promotions.get_promotion(actor, apply.promotion_id)
         description = None
         if promotion.target_stage == PRODUCTION:
-            candidate = self._registry.get_model_version(actor, name=promotion.model_name, version=promotion.version)
+            candidate = self._registry.versions.get_model_version(actor, name=promotion.model_name,
+                                                                  version=promotion.version)
             metric = self._primary_number(promotion.model_name, promotion.kind, apply.checklist)
             description = render_description(
                 candidate.description, approvers=apply.approvers, validated_on=apply.validated_on.date(),
@@ -162,7 +163,7 @@ class PromotionActivities:
                 candidate_value=metric.candidate if metric else None,
                 incumbent_value=metric.production if metric else None, incumbent_version=apply.expected_incumbent,
             )
-        self._registry.apply_promotion(
+        self._registry.promotions.apply_promotion(
             actor, apply.promotion_id, expected_incumbent=apply.expected_incumbent, description=description,
             approvers=apply.approvers, validation_date=apply.validated_on.date().isoformat(),
         )
@@ -176,7 +177,7 @@ class PromotionActivities:
                 f"Unknown notification kind '{notify.kind}'; one of {', '.join(NOTIFICATION_KINDS)}."
             )
         state = notify.state
-        justification = self._registry.get_promotion(workflow_actor(), state.promotion_id).justification
+        justification = self._registry.promotions.get_promotion(workflow_actor(), state.promotion_id).justification
         text = render_notification(cast(NotificationKind, notify.kind), notification_context(
             state, justification=justification))
         self._notifier.deliver(

@@ -1,4 +1,9 @@
-"""The composition root: builds engine, stores and services from settings, for every entry point."""
+"""The composition root: builds engine, stores and services from settings, for every entry point.
+
+``build_services`` has no side effects (no directory, schema or user is created); ``prepare``
+readies a data dir once before serving: it creates the directories, migrates the schema,
+ensures the first admin and sweeps staging directories left by killed registrations.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,15 @@ from calabi.settings import Settings
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
+from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
-__all__ = ["Services", "bootstrap", "now_ms", "temporal_connector"]
+__all__ = ["STALE_STAGING_S", "Services", "build_services", "now_ms", "prepare", "temporal_connector"]
+
+STALE_STAGING_S = 24 * 3600.0
+"""Staging directories older than this are leftovers of killed registrations (swept by ``prepare``)."""
 
 
 def now_ms() -> int:
@@ -45,13 +54,9 @@ class Services:
             self.tracking.close()
 
 
-def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
-    """Build the services; with ``migrate`` the schema is upgraded to the newest revision first."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_database_url()
-    if migrate:
-        upgrade_database(url)
-    db = Database(make_engine(url))
+def build_services(settings: Settings) -> Services:
+    """Build the services (nothing is created, migrated or written: see ``prepare``)."""
+    db = Database(make_engine(settings.resolved_database_url()))
     artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
     private = [settings.data_dir, *([artifacts.root] if isinstance(artifacts, LocalArtifactStore) else [])]
     fetcher = SourceFetcher(
@@ -60,17 +65,30 @@ def bootstrap(settings: Settings, *, migrate: bool = True) -> Services:
     tracking = _tracking_client(settings)
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
-    registry = RegistryService(
+    context = RegistryContext.build(
         db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
     )
-    users = UserService(db, clock=now_ms)
-    if settings.admin_token is not None:
-        users.ensure_admin(settings.admin_token.get_secret_value())
+    registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
     return Services(
-        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions,
-        tracking=tracking,
+        settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms), artifacts=artifacts,
+        promotions=promotions, tracking=tracking,
     )
+
+
+def prepare(settings: Settings) -> None:
+    """Ready the data dir once before serving: directories, schema, first admin (``admin_token``), staging sweep."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.resolved_database_url())
+    services = build_services(settings)
+    try:
+        if isinstance(services.artifacts, LocalArtifactStore):
+            services.artifacts.root.mkdir(parents=True, exist_ok=True)
+            services.artifacts.sweep_staging(older_than_s=STALE_STAGING_S)
+        if settings.admin_token is not None:
+            services.users.ensure_admin(settings.admin_token.get_secret_value())
+    finally:
+        services.close()
 
 
 def _tracking_client(settings: Settings) -> TrackingClient | None:

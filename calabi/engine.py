@@ -63,7 +63,7 @@ class PromotionService:
         """Record the request and start its workflow (id ``promotion-<model>-<version>-<target>``)."""
         client = await self.client()
         promotion = await asyncio.to_thread(
-            self._registry.open_promotion, actor, model=model, version=version, target_stage=target_stage,
+            self._registry.promotions.open_promotion, actor, model=model, version=version, target_stage=target_stage,
             justification=justification, kind=kind,
         )
         start = PromotionInput(
@@ -86,7 +86,7 @@ class PromotionService:
 
     async def rollback(self, actor: Actor, *, model: object, justification: object) -> Promotion:
         """Re-promote the previous Production version under the rollback policy."""
-        version = await asyncio.to_thread(self._registry.previous_production_version, actor, model)
+        version = await asyncio.to_thread(self._registry.production.previous_production_version, actor, model)
         return await self.request(
             actor, model=model, version=version, target_stage="Production", justification=justification,
             kind="rollback",
@@ -97,14 +97,14 @@ class PromotionService:
 
         The registry decides with the sign-off rule of the workflow's policy snapshot (queried first).
         """
-        promotion = await asyncio.to_thread(self._registry.get_promotion, actor, promotion_id)
+        promotion = await asyncio.to_thread(self._registry.promotions.get_promotion, actor, promotion_id)
         handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
         try:
             live: PromotionState | None = await handle.query(PromotionWorkflow.state) if promotion.live else None
         except RPCError as exc:
             raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
         await asyncio.to_thread(
-            self._registry.authorize_decision, actor, promotion_id, action,
+            self._registry.promotions.authorize_decision, actor, promotion_id, action,
             sign_off=live.sign_off if live is not None else None, comment=comment,
         )
         decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
@@ -123,7 +123,7 @@ class PromotionService:
 
     async def live_state(self, actor: Actor, promotion_id: str) -> PromotionState | None:
         """The workflow's live state, or None when its run is over or unreachable (use the read model)."""
-        promotion = await asyncio.to_thread(self._registry.get_promotion, actor, promotion_id)
+        promotion = await asyncio.to_thread(self._registry.promotions.get_promotion, actor, promotion_id)
         if not promotion.live:
             return None
         try:
@@ -135,6 +135,6 @@ class PromotionService:
 
     async def _abandon(self, promotion: Promotion, message: str) -> None:
         await asyncio.to_thread(
-            self._registry.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
+            self._registry.promotions.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
             message=message,
         )

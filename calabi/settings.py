@@ -6,19 +6,26 @@ never at import time.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+__all__ = [
+    "DEFAULT_DATA_DIR", "ENV_PREFIX", "Settings", "setting_variables", "settings_environment", "unknown_variables",
+]
+
 DEFAULT_DATA_DIR = Path("calabi-data")
+ENV_PREFIX = "CALABI_"
 
 
 class Settings(BaseSettings):
     """Everything an entry point needs to build the services."""
 
-    model_config = SettingsConfigDict(env_prefix="CALABI_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = Field(
@@ -68,6 +75,14 @@ class Settings(BaseSettings):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _refuse_unknown_variables(self) -> Settings:
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            known = ", ".join(sorted(setting_variables()))
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)} in the environment (known: {known})")
+        return self
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/calabi.db``."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'calabi.db').resolve()}"
@@ -87,3 +102,31 @@ class Settings(BaseSettings):
     def resolved_artifact_root(self) -> str:
         """The artifact root, defaulting to ``<data_dir>/artifacts``."""
         return self.artifact_root or str((self.data_dir / "artifacts").resolve())
+
+
+def setting_variables() -> set[str]:
+    """The environment variable of every setting (upper case)."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``CALABI_*`` names in ``environ`` that name no setting (compared case-insensitively), sorted."""
+    known = setting_variables()
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``CALABI_*`` variables that rebuild ``settings`` in a child process (unset values are left out)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = (":" if name == "local_source_roots" else ",").join(str(v) for v in value)
+        env[ENV_PREFIX + name.upper()] = str(value)
+    return env

@@ -335,7 +335,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     shutil.rmtree(DATA_DIR, ignore_errors=True)
     token = os.environ.get("CALABI_ADMIN_TOKEN") or secrets.token_urlsafe(24)
-    port = int(os.environ.get("CALABI_DEMO_PORT", free_port()))
+    port = int(os.environ.get("DEMO_PORT", free_port()))
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="calabi-demo-") as tmp:
         sources = Path(tmp)

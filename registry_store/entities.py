@@ -14,6 +14,9 @@ __all__ = [
     "ModelVersion",
     "Notification",
     "Page",
+    "ProductionAt",
+    "ProductionHistory",
+    "ProductionStint",
     "Promotion",
     "PromotionSubject",
     "RegisteredModel",
@@ -110,6 +113,37 @@ class AuditVerification(_View):
     events_checked: int
     first_bad_seq: int | None = None
     problem: str = ""
+
+
+class ProductionStint(_View):
+    """A period during which one version was Production: from ``since`` until ``until`` (exclusive; None: now)."""
+
+    version: int
+    since: int
+    until: int | None = None
+    moved_by: str
+    """Who put it there: the promotion's requester, or the admin who broke glass."""
+    ended_by: str = ""
+    why: str = ""
+    promotion: str | None = None
+    approved_by: list[str] = []
+    break_glass: bool = False
+
+
+class ProductionHistory(_View):
+    """Which version of a model was Production when, who moved it there and why; newest first."""
+
+    name: str
+    stints: list[ProductionStint]
+
+
+class ProductionAt(_View):
+    """The version that was Production at the instant ``at`` (epoch milliseconds), if any."""
+
+    name: str
+    at: int
+    version: int | None
+    stint: ProductionStint | None
 
 
 class Promotion(_View):

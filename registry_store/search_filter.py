@@ -8,12 +8,12 @@ backticks or double quotes. Values are quoted strings, integer literals or ``('a
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from registry_store.errors import InvalidParameterError
+from registry_store.filter_tokens import FLOAT, INT, Part, Token, invalid_clause, tokenize
 
 __all__ = [
     "MODEL_FILTER",
@@ -73,109 +73,6 @@ VERSION_FILTER = FilterRules(
 )
 
 
-# --------------------------------------------------------------------------- tokenizer
-
-
-@dataclass(frozen=True)
-class _Part:
-    text: str
-    quoted: bool
-    quote: str  # "", "`" or '"'
-
-
-@dataclass(frozen=True)
-class _Token:
-    type: Literal["ident", "string", "number", "op", "lparen", "rparen", "comma", "end"]
-    text: str
-    pos: int
-    parts: tuple[_Part, ...] = ()
-    value: str = ""  # the unquoted content of a string token
-
-    def word(self) -> str | None:
-        """The upper-cased bare word, if the token is one unquoted word (a keyword candidate)."""
-        if self.type == "ident" and len(self.parts) == 1 and not self.parts[0].quoted:
-            return self.parts[0].text.upper()
-        return None
-
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SUBWORD = re.compile(r"[A-Za-z0-9_]+")
-_NUMBERISH = re.compile(r"[+-]?[0-9][A-Za-z0-9_.]*(?:[eE][+-][0-9]+)?")
-_INT = re.compile(r"[+-]?[0-9]+")
-_FLOAT = re.compile(r"[+-]?[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+")
-_OPCHARS = re.compile(r"[=!<>]+")
-
-
-def _invalid(text: str, detail: str = "") -> InvalidParameterError:
-    return InvalidParameterError(f"Invalid clause(s) in filter string: {text}{detail}")
-
-
-def _quoted(src: str, pos: int) -> tuple[str, int]:
-    """Read a quoted run starting at ``src[pos]``; a doubled quote is a literal quote."""
-    quote, out, i = src[pos], [], pos + 1
-    while i < len(src):
-        if src[i] == quote:
-            if src.startswith(quote * 2, i):
-                out.append(quote)
-                i += 2
-                continue
-            return "".join(out), i + 1
-        out.append(src[i])
-        i += 1
-    raise InvalidParameterError(f"Invalid filter string: unterminated {quote} quote starting at position {pos}.")
-
-
-def _ident(src: str, pos: int) -> _Token:
-    """Read ``part(.part)*`` where a part is a word or a backtick/double-quoted key."""
-    parts: list[_Part] = []
-    i = pos
-    while True:
-        if i < len(src) and src[i] in '`"':
-            text, i = _quoted(src, i)
-            parts.append(_Part(text, True, src[i - 1]))
-        else:
-            match = (_SUBWORD if parts else _WORD).match(src, i)
-            if match is None:
-                raise _invalid(src[pos:], " (expected a key after '.')" if parts else "")
-            parts.append(_Part(match.group(), False, ""))
-            i = match.end()
-        if i < len(src) and src[i] == ".":
-            i += 1
-            continue
-        return _Token("ident", src[pos:i], pos, tuple(parts))
-
-
-def _tokenize(src: str) -> Iterator[_Token]:
-    """Yield tokens lazily (so the leftmost error is reported), then ``end`` forever."""
-    i = 0
-    while i < len(src):
-        ch = src[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "(),":
-            kind: Literal["lparen", "rparen", "comma"] = "lparen" if ch == "(" else "rparen" if ch == ")" else "comma"
-            yield _Token(kind, ch, i)
-            i += 1
-        elif ch == "'":
-            text, end = _quoted(src, i)
-            yield _Token("string", src[i:end], i, value=text)
-            i = end
-        elif ch in '`"' or _WORD.match(src, i):
-            tok = _ident(src, i)
-            yield tok
-            i = tok.pos + len(tok.text)
-        elif (num := _NUMBERISH.match(src, i)) is not None:
-            yield _Token("number", num.group(), i)
-            i = num.end()
-        elif (ops := _OPCHARS.match(src, i)) is not None:
-            yield _Token("op", ops.group(), i)
-            i = ops.end()
-        else:
-            raise _invalid(src[i:])
-    while True:
-        yield _Token("end", "", len(src))
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -183,20 +80,20 @@ class _Parser:
     def __init__(self, src: str, rules: FilterRules) -> None:
         self.src = src
         self.rules = rules
-        self.tokens = _tokenize(src)
-        self.ahead: _Token | None = None
+        self.tokens = tokenize(src)
+        self.ahead: Token | None = None
 
-    def peek(self) -> _Token:
+    def peek(self) -> Token:
         if self.ahead is None:
             self.ahead = next(self.tokens)
         return self.ahead
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         tok = self.peek()
         self.ahead = None
         return tok
 
-    def rest(self, tok: _Token) -> str:
+    def rest(self, tok: Token) -> str:
         return self.src[tok.pos :].strip()
 
     def parse(self) -> list[Comparison]:
@@ -204,7 +101,7 @@ class _Parser:
         while (tok := self.take()).type != "end":
             word = tok.word()
             if word != "AND":
-                raise _invalid(word if word is not None and word in _CONNECTIVES else self.rest(tok))
+                raise invalid_clause(word if word is not None and word in _CONNECTIVES else self.rest(tok))
             if len(clauses) >= MAX_CLAUSES:
                 raise InvalidParameterError(f"Filter string has more than {MAX_CLAUSES} clauses.")
             clauses.append(self.clause())
@@ -214,17 +111,17 @@ class _Parser:
         tok = self.take()
         word = tok.word()
         if tok.type == "end":
-            raise _invalid(self.src.strip() or "''", " (expected a comparison after AND)")
+            raise invalid_clause(self.src.strip() or "''", " (expected a comparison after AND)")
         if word in _CONNECTIVES or tok.type in ("lparen", "rparen"):
-            raise _invalid(word or tok.text)
+            raise invalid_clause(word or tok.text)
         if tok.type != "ident":
-            raise _invalid(self.rest(tok), " (expected an identifier)")
+            raise invalid_clause(self.rest(tok), " (expected an identifier)")
         kind, key = self.identifier(tok)
         comparator = self.comparator()
         value = self.value()
         return self.check(kind, key, comparator, value)
 
-    def identifier(self, tok: _Token) -> tuple[Kind, str]:
+    def identifier(self, tok: Token) -> tuple[Kind, str]:
         parts = tok.parts
         if len(parts) == 1:
             return "attribute", self.key_text(parts[0], tok)
@@ -246,7 +143,7 @@ class _Parser:
         )
 
     @staticmethod
-    def key_text(part: _Part, tok: _Token) -> str:
+    def key_text(part: Part, tok: Token) -> str:
         if not part.text.strip():
             raise InvalidParameterError(f"Invalid identifier '{tok.text}': the key is empty.")
         return part.text
@@ -277,22 +174,22 @@ class _Parser:
                 if len(items) > MAX_LIST_ITEMS:
                     raise InvalidParameterError(f"A filter list may hold at most {MAX_LIST_ITEMS} values.")
             if sep.type != "rparen":
-                raise _invalid(self.rest(sep) or "end of string", " (expected ',' or ')' in a value list)")
+                raise invalid_clause(self.rest(sep) or "end of string", " (expected ',' or ')' in a value list)")
             return tuple(items)
         return self.scalar(tok)
 
-    def scalar(self, tok: _Token) -> Scalar:
+    def scalar(self, tok: Token) -> Scalar:
         if tok.type == "string":
             return tok.value
         if tok.type == "ident" and len(tok.parts) == 1 and tok.parts[0].quote == '"':
             return tok.parts[0].text
         if tok.type == "number":
-            if _INT.fullmatch(tok.text):
+            if INT.fullmatch(tok.text):
                 digits = tok.text.lstrip("+-").lstrip("0")
                 if len(digits) > 19 or not -(2**63) <= (number := int(tok.text)) < 2**63:
                     raise InvalidParameterError(f"Integer value {tok.text} in filter string is out of range.")
                 return number
-            if _FLOAT.fullmatch(tok.text):
+            if FLOAT.fullmatch(tok.text):
                 return float(tok.text)
         shown = tok.text if tok.type != "end" else "end of string"
         raise InvalidParameterError(

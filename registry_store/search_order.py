@@ -1,4 +1,4 @@
-"""MLflow ``order_by``: ``"<key> [ASC|DESC]"`` entries parsed into sort keys, with tie-breakers (no SQL here)."""
+"""MLflow's ``order_by`` for searches: ``"<key> [ASC|DESC]"`` entries, then the tie-breakers."""
 
 from __future__ import annotations
 

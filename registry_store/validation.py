@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from registry_store.errors import InvalidParameterError
 
 __all__ = [
     "MAX_DESCRIPTION",
+    "parse_instant",
     "parse_version",
     "validate_run_id",
     "validate_alias",
@@ -28,6 +30,7 @@ MAX_VERSION = 2**31 - 1
 _TAG_KEY = re.compile(r"^[/\w.\- :]+$")
 _ALIAS = re.compile(r"^[\w\-]+$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_EPOCH_MS = re.compile(r"^-?\d{1,16}$")
 
 
 def _require_str(value: object, field: str) -> str:
@@ -127,3 +130,22 @@ def validate_run_id(run_id: object, field: str = "run_id") -> str:
     if len(value) > MAX_RUN_ID:
         raise InvalidParameterError(f"Parameter '{field}' exceeds {MAX_RUN_ID} characters.")
     return value
+
+
+def parse_instant(value: object, field: str = "at") -> int:
+    """An instant as epoch milliseconds (MLflow's timestamps) or ISO-8601 (naive means UTC), in milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = _require_str(value, field).strip()
+    if _EPOCH_MS.match(text):
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameterError(
+            f"Invalid value {text[:80]!r} for parameter '{field}': expected epoch milliseconds or ISO-8601 "
+            "(e.g. 2025-06-30T12:00:00Z)."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -1,16 +1,24 @@
-"""ASGI entry point for uvicorn workers: settings from the environment, built at start-up."""
+"""The ASGI app factory uvicorn calls in each API worker process, with the settings ``calabi serve`` gives it."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from calabi.api.app import create_app
-from calabi.bootstrap import bootstrap
+from calabi.bootstrap import build_services
 from calabi.settings import Settings
 
-__all__ = ["app_from_environment"]
+__all__ = ["AppFactory"]
 
 
-def app_from_environment() -> FastAPI:
-    """Build the app in a worker process (``uvicorn --factory calabi.api.asgi:app_from_environment``)."""
-    return create_app(bootstrap(Settings(), migrate=False))
+@dataclass(frozen=True)
+class AppFactory:
+    """Builds the app from ``settings`` in each uvicorn worker (picklable: uvicorn hands it to spawned workers)."""
+
+    settings: Settings
+
+    def __call__(self) -> FastAPI:
+        """The app around freshly built services."""
+        return create_app(build_services(self.settings))

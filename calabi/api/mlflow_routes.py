@@ -6,8 +6,7 @@ serves it at the root and under ``/mlflow``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,89 +17,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from calabi.api.deps import request_id, token_from_header
 from calabi.api.errors import registry_error_response, unstorable_text_response
 from calabi.api.mlflow_json import model_json, version_json
+from calabi.api.mlflow_params import Params, read_params
 from calabi.bootstrap import Services
 from registry_store.audit import Actor
-from registry_store.errors import InvalidParameterError, RegistryError
+from registry_store.errors import RegistryError
 from registry_store.service import RegistryService
 
 __all__ = ["MLFLOW_ROUTES", "MlflowRegistryRoutes", "mlflow_openapi_paths"]
 
 PREFIX = "/api/2.0/mlflow"
-MAX_BODY = 1_000_000
-
-
-class Params:
-    """Request fields from the JSON body (POST/PATCH/DELETE) or the query string (GET)."""
-
-    def __init__(self, values: Mapping[str, Any], lists: Mapping[str, list[Any]]) -> None:
-        self._values = values
-        self._lists = lists
-
-    def get(self, name: str) -> Any:
-        """An optional field (None when absent)."""
-        return self._values.get(name)
-
-    def require(self, name: str) -> Any:
-        """A required field; missing or empty gives INVALID_PARAMETER_VALUE."""
-        value = self._values.get(name)
-        if value is None or value == "":
-            raise InvalidParameterError(f"Missing value for required parameter '{name}'.")
-        return value
-
-    def repeated(self, name: str) -> list[Any]:
-        """A repeated field."""
-        value = self._lists.get(name, self._values.get(name))
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise InvalidParameterError(f"Parameter '{name}' must be a list.")
-        return value
-
-    def string(self, name: str) -> str | None:
-        """An optional string field."""
-        value = self.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidParameterError(f"Parameter '{name}' must be a string.")
-        return value
-
-    def boolean(self, name: str) -> bool:
-        """An optional boolean field (query strings send 'true'/'false')."""
-        value = self.get(name)
-        if value is None:
-            return False
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise InvalidParameterError(f"Parameter '{name}' must be a boolean, got {value!r}.")
-
-    def tags(self) -> list[tuple[object, object]]:
-        """``[{"key", "value"}]`` pairs."""
-        pairs = []
-        for tag in self.repeated("tags"):
-            if not isinstance(tag, dict) or "key" not in tag:
-                raise InvalidParameterError("Each tag must be an object with 'key' and 'value'.")
-            pairs.append((tag.get("key"), tag.get("value")))
-        return pairs
-
-
-async def _read_params(request: Request) -> Params:
-    if request.method == "GET":
-        query = request.query_params
-        return Params({k: query.get(k) for k in query}, {k: query.getlist(k) for k in query})
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidParameterError(f"Request body exceeds {MAX_BODY} bytes.")
-    if not raw.strip():
-        return Params({}, {})
-    try:
-        body = json.loads(raw)
-        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates are not storable text
-    except (ValueError, RecursionError) as exc:
-        raise InvalidParameterError(f"Malformed JSON in request body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidParameterError("Request body must be a JSON object.")
-    return Params(body, {})
 
 
 Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
@@ -110,32 +35,32 @@ Handler = Callable[[RegistryService, Actor, Params], dict[str, Any]]
 
 
 def create_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.create_registered_model(actor, name=p.require("name"), description=p.get("description"),
+    rm = svc.models.create_registered_model(actor, name=p.require("name"), description=p.get("description"),
                                      tags=p.tags())
     return {"registered_model": model_json(rm)}
 
 
 def get_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    return {"registered_model": model_json(svc.get_registered_model(actor, p.require("name")))}
+    return {"registered_model": model_json(svc.models.get_registered_model(actor, p.require("name")))}
 
 
 def rename_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.rename_registered_model(actor, name=p.require("name"), new_name=p.require("new_name"))
+    rm = svc.models.rename_registered_model(actor, name=p.require("name"), new_name=p.require("new_name"))
     return {"registered_model": model_json(rm)}
 
 
 def update_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    rm = svc.update_registered_model(actor, name=p.require("name"), description=p.get("description"))
+    rm = svc.models.update_registered_model(actor, name=p.require("name"), description=p.get("description"))
     return {"registered_model": model_json(rm)}
 
 
 def delete_registered_model(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_registered_model(actor, p.require("name"))
+    svc.models.delete_registered_model(actor, p.require("name"))
     return {}
 
 
 def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    page = svc.search_registered_models(
+    page = svc.models.search_registered_models(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 100,
         order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
@@ -146,37 +71,37 @@ def search_registered_models(svc: RegistryService, actor: Actor, p: Params) -> d
 
 
 def get_latest_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    versions = svc.get_latest_versions(actor, name=p.require("name"), stages=p.repeated("stages"))
+    versions = svc.versions.get_latest_versions(actor, name=p.require("name"), stages=p.repeated("stages"))
     return {"model_versions": [version_json(v) for v in versions]}
 
 
 def set_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_registered_model_tag(actor, name=p.require("name"), key=p.require("key"), value=p.get("value"))
+    svc.models.set_registered_model_tag(actor, name=p.require("name"), key=p.require("key"), value=p.get("value"))
     return {}
 
 
 def delete_registered_model_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_registered_model_tag(actor, name=p.require("name"), key=p.require("key"))
+    svc.models.delete_registered_model_tag(actor, name=p.require("name"), key=p.require("key"))
     return {}
 
 
 def set_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_alias(actor, name=p.require("name"), alias=p.require("alias"), version=p.require("version"))
+    svc.aliases.set_alias(actor, name=p.require("name"), alias=p.require("alias"), version=p.require("version"))
     return {}
 
 
 def delete_registered_model_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    svc.aliases.delete_alias(actor, name=p.require("name"), alias=p.require("alias"))
     return {}
 
 
 def get_model_version_by_alias(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.get_version_by_alias(actor, name=p.require("name"), alias=p.require("alias"))
+    mv = svc.aliases.get_version_by_alias(actor, name=p.require("name"), alias=p.require("alias"))
     return {"model_version": version_json(mv)}
 
 
 def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.create_model_version(
+    mv = svc.registration.create_model_version(
         actor, name=p.require("name"), source=p.require("source"), run_id=p.get("run_id"),
         tags=p.tags(), run_link=p.get("run_link"), description=p.get("description"), model_id=p.get("model_id"),
     )
@@ -184,23 +109,23 @@ def create_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[
 
 
 def get_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.get_model_version(actor, name=p.require("name"), version=p.require("version"))
+    mv = svc.versions.get_model_version(actor, name=p.require("name"), version=p.require("version"))
     return {"model_version": version_json(mv)}
 
 
 def update_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.update_model_version(actor, name=p.require("name"), version=p.require("version"),
+    mv = svc.versions.update_model_version(actor, name=p.require("name"), version=p.require("version"),
                                   description=p.get("description"))
     return {"model_version": version_json(mv)}
 
 
 def delete_model_version(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_model_version(actor, name=p.require("name"), version=p.require("version"))
+    svc.versions.delete_model_version(actor, name=p.require("name"), version=p.require("version"))
     return {}
 
 
 def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    mv = svc.transition_stage(
+    mv = svc.stages.transition_stage(
         actor, name=p.require("name"), version=p.require("version"), stage=p.require("stage"),
         archive_existing_versions=p.boolean("archive_existing_versions"),
     )
@@ -208,7 +133,7 @@ def transition_model_version_stage(svc: RegistryService, actor: Actor, p: Params
 
 
 def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    page = svc.search_model_versions(
+    page = svc.versions.search_model_versions(
         actor, filter_string=p.string("filter"), max_results=p.get("max_results") or 10_000,
         order_by=[str(o) for o in p.repeated("order_by")], page_token=p.string("page_token"),
     )
@@ -219,17 +144,17 @@ def search_model_versions(svc: RegistryService, actor: Actor, p: Params) -> dict
 
 
 def get_model_version_download_uri(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    return {"artifact_uri": svc.get_download_uri(actor, name=p.require("name"), version=p.require("version"))}
+    return {"artifact_uri": svc.versions.get_download_uri(actor, name=p.require("name"), version=p.require("version"))}
 
 
 def set_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.set_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+    svc.versions.set_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
                               key=p.require("key"), value=p.get("value"))
     return {}
 
 
 def delete_model_version_tag(svc: RegistryService, actor: Actor, p: Params) -> dict[str, Any]:
-    svc.delete_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
+    svc.versions.delete_model_version_tag(actor, name=p.require("name"), version=p.require("version"),
                                  key=p.require("key"))
     return {}
 
@@ -305,7 +230,7 @@ class MlflowRegistryRoutes:
         await response(scope, receive, send)
 
     async def _run(self, request: Request, handler: Handler) -> dict[str, Any]:
-        params = await _read_params(request)
+        params = await read_params(request)
         token = token_from_header(request.headers.get("authorization"))
         caller_request = request_id(request)
         services = self.services

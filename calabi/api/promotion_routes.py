@@ -87,7 +87,7 @@ async def list_promotions(
 ) -> PromotionPage:
     """Promotions, newest first; ``awaiting=me`` lists those waiting for the caller's sign-off."""
     page = await run_in_threadpool(
-        services.registry.list_promotions, actor, status=status, model=model,
+        services.registry.promotions.list_promotions, actor, status=status, model=model,
         awaiting=actor if awaiting == "me" else None, max_results=max_results, page_token=page_token,
     )
     return PromotionPage(promotions=list(page.items), next_page_token=page.next_page_token)
@@ -96,14 +96,14 @@ async def list_promotions(
 @promotion_router.get("/promotions/{promotion_id}", response_model=PromotionDetail)
 async def get_promotion(services: ServicesDep, actor: CurrentActor, promotion_id: str) -> PromotionDetail:
     """Checklist with evidence numbers, sign-offs, deadline and history."""
-    promotion = await run_in_threadpool(services.registry.get_promotion, actor, promotion_id)
+    promotion = await run_in_threadpool(services.registry.promotions.get_promotion, actor, promotion_id)
     return PromotionDetail(promotion=promotion, live=await services.promotions.live_state(actor, promotion_id))
 
 
 @promotion_router.get("/promotions/{promotion_id}/notifications", response_model=list[Notification])
 async def promotion_notifications(services: ServicesDep, actor: CurrentActor, promotion_id: str) -> list[Notification]:
     """The messages sent about one promotion, newest first."""
-    return await run_in_threadpool(services.registry.list_notifications, actor, promotion_id=promotion_id)
+    return await run_in_threadpool(services.registry.notifications.list_notifications, actor, promotion_id=promotion_id)
 
 
 @promotion_router.post("/promotions/{promotion_id}/sign-off", response_model=PromotionState)
@@ -139,13 +139,13 @@ async def rollback(services: ServicesDep, actor: CurrentActor, name: str, body: 
 @promotion_router.put("/models/{name}/serving-schema", status_code=204)
 async def set_serving_schema(services: ServicesDep, actor: CurrentActor, name: str, body: ServingSchemaBody) -> None:
     """Set the live serving schema promotions are checked against."""
-    await run_in_threadpool(services.registry.set_serving_schema, actor, model=name, signature=body.signature)
+    await run_in_threadpool(services.registry.schemas.set_serving_schema, actor, model=name, signature=body.signature)
 
 
 @promotion_router.get("/models/{name}/serving-schema", response_model=ServingSchemaBody)
 async def get_serving_schema(services: ServicesDep, actor: CurrentActor, name: str) -> ServingSchemaBody:
     """The live serving schema (404 when none is set)."""
-    signature = await run_in_threadpool(services.registry.get_serving_schema, actor, name)
+    signature = await run_in_threadpool(services.registry.schemas.get_serving_schema, actor, name)
     if not signature:
         raise NotFoundError(f"No serving schema is set for {name}.")
     return ServingSchemaBody(signature=signature)

@@ -19,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 from calabi.api.deps import request_actor, request_id
 from calabi.api.errors import error_response
 from calabi.bootstrap import Services
+from registry_store.artifact_service import VerifiedFile
 from registry_store.artifacts._tree import CHUNK_SIZE
 from registry_store.errors import NotFoundError
-from registry_store.service_artifacts import VerifiedFile
 
 __all__ = ["NAMESPACE", "serve_registry_artifacts"]
 
@@ -52,7 +52,7 @@ async def serve_registry_artifacts(request: Request, path: str) -> Response | No
     services: Services = request.app.state.services
     actor = await request_actor(request, services)
     if path.endswith("/mlflow-artifacts/artifacts"):
-        entries = await run_in_threadpool(services.registry.list_registry_artifacts, actor, artifact_id, rest)
+        entries = await run_in_threadpool(services.registry.artifacts.list_registry_artifacts, actor, artifact_id, rest)
         files = [
             {"path": e.path, "is_dir": e.is_dir, **({} if e.file_size is None else {"file_size": e.file_size})}
             for e in entries
@@ -60,7 +60,7 @@ async def serve_registry_artifacts(request: Request, path: str) -> Response | No
         return JSONResponse({"files": files}, headers={"X-Request-ID": request_id(request)})
     if not rest:
         raise NotFoundError(f"'{NAMESPACE}/{artifact_id}' is a directory; name a file below it.")
-    verified = await run_in_threadpool(services.registry.open_registry_artifact, actor, artifact_id, rest)
+    verified = await run_in_threadpool(services.registry.artifacts.open_registry_artifact, actor, artifact_id, rest)
     return _VerifiedFileResponse(verified, request_id(request))
 
 

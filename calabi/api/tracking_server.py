@@ -6,7 +6,6 @@ are served by the tracking server itself (``mlflow-artifacts:/``) from a directo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from calabi.processes import die_with_parent
+from calabi.processes import child_environment, die_with_parent
 
 __all__ = ["START_TIMEOUT_S", "start_tracking_server", "tracking_server_command"]
 
@@ -35,7 +34,7 @@ def start_tracking_server(data_dir: Path, *, port: int, log_path: Path | None = 
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_path or data_dir / "mlflow-server.log"
     # The job runner (huey consumers) serves MLflow's GenAI jobs, not tracking; leave it off.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = child_environment() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log_file.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             tracking_server_command(data_dir, port=port), cwd=data_dir, env=env,

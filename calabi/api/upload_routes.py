@@ -55,7 +55,7 @@ async def upload_version(
         raise InvalidParameterError(f"an upload must be sent as {TAR_CONTENT_TYPE}, not '{content_type or 'nothing'}'")
     label = _label(filename)
     tag_map = _tags(tags)
-    await run_in_threadpool(services.registry.get_registered_model, actor, name)  # fail fast: no such model
+    await run_in_threadpool(services.registry.models.get_registered_model, actor, name)  # fail fast: no such model
     cleanup = ExitStack()  # the staging directory is made and removed off the event loop
     try:
         work: Path = await run_in_threadpool(cleanup.enter_context, services.artifacts.staging())
@@ -65,7 +65,7 @@ async def upload_version(
         await run_in_threadpool(unpack_tar, archive, tree)
         archive.unlink()
         return await run_in_threadpool(
-            lambda: services.registry.create_model_version(
+            lambda: services.registry.registration.create_model_version(
                 actor, name=name, source=f"upload:{label}", run_id=run_id, description=description,
                 tags=list(tag_map.items()), upload=tree,
             )

@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from calabi.api.deps import CurrentActor, ServicesDep
-from registry_store.entities import AuditEvent, AuditVerification, ModelVersion, RegisteredModel, User
+from registry_store.entities import (
+    AuditEvent,
+    AuditVerification,
+    ModelVersion,
+    ProductionAt,
+    ProductionHistory,
+    RegisteredModel,
+    User,
+)
 
 __all__ = ["v1_router"]
 
@@ -111,7 +119,7 @@ def list_models(
     order_by: Annotated[list[str] | None, Query()] = None, page_token: str | None = None,
 ) -> ModelPage:
     """Search registered models with the MLflow filter grammar."""
-    page = services.registry.search_registered_models(
+    page = services.registry.models.search_registered_models(
         actor, filter_string=filter, max_results=max_results, order_by=order_by, page_token=page_token
     )
     return ModelPage(models=list(page.items), next_page_token=page.next_page_token)
@@ -120,7 +128,7 @@ def list_models(
 @v1_router.post("/models", response_model=RegisteredModel, status_code=201)
 def create_model(services: ServicesDep, actor: CurrentActor, body: ModelCreate) -> RegisteredModel:
     """Create a registered model."""
-    return services.registry.create_registered_model(
+    return services.registry.models.create_registered_model(
         actor, name=body.name, description=body.description, tags=list(body.tags.items())
     )
 
@@ -128,25 +136,35 @@ def create_model(services: ServicesDep, actor: CurrentActor, body: ModelCreate) 
 @v1_router.get("/models/{name}", response_model=RegisteredModel)
 def get_model(services: ServicesDep, actor: CurrentActor, name: str) -> RegisteredModel:
     """One registered model."""
-    return services.registry.get_registered_model(actor, name)
+    return services.registry.models.get_registered_model(actor, name)
 
 
 @v1_router.patch("/models/{name}", response_model=RegisteredModel)
 def update_model(services: ServicesDep, actor: CurrentActor, name: str, body: ModelUpdate) -> RegisteredModel:
     """Change a model's description and/or rename it."""
-    model = services.registry.get_registered_model(actor, name)
+    model = services.registry.models.get_registered_model(actor, name)
     if body.description is not None:
-        model = services.registry.update_registered_model(actor, name=name, description=body.description)
+        model = services.registry.models.update_registered_model(actor, name=name, description=body.description)
     if body.new_name is not None:
-        model = services.registry.rename_registered_model(actor, name=name, new_name=body.new_name)
+        model = services.registry.models.rename_registered_model(actor, name=name, new_name=body.new_name)
     return model
 
 
 @v1_router.delete("/models/{name}", status_code=204)
 def delete_model(services: ServicesDep, actor: CurrentActor, name: str) -> Response:
     """Delete a model with all its versions and artifacts."""
-    services.registry.delete_registered_model(actor, name)
+    services.registry.models.delete_registered_model(actor, name)
     return Response(status_code=204)
+
+
+@v1_router.get("/models/{name}/production-history", response_model=ProductionHistory | ProductionAt)
+def production_history(
+    services: ServicesDep, actor: CurrentActor, name: str,
+    at: Annotated[str | None, Query(description="An instant: epoch milliseconds or ISO-8601")] = None,
+) -> ProductionHistory | ProductionAt:
+    """Which version was Production when, who moved it there and why; with ``at``, the version at that instant."""
+    production = services.registry.production
+    return production.production_history(actor, name) if at is None else production.production_at(actor, name, at)
 
 
 @v1_router.get("/models/{name}/versions", response_model=VersionPage)
@@ -155,14 +173,15 @@ def list_versions(
     page_token: str | None = None,
 ) -> VersionPage:
     """The versions of one model, newest first."""
-    page = services.registry.list_model_versions(actor, name=name, max_results=max_results, page_token=page_token)
+    page = services.registry.versions.list_model_versions(actor, name=name, max_results=max_results,
+                                                          page_token=page_token)
     return VersionPage(versions=list(page.items), next_page_token=page.next_page_token)
 
 
 @v1_router.post("/models/{name}/versions", response_model=ModelVersion, status_code=201)
 def create_version(services: ServicesDep, actor: CurrentActor, name: str, body: VersionCreate) -> ModelVersion:
     """Register a new version from a source URI."""
-    return services.registry.create_model_version(
+    return services.registry.registration.create_model_version(
         actor, name=name, source=body.source, run_id=body.run_id, description=body.description,
         tags=list(body.tags.items()),
     )
@@ -171,7 +190,7 @@ def create_version(services: ServicesDep, actor: CurrentActor, name: str, body: 
 @v1_router.get("/models/{name}/versions/{version}", response_model=ModelVersion)
 def get_version(services: ServicesDep, actor: CurrentActor, name: str, version: str) -> ModelVersion:
     """One version."""
-    return services.registry.get_model_version(actor, name=name, version=version)
+    return services.registry.versions.get_model_version(actor, name=name, version=version)
 
 
 @v1_router.patch("/models/{name}/versions/{version}", response_model=ModelVersion)
@@ -179,14 +198,14 @@ def update_version(
     services: ServicesDep, actor: CurrentActor, name: str, version: str, body: DescriptionUpdate
 ) -> ModelVersion:
     """Replace a version's description."""
-    return services.registry.update_model_version(actor, name=name, version=version,
+    return services.registry.versions.update_model_version(actor, name=name, version=version,
                                                   description=body.description)
 
 
 @v1_router.delete("/models/{name}/versions/{version}", status_code=204)
 def delete_version(services: ServicesDep, actor: CurrentActor, name: str, version: str) -> Response:
     """Delete a version and its artifact."""
-    services.registry.delete_model_version(actor, name=name, version=version)
+    services.registry.versions.delete_model_version(actor, name=name, version=version)
     return Response(status_code=204)
 
 
@@ -195,7 +214,7 @@ def transition_version(
     services: ServicesDep, actor: CurrentActor, name: str, version: str, body: StageChange
 ) -> ModelVersion:
     """Move a version to another stage."""
-    return services.registry.transition_stage(
+    return services.registry.stages.transition_stage(
         actor, name=name, version=version, stage=body.stage,
         archive_existing_versions=body.archive_existing_versions,
     )
@@ -204,7 +223,7 @@ def transition_version(
 @v1_router.get("/models/{name}/aliases/{alias}", response_model=ModelVersion)
 def get_alias(services: ServicesDep, actor: CurrentActor, name: str, alias: str) -> ModelVersion:
     """The version an alias names."""
-    return services.registry.get_version_by_alias(actor, name=name, alias=alias)
+    return services.registry.aliases.get_version_by_alias(actor, name=name, alias=alias)
 
 
 @v1_router.put("/models/{name}/aliases/{alias}", response_model=ModelVersion)
@@ -212,28 +231,28 @@ def set_alias(
     services: ServicesDep, actor: CurrentActor, name: str, alias: str, body: AliasSet
 ) -> ModelVersion:
     """Point an alias at a version."""
-    services.registry.set_alias(actor, name=name, alias=alias, version=body.version)
-    return services.registry.get_version_by_alias(actor, name=name, alias=alias)
+    services.registry.aliases.set_alias(actor, name=name, alias=alias, version=body.version)
+    return services.registry.aliases.get_version_by_alias(actor, name=name, alias=alias)
 
 
 @v1_router.delete("/models/{name}/aliases/{alias}", status_code=204)
 def delete_alias(services: ServicesDep, actor: CurrentActor, name: str, alias: str) -> Response:
     """Remove an alias."""
-    services.registry.delete_alias(actor, name=name, alias=alias)
+    services.registry.aliases.delete_alias(actor, name=name, alias=alias)
     return Response(status_code=204)
 
 
 @v1_router.put("/models/{name}/tags/{key}", status_code=204)
 def set_model_tag(services: ServicesDep, actor: CurrentActor, name: str, key: str, body: TagSet) -> Response:
     """Set a tag on a model."""
-    services.registry.set_registered_model_tag(actor, name=name, key=key, value=body.value)
+    services.registry.models.set_registered_model_tag(actor, name=name, key=key, value=body.value)
     return Response(status_code=204)
 
 
 @v1_router.delete("/models/{name}/tags/{key}", status_code=204)
 def delete_model_tag(services: ServicesDep, actor: CurrentActor, name: str, key: str) -> Response:
     """Delete a tag from a model."""
-    services.registry.delete_registered_model_tag(actor, name=name, key=key)
+    services.registry.models.delete_registered_model_tag(actor, name=name, key=key)
     return Response(status_code=204)
 
 
@@ -242,7 +261,7 @@ def set_version_tag(
     services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str, body: TagSet
 ) -> Response:
     """Set a tag on a version."""
-    services.registry.set_model_version_tag(actor, name=name, version=version, key=key, value=body.value)
+    services.registry.versions.set_model_version_tag(actor, name=name, version=version, key=key, value=body.value)
     return Response(status_code=204)
 
 
@@ -251,7 +270,7 @@ def delete_version_tag(
     services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str
 ) -> Response:
     """Delete a tag from a version."""
-    services.registry.delete_model_version_tag(actor, name=name, version=version, key=key)
+    services.registry.versions.delete_model_version_tag(actor, name=name, version=version, key=key)
     return Response(status_code=204)
 
 
@@ -261,7 +280,7 @@ def list_audit(
     newest_first: bool = False,
 ) -> list[AuditEvent]:
     """Audit events in sequence order (or newest first), optionally for one model."""
-    return services.registry.list_audit_events(
+    return services.registry.audit.list_audit_events(
         actor, model_name=model, after_seq=after_seq, limit=limit, newest_first=newest_first
     )
 
@@ -269,7 +288,7 @@ def list_audit(
 @v1_router.get("/audit/verify", response_model=AuditVerification)
 def verify_audit(services: ServicesDep, actor: CurrentActor) -> AuditVerification:
     """Check the audit hash chain."""
-    return services.registry.verify_audit_chain(actor)
+    return services.registry.audit.verify_audit_chain(actor)
 
 
 @v1_router.get("/users", response_model=list[User])

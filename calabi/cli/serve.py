@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import secrets
 import signal
 import socket
@@ -15,15 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
-from calabi.processes import die_with_parent, start_dev_server
+from calabi.processes import child_environment, die_with_parent, start_dev_server
 from calabi.settings import Settings
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
 DEFAULT_TRACKING_PORT = 5005
-STALE_STAGING_S = 24 * 3600.0
-"""Staging directories older than this are leftovers of killed registrations (swept at start-up)."""
 _NO_MLFLOW = (
     "the embedded tracking server needs the full mlflow package (pip install 'calabi-registry[tracking]'); "
     "or pass --no-tracking, or set CALABI_MLFLOW_TRACKING_URL to a running tracking server"
@@ -57,11 +55,11 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _admin_token(data_dir: Path) -> tuple[str, bool]:
+def _admin_token(settings: Settings) -> tuple[str, bool]:
     """The first admin's token: CALABI_ADMIN_TOKEN, else the saved one, else a new one."""
-    if token := os.environ.get("CALABI_ADMIN_TOKEN"):
-        return token, False
-    path = data_dir / "admin-token"
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value(), False
+    path = settings.data_dir / "admin-token"
     if path.exists():
         return path.read_text().strip(), False
     token = secrets.token_urlsafe(32)
@@ -80,7 +78,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-def _run_api(host: str, port: int, workers: int) -> None:
+def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run uvicorn; with several workers the shared socket gets TCP_NODELAY (accepted sockets inherit it).
 
     uvicorn sets TCP_NODELAY only on connections its own event loop accepts from a socket it created;
@@ -90,8 +88,10 @@ def _run_api(host: str, port: int, workers: int) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from calabi.api.asgi import AppFactory
+
     config = uvicorn.Config(
-        "calabi.api.asgi:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        AppFactory(settings), factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False,
     )
     if workers == 1:
@@ -102,8 +102,8 @@ def _run_api(host: str, port: int, workers: int) -> None:
     Multiprocess(config, sockets=[sock]).run()
 
 
-def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
-    """Start the embedded tracking server (stopped by ``stack``) and point the API and worker at it."""
+def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> str:
+    """Start the embedded tracking server (stopped by ``stack``); its URL."""
     from calabi.api.tracking_server import start_tracking_server
     from registry_store.errors import UnavailableError
 
@@ -113,12 +113,17 @@ def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> None:
         raise UnavailableError(f"the embedded MLflow tracking server did not start: {exc}") from exc
     stack.callback(_stop, process)
     url = f"http://127.0.0.1:{port}"
-    os.environ["CALABI_MLFLOW_TRACKING_URL"] = url
     typer.echo(f"MLflow tracking server on {url} (state in {state_dir}), served under /mlflow")
+    return url
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    """Settings from ``CALABI_*``, the data dir (absolute) overridden by ``--data-dir`` when given."""
+    settings = Settings() if data_dir is None else Settings(data_dir=Path(data_dir))
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 
 def serve(
-    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (SQLite, artifacts, tokens).")] = None,
@@ -141,14 +146,10 @@ def serve(
     CALABI_MLFLOW_TRACKING_URL (and unless --no-tracking) an MLflow tracking server is started
     with its state in ``<data-dir>/mlflow``; the API forwards the tracking routes under /mlflow to it.
     """
-    from calabi.bootstrap import bootstrap  # the server's code, not loaded by the user commands
-    from registry_store.artifacts import LocalArtifactStore
+    from calabi.bootstrap import prepare  # the server's code: not loaded by the user commands
     from registry_store.errors import InvalidParameterError, UnavailableError
 
-    data_dir = data_dir or getattr(ctx.obj, "data_dir", None)
-    if data_dir is not None:
-        os.environ["CALABI_DATA_DIR"] = str(data_dir.resolve())
-    settings = Settings()
+    settings = _settings(data_dir)
     embedded_tracking = tracking and settings.mlflow_tracking_url is None
     if embedded_tracking:
         if not _mlflow_server_installed():
@@ -156,44 +157,38 @@ def serve(
         if not _port_free(tracking_port):
             raise UnavailableError(f"tracking port {tracking_port} is in use; pass --tracking-port, --no-tracking "
                                    "or set CALABI_MLFLOW_TRACKING_URL")
-    token, created = _admin_token(settings.data_dir)
-    os.environ["CALABI_ADMIN_TOKEN"] = token
-    services = bootstrap(settings.model_copy(update={"admin_token": None}), migrate=True)
-    services.users.ensure_admin(token)
-    if isinstance(services.artifacts, LocalArtifactStore):
-        services.artifacts.sweep_staging(older_than_s=STALE_STAGING_S)
-    services.close()
+    token, created = _admin_token(settings)
+    prepare(settings.model_copy(update={"admin_token": SecretStr(token)}))
+    settings = settings.model_copy(update={"admin_token": None})  # the children need no admin token
     if created:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
     with ExitStack() as stack:
         for signum in (signal.SIGTERM, signal.SIGINT):
             stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
         if embedded_tracking:
-            _start_tracking(stack, settings.data_dir.resolve() / "mlflow", tracking_port)
+            url = _start_tracking(stack, settings.data_dir / "mlflow", tracking_port)
+            settings = settings.model_copy(update={"mlflow_tracking_url": url})
         if temporal:
             if settings.temporal_address is None:
-                dev = start_dev_server(settings.data_dir.resolve(), port=temporal_port)
+                dev = start_dev_server(settings.data_dir, port=temporal_port)
                 stack.callback(_stop, dev)
-                os.environ["CALABI_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
+                settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{temporal_port}"})
                 typer.echo(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
-            log = (settings.data_dir / "worker.log").open("ab")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "worker"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+            with (settings.data_dir / "worker.log").open("ab") as log:  # the child keeps its own descriptor
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "worker"], env=child_environment(settings), stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                )
             stack.callback(_stop, process)
-        typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir.resolve()})")
-        _run_api(host, port, workers)
+        typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir})")
+        _run_api(settings, host, port, workers)
 
 
-def worker(ctx: typer.Context) -> None:
+def worker() -> None:
     """Run a promotion worker against CALABI_TEMPORAL_ADDRESS (namespace, TLS and API key from settings)."""
     from worker import run_worker
 
-    data_dir = getattr(ctx.obj, "data_dir", None)
-    if data_dir is not None:
-        os.environ["CALABI_DATA_DIR"] = str(Path(data_dir).resolve())
     try:
-        asyncio.run(run_worker(Settings()))
+        asyncio.run(run_worker(_settings(None)))
     except KeyboardInterrupt:
         pass

@@ -89,7 +89,7 @@ class ArtifactStore(Protocol):
 
 
 def make_artifact_store(artifact_root: str, s3_endpoint_url: str | None) -> ArtifactStore:
-    """``s3://bucket/prefix`` gives an S3 store, anything else a local directory (created if missing)."""
+    """``s3://bucket/prefix`` gives an S3 store, anything else a local directory (created by its first write)."""
     if artifact_root.startswith("s3://"):
         bucket, prefix = parse_s3_uri(artifact_root)
         return S3ArtifactStore(bucket, prefix, make_s3_client(s3_endpoint_url))
@@ -108,7 +108,6 @@ class LocalArtifactStore:
     stages_in_place = True
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
         self.root = Path(os.path.realpath(root))
         self._staging_root = self.root / _STAGING_DIR
 
@@ -153,7 +152,7 @@ class LocalArtifactStore:
         try:
             path.mkdir()
         except FileNotFoundError:
-            self._staging_root.mkdir(exist_ok=True)
+            self._staging_root.mkdir(parents=True, exist_ok=True)
             path.mkdir()
         try:
             yield path

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from calabi.bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, build_services, prepare
 from calabi.settings import Settings
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
@@ -71,20 +71,21 @@ class Registry:
 
     def model(self, name: str) -> str:
         """Create an empty model as the admin; return its name."""
-        self.svc.create_registered_model(self.admin, name=name)
+        self.svc.models.create_registered_model(self.admin, name=name)
         return name
 
     def versions(self, name: str, count: int) -> list[ModelVersion]:
         """Create ``name`` (if needed) and register ``count`` versions of fresh artifacts."""
         if not self.scalar("SELECT count(*) FROM registered_models WHERE name = :n", n=name):
             self.model(name)
-        return [self.svc.create_model_version(self.admin, name=name, source=str(self.artifact())) for _ in range(count)]
+        return [self.svc.registration.create_model_version(self.admin, name=name,
+                                                           source=str(self.artifact())) for _ in range(count)]
 
 
 def build_registry(
     tmp_path: Path, url: str, *, artifact_root: str | None = None, s3_endpoint_url: str | None = None
 ) -> Registry:
-    """Bootstrap (running the Alembic migrations) and create one user per role."""
+    """Prepare (migrations, first admin), build the services and create one user per role."""
     source_root = tmp_path / "sources"
     source_root.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
@@ -96,7 +97,8 @@ def build_registry(
         artifact_root=artifact_root,
         s3_endpoint_url=s3_endpoint_url,
     )
-    services = bootstrap(settings, migrate=True)
+    prepare(settings)
+    services = build_services(settings)
     admin = services.users.authenticate(token)
     actors = {}
     for role in ("engineer", "approver", "viewer"):

@@ -97,7 +97,7 @@ def test_webhook_is_signed_and_the_outbox_records_it(registry: Registry, receive
     assert not verify_signature(SECRET, headers, raw.replace(b"promoted", b"rejected"))
     assert not verify_signature(SECRET, {**headers, "X-Calabi-Timestamp": "1"}, raw)
 
-    [row] = registry.svc.list_notifications(registry.viewer, promotion_id="p-1")
+    [row] = registry.svc.notifications.list_notifications(registry.viewer, promotion_id="p-1")
     assert (row.id, row.kind, row.model_name, row.recipients) == (row_id, "promoted", "churn", ["ml-leads@example.com"])
     assert row.body.startswith("[Calabi] churn v2 → Production: promoted")
     assert row.delivery == {url: {"ok": True, "status": 204, "delivery_id": delivery_id}}
@@ -119,7 +119,7 @@ def test_failing_webhooks_are_recorded_not_raised(registry: Registry, receiver: 
     notifier.deliver(kind="expired", promotion_id="p-3", model_name="churn", body="expired\n", payload={})
 
     assert sorted(path for path, _, _ in receiver.requests()) == ["/broken", "/ok"]
-    [row] = registry.svc.list_notifications(registry.viewer, promotion_id="p-3")
+    [row] = registry.svc.notifications.list_notifications(registry.viewer, promotion_id="p-3")
     assert row.delivery[unreachable]["ok"] is False
     assert "ConnectError" in row.delivery[unreachable]["error"]
     assert (row.delivery[broken]["ok"], row.delivery[broken]["status"]) == (False, 500)
@@ -130,6 +130,6 @@ def test_no_webhooks_still_writes_the_outbox(registry: Registry) -> None:
     Notifier(registry.svc, recipients=["a@example.com", "b@example.com"]).deliver(
         kind="reminder", promotion_id="p-4", model_name="churn", body="still waiting\n", payload={})
 
-    [row] = registry.svc.list_notifications(registry.viewer, promotion_id="p-4")
+    [row] = registry.svc.notifications.list_notifications(registry.viewer, promotion_id="p-4")
     assert (row.kind, row.body, row.recipients, row.delivery) == (
         "reminder", "still waiting\n", ["a@example.com", "b@example.com"], {})

@@ -120,7 +120,7 @@ class World:
         return path
 
     def register(self, source: Path, model: str, *, auc: float) -> ModelVersion:
-        version: ModelVersion = self.svc.create_model_version(
+        version: ModelVersion = self.svc.registration.create_model_version(
             self.reg.engineer, name=model, source=str(source), tags=[("ci.tests_passed", "true")],
             description=DESCRIPTION.format(auc=auc))
         return version
@@ -128,15 +128,15 @@ class World:
     def model(self, *, candidate_auc: float = 0.91, candidate_log_loss: float = 0.38) -> str:
         """v1 (auc 0.85) in Production, v2 in Staging."""
         name = f"churn-{secrets.token_hex(4)}"
-        self.svc.create_registered_model(self.reg.engineer, name=name)
+        self.svc.models.create_registered_model(self.reg.engineer, name=name)
         self.register(self.artifact(auc=0.85, log_loss=0.40), name, auc=0.85)
         self.register(self.artifact(auc=candidate_auc, log_loss=candidate_log_loss), name, auc=candidate_auc)
-        self.svc.transition_stage(self.reg.admin, name=name, version=1, stage="Production")
-        self.svc.transition_stage(self.reg.engineer, name=name, version=2, stage="Staging")
+        self.svc.stages.transition_stage(self.reg.admin, name=name, version=1, stage="Production")
+        self.svc.stages.transition_stage(self.reg.engineer, name=name, version=2, stage="Staging")
         return name
 
     def open(self, model: str, version: int = 2, target: str = "Production") -> Promotion:
-        promotion: Promotion = self.svc.open_promotion(
+        promotion: Promotion = self.svc.promotions.open_promotion(
             self.reg.engineer, model=model, version=version, target_stage=target, justification="beats Production")
         return promotion
 
@@ -145,11 +145,11 @@ class World:
                               target_stage=promotion.target_stage, kind=promotion.kind, requester=promotion.requester)
 
     def version(self, model: str, number: int) -> ModelVersion:
-        result: ModelVersion = self.svc.get_model_version(self.reg.viewer, name=model, version=number)
+        result: ModelVersion = self.svc.versions.get_model_version(self.reg.viewer, name=model, version=number)
         return result
 
     def events(self, model: str, action: str) -> list[Any]:
-        return [e for e in self.svc.list_audit_events(self.reg.viewer, model_name=model, limit=10_000)
+        return [e for e in self.svc.audit.list_audit_events(self.reg.viewer, model_name=model, limit=10_000)
                 if e.action == action]
 
 
@@ -224,9 +224,9 @@ def test_snapshot_holds_the_numbers_the_incumbent_and_the_policy(world: World) -
 def test_snapshot_reads_the_serving_schema_and_staging_policy(world: World) -> None:
     w = world
     model = w.model()
-    w.svc.set_serving_schema(w.reg.engineer, model=model, signature=json.dumps(
+    w.svc.schemas.set_serving_schema(w.reg.engineer, model=model, signature=json.dumps(
         {"inputs": json.dumps([{"type": "double", "name": "tenure"}]), "outputs": None}))
-    w.svc.transition_stage(w.reg.engineer, name=model, version=2, stage="Archived")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=2, stage="Archived")
 
     snapshot = snapshot_of(w, w.open(model, target="Staging"))
 
@@ -316,7 +316,7 @@ def sklearn_model(w: World, estimator: Any, **save: Any) -> tuple[str, Any]:
     model = w.model()
     path, fitted = sklearn_artifact(w, estimator, **save)
     w.register(path, model, auc=0.93)
-    w.svc.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
     return model, fitted
 
 
@@ -379,7 +379,7 @@ def test_a_hostile_model_is_loaded_out_of_process(
     (path / "model.pkl").write_bytes(cloudpickle.dumps(Hostile(report)))
     (path / "metrics.json").write_text(json.dumps({"auc": 0.93, "log_loss": 0.35}))
     w.register(path, model, auc=0.93)
-    w.svc.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
 
     snapshot = snapshot_of(w, w.open(model, version=3))
 
@@ -391,7 +391,7 @@ def test_importances_are_not_computed_when_no_leakage_check_runs(world: World) -
     from sklearn import linear_model
     w = world
     model, _ = sklearn_model(w, linear_model.LogisticRegression())
-    w.svc.transition_stage(w.reg.engineer, name=model, version=3, stage="Archived")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=3, stage="Archived")
 
     snapshot = snapshot_of(w, w.open(model, version=3, target="Staging"))
 
@@ -402,7 +402,7 @@ def test_no_importances_anywhere_fails_the_leakage_check(world: World) -> None:
     w = world
     model = w.model()
     w.register(w.artifact(auc=0.93, importances=None), model, auc=0.93)
-    w.svc.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
     promotion = w.open(model, version=3)
 
     snapshot = snapshot_of(w, promotion)
@@ -432,7 +432,7 @@ def test_record_state_updates_the_read_model_once(world: World) -> None:
     after_first = w.reg.audit_count()
     env.run(w.activities.record_state, RecordStateInput(state=state))
 
-    read = w.svc.get_promotion(w.reg.viewer, promotion.id)
+    read = w.svc.promotions.get_promotion(w.reg.viewer, promotion.id)
     assert (read.status, read.live, read.required_approvals, read.approver_role) == (
         "awaiting_sign_off", True, 1, "approver")
     assert read.deadline == int(deadline.timestamp() * 1000)
@@ -444,7 +444,7 @@ def test_record_state_updates_the_read_model_once(world: World) -> None:
     assert len(events) == before + 1 and events[-1].actor == f"workflow:{promotion.workflow_id}"
 
     env.run(w.activities.record_state, RecordStateInput(state=state.model_copy(update={"status": S.EXPIRED})))
-    expired = w.svc.get_promotion(w.reg.viewer, promotion.id)
+    expired = w.svc.promotions.get_promotion(w.reg.viewer, promotion.id)
     assert (expired.status, expired.live) == ("expired", False) and w.reg.audit_count() == after_first + 1
 
 
@@ -463,7 +463,8 @@ def test_record_sign_off_is_audited_under_the_approver(world: World) -> None:
     [event] = w.events(model, "sign_off_promotion")
     assert event.actor == w.reg.approver.name
     assert event.after == {"promotion": promotion.id, "comment": "numbers look right", "roles": ["approver"]}
-    assert [a["user"] for a in w.svc.get_promotion(w.reg.viewer, promotion.id).approvals] == [w.reg.approver.name]
+    assert [a["user"] for a in w.svc.promotions.get_promotion(w.reg.viewer,
+                                                              promotion.id).approvals] == [w.reg.approver.name]
     assert w.reg.audit_count() == count
 
 
@@ -481,7 +482,8 @@ def test_a_state_record_before_the_sign_off_record_keeps_its_audit_event(world: 
             SignOffRecord(promotion_id=promotion.id, approval=approval, approvals=[approval]))
 
     assert [e.actor for e in w.events(model, "sign_off_promotion")] == [w.reg.approver.name]
-    assert [a["user"] for a in w.svc.get_promotion(w.reg.viewer, promotion.id).approvals] == [w.reg.approver.name]
+    assert [a["user"] for a in w.svc.promotions.get_promotion(w.reg.viewer,
+                                                              promotion.id).approvals] == [w.reg.approver.name]
 
 
 # ------------------------------------------------------------------------------ apply
@@ -509,12 +511,12 @@ def test_apply_promotes_archives_moves_champion_and_signs_the_description(world:
     candidate, incumbent = w.version(model, 2), w.version(model, 1)
     assert (candidate.current_stage, incumbent.current_stage) == ("Production", "Archived")
     assert candidate.aliases == ["champion"]
-    assert w.svc.get_version_by_alias(w.reg.viewer, name=model, alias="champion").version == 2
+    assert w.svc.aliases.get_version_by_alias(w.reg.viewer, name=model, alias="champion").version == 2
     assert candidate.description == (
         f"{DESCRIPTION.format(auc=0.91)}\n\nValidated by {w.reg.approver.name} on 2026-01-15 "
         f"(promotion {promotion.id}); auc 0.91 vs 0.85 (Production v1).")
     assert (candidate.tags["validated_by"], candidate.tags["validation_date"]) == (w.reg.approver.name, "2026-01-15")
-    read = w.svc.get_promotion(w.reg.viewer, promotion.id)
+    read = w.svc.promotions.get_promotion(w.reg.viewer, promotion.id)
     assert (read.status, read.live) == ("promoted", False)
     [transition] = [e for e in w.events(model, "transition_stage")
                     if e.version == 2 and e.after["stage"] == "Production"]
@@ -526,7 +528,7 @@ def test_apply_promotes_archives_moves_champion_and_signs_the_description(world:
 
     assert w.reg.audit_count() == count
     assert w.version(model, 2) == candidate
-    assert w.svc.verify_audit_chain(w.reg.viewer).ok
+    assert w.svc.audit.verify_audit_chain(w.reg.viewer).ok
 
 
 def test_apply_with_a_stale_incumbent_is_aborted(world: World) -> None:
@@ -534,7 +536,7 @@ def test_apply_with_a_stale_incumbent_is_aborted(world: World) -> None:
     model = w.model()
     promotion, apply = approved(w, model)
     w.register(w.artifact(auc=0.95), model, auc=0.95)
-    w.svc.transition_stage(w.reg.admin, name=model, version=3, stage="Production")  # break-glass meanwhile
+    w.svc.stages.transition_stage(w.reg.admin, name=model, version=3, stage="Production")  # break-glass meanwhile
     count = w.reg.audit_count()
 
     with pytest.raises(ApplicationError) as raised:
@@ -549,7 +551,7 @@ def test_apply_with_a_stale_incumbent_is_aborted(world: World) -> None:
 def test_apply_to_staging_leaves_the_description_and_production_alone(world: World) -> None:
     w = world
     model = w.model()
-    w.svc.transition_stage(w.reg.engineer, name=model, version=2, stage="Archived")
+    w.svc.stages.transition_stage(w.reg.engineer, name=model, version=2, stage="Archived")
     promotion = w.open(model, target="Staging")
     env_for(promotion).run(w.activities.apply_promotion, ApplyInput(
         promotion_id=promotion.id, expected_incumbent=1, approvers=[], validated_on=VALIDATED_ON))
@@ -566,7 +568,7 @@ def notify(w: World, promotion: Promotion, kind: str, **changes: Any) -> str:
     status = {"awaiting": S.AWAITING_SIGN_OFF, "requested": S.RUNNING_CHECKS, "reminder": S.AWAITING_SIGN_OFF}
     state = state_of(promotion, status[kind] if kind in status else S(kind), **changes)
     env_for(promotion).run(w.activities.notify, NotifyInput(kind=kind, state=state))
-    [latest, *_] = w.svc.list_notifications(w.reg.viewer, promotion_id=promotion.id)
+    [latest, *_] = w.svc.notifications.list_notifications(w.reg.viewer, promotion_id=promotion.id)
     assert latest.kind == kind
     body: str = latest.body
     return body
@@ -598,7 +600,7 @@ def test_promoted_notice_mentions_the_archived_version_only_for_production(world
     model = w.model()
     production = w.open(model)
     staging_model = w.model()
-    w.svc.transition_stage(w.reg.engineer, name=staging_model, version=2, stage="Archived")
+    w.svc.stages.transition_stage(w.reg.engineer, name=staging_model, version=2, stage="Archived")
     staging = w.open(staging_model, target="Staging")
 
     to_production = notify(w, production, "promoted", incumbent_version=1)
@@ -618,7 +620,7 @@ def test_notify_posts_the_state_and_refuses_unknown_kinds(world: World) -> None:
         env_for(promotion).run(w.activities.notify, NotifyInput(kind="paged", state=state))
 
     assert (raised.value.type, raised.value.non_retryable) == ("INVALID_PARAMETER_VALUE", True)
-    [row] = w.svc.list_notifications(w.reg.viewer, promotion_id=promotion.id)
+    [row] = w.svc.notifications.list_notifications(w.reg.viewer, promotion_id=promotion.id)
     assert "The request expires at 2026-01-15 09:30 UTC." in row.body
 
 

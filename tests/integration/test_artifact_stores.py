@@ -208,11 +208,16 @@ def test_make_artifact_store_builds_an_s3_store_for_s3_roots(s3_endpoint: str, s
     assert store.client.meta.endpoint_url == s3_endpoint
 
 
-def test_make_artifact_store_creates_a_missing_local_directory(tmp_path: Path) -> None:
+def test_a_missing_local_directory_is_created_by_the_first_write_not_by_building_the_store(tmp_path: Path) -> None:
     store = make_artifact_store(str(tmp_path / "new" / "artifacts"), None)
-
     assert isinstance(store, LocalArtifactStore)
-    assert (tmp_path / "new" / "artifacts").is_dir()
+    assert not (tmp_path / "new").exists()
+
+    with store.staging() as staged:
+        (staged / "MLmodel").write_text("flavors: {}\n")
+        store.put_staged(staged, "m/1")
+
+    assert (tmp_path / "new" / "artifacts" / "m" / "1" / "MLmodel").is_file()
 
 
 @pytest.mark.usefixtures("s3_endpoint")

@@ -31,14 +31,14 @@ def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
 def mutate(reg: Registry, name: str) -> None:
     """A series of different mutations on one model (8 audit events)."""
     svc = reg.svc
-    svc.create_registered_model(reg.engineer, name=name)
-    svc.create_model_version(reg.engineer, name=name, source=str(reg.artifact()))
-    svc.create_model_version(reg.engineer, name=name, source=str(reg.artifact()))
-    svc.transition_stage(reg.engineer, name=name, version=1, stage="Staging")
-    svc.transition_stage(reg.admin, name=name, version=2, stage="Production")
-    svc.set_alias(reg.engineer, name=name, alias="candidate", version=1)
-    svc.set_model_version_tag(reg.engineer, name=name, version=1, key="k", value="v")
-    svc.delete_model_version(reg.engineer, name=name, version=1)
+    svc.models.create_registered_model(reg.engineer, name=name)
+    svc.registration.create_model_version(reg.engineer, name=name, source=str(reg.artifact()))
+    svc.registration.create_model_version(reg.engineer, name=name, source=str(reg.artifact()))
+    svc.stages.transition_stage(reg.engineer, name=name, version=1, stage="Staging")
+    svc.stages.transition_stage(reg.admin, name=name, version=2, stage="Production")
+    svc.aliases.set_alias(reg.engineer, name=name, alias="candidate", version=1)
+    svc.versions.set_model_version_tag(reg.engineer, name=name, version=1, key="k", value="v")
+    svc.versions.delete_model_version(reg.engineer, name=name, version=1)
 
 
 EVENTS_PER_MUTATE = 8
@@ -53,7 +53,7 @@ def chained(reg: Registry) -> Registry:
 
 
 def test_the_chain_verifies_after_a_series_of_mutations(chained: Registry) -> None:
-    result = chained.svc.verify_audit_chain(chained.viewer)
+    result = chained.svc.audit.verify_audit_chain(chained.viewer)
 
     assert result.ok, result.problem
     assert result.events_checked == chained.audit_count() >= 2 * EVENTS_PER_MUTATE
@@ -61,7 +61,7 @@ def test_the_chain_verifies_after_a_series_of_mutations(chained: Registry) -> No
 
 
 def test_an_empty_registry_starts_its_chain_at_the_genesis_hash(reg: Registry) -> None:
-    first = reg.svc.list_audit_events(reg.viewer, limit=1)[0]
+    first = reg.svc.audit.list_audit_events(reg.viewer, limit=1)[0]
 
     assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
 
@@ -80,13 +80,13 @@ def test_the_database_refuses_to_edit_or_delete_audit_events(chained: Registry, 
     with pytest.raises(DBAPIError, match="append-only"):
         chained.execute(statement)
 
-    assert chained.svc.verify_audit_chain(chained.viewer).ok
+    assert chained.svc.audit.verify_audit_chain(chained.viewer).ok
 
 
 def test_editing_an_event_with_sql_breaks_the_chain_at_that_event(attacked: Registry) -> None:
     assert attacked.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2") == 1
 
-    result = attacked.svc.verify_audit_chain(attacked.viewer)
+    result = attacked.svc.audit.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == 2
@@ -101,7 +101,7 @@ def test_editing_an_event_and_recomputing_its_hash_breaks_the_link_of_the_next_e
         forged_hash = _event_hash(row)
     attacked.execute("UPDATE audit_events SET hash = :h WHERE seq = 2", h=forged_hash)
 
-    result = attacked.svc.verify_audit_chain(attacked.viewer)
+    result = attacked.svc.audit.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == 3
@@ -111,7 +111,7 @@ def test_deleting_the_last_event_breaks_the_chain(attacked: Registry) -> None:
     last = attacked.audit_count()
     assert attacked.execute("DELETE FROM audit_events WHERE seq = :s", s=last) == 1
 
-    result = attacked.svc.verify_audit_chain(attacked.viewer)
+    result = attacked.svc.audit.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == last
@@ -121,7 +121,7 @@ def test_deleting_a_middle_event_breaks_the_chain_where_the_gap_is(attacked: Reg
     middle = attacked.audit_count() // 2
     assert attacked.execute("DELETE FROM audit_events WHERE seq = :s", s=middle) == 1
 
-    result = attacked.svc.verify_audit_chain(attacked.viewer)
+    result = attacked.svc.audit.verify_audit_chain(attacked.viewer)
 
     assert not result.ok
     assert result.first_bad_seq == middle + 1
@@ -140,14 +140,14 @@ def test_mutations_from_eight_concurrent_threads_form_one_gap_free_unforked_chai
         for future in [pool.submit(worker, i) for i in range(THREADS)]:
             future.result(timeout=240)
 
-    events = reg.svc.list_audit_events(reg.viewer, limit=10_000)
+    events = reg.svc.audit.list_audit_events(reg.viewer, limit=10_000)
     assert len(events) == before + THREADS * ROUNDS_PER_THREAD * EVENTS_PER_MUTATE
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.prev_hash for e in events] == [GENESIS_HASH] + [e.hash for e in events[:-1]]
     assert len({e.hash for e in events}) == len(events)
     per_model = {e.model_name for e in events if e.model_name}
     assert len(per_model) == THREADS * ROUNDS_PER_THREAD
-    result = reg.svc.verify_audit_chain(reg.viewer)
+    result = reg.svc.audit.verify_audit_chain(reg.viewer)
     assert result.ok, result.problem
     assert result.events_checked == len(events)
 
@@ -161,14 +161,14 @@ def test_verification_is_not_fooled_by_an_event_committed_while_it_runs(chained:
 
         def get_after_a_concurrent_commit(*args: Any, **kwargs: Any) -> Any:
             if args and args[0] is AuditHeadRow:
-                chained.svc.set_registered_model_tag(chained.engineer, name="model-a", key="k", value="v")
+                chained.svc.models.set_registered_model_tag(chained.engineer, name="model-a", key="k", value="v")
             return read_head(*args, **kwargs)
 
         session.get = get_after_a_concurrent_commit  # type: ignore[method-assign]
         result = verify_chain(session)
 
     assert result.ok, f"seq {result.first_bad_seq}: {result.problem}"
-    assert chained.svc.verify_audit_chain(chained.viewer).ok
+    assert chained.svc.audit.verify_audit_chain(chained.viewer).ok
 
 
 def test_verification_running_alongside_concurrent_writers_never_reports_tampering(chained: Registry) -> None:
@@ -181,13 +181,13 @@ def test_verification_running_alongside_concurrent_writers_never_reports_tamperi
         for n in range(max_writes):
             if done.is_set():
                 return
-            chained.svc.set_registered_model_tag(chained.engineer, name="model-a", key=f"w{index}", value=str(n))
+            chained.svc.models.set_registered_model_tag(chained.engineer, name="model-a", key=f"w{index}", value=str(n))
 
     with ThreadPoolExecutor(max_workers=writers) as pool:
         futures = [pool.submit(write, i) for i in range(writers)]
         barrier.wait()
         try:
-            results = [chained.svc.verify_audit_chain(chained.viewer) for _ in range(verifications)]
+            results = [chained.svc.audit.verify_audit_chain(chained.viewer) for _ in range(verifications)]
         finally:
             done.set()
         for future in futures:
@@ -195,4 +195,4 @@ def test_verification_running_alongside_concurrent_writers_never_reports_tamperi
 
     alarms = [(r.first_bad_seq, r.problem) for r in results if not r.ok]
     assert alarms == [], f"{len(alarms)} of {verifications} verifications of an intact chain failed: {alarms[:3]}"
-    assert chained.svc.verify_audit_chain(chained.viewer).ok
+    assert chained.svc.audit.verify_audit_chain(chained.viewer).ok

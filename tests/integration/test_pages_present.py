@@ -8,9 +8,10 @@ import pytest
 
 from calabi.api.pages.auth import prefers_html
 from calabi.api.pages.models import name_filter
-from calabi.api.pages.present import display_actor, production_history, signature_columns, timeline
+from calabi.api.pages.present import display_actor, signature_columns, timeline
 from calabi.api.pages.web import safe_next
 from registry_store.entities import AuditEvent, ModelVersion
+from registry_store.production_history import production_stints
 
 
 def event(seq: int, action: str, version: int | None, *, actor: str = "alice", before: Any = None,
@@ -67,7 +68,7 @@ def test_production_history_says_which_version_was_production_when_and_why() -> 
         event(5, "transition_stage", 2, actor="admin", before={"stage": "Production"},
               after={"stage": "Archived", "archived": [], "break_glass": True}),
     ]
-    newest, oldest = production_history(list(reversed(events)))
+    newest, oldest = production_stints(list(reversed(events)))
     assert (newest.version, newest.since, newest.until, newest.ended_by) == (2, 4000, 5000, "admin")
     assert (newest.moved_by, newest.why, newest.approved_by, newest.promotion) == ("alice", "auc up", ["bob"], "p1")
     assert (oldest.version, oldest.until, oldest.break_glass, oldest.moved_by) == (1, 4000, True, "admin")

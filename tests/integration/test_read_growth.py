@@ -17,13 +17,13 @@ STEP = 50
 """The progress handler runs every STEP virtual-machine instructions."""
 
 READS: dict[str, Callable[[Registry, str], object]] = {
-    "get version": lambda r, m: r.svc.get_model_version(r.viewer, name=m, version="7"),
-    "get by alias": lambda r, m: r.svc.get_version_by_alias(r.viewer, name=m, alias="champion"),
-    "get by alias latest": lambda r, m: r.svc.get_version_by_alias(r.viewer, name=m, alias="latest"),
-    "get-latest, all stages": lambda r, m: r.svc.get_latest_versions(r.viewer, name=m),
-    "get-latest, one stage": lambda r, m: r.svc.get_latest_versions(r.viewer, name=m, stages=["production"]),
-    "get registered model": lambda r, m: r.svc.get_registered_model(r.viewer, m),
-    "download URI": lambda r, m: r.svc.get_download_uri(r.viewer, name=m, version="3"),
+    "get version": lambda r, m: r.svc.versions.get_model_version(r.viewer, name=m, version="7"),
+    "get by alias": lambda r, m: r.svc.aliases.get_version_by_alias(r.viewer, name=m, alias="champion"),
+    "get by alias latest": lambda r, m: r.svc.aliases.get_version_by_alias(r.viewer, name=m, alias="latest"),
+    "get-latest, all stages": lambda r, m: r.svc.versions.get_latest_versions(r.viewer, name=m),
+    "get-latest, one stage": lambda r, m: r.svc.versions.get_latest_versions(r.viewer, name=m, stages=["production"]),
+    "get registered model": lambda r, m: r.svc.models.get_registered_model(r.viewer, m),
+    "download URI": lambda r, m: r.svc.versions.get_download_uri(r.viewer, name=m, version="3"),
 }
 
 
@@ -35,10 +35,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     for name, count in (("small", SMALL), ("big", BIG)):
         reg.versions(name, count)
         for number, stage in (("3", "Archived"), ("5", "Staging"), ("7", "Production")):
-            reg.svc.transition_stage(reg.admin, name=name, version=number, stage=stage)
-        reg.svc.set_alias(reg.admin, name=name, alias="champion", version="7")
-        reg.svc.set_model_version_tag(reg.admin, name=name, version="7", key="team", value="ds")
-        reg.svc.set_registered_model_tag(reg.admin, name=name, key="owner", value="ml")
+            reg.svc.stages.transition_stage(reg.admin, name=name, version=number, stage=stage)
+        reg.svc.aliases.set_alias(reg.admin, name=name, alias="champion", version="7")
+        reg.svc.versions.set_model_version_tag(reg.admin, name=name, version="7", key="team", value="ds")
+        reg.svc.models.set_registered_model_tag(reg.admin, name=name, key="owner", value="ml")
     yield reg
     reg.services.close()
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-import registry_store.service_base
+import registry_store.context
 from registry_store.artifacts import (
     LocalArtifactStore,
     S3ArtifactStore,
@@ -228,7 +228,7 @@ def test_the_recorded_digest_is_the_manifest_digest_of_the_fetch_and_the_tree_di
     source = f"s3://{bucket}/sources/model" if kind == "s3" else str(write_tree(reg.source_root / "model", files))
     fetched: list[SourceFacts] = returns_of(monkeypatch, SourceFetcher, "fetch")
 
-    created = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+    created = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
 
     [facts] = fetched
     assert facts.file_digests == manifest_of(files)
@@ -257,7 +257,7 @@ def test_registration_reports_every_byte_written_to_the_store_once(
         with lock:
             written.append(count)
 
-    created = reg.svc.create_model_version(
+    created = reg.svc.registration.create_model_version(
         reg.engineer, name=MODEL, source=str(write_tree(reg.source_root / "model", files)), progress=progress
     )
 
@@ -535,10 +535,11 @@ def test_a_failed_registration_leaves_nothing_in_staging_or_at_the_target_and_no
         if (spoil := FAILURES[failure]) is not None:
             spoil(source)
         else:
-            patch.setattr(registry_store.service_base, "append_event", _refuse_the_event)
+            patch.setattr(registry_store.context, "append_event", _refuse_the_event)
 
         with pytest.raises(RegistryError):
-            reg.svc.create_model_version(reg.engineer, name=MODEL, source=str(source), progress=written.append)
+            reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=str(source),
+                                                      progress=written.append)
 
     assert sum(written) >= len(files["model.pkl"])  # it failed midway: the big file had been copied
     if failure == AUDIT_FAILS:
@@ -550,8 +551,8 @@ def test_a_failed_registration_leaves_nothing_in_staging_or_at_the_target_and_no
     assert entries(root / MODEL) == []
     assert reg.scalar("SELECT count(*) FROM model_versions") == 0
     assert reg.audit_count() == events_before
-    assert reg.svc.verify_audit_chain(reg.viewer).ok
-    retry = reg.svc.create_model_version(reg.engineer, name=MODEL, source=str(reg.artifact()))
+    assert reg.svc.audit.verify_audit_chain(reg.viewer).ok
+    retry = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=str(reg.artifact()))
     assert retry.version == 1
 
 
@@ -567,7 +568,7 @@ def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
 
 
 def register(reg: Registry, files: dict[str, bytes], name: str = "model") -> ModelVersion:
-    return reg.svc.create_model_version(
+    return reg.svc.registration.create_model_version(
         reg.engineer,
         name=MODEL,
         source=str(write_tree(reg.source_root / name, files)),
@@ -585,7 +586,7 @@ def test_the_returned_version_equals_what_get_model_version_reads_back(
     first = register(reg, files, "first")
     created = register(reg, files, "second")
 
-    fetched = reg.svc.get_model_version(reg.viewer, name=MODEL, version=created.version)
+    fetched = reg.svc.versions.get_model_version(reg.viewer, name=MODEL, version=created.version)
 
     assert created.model_dump() == fetched.model_dump()
     assert created == fetched
@@ -612,7 +613,7 @@ def test_the_registration_event_carries_the_digest_and_location_and_the_chain_ve
     events_before = reg.audit_count()
     created = register(reg, files, "second")
 
-    events = reg.svc.list_audit_events(reg.viewer, model_name=MODEL, limit=10_000)
+    events = reg.svc.audit.list_audit_events(reg.viewer, model_name=MODEL, limit=10_000)
     event = events[-1]
     assert reg.audit_count() == events_before + 1
     assert (event.action, event.model_name, event.version, event.subject) == (
@@ -628,7 +629,7 @@ def test_the_registration_event_carries_the_digest_and_location_and_the_chain_ve
         "tags": created.tags,
     }
     assert event.prev_hash == events[-2].hash
-    result = reg.svc.verify_audit_chain(reg.viewer)
+    result = reg.svc.audit.verify_audit_chain(reg.viewer)
     assert result.ok, result.problem
     assert result.events_checked == reg.audit_count()
     assert (reg.scalar("SELECT seq FROM audit_head"), reg.scalar("SELECT hash FROM audit_head")) == (
@@ -646,21 +647,21 @@ def register_concurrently(reg: Registry, models: list[str]) -> list[ModelVersion
 
     def worker(index: int) -> ModelVersion:
         barrier.wait()
-        return reg.svc.create_model_version(reg.engineer, name=models[index], source=str(sources[index]))
+        return reg.svc.registration.create_model_version(reg.engineer, name=models[index], source=str(sources[index]))
 
     with ThreadPoolExecutor(max_workers=len(models)) as pool:
         created = [f.result(timeout=120) for f in [pool.submit(worker, i) for i in range(len(models))]]
     for source, mv in zip(sources, created, strict=True):
         assert mv.digest == tree_digest(source) == tree_digest(local_path(mv.storage_location))
-        assert mv == reg.svc.get_model_version(reg.viewer, name=mv.name, version=mv.version)
+        assert mv == reg.svc.versions.get_model_version(reg.viewer, name=mv.name, version=mv.version)
     return created
 
 
 def assert_chain_extended_by(reg: Registry, events_before: int, count: int) -> None:
-    events = reg.svc.list_audit_events(reg.viewer, after_seq=events_before, limit=10_000)
+    events = reg.svc.audit.list_audit_events(reg.viewer, after_seq=events_before, limit=10_000)
     assert [e.seq for e in events] == list(range(events_before + 1, events_before + count + 1))
     assert {e.action for e in events} == {"create_model_version"}
-    result = reg.svc.verify_audit_chain(reg.viewer)
+    result = reg.svc.audit.verify_audit_chain(reg.viewer)
     assert result.ok, result.problem
     assert result.events_checked == events_before + count
 
@@ -678,7 +679,7 @@ def test_twenty_threads_registering_into_one_model_get_versions_one_to_twenty(re
     assert reg.scalar("SELECT count(*) FROM model_versions") == THREADS
     assert reg.scalar("SELECT next_version FROM registered_models WHERE name = :n", n=MODEL) == THREADS + 1
     assert_chain_extended_by(reg, events_before, THREADS)
-    events = reg.svc.list_audit_events(reg.viewer, after_seq=events_before, limit=10_000)
+    events = reg.svc.audit.list_audit_events(reg.viewer, after_seq=events_before, limit=10_000)
     assert sorted(e.version or 0 for e in events) == list(range(1, THREADS + 1))
 
 
@@ -698,19 +699,21 @@ def test_twenty_threads_registering_into_four_models_extend_one_unforked_chain(r
 
 
 def test_a_local_source_overlapping_the_registrys_own_data_is_refused(tmp_path: Path) -> None:
-    from calabi.bootstrap import bootstrap
+    from calabi.bootstrap import build_services, prepare
     from calabi.settings import Settings
 
-    services = bootstrap(Settings(data_dir=tmp_path / "data", local_source_roots=[tmp_path], admin_token="a" * 24))
+    settings = Settings(data_dir=tmp_path / "data", local_source_roots=[tmp_path], admin_token="a" * 24)
+    prepare(settings)
+    services = build_services(settings)
     try:
         actor = services.users.authenticate("a" * 24)
-        services.registry.create_registered_model(actor, name="m")
+        services.registry.models.create_registered_model(actor, name="m")
         inside = write_tree(tmp_path / "data" / "artifacts" / "m" / "planted", {"MLmodel": b"flavors: {}\n"})
         for source in (tmp_path / "data", tmp_path, inside):  # the data dir, a folder around it, a folder inside
             with pytest.raises(InvalidParameterError, match="overlaps the registry's own data"):
-                services.registry.create_model_version(actor, name="m", source=str(source))
+                services.registry.registration.create_model_version(actor, name="m", source=str(source))
         ok = write_tree(tmp_path / "models" / "churn", {"MLmodel": b"flavors: {}\n"})
-        assert services.registry.create_model_version(actor, name="m", source=str(ok)).version == 1
+        assert services.registry.registration.create_model_version(actor, name="m", source=str(ok)).version == 1
         assert entries(tmp_path / "data" / "artifacts" / ":staging") == []
     finally:
         services.close()

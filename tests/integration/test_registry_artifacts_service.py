@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlsplit
 import boto3
 import pytest
 
+from registry_store.artifact_service import ArtifactEntry
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
 from registry_store.errors import ArtifactIntegrityError, RegistryError
-from registry_store.service_artifacts import ArtifactEntry
 from tests.integration.helpers import Registry, build_registry
 
 MODEL = "churn-predictor"
@@ -94,11 +94,11 @@ def register(reg: Registry, files: dict[str, bytes] | None = None) -> ModelVersi
     for rel, data in (files or FILES).items():
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_bytes(data)
-    return reg.svc.create_model_version(reg.engineer, name=MODEL, source=str(source))
+    return reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=str(source))
 
 
 def read(world: World, mv: ModelVersion, rel: str) -> bytes:
-    verified = world.reg.svc.open_registry_artifact(world.reg.viewer, mv.artifact_id, rel)
+    verified = world.reg.svc.artifacts.open_registry_artifact(world.reg.viewer, mv.artifact_id, rel)
     try:
         data = verified.stream.read()
     finally:
@@ -124,27 +124,27 @@ def forget_file_digests(reg: Registry, mv: ModelVersion) -> None:
 def test_the_download_uri_names_the_copy_in_the_calabi_registry_namespace(world: World) -> None:
     mv = register(world.reg)
     assert mv.artifact_id and mv.storage_location.rstrip("/").endswith(f"/{mv.artifact_id}")
-    uri = world.reg.svc.get_download_uri(world.reg.viewer, name=MODEL, version=1)
+    uri = world.reg.svc.versions.get_download_uri(world.reg.viewer, name=MODEL, version=1)
     assert uri == f"mlflow-artifacts:/calabi-registry/{mv.artifact_id}"
 
 
 def test_listing_shows_the_copy_one_directory_level_at_a_time(world: World) -> None:
     mv = register(world.reg)
     svc, viewer = world.reg.svc, world.reg.viewer
-    assert svc.list_registry_artifacts(viewer, mv.artifact_id, "") == [
+    assert svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, "") == [
         ArtifactEntry("MLmodel", False, len(FILES["MLmodel"])),
         ArtifactEntry("model.pkl", False, len(FILES["model.pkl"])),
         ArtifactEntry("sub", True),
     ]
-    assert svc.list_registry_artifacts(viewer, mv.artifact_id, "sub") == [
+    assert svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, "sub") == [
         ArtifactEntry("deeper", True), ArtifactEntry("weights.bin", False, 300),
     ]
-    assert svc.list_registry_artifacts(viewer, mv.artifact_id, "sub/deeper") == [
+    assert svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, "sub/deeper") == [
         ArtifactEntry("notes.txt", False, len(FILES["sub/deeper/notes.txt"]))
     ]
     # MLflow's rule: a file or an unknown path lists as empty (the client then downloads it as a file).
-    assert svc.list_registry_artifacts(viewer, mv.artifact_id, "model.pkl") == []
-    assert svc.list_registry_artifacts(viewer, mv.artifact_id, "nosuch") == []
+    assert svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, "model.pkl") == []
+    assert svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, "nosuch") == []
 
 
 def test_every_file_reads_back_with_the_registered_bytes(world: World) -> None:
@@ -157,7 +157,7 @@ def test_a_large_file_is_spooled_in_chunks_not_held_in_memory(world: World) -> N
     mv = register(world.reg, {"MLmodel": FILES["MLmodel"], "model.pkl": secrets.token_bytes(size)})
     tracemalloc.start()
     try:
-        verified = world.reg.svc.open_registry_artifact(world.reg.viewer, mv.artifact_id, "model.pkl")
+        verified = world.reg.svc.artifacts.open_registry_artifact(world.reg.viewer, mv.artifact_id, "model.pkl")
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -171,8 +171,10 @@ def test_a_large_file_is_spooled_in_chunks_not_held_in_memory(world: World) -> N
 def test_reading_copies_needs_the_viewer_role(world: World) -> None:
     mv = register(world.reg)
     nobody = Actor(name="nobody", roles=frozenset())
-    assert refused(lambda: world.reg.svc.list_registry_artifacts(nobody, mv.artifact_id, "")).http_status == 403
-    assert refused(lambda: world.reg.svc.open_registry_artifact(nobody, mv.artifact_id, "MLmodel")).http_status == 403
+    assert refused(lambda: world.reg.svc.artifacts.list_registry_artifacts(nobody, mv.artifact_id,
+                                                                           "")).http_status == 403
+    assert refused(lambda: world.reg.svc.artifacts.open_registry_artifact(nobody, mv.artifact_id,
+                                                                          "MLmodel")).http_status == 403
 
 
 # ------------------------------------------------------------------------------------------------ integrity
@@ -197,7 +199,8 @@ def test_a_tampered_file_is_refused_while_untouched_files_still_read(world: Worl
 def test_a_missing_file_is_refused_by_listing_and_by_reading(world: World) -> None:
     mv = register(world.reg)
     world.store.remove(mv.storage_location, "sub/weights.bin")
-    assert_data_loss(refused(lambda: world.reg.svc.list_registry_artifacts(world.reg.viewer, mv.artifact_id, "")),
+    assert_data_loss(refused(lambda: world.reg.svc.artifacts.list_registry_artifacts(world.reg.viewer, mv.artifact_id,
+                                                                                     "")),
                      1, "missing ['sub/weights.bin']")
     assert_data_loss(refused(lambda: read(world, mv, "sub/weights.bin")), 1, "file 'sub/weights.bin' is missing")
 
@@ -205,7 +208,8 @@ def test_a_missing_file_is_refused_by_listing_and_by_reading(world: World) -> No
 def test_a_file_added_to_the_copy_is_refused_by_listing_and_by_reading(world: World) -> None:
     mv = register(world.reg)
     world.store.write(mv.storage_location, "sub/backdoor.py", b"import os")
-    assert_data_loss(refused(lambda: world.reg.svc.list_registry_artifacts(world.reg.viewer, mv.artifact_id, "sub")),
+    assert_data_loss(refused(lambda: world.reg.svc.artifacts.list_registry_artifacts(world.reg.viewer, mv.artifact_id,
+                                                                                     "sub")),
                      1, "not recorded ['sub/backdoor.py']")
     assert_data_loss(refused(lambda: read(world, mv, "sub/backdoor.py")), 1,
                      "file 'sub/backdoor.py' was not recorded at registration")
@@ -216,7 +220,8 @@ def test_a_version_without_file_digests_is_checked_against_its_tree_digest(world
     forget_file_digests(world.reg, first)
     forget_file_digests(world.reg, second)
     assert read(world, first, "sub/weights.bin") == FILES["sub/weights.bin"]
-    assert [e.path for e in world.reg.svc.list_registry_artifacts(world.reg.viewer, first.artifact_id, "")] == [
+    assert [e.path for e in world.reg.svc.artifacts.list_registry_artifacts(world.reg.viewer, first.artifact_id,
+                                                                            "")] == [
         "MLmodel", "model.pkl", "sub"
     ]
     # Tampered after its manifest was computed: the file's own hash differs.
@@ -234,18 +239,18 @@ def test_a_version_without_file_digests_is_checked_against_its_tree_digest(world
 def test_paths_that_leave_the_copy_are_refused(world: World, path: str) -> None:
     mv = register(world.reg)
     svc, viewer = world.reg.svc, world.reg.viewer
-    assert refused(lambda: svc.open_registry_artifact(viewer, mv.artifact_id, path)).http_status == 400
-    assert refused(lambda: svc.list_registry_artifacts(viewer, mv.artifact_id, path)).http_status == 400
+    assert refused(lambda: svc.artifacts.open_registry_artifact(viewer, mv.artifact_id, path)).http_status == 400
+    assert refused(lambda: svc.artifacts.list_registry_artifacts(viewer, mv.artifact_id, path)).http_status == 400
 
 
 def test_unknown_and_malformed_artifact_ids_are_refused(world: World) -> None:
     register(world.reg)
     svc, viewer = world.reg.svc, world.reg.viewer
-    unknown = refused(lambda: svc.list_registry_artifacts(viewer, "0" * 32, ""))
+    unknown = refused(lambda: svc.artifacts.list_registry_artifacts(viewer, "0" * 32, ""))
     assert (unknown.error_code, unknown.http_status) == ("RESOURCE_DOES_NOT_EXIST", 404)
-    assert refused(lambda: svc.open_registry_artifact(viewer, "0" * 32, "MLmodel")).http_status == 404
-    assert refused(lambda: svc.open_registry_artifact(viewer, "..", "MLmodel")).http_status == 400
-    assert refused(lambda: svc.list_registry_artifacts(viewer, "", "")).http_status == 400
+    assert refused(lambda: svc.artifacts.open_registry_artifact(viewer, "0" * 32, "MLmodel")).http_status == 404
+    assert refused(lambda: svc.artifacts.open_registry_artifact(viewer, "..", "MLmodel")).http_status == 400
+    assert refused(lambda: svc.artifacts.list_registry_artifacts(viewer, "", "")).http_status == 400
 
 
 def test_a_file_the_copy_never_had_is_not_found(world: World) -> None:

@@ -86,7 +86,7 @@ def test_registering_an_s3_source_copies_it_under_the_registry_prefix_with_the_s
 ) -> None:
     source = upload_source(s3, s3_bucket)
 
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
 
     key = copy_key(reg, s3_bucket, mv)
     assert keys(s3, s3_bucket, f"{key}/") == sorted(f"{key}/{rel}" for rel in SOURCE_FILES)
@@ -99,7 +99,7 @@ def test_registering_a_local_directory_copies_it_under_the_registry_prefix_with_
 ) -> None:
     source = reg.artifact(payload=b"local weights")
 
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=str(source))
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=str(source))
 
     key = copy_key(reg, s3_bucket, mv)
     assert keys(s3, s3_bucket, f"{key}/") == [f"{key}/MLmodel", f"{key}/model.pkl"]
@@ -112,10 +112,10 @@ def test_deleting_a_version_removes_its_objects_and_leaves_the_source_and_other_
 ) -> None:
     source = upload_source(s3, s3_bucket)
     source_keys = keys(s3, s3_bucket, "sources/")
-    first = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
-    second = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+    first = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
+    second = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
 
-    reg.svc.delete_model_version(reg.engineer, name=MODEL, version=1)
+    reg.svc.versions.delete_model_version(reg.engineer, name=MODEL, version=1)
 
     assert keys(s3, s3_bucket, f"{copy_key(reg, s3_bucket, first)}/") == []
     assert len(keys(s3, s3_bucket, f"{copy_key(reg, s3_bucket, second)}/")) == len(SOURCE_FILES)
@@ -126,10 +126,10 @@ def test_deleting_the_model_removes_every_object_under_its_registry_prefix(
     reg: Registry, s3: Any, s3_bucket: str
 ) -> None:
     source = upload_source(s3, s3_bucket)
-    reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
-    reg.svc.create_model_version(reg.engineer, name=MODEL, source=str(reg.artifact()))
+    reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
+    reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=str(reg.artifact()))
 
-    reg.svc.delete_registered_model(reg.engineer, MODEL)
+    reg.svc.models.delete_registered_model(reg.engineer, MODEL)
 
     assert keys(s3, s3_bucket, f"{PREFIX}/") == []
     assert len(keys(s3, s3_bucket, "sources/")) == len(SOURCE_FILES)
@@ -146,7 +146,7 @@ def test_an_unreadable_s3_source_leaves_no_version_no_audit_event_and_no_objects
     before = reg.audit_count()
 
     with pytest.raises(RegistryError) as info:
-        reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+        reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
 
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
     assert reg.scalar("SELECT count(*) FROM model_versions") == 0

@@ -178,7 +178,7 @@ def nothing_registered(reg: Registry, audit_before: int) -> None:
 def test_a_runs_uri_of_a_run_artifact_folder_copies_the_folder_with_the_run_numbers(
     reg: Registry, tracked: Tracked
 ) -> None:
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.folder_run}/model")
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.folder_run}/model")
 
     assert (mv.source, mv.run_id, mv.model_id) == (f"runs:/{tracked.folder_run}/model", tracked.folder_run, "")
     assert copied_files(mv.storage_location) == FOLDER
@@ -192,7 +192,7 @@ def test_a_runs_uri_of_a_run_artifact_folder_copies_the_folder_with_the_run_numb
 def test_a_runs_uri_naming_an_mlflow3_logged_model_registers_that_logged_model(
     reg: Registry, tracked: Tracked
 ) -> None:
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.model_run}/model")
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.model_run}/model")
 
     assert (mv.run_id, mv.model_id) == (tracked.model_run, tracked.logged_model)
     assert mv.digest == tree_digest(tracked.logged_model_dir(tracked.logged_model))
@@ -206,7 +206,7 @@ def test_a_models_uri_fills_the_run_from_the_logged_model_and_snapshots_both_set
 ) -> None:
     source = f"models:/{tracked.logged_model}"
 
-    mv = reg_db.svc.create_model_version(reg_db.engineer, name=MODEL, source=source)
+    mv = reg_db.svc.registration.create_model_version(reg_db.engineer, name=MODEL, source=source)
 
     assert (mv.source, mv.run_id, mv.model_id) == (source, tracked.model_run, tracked.logged_model)
     assert mv.digest == tree_digest(tracked.logged_model_dir(tracked.logged_model))
@@ -214,7 +214,7 @@ def test_a_models_uri_fills_the_run_from_the_logged_model_and_snapshots_both_set
     assert mv.evidence["run_params"] == {"max_iter": "100"}
     assert mv.evidence["model_metrics"]["val_auc"] == 0.92
     assert mv.evidence["metrics"]["val_auc"] == 0.92
-    again = reg_db.svc.get_model_version(reg_db.viewer, name=MODEL, version=mv.version)
+    again = reg_db.svc.versions.get_model_version(reg_db.viewer, name=MODEL, version=mv.version)
     assert (again.run_id, again.model_id, again.evidence) == (mv.run_id, mv.model_id, mv.evidence)
 
 
@@ -224,14 +224,14 @@ def test_a_run_id_contradicting_the_logged_models_run_is_refused_and_nothing_is_
     before = reg.audit_count()
 
     with pytest.raises(InvalidParameterError, match="does not match source"):
-        reg.svc.create_model_version(
+        reg.svc.registration.create_model_version(
             reg.engineer, name=MODEL, source=f"models:/{tracked.logged_model}", run_id=tracked.folder_run
         )
     nothing_registered(reg, before)
 
 
 def test_of_several_logged_models_with_the_name_the_highest_step_wins(reg: Registry, tracked: Tracked) -> None:
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.steps_run}/clf")
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=f"runs:/{tracked.steps_run}/clf")
 
     assert (mv.run_id, mv.model_id) == (tracked.steps_run, tracked.best_model)
     assert copied_files(mv.storage_location) == {"MLmodel": b"step: 3\n"}
@@ -244,7 +244,7 @@ def test_an_mlflow_artifacts_uri_downloads_the_tree_through_the_proxy(
     port = tracked.server.url.rsplit(":", 1)[1]
     source = f"mlflow-artifacts:{host.format(port=port)}/{tracked.experiment_id}/{tracked.folder_run}/artifacts/model"
 
-    mv = reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+    mv = reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
 
     assert copied_files(mv.storage_location) == FOLDER
     assert (mv.run_id, mv.model_id) == ("", "")
@@ -262,7 +262,7 @@ def test_a_tracking_source_without_mlmodel_is_refused_and_leaves_nothing_behind(
     before = reg.audit_count()
 
     with pytest.raises(InvalidParameterError, match="is not an MLflow model: it has no MLmodel"):
-        reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+        reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
     nothing_registered(reg, before)
 
 
@@ -283,7 +283,7 @@ def test_what_the_tracking_server_does_not_have_is_an_invalid_source(
     before = reg.audit_count()
 
     with pytest.raises(InvalidParameterError, match=re.escape(message)) as info:
-        reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+        reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
     assert source in info.value.message
     nothing_registered(reg, before)
 
@@ -311,7 +311,7 @@ def test_sources_refused_before_anything_is_copied(reg: Registry, source: str, m
     before = reg.audit_count()
 
     with pytest.raises(InvalidParameterError, match=re.escape(message)) as info:
-        reg.svc.create_model_version(reg.engineer, name=MODEL, source=source)
+        reg.svc.registration.create_model_version(reg.engineer, name=MODEL, source=source)
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
     nothing_registered(reg, before)
 
@@ -324,7 +324,8 @@ def test_an_unreachable_tracking_server_makes_tracking_sources_unavailable(
     try:
         before = registry.audit_count()
         with pytest.raises(UnavailableError, match=re.escape(f"MLflow tracking server at {down} is unavailable")):
-            registry.svc.create_model_version(registry.engineer, name=MODEL, source=f"runs:/{MISSING_RUN}/model")
+            registry.svc.registration.create_model_version(registry.engineer, name=MODEL,
+                                                           source=f"runs:/{MISSING_RUN}/model")
         nothing_registered(registry, before)
     finally:
         registry.services.close()
@@ -338,7 +339,8 @@ def test_a_logged_model_lands_in_an_s3_artifact_root(
         artifact_root=f"s3://{s3_bucket}/registry", s3_endpoint_url=s3_endpoint,
     )
     try:
-        mv = registry.svc.create_model_version(registry.engineer, name=MODEL, source=f"runs:/{tracked.model_run}/model")
+        mv = registry.svc.registration.create_model_version(registry.engineer, name=MODEL,
+                                                            source=f"runs:/{tracked.model_run}/model")
     finally:
         registry.services.close()
 
@@ -400,8 +402,10 @@ def test_sources_whose_tracking_artifacts_live_in_s3_are_copied_from_s3(
         monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'r.db'}", s3_tracking, s3_endpoint_url=s3_endpoint
     )
     try:
-        folder = registry.svc.create_model_version(registry.engineer, name=MODEL, source=f"runs:/{run_id}/model")
-        model = registry.svc.create_model_version(registry.engineer, name=MODEL, source=f"runs:/{run_id}/clf")
+        folder = registry.svc.registration.create_model_version(registry.engineer, name=MODEL,
+                                                                source=f"runs:/{run_id}/model")
+        model = registry.svc.registration.create_model_version(registry.engineer, name=MODEL,
+                                                               source=f"runs:/{run_id}/clf")
     finally:
         registry.services.close()
 

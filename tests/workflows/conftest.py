@@ -36,7 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from calabi.bootstrap import Services, bootstrap
+from calabi.bootstrap import Services, build_services, prepare
 from calabi.engine import PromotionService
 from calabi.settings import Settings
 from policies.loading import default_policy_text, load_policy
@@ -194,7 +194,7 @@ class Harness:
                     tests_passed: bool = True) -> ModelVersion:
         """Register one more version (as the requester) with the CI attestation tag."""
         tags = [("ci.tests_passed", "true")] if tests_passed else []
-        version: ModelVersion = self.registry.create_model_version(
+        version: ModelVersion = self.registry.registration.create_model_version(
             self.requester, name=model, source=str(self.artifact(auc=auc, log_loss=log_loss)), tags=tags,
             description=description if description is not None else describe(auc, log_loss),
         )
@@ -209,31 +209,31 @@ class Harness:
     ) -> str:
         """A model whose v1 is in Production (admin break-glass) and v2 in Staging: a valid candidate."""
         name = name or f"churn-{secrets.token_hex(4)}"
-        self.registry.create_registered_model(self.requester, name=name, description="churn predictor")
+        self.registry.models.create_registered_model(self.requester, name=name, description="churn predictor")
         for number, (auc, log_loss) in enumerate(metrics, start=1):
             text = candidate_description if number == 2 and candidate_description is not None else None
             self.add_version(name, auc=auc, log_loss=log_loss, description=text)
-        self.registry.transition_stage(self.admin, name=name, version=1, stage="Production")
-        self.registry.transition_stage(self.requester, name=name, version=2, stage="Staging")
+        self.registry.stages.transition_stage(self.admin, name=name, version=1, stage="Production")
+        self.registry.stages.transition_stage(self.requester, name=name, version=2, stage="Staging")
         return name
 
     def version(self, model: str, number: int) -> ModelVersion:
-        result: ModelVersion = self.registry.get_model_version(self.viewer, name=model, version=number)
+        result: ModelVersion = self.registry.versions.get_model_version(self.viewer, name=model, version=number)
         return result
 
     def audit(self, model: str) -> list[AuditEvent]:
-        events: list[AuditEvent] = self.registry.list_audit_events(self.viewer, model_name=model, limit=10_000)
+        events: list[AuditEvent] = self.registry.audit.list_audit_events(self.viewer, model_name=model, limit=10_000)
         return events
 
     def notifications(self, promotion: Promotion) -> list[Notification]:
         """The outbox for ``promotion``, oldest first."""
-        found: list[Notification] = self.registry.list_notifications(
+        found: list[Notification] = self.registry.notifications.list_notifications(
             self.viewer, promotion_id=promotion.id, limit=1000)
         return list(reversed(found))
 
     def read(self, promotion: Promotion) -> Promotion:
         """The registry's read model of ``promotion``."""
-        result: Promotion = self.registry.get_promotion(self.viewer, promotion.id)
+        result: Promotion = self.registry.promotions.get_promotion(self.viewer, promotion.id)
         return result
 
     # -- promotions
@@ -328,7 +328,8 @@ async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
         admin_token=SecretStr(admin_token), policy_dir=policy_dir, temporal_task_queue=task_queue,
         webhook_urls=[], notify_recipients=["ml-leads@example.com"],
     )
-    services = bootstrap(settings, migrate=True)
+    prepare(settings)
+    services = build_services(settings)
     admin = services.users.authenticate(admin_token)
 
     async def connect() -> Client:

@@ -173,7 +173,7 @@ async def test_happy_path_promotes_candidate_and_archives_incumbent(harness: Har
     assert stages(h, model, 1, 2) == ("Archived", "Production")
     candidate = h.version(model, 2)
     assert candidate.aliases == ["champion"]
-    assert h.registry.get_version_by_alias(h.viewer, name=model, alias="champion").version == 2
+    assert h.registry.aliases.get_version_by_alias(h.viewer, name=model, alias="champion").version == 2
     assert f"Validated by {h.approver.name} on " in candidate.description
     assert "auc 0.91 vs 0.85 (Production v1)" in candidate.description
     assert candidate.description.startswith(describe(0.91, 0.38))
@@ -186,7 +186,7 @@ async def test_happy_path_promotes_candidate_and_archives_incumbent(harness: Har
     [transition] = events_of(h, model, promotion, "transition_stage")
     assert transition.after["approved_by"] == [h.approver.name] and transition.after["archived"] == [1]
     assert [n.kind for n in h.notifications(promotion)] == ["requested", "awaiting", "promoted"]
-    assert h.registry.verify_audit_chain(h.viewer).ok
+    assert h.registry.audit.verify_audit_chain(h.viewer).ok
 
 
 # ------------------------------------------------------------------------------ 2 reminders, expiry
@@ -439,7 +439,7 @@ async def test_failed_description_check_then_recheck_after_fix(harness: Harness)
     with pytest.raises(PermissionDeniedError):
         await h.decide(h.stranger, promotion, "recheck")
 
-    h.registry.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
+    h.registry.versions.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
     await h.decide(h.requester, promotion, "recheck", "added the date range")
 
     passed = await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
@@ -478,7 +478,7 @@ async def test_recheck_requested_while_failure_is_being_announced_is_not_lost(ha
         promotion = await h.request(model=model)
         assert "injected transient fault" in await failed_attempt(h, promotion, "notify")
         assert h.read(promotion).status == "checks_failed"
-        h.registry.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
+        h.registry.versions.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
         accepted = await h.decide(h.requester, promotion, "recheck", "added the date range")
         assert accepted.status == S.RUNNING_CHECKS
         lift()
@@ -499,7 +499,7 @@ async def test_production_changed_to_better_version_fails_the_rerun_comparison(h
     h.add_version(model, auc=0.95, log_loss=0.37)
     promotion = await h.request(model=model)
     await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
-    h.registry.transition_stage(h.admin, name=model, version=3, stage="Production")  # break-glass
+    h.registry.stages.transition_stage(h.admin, name=model, version=3, stage="Production")  # break-glass
 
     await h.decide(h.approver, promotion, "sign_off")
     failed = await h.wait_for(promotion, S.CHECKS_FAILED)
@@ -519,7 +519,7 @@ async def test_production_changed_to_worse_version_promotes_against_new_incumben
     h.add_version(model, auc=0.80, log_loss=0.39)
     promotion = await h.request(model=model)
     await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
-    h.registry.transition_stage(h.admin, name=model, version=3, stage="Production")  # break-glass
+    h.registry.stages.transition_stage(h.admin, name=model, version=3, stage="Production")  # break-glass
 
     await h.decide(h.approver, promotion, "sign_off")
     outcome = await h.outcome(promotion)
@@ -556,14 +556,14 @@ async def test_apply_retried_after_transient_database_failure_applies_once(harne
     assert len(events_of(h, model, promotion, "transition_stage")) == 1
     assert len(events_of(h, model, promotion, "set_alias")) == 1
     assert h.version(model, 2).description.count("Validated by") == 1
-    assert h.registry.verify_audit_chain(h.viewer).ok
+    assert h.registry.audit.verify_audit_chain(h.viewer).ok
 
 
 async def test_apply_activity_run_twice_changes_the_registry_once(harness: Harness) -> None:
     """At-least-once delivery: a second run of the same apply (lost completion) is a no-op."""
     h = harness
     model = h.register()
-    promotion = h.registry.open_promotion(h.requester, model=model, version=2, target_stage="Production",
+    promotion = h.registry.promotions.open_promotion(h.requester, model=model, version=2, target_stage="Production",
                                           justification="direct activity test")
     activities = PromotionActivities(h.registry, h.services.artifacts, h.policy_dir, Notifier(h.registry))
     apply = ApplyInput(promotion_id=promotion.id, expected_incumbent=1, approvers=[h.approver.name],
@@ -646,6 +646,6 @@ async def test_rollback_repromotes_previous_production_version(harness: Harness)
 
     assert outcome.status == S.PROMOTED
     assert stages(h, model, 1, 2) == ("Production", "Archived")
-    assert h.registry.get_version_by_alias(h.viewer, name=model, alias="champion").version == 1
+    assert h.registry.aliases.get_version_by_alias(h.viewer, name=model, alias="champion").version == 1
     assert h.version(model, 1).tags["validated_by"] == h.approver2.name
-    assert h.registry.verify_audit_chain(h.viewer).ok
+    assert h.registry.audit.verify_audit_chain(h.viewer).ok

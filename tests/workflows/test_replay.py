@@ -6,7 +6,7 @@ the workflow that would break promotions already running in production (differen
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 
 The scenarios also run on every test run and their fresh histories must replay; with
-``CALABI_RECORD_HISTORIES=1`` they overwrite the stored files (do that only for a new,
+``RECORD_HISTORIES=1`` they overwrite the stored files (do that only for a new,
 deliberately incompatible workflow version, and keep the old files for as long as runs of
 the old version can still be open).
 """
@@ -28,7 +28,7 @@ from workflows.promotion import PromotionWorkflow
 
 S = PromotionStatus
 HISTORIES = Path(__file__).parent / "histories"
-RECORD = os.environ.get("CALABI_RECORD_HISTORIES") == "1"
+RECORD = os.environ.get("RECORD_HISTORIES") == "1"
 
 
 def replayer() -> Replayer:
@@ -61,7 +61,7 @@ async def checks_failed_then_recheck(h: Harness) -> WorkflowHistory:
     await h.wait_for(promotion, S.CHECKS_FAILED)
     # A re-check sent before the workflow waits for one is lost (see the workflow tests): wait for the window.
     await wait_until(lambda: h.read(promotion).deadline is not None, "the re-check window")
-    h.registry.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
+    h.registry.versions.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
     await h.decide(h.requester, promotion, "recheck", "added the date range")
     await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
     await h.decide(h.approver, promotion, "sign_off")
@@ -82,7 +82,7 @@ def stored_histories() -> list[Path]:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_fresh_history_replays(harness: Harness, scenario: str) -> None:
-    """Run the scenario now; its history replays (and is stored with CALABI_RECORD_HISTORIES=1)."""
+    """Run the scenario now; its history replays (and is stored with RECORD_HISTORIES=1)."""
     history = await SCENARIOS[scenario](harness)
 
     await replayer().replay_workflow(history)
@@ -103,4 +103,4 @@ async def test_stored_history_replays(path: Path) -> None:
 
 def test_every_scenario_has_a_stored_history() -> None:
     assert {path.stem for path in stored_histories()} >= set(SCENARIOS), (
-        "record the missing histories with CALABI_RECORD_HISTORIES=1")
+        "record the missing histories with RECORD_HISTORIES=1")

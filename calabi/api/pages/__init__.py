@@ -14,8 +14,9 @@ from calabi.api.pages.experiments import experiments_router
 from calabi.api.pages.models import models_router
 from calabi.api.pages.promotions import promotions_router
 from calabi.api.pages.register import register_router
+from calabi.api.pages.templating import STATIC_DIR
 from calabi.api.pages.versions import versions_router
-from calabi.api.pages.web import STATIC_DIR, PageRoute, error_page, signed_in
+from calabi.api.pages.web import PageRoute, error_page, signed_in
 
 __all__ = ["pages_router", "pages_static"]
 

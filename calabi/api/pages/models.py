@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from calabi.api.pages.present import production_history, signature_columns, timeline
-from calabi.api.pages.web import PageRoute, PostedForm, SignedIn, page_services, path_segment, render, see_other
-from registry_store.entities import AuditEvent, ModelVersion, Page, Promotion, RegisteredModel
+from calabi.api.pages.present import signature_columns, timeline
+from calabi.api.pages.templating import path_segment
+from calabi.api.pages.web import PageRoute, PostedForm, SignedIn, page_services, render, see_other
+from registry_store.entities import AuditEvent, ModelVersion, Page, ProductionHistory, Promotion, RegisteredModel
 from registry_store.errors import InvalidParameterError
 
 __all__ = ["models_router", "name_filter"]
@@ -44,7 +45,7 @@ async def models_list(
     page: Page[RegisteredModel] = Page(items=[])
     try:
         page = await run_in_threadpool(
-            services.registry.search_registered_models, user.actor, filter_string=name_filter(q),
+            services.registry.models.search_registered_models, user.actor, filter_string=name_filter(q),
             max_results=MODELS_PER_PAGE, order_by=ORDERS.get(sort, ORDERS["name"]), page_token=page_token or None,
         )
     except InvalidParameterError as exc:
@@ -60,6 +61,7 @@ class _ModelPage:
     versions: Page[ModelVersion]
     serving_schema: str
     events: list[AuditEvent]
+    production: ProductionHistory
     promotions: Page[Promotion]
 
 
@@ -69,15 +71,16 @@ async def model_page(request: Request, user: SignedIn, name: str, page_token: st
     registry = page_services(request).registry
 
     def load() -> _ModelPage:
-        model = registry.get_registered_model(user.actor, name)
+        model = registry.models.get_registered_model(user.actor, name)
         return _ModelPage(
             model=model,
-            versions=registry.list_model_versions(user.actor, name=name, max_results=VERSIONS_PER_PAGE,
+            versions=registry.versions.list_model_versions(user.actor, name=name, max_results=VERSIONS_PER_PAGE,
                                                   page_token=page_token or None),
-            serving_schema=registry.get_serving_schema(user.actor, name),
-            events=registry.list_audit_events(user.actor, model_name=model.name, limit=HISTORY_EVENTS,
+            serving_schema=registry.schemas.get_serving_schema(user.actor, name),
+            events=registry.audit.list_audit_events(user.actor, model_name=model.name, limit=HISTORY_EVENTS,
                                               newest_first=True),
-            promotions=registry.list_promotions(user.actor, model=model.name, max_results=10),
+            production=registry.production.production_history(user.actor, model.name),
+            promotions=registry.promotions.list_promotions(user.actor, model=model.name, max_results=10),
         )
 
     data = await run_in_threadpool(load)
@@ -89,7 +92,7 @@ async def model_page(request: Request, user: SignedIn, name: str, page_token: st
         next_page_token=data.versions.next_page_token, first_page=not page_token,
         aliases_by_version=aliases_by_version, serving_schema=data.serving_schema,
         schema_columns=signature_columns(data.serving_schema), timeline=timeline(data.events),
-        production=production_history(data.events), history_truncated=len(data.events) >= HISTORY_EVENTS,
+        production=data.production.stints, history_truncated=len(data.events) >= HISTORY_EVENTS,
         promotions=data.promotions.items, nav="models",
     )
 
@@ -101,7 +104,7 @@ def _model_url(name: str) -> str:
 @models_router.post("/ui/models/{name}/description", response_model=None)
 async def edit_model_description(request: Request, user: SignedIn, form: PostedForm, name: str) -> Response:
     """Replace the model's description."""
-    await run_in_threadpool(page_services(request).registry.update_registered_model, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.models.update_registered_model, user.actor, name=name,
                             description=form.get("description"))
     return see_other(request, _model_url(name), flash="Description saved.")
 
@@ -110,7 +113,7 @@ async def edit_model_description(request: Request, user: SignedIn, form: PostedF
 async def set_model_tag(request: Request, user: SignedIn, form: PostedForm, name: str) -> Response:
     """Set (or overwrite) a model tag."""
     key = form.get("key").strip()
-    await run_in_threadpool(page_services(request).registry.set_registered_model_tag, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.models.set_registered_model_tag, user.actor, name=name,
                             key=key, value=form.get("value"))
     return see_other(request, _model_url(name), flash=f"Tag {key} saved.")
 
@@ -119,7 +122,7 @@ async def set_model_tag(request: Request, user: SignedIn, form: PostedForm, name
 async def delete_model_tag(request: Request, user: SignedIn, form: PostedForm, name: str) -> Response:
     """Remove a model tag."""
     key = form.get("key")
-    await run_in_threadpool(page_services(request).registry.delete_registered_model_tag, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.models.delete_registered_model_tag, user.actor, name=name,
                             key=key)
     return see_other(request, _model_url(name), flash=f"Tag {key} removed.")
 
@@ -141,8 +144,8 @@ def _deletion(model: RegisteredModel, versions: list[ModelVersion]) -> dict[str,
 async def confirm_delete_model(request: Request, user: SignedIn, name: str) -> Response:
     """The no-JavaScript confirmation page for deleting a model."""
     registry = page_services(request).registry
-    model = await run_in_threadpool(registry.get_registered_model, user.actor, name)
-    versions = await run_in_threadpool(registry.list_model_versions, user.actor, name=name, max_results=1000)
+    model = await run_in_threadpool(registry.models.get_registered_model, user.actor, name)
+    versions = await run_in_threadpool(registry.versions.list_model_versions, user.actor, name=name, max_results=1000)
     return render(request, "confirm_delete_model.html", user=user, **_deletion(model, list(versions.items)),
                   nav="models")
 
@@ -150,5 +153,5 @@ async def confirm_delete_model(request: Request, user: SignedIn, name: str) -> R
 @models_router.post("/ui/models/{name}/delete", response_model=None)
 async def delete_model(request: Request, user: SignedIn, _form: PostedForm, name: str) -> Response:
     """Delete the model, all its versions and their artifacts."""
-    await run_in_threadpool(page_services(request).registry.delete_registered_model, user.actor, name)
+    await run_in_threadpool(page_services(request).registry.models.delete_registered_model, user.actor, name)
     return see_other(request, "/ui/models", flash=f"Model {name} and all its versions were deleted.")

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from registry_store.entities import AuditEvent
+from registry_store.production_history import as_dict, promotion_requests
 
 __all__ = [
-    "ProductionStint",
     "display_actor",
     "TimelineEntry",
-    "production_history",
     "signature_columns",
     "timeline",
 ]
@@ -35,44 +34,17 @@ class TimelineEntry:
     kind: str = "change"
 
 
-@dataclass
-class ProductionStint:
-    """A period during which one version was Production."""
-
-    version: int
-    since: int
-    moved_by: str
-    why: str = ""
-    promotion: str | None = None
-    approved_by: list[str] = field(default_factory=list)
-    break_glass: bool = False
-    until: int | None = None
-    ended_by: str = ""
-
-
 def display_actor(name: str) -> str:
     """Who did it, for people: the promotion workflow's technical actor name becomes 'promotion workflow'."""
     return "promotion workflow" if name.startswith("workflow:") else name
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _versions(values: Any) -> str:
     return ", ".join(f"v{v}" for v in values) if isinstance(values, list) else ""
 
 
-def _requests(events: Sequence[AuditEvent]) -> dict[str, AuditEvent]:
-    """The request_promotion event of each promotion id."""
-    return {
-        str(_dict(e.after).get("promotion")): e for e in events
-        if e.action == "request_promotion" and _dict(e.after).get("promotion")
-    }
-
-
 def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry | None:
-    before, after, v = _dict(event.before), _dict(event.after), event.version
+    before, after, v = as_dict(event.before), as_dict(event.after), event.version
     promotion = after.get("promotion")
     promotion_id = str(promotion) if promotion else None
     why = ""
@@ -112,7 +84,7 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
             approvers = ", ".join(after.get("approved_by") or [])
             request = requests.get(promotion_id)
             if request is not None:
-                why = f"Requested by {request.actor}: {_dict(request.after).get('justification', '')}"
+                why = f"Requested by {request.actor}: {as_dict(request.after).get('justification', '')}"
             if approvers:
                 why = f"{why} · approved by {approvers}" if why else f"Approved by {approvers}"
     elif action == "set_alias":
@@ -147,40 +119,8 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
 def timeline(events: Sequence[AuditEvent]) -> list[TimelineEntry]:
     """The events (any order) as readable entries, newest first."""
     ordered = sorted(events, key=lambda e: e.seq, reverse=True)
-    requests = _requests(ordered)
+    requests = promotion_requests(ordered)
     return [entry for entry in (_entry(e, requests) for e in ordered) if entry is not None]
-
-
-def production_history(events: Sequence[AuditEvent]) -> list[ProductionStint]:
-    """Which version was Production when, who moved it there and why; newest first."""
-    ordered = sorted(events, key=lambda e: e.seq)
-    requests = _requests(ordered)
-    stints: list[ProductionStint] = []
-    current: ProductionStint | None = None
-    for event in ordered:
-        before, after = _dict(event.before), _dict(event.after)
-        leaving = (event.action == "transition_stage" and before.get("stage") == "Production"
-                   and after.get("stage") != "Production") or (
-            event.action == "delete_model_version" and before.get("stage") == "Production")
-        if leaving and current is not None and current.version == event.version:
-            current.until, current.ended_by, current = event.timestamp, event.actor, None
-        if event.action != "transition_stage" or after.get("stage") != "Production" or event.version is None:
-            continue
-        if before.get("stage") == "Production":
-            continue
-        if current is not None:
-            current.until, current.ended_by = event.timestamp, event.actor
-        promotion = str(after["promotion"]) if after.get("promotion") else None
-        request = requests.get(promotion) if promotion else None
-        current = ProductionStint(
-            version=event.version, since=event.timestamp,
-            moved_by=request.actor if request is not None else event.actor,
-            why=str(_dict(request.after).get("justification", "")) if request is not None else "",
-            promotion=promotion, approved_by=list(after.get("approved_by") or []),
-            break_glass=bool(after.get("break_glass")),
-        )
-        stints.append(current)
-    return list(reversed(stints))
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ async def approvals_desk(
     registry = page_services(request).registry
 
     def load() -> tuple[Page[Promotion], Page[Promotion]]:
-        awaiting = registry.list_promotions(user.actor, awaiting=user.actor, max_results=AWAITING_LIMIT)
-        everything = registry.list_promotions(user.actor, status=status or None, model=model.strip() or None,
+        awaiting = registry.promotions.list_promotions(user.actor, awaiting=user.actor, max_results=AWAITING_LIMIT)
+        everything = registry.promotions.list_promotions(user.actor, status=status or None, model=model.strip() or None,
                                               max_results=PROMOTIONS_PER_PAGE, page_token=page_token or None)
         return awaiting, everything
 
@@ -71,7 +71,7 @@ def _refusals(services: Services, user: PageUser, promotion_id: str, sign_off: S
     refusals: dict[str, str | None] = {}
     for action in Action:
         try:
-            services.registry.authorize_decision(user.actor, promotion_id, action, sign_off=sign_off)
+            services.registry.promotions.authorize_decision(user.actor, promotion_id, action, sign_off=sign_off)
         except (PermissionDeniedError, ConflictError, InvalidParameterError) as exc:
             refusals[action] = exc.message
         else:
@@ -81,13 +81,13 @@ def _refusals(services: Services, user: PageUser, promotion_id: str, sign_off: S
 
 def _load(services: Services, user: PageUser, promotion_id: str, sign_off: SignOffRule | None) -> _Detail:
     registry = services.registry
-    promotion = registry.get_promotion(user.actor, promotion_id)
-    events = [e for e in registry.list_audit_events(user.actor, model_name=promotion.model_name, limit=1000,
+    promotion = registry.promotions.get_promotion(user.actor, promotion_id)
+    events = [e for e in registry.audit.list_audit_events(user.actor, model_name=promotion.model_name, limit=1000,
                                                     newest_first=True)
               if isinstance(e.after, dict) and e.after.get("promotion") == promotion.id]
     return _Detail(
         promotion=promotion, refusals=_refusals(services, user, promotion.id, sign_off), events=events,
-        notifications=registry.list_notifications(user.actor, promotion_id=promotion.id),
+        notifications=registry.notifications.list_notifications(user.actor, promotion_id=promotion.id),
     )
 
 
@@ -138,7 +138,7 @@ async def promotion_page(request: Request, user: SignedIn, promotion_id: str) ->
 @promotions_router.get("/ui/promotions/{promotion_id}/status.json", response_model=None)
 async def promotion_status(request: Request, user: SignedIn, promotion_id: str) -> Response:
     """What the page's poller compares: status, liveness, approvals and the last update."""
-    p = await run_in_threadpool(page_services(request).registry.get_promotion, user.actor, promotion_id)
+    p = await run_in_threadpool(page_services(request).registry.promotions.get_promotion, user.actor, promotion_id)
     return JSONResponse({"status": p.status, "live": p.live, "approvals": len(p.approvals),
                          "updated": p.last_updated_timestamp})
 

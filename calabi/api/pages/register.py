@@ -25,7 +25,8 @@ PREFILLED = ("model", "source", "run_id")
 
 
 def _model_names(services: Services, user: PageUser) -> list[str]:
-    page = services.registry.search_registered_models(user.actor, max_results=MODEL_CHOICES, order_by=["name ASC"])
+    page = services.registry.models.search_registered_models(user.actor, max_results=MODEL_CHOICES,
+                                                             order_by=["name ASC"])
     return [m.name for m in page.items]
 
 
@@ -54,7 +55,7 @@ async def register(request: Request, user: SignedIn, form: PostedForm) -> Respon
     values = {key: form.get(key) for key in ("model", "source", "run_id", "description")}
     try:
         version, created = await run_in_threadpool(
-            services.registry.register_version, user.actor, name=values["model"].strip(),
+            services.registry.registration.register_version, user.actor, name=values["model"].strip(),
             source=values["source"].strip(), run_id=form.optional("run_id"), description=form.optional("description"),
         )
     except RegistryError as exc:

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import signature_columns
+from calabi.api.pages.templating import path_segment
 from calabi.api.pages.web import (
     PageRoute,
     PageUser,
     PostedForm,
     SignedIn,
     page_services,
-    path_segment,
     render,
     see_other,
 )
@@ -46,13 +46,13 @@ class _Loaded:
 
 def _load(services: Services, user: PageUser, name: str, version: str) -> _Loaded:
     registry = services.registry
-    found = registry.get_model_version(user.actor, name=name, version=version)
+    found = registry.versions.get_model_version(user.actor, name=name, version=version)
     return _Loaded(
-        model=registry.get_registered_model(user.actor, name),
+        model=registry.models.get_registered_model(user.actor, name),
         version=found,
-        versions=list(registry.list_model_versions(user.actor, name=name, max_results=ALL_VERSIONS).items),
-        serving_schema=registry.get_serving_schema(user.actor, name),
-        plans=registry.plan_transitions(user.actor, name=name, version=found.version),
+        versions=list(registry.versions.list_model_versions(user.actor, name=name, max_results=ALL_VERSIONS).items),
+        serving_schema=registry.schemas.get_serving_schema(user.actor, name),
+        plans=registry.stages.plan_transitions(user.actor, name=name, version=found.version),
     )
 
 
@@ -89,7 +89,7 @@ async def confirm_transition(request: Request, user: SignedIn, name: str, versio
 async def transition(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Move the version to another stage directly (governed targets go through /ui/promotions)."""
     moved = await run_in_threadpool(
-        page_services(request).registry.transition_stage, user.actor, name=name, version=version,
+        page_services(request).registry.stages.transition_stage, user.actor, name=name, version=version,
         stage=form.get("stage"), archive_existing_versions=form.flag("archive_existing_versions"),
     )
     return see_other(request, version_url(moved.name, moved.version),
@@ -100,7 +100,7 @@ async def transition(request: Request, user: SignedIn, form: PostedForm, name: s
 async def edit_description(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Replace the version's description."""
     updated = await run_in_threadpool(
-        page_services(request).registry.update_model_version, user.actor, name=name, version=version,
+        page_services(request).registry.versions.update_model_version, user.actor, name=name, version=version,
         description=form.get("description"),
     )
     return see_other(request, version_url(updated.name, updated.version), flash="Description saved.")
@@ -110,7 +110,7 @@ async def edit_description(request: Request, user: SignedIn, form: PostedForm, n
 async def set_alias(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Point an alias at this version."""
     alias = form.get("alias").strip()
-    await run_in_threadpool(page_services(request).registry.set_alias, user.actor, name=name, alias=alias,
+    await run_in_threadpool(page_services(request).registry.aliases.set_alias, user.actor, name=name, alias=alias,
                             version=version)
     return see_other(request, version_url(name, version), flash=f"Alias {alias} now points at version {version}.")
 
@@ -119,7 +119,7 @@ async def set_alias(request: Request, user: SignedIn, form: PostedForm, name: st
 async def delete_alias(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Remove an alias of this version."""
     alias = form.get("alias")
-    await run_in_threadpool(page_services(request).registry.delete_alias, user.actor, name=name, alias=alias)
+    await run_in_threadpool(page_services(request).registry.aliases.delete_alias, user.actor, name=name, alias=alias)
     return see_other(request, version_url(name, version), flash=f"Alias {alias} removed.")
 
 
@@ -127,7 +127,7 @@ async def delete_alias(request: Request, user: SignedIn, form: PostedForm, name:
 async def set_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Set (or overwrite) a version tag."""
     key = form.get("key").strip()
-    await run_in_threadpool(page_services(request).registry.set_model_version_tag, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.versions.set_model_version_tag, user.actor, name=name,
                             version=version, key=key, value=form.get("value"))
     return see_other(request, version_url(name, version), flash=f"Tag {key} saved.")
 
@@ -136,7 +136,7 @@ async def set_tag(request: Request, user: SignedIn, form: PostedForm, name: str,
 async def delete_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Remove a version tag."""
     key = form.get("key")
-    await run_in_threadpool(page_services(request).registry.delete_model_version_tag, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.versions.delete_model_version_tag, user.actor, name=name,
                             version=version, key=key)
     return see_other(request, version_url(name, version), flash=f"Tag {key} removed.")
 
@@ -144,7 +144,7 @@ async def delete_tag(request: Request, user: SignedIn, form: PostedForm, name: s
 @versions_router.get("/ui/models/{name}/versions/{version}/delete", response_model=None)
 async def confirm_delete(request: Request, user: SignedIn, name: str, version: str) -> Response:
     """The no-JavaScript confirmation page for deleting a version."""
-    found = await run_in_threadpool(page_services(request).registry.get_model_version, user.actor, name=name,
+    found = await run_in_threadpool(page_services(request).registry.versions.get_model_version, user.actor, name=name,
                                     version=version)
     return render(request, "confirm_delete_version.html", user=user, v=found, nav="models")
 
@@ -152,7 +152,7 @@ async def confirm_delete(request: Request, user: SignedIn, name: str, version: s
 @versions_router.post("/ui/models/{name}/versions/{version}/delete", response_model=None)
 async def delete_version(request: Request, user: SignedIn, _form: PostedForm, name: str, version: str) -> Response:
     """Delete the version, its aliases and tags and its artifact copy."""
-    await run_in_threadpool(page_services(request).registry.delete_model_version, user.actor, name=name,
+    await run_in_threadpool(page_services(request).registry.versions.delete_model_version, user.actor, name=name,
                             version=version)
     return see_other(request, f"/ui/models/{path_segment(name)}",
                      flash=f"Version {version} of {name} was deleted for good.")

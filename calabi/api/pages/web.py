@@ -6,18 +6,14 @@ HTML pages here (the API keeps its MLflow-shaped JSON errors in ``api/errors.py`
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-import jinja2
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -27,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calabi.api.deps import request_id
-from calabi.api.pages.present import display_actor
+from calabi.api.pages.templating import templates
 from calabi.bootstrap import Services, now_ms
 from registry_store.audit import Actor
 from registry_store.errors import PermissionDeniedError, RegistryError, UnauthenticatedError
@@ -38,7 +34,6 @@ __all__ = [
     "FLASH_COOKIE",
     "SESSION_COOKIE",
     "SIGN_IN_COOKIE",
-    "STATIC_DIR",
     "Form",
     "PageRoute",
     "PageUser",
@@ -47,7 +42,6 @@ __all__ = [
     "error_page",
     "is_https",
     "page_services",
-    "path_segment",
     "read_form",
     "render",
     "safe_next",
@@ -58,9 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_HERE = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = _HERE / "templates"
-STATIC_DIR = _HERE / "static"
 SESSION_COOKIE = "calabi_session"
 SIGN_IN_COOKIE = "calabi_sign_in"
 FLASH_COOKIE = "calabi_flash"
@@ -78,61 +69,6 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-# ------------------------------------------------------------------------------ templates
-
-
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _utc(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _datetime_ms(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def path_segment(value: object) -> str:
-    """One URL path segment (model names may hold spaces, '%', '?', '#')."""
-    return quote(str(value), safe="")
-
-
-def _number(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _static_version() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.glob("*")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:10]
-
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_env.filters.update(iso=_iso, utc=_utc, ms=_datetime_ms, path=path_segment, number=_number, actor=display_actor)
-_env.globals["static_version"] = _static_version()
 
 
 # ------------------------------------------------------------------------------ the signed-in user
@@ -265,7 +201,7 @@ def render(
     """Render a page (autoescaped) with the layout's context: user, CSRF token, flash message."""
     flash = unquote(request.cookies.get(FLASH_COOKIE, ""))[:500]
     context.setdefault("nav", "")
-    html = _env.get_template(template).render(
+    html = templates.get_template(template).render(
         request=request, user=user, csrf_token=user.csrf_token if user else "", flash=flash,
         services=page_services(request), **context,
     )

@@ -1,14 +1,14 @@
-"""Alias operations of RegistryService."""
+"""AliasService: set, delete and resolve aliases."""
 
 from __future__ import annotations
 
 from registry_store.audit import Actor
+from registry_store.context import ServiceBase
 from registry_store.entities import ModelVersion
 from registry_store.errors import (
     AliasNotFoundError,
     InvalidParameterError,
 )
-from registry_store.service_base import ServiceBase
 from registry_store.tables import RegisteredModelAliasRow
 from registry_store.users import require_role
 from registry_store.validation import (
@@ -18,10 +18,10 @@ from registry_store.validation import (
 )
 from registry_store.views import named_version, versions_views
 
-__all__ = ["AliasOperations"]
+__all__ = ["AliasService"]
 
 
-class AliasOperations(ServiceBase):
+class AliasService(ServiceBase):
     """Set, delete and resolve aliases."""
 
     def set_alias(self, actor: Actor, *, name: object, alias: object, version: object) -> None:

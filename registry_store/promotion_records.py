@@ -1,4 +1,4 @@
-"""Promotion operations of RegistryService: the read model, eligibility and the governed apply."""
+"""PromotionRecords: the promotion read model, who may decide, eligibility and the governed apply."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from policies.models import SignOffRule
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store import search
 from registry_store.audit import Actor
-from registry_store.entities import Notification, Page, Promotion, PromotionSubject
+from registry_store.context import ServiceBase
+from registry_store.entities import Page, Promotion, PromotionSubject
 from registry_store.errors import (
     AlreadyExistsError,
     InvalidParameterError,
@@ -23,13 +24,12 @@ from registry_store.errors import (
     StaleEvidenceError,
     refused,
 )
-from registry_store.service_base import ServiceBase
+from registry_store.stage_moves import move_to_stage
 from registry_store.stages import ARCHIVED, NONE, PRODUCTION, STAGING, canonical_stage
 from registry_store.tables import (
     AuditEventRow,
     ModelVersionRow,
     ModelVersionTagRow,
-    NotificationRow,
     PromotionRow,
     RegisteredModelAliasRow,
     RegisteredModelRow,
@@ -39,7 +39,7 @@ from registry_store.users import require_role
 from registry_store.validation import parse_version, validate_description, validate_model_name
 from registry_store.views import versions_views
 
-__all__ = ["ELIGIBLE_SOURCE_STAGES", "PromotionOperations"]
+__all__ = ["ELIGIBLE_SOURCE_STAGES", "PromotionRecords"]
 
 # Which stage a candidate must be in to be promoted to a target, per kind of request.
 ELIGIBLE_SOURCE_STAGES: dict[tuple[str, str], frozenset[str]] = {
@@ -51,7 +51,7 @@ CHAMPION = "champion"
 MAX_PROMOTION_RESULTS = 1000
 
 
-class PromotionOperations(ServiceBase):
+class PromotionRecords(ServiceBase):
     """Open, track and apply promotions; the workflow orchestrates, the rules are here."""
 
     def open_promotion(
@@ -280,96 +280,14 @@ class PromotionOperations(ServiceBase):
             self._apply(session, actor, model, candidate, promotion, description, approvers, validation_date)
             return _view(promotion)
 
-    def previous_production_version(self, actor: Actor, model: object) -> int:
-        """The version that was in Production before the current one (the rollback target)."""
-        require_role(actor, "viewer", "read the registry")
-        with self._db.read() as session:
-            row = self._model(session, model)
-            current = _production_version(session, row)
-            entered = session.exec(
-                select(AuditEventRow.version)
-                .where(col(AuditEventRow.model_name) == row.name, col(AuditEventRow.action) == "transition_stage",
-                       col(AuditEventRow.after).contains('"stage":"Production"'))
-                .order_by(col(AuditEventRow.seq).desc()).limit(1000)
-            ).all()
-            for number in entered:
-                if number is None or number == current:
-                    continue
-                version = session.exec(select(ModelVersionRow).where(
-                    col(ModelVersionRow.model_id) == row.id, col(ModelVersionRow.version) == number)).first()
-                if version is not None and version.current_stage == ARCHIVED:
-                    return number
-        raise NotFoundError(f"{row.name} has no earlier Production version to roll back to.")
-
-    def set_serving_schema(self, actor: Actor, *, model: object, signature: str) -> None:
-        """Record the live serving schema (MLflow signature JSON) promotions are checked against."""
-        require_role(actor, "engineer", "set serving schemas")
-        _check_signature_json(signature)
-        with self._db.write() as session:
-            row = self._model(session, model, lock=True)
-            assert row.id is not None
-            old = session.get(ServingSchemaRow, row.id)
-            session.merge(ServingSchemaRow(model_id=row.id, signature=signature,
-                                           last_updated_timestamp=self._clock()))
-            self._audit(session, actor, "set_serving_schema", row.name, None,
-                        before={"signature": old.signature if old else None}, after={"signature": signature})
-
-    def get_serving_schema(self, actor: Actor, model: object) -> str:
-        """The model's serving schema, or an empty string when none is set."""
-        require_role(actor, "viewer", "read the registry")
-        with self._db.read() as session:
-            row = self._model(session, model)
-            schema = session.get(ServingSchemaRow, row.id)
-            return schema.signature if schema else ""
-
-    def append_notification(
-        self, *, kind: str, promotion_id: str, model_name: str, recipients: Sequence[str], body: str,
-        delivery: dict[str, Any],
-    ) -> int:
-        """Put a rendered notification in the outbox; returns its id."""
-        with self._db.write() as session:
-            row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id, model_name=model_name,
-                                  recipients=json.dumps(list(recipients)), body=body,
-                                  delivery=json.dumps(delivery, sort_keys=True))
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            return row.id
-
-    def list_notifications(
-        self, actor: Actor, *, promotion_id: str | None = None, limit: int = 100
-    ) -> list[Notification]:
-        """The outbox, newest first, optionally for one promotion."""
-        require_role(actor, "viewer", "read notifications")
-        if not 1 <= limit <= 1000:
-            raise InvalidParameterError("Parameter 'limit' must be between 1 and 1000.")
-        query = select(NotificationRow)
-        if promotion_id:
-            query = query.where(col(NotificationRow.promotion_id) == promotion_id)
-        with self._db.read() as session:
-            rows = session.exec(query.order_by(col(NotificationRow.id).desc()).limit(limit)).all()
-        return [
-            Notification(id=r.id or 0, timestamp=r.timestamp, kind=r.kind, promotion_id=r.promotion_id,
-                         model_name=r.model_name, recipients=json.loads(r.recipients), body=r.body,
-                         delivery=json.loads(r.delivery))
-            for r in rows
-        ]
-
     def _apply(
         self, session: Session, actor: Actor, model: RegisteredModelRow, candidate: ModelVersionRow,
         promotion: PromotionRow, description: str | None, approvers: Sequence[str], validation_date: str,
     ) -> None:
         now = self._clock()
-        source_stage, target = candidate.current_stage, promotion.target_stage
-        archived = self._archive_others(session, model, candidate, target, now) if target == PRODUCTION else []
-        candidate.current_stage, candidate.last_updated_timestamp = target, now
-        model.last_updated_timestamp = now
-        session.add_all([candidate, model])
-        session.flush()
-        self._audit(session, actor, "transition_stage", model.name, candidate.version,
-                    before={"stage": source_stage},
-                    after={"stage": target, "archived": archived, "break_glass": False,
-                           "promotion": promotion.id, "approved_by": list(approvers)})
+        target = promotion.target_stage
+        archived = move_to_stage(self.context, session, actor, model, candidate, target, now=now, break_glass=False,
+                                 promotion=promotion.id, approved_by=list(approvers))
         if target == PRODUCTION:
             assert model.id is not None and candidate.id is not None
             session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
@@ -416,15 +334,6 @@ def _check_eligible(candidate: ModelVersionRow, target: str, eligible: frozenset
             f"Version {candidate.version} is in {candidate.current_stage}; a {kind} to {target} needs a version "
             f"in {' or '.join(sorted(eligible))}."
         )
-
-
-def _check_signature_json(signature: str) -> None:
-    try:
-        document = json.loads(signature)
-    except ValueError as exc:
-        raise InvalidParameterError(f"The serving schema is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or "inputs" not in document:
-        raise InvalidParameterError("The serving schema must be an MLflow signature object with 'inputs'.")
 
 
 def _loggable(values: dict[str, Any]) -> dict[str, Any]:

@@ -23,13 +23,13 @@ from sqlmodel import col
 from registry_store.artifacts import manifest_digest, tree_manifest
 from registry_store.artifacts._tree import CHUNK_SIZE, safe_relpath
 from registry_store.audit import Actor
+from registry_store.context import ServiceBase
 from registry_store.errors import ArtifactIntegrityError, InvalidParameterError, NotFoundError
-from registry_store.service_base import ServiceBase
 from registry_store.tables import ModelVersionRow
 from registry_store.users import require_role
 from registry_store.views import NAMED_VERSIONS
 
-__all__ = ["ArtifactEntry", "ArtifactOperations", "VerifiedFile"]
+__all__ = ["ArtifactEntry", "ArtifactService", "VerifiedFile"]
 
 log = logging.getLogger(__name__)
 _ARTIFACT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -93,7 +93,7 @@ class _LegacyManifests:
 _LEGACY = _LegacyManifests()
 
 
-class ArtifactOperations(ServiceBase):
+class ArtifactService(ServiceBase):
     """List and read registry copies by artifact id, refusing any byte that differs from registration."""
 
     def list_registry_artifacts(self, actor: Actor, artifact_id: str, path: str = "") -> list[ArtifactEntry]:

@@ -1,4 +1,4 @@
-"""Registered-model operations of RegistryService."""
+"""ModelService: registered models (create, read, rename, describe, delete, search, tag)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from sqlmodel import col, select
 
 from registry_store import search
 from registry_store.audit import Actor
+from registry_store.context import MAX_MODEL_RESULTS, ServiceBase
 from registry_store.entities import Page, RegisteredModel
 from registry_store.errors import (
     AlreadyExistsError,
 )
-from registry_store.service_base import MAX_MODEL_RESULTS, ServiceBase
 from registry_store.stages import PRODUCTION
 from registry_store.tables import (
     ModelVersionRow,
@@ -28,10 +28,10 @@ from registry_store.validation import (
 )
 from registry_store.views import model_view, models_views
 
-__all__ = ["ModelOperations"]
+__all__ = ["ModelService"]
 
 
-class ModelOperations(ServiceBase):
+class ModelService(ServiceBase):
     """Create, read, rename, describe, delete, search and tag registered models."""
 
     def create_registered_model(

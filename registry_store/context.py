@@ -1,35 +1,26 @@
-"""State and helpers shared by the parts of RegistryService."""
+"""The one explicit context every registry service shares, and the row helpers they build on."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher
 from registry_store.audit import Actor, append_event
 from registry_store.db import Database
-from registry_store.errors import (
-    NotFoundError,
-)
-from registry_store.stages import ARCHIVED
-from registry_store.tables import (
-    ModelVersionRow,
-    RegisteredModelAliasRow,
-    RegisteredModelRow,
-)
+from registry_store.errors import NotFoundError
+from registry_store.tables import ModelVersionRow, RegisteredModelAliasRow, RegisteredModelRow
 from registry_store.users import require_role
-from registry_store.validation import (
-    validate_model_name,
-)
+from registry_store.validation import validate_model_name
 from registry_store.views import AnyRow
 
-__all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "ServiceBase", "model_not_found"]
+__all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "RegistryContext", "ServiceBase", "model_not_found"]
 
 log = logging.getLogger(__name__)
 _MODEL = select(RegisteredModelRow).where(col(RegisteredModelRow.name) == bindparam("name"))
@@ -44,23 +35,66 @@ MAX_MODEL_RESULTS = 1000
 MAX_VERSION_RESULTS = 200_000
 
 
-class ServiceBase:
-    """Dependencies and row helpers; the operations live in the mixins."""
+@dataclass(frozen=True)
+class RegistryContext:
+    """What the registry services share: the database, the clock, the artifact store and the source fetcher."""
 
-    def __init__(
-        self,
+    db: Database
+    clock: Callable[[], int]
+    artifacts: ArtifactStore
+    fetcher: SourceFetcher
+    protected_aliases: frozenset[str] = frozenset({"champion"})
+
+    @classmethod
+    def build(
+        cls,
         db: Database,
         *,
         artifacts: ArtifactStore,
         fetcher: SourceFetcher,
         clock: Callable[[], int],
         protected_aliases: Sequence[str] = ("champion",),
+    ) -> RegistryContext:
+        """A context; protected alias names are compared case-insensitively."""
+        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases))
+
+    def audit(
+        self,
+        session: Session | Connection,
+        actor: Actor,
+        action: str,
+        model_name: str,
+        version: int | None,
+        *,
+        before: Any = None,
+        after: Any = None,
     ) -> None:
-        self._db = db
-        self._artifacts = artifacts
-        self._fetcher = fetcher
-        self._clock = clock
-        self._protected_aliases = frozenset(a.lower() for a in protected_aliases)
+        """Append one audit event, stamped by the clock, in the transaction of ``session``."""
+        subject = f"{model_name}/{version}" if version is not None else model_name
+        append_event(
+            session,
+            actor=actor,
+            action=action,
+            timestamp=self.clock(),
+            model_name=model_name,
+            version=version,
+            subject=subject,
+            before=before,
+            after=after,
+        )
+
+
+class ServiceBase:
+    """A registry service over the shared context, with the row helpers every service uses."""
+
+    def __init__(self, context: RegistryContext) -> None:
+        self.context = context
+        self._db = context.db
+        self._clock = context.clock
+        self._artifacts = context.artifacts
+        self._fetcher = context.fetcher
+        self._protected_aliases = context.protected_aliases
+        self._audit = context.audit
 
     def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
         model_name = validate_model_name(name)
@@ -89,30 +123,6 @@ class ServiceBase:
     def _version_number(session: Session, version_id: int) -> int | None:
         return session.exec(select(ModelVersionRow.version).where(col(ModelVersionRow.id) == version_id)).first()
 
-    @staticmethod
-    def _archive_others(
-        session: Session, model: RegisteredModelRow, row: ModelVersionRow, target: str, now: int
-    ) -> list[int]:
-        others = session.exec(
-            select(ModelVersionRow.version).where(
-                col(ModelVersionRow.model_id) == model.id,
-                col(ModelVersionRow.current_stage) == target,
-                col(ModelVersionRow.id) != row.id,
-            )
-        ).all()
-        if others:
-            session.execute(
-                update(ModelVersionRow)
-                .where(
-                    col(ModelVersionRow.model_id) == model.id,
-                    col(ModelVersionRow.current_stage) == target,
-                    col(ModelVersionRow.id) != row.id,
-                )
-                .values(current_stage=ARCHIVED, last_updated_timestamp=now)
-                .execution_options(synchronize_session=False)
-            )
-        return sorted(others)
-
     def _check_protected_removal(
         self, session: Session, actor: Actor, model: RegisteredModelRow, version_id: int | None = None
     ) -> list[str]:
@@ -135,30 +145,6 @@ class ServiceBase:
         )
         return True
 
-    def _audit(
-        self,
-        session: Session | Connection,
-        actor: Actor,
-        action: str,
-        model_name: str,
-        version: int | None,
-        *,
-        before: Any = None,
-        after: Any = None,
-    ) -> None:
-        subject = f"{model_name}/{version}" if version is not None else model_name
-        append_event(
-            session,
-            actor=actor,
-            action=action,
-            timestamp=self._clock(),
-            model_name=model_name,
-            version=version,
-            subject=subject,
-            before=before,
-            after=after,
-        )
-
     def _delete_artifacts(self, locations: Sequence[str]) -> None:
         for location in locations:
             try:
@@ -170,7 +156,3 @@ class ServiceBase:
 def model_not_found(name: str) -> NotFoundError:
     """MLflow's error for a registered model that does not exist."""
     return NotFoundError(f"Registered Model with name={name} not found")
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

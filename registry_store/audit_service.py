@@ -1,0 +1,45 @@
+"""AuditService: reading the audit log and verifying its hash chain."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from registry_store.audit import Actor, event_view, verify_chain
+from registry_store.context import ServiceBase
+from registry_store.entities import AuditEvent, AuditVerification
+from registry_store.errors import InvalidParameterError
+from registry_store.tables import AuditEventRow
+from registry_store.users import require_role
+
+__all__ = ["AuditService"]
+
+
+class AuditService(ServiceBase):
+    """List audit events and verify the chain (appending is the context's, inside each mutation)."""
+
+    def list_audit_events(
+        self,
+        actor: Actor,
+        *,
+        model_name: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEvent]:
+        """Audit events after ``after_seq`` in sequence order (or newest first), optionally for one model."""
+        require_role(actor, "viewer", "read the audit log")
+        if not 1 <= limit <= 10_000:
+            raise InvalidParameterError("Parameter 'limit' must be between 1 and 10000.")
+        with self._db.read() as session:
+            query = select(AuditEventRow).where(col(AuditEventRow.seq) > after_seq)
+            if model_name:
+                query = query.where(col(AuditEventRow.model_name) == model_name)
+            order = col(AuditEventRow.seq).desc() if newest_first else col(AuditEventRow.seq)
+            rows = session.exec(query.order_by(order).limit(limit)).all()
+            return [event_view(r) for r in rows]
+
+    def verify_audit_chain(self, actor: Actor) -> AuditVerification:
+        """Recompute the audit hash chain; any edited, removed or reordered event is reported."""
+        require_role(actor, "viewer", "read the audit log")
+        with self._db.read() as session:
+            return verify_chain(session)

@@ -1,0 +1,55 @@
+"""NotificationOutbox: rendered promotion notifications, as sent (and where)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlmodel import col, select
+
+from registry_store.audit import Actor
+from registry_store.context import ServiceBase
+from registry_store.entities import Notification
+from registry_store.errors import InvalidParameterError
+from registry_store.tables import NotificationRow
+from registry_store.users import require_role
+
+__all__ = ["NotificationOutbox"]
+
+
+class NotificationOutbox(ServiceBase):
+    """Append to and read the notification outbox."""
+
+    def append_notification(
+        self, *, kind: str, promotion_id: str, model_name: str, recipients: Sequence[str], body: str,
+        delivery: dict[str, Any],
+    ) -> int:
+        """Put a rendered notification in the outbox; returns its id."""
+        with self._db.write() as session:
+            row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id, model_name=model_name,
+                                  recipients=json.dumps(list(recipients)), body=body,
+                                  delivery=json.dumps(delivery, sort_keys=True))
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    def list_notifications(
+        self, actor: Actor, *, promotion_id: str | None = None, limit: int = 100
+    ) -> list[Notification]:
+        """The outbox, newest first, optionally for one promotion."""
+        require_role(actor, "viewer", "read notifications")
+        if not 1 <= limit <= 1000:
+            raise InvalidParameterError("Parameter 'limit' must be between 1 and 1000.")
+        query = select(NotificationRow)
+        if promotion_id:
+            query = query.where(col(NotificationRow.promotion_id) == promotion_id)
+        with self._db.read() as session:
+            rows = session.exec(query.order_by(col(NotificationRow.id).desc()).limit(limit)).all()
+        return [
+            Notification(id=r.id or 0, timestamp=r.timestamp, kind=r.kind, promotion_id=r.promotion_id,
+                         model_name=r.model_name, recipients=json.loads(r.recipients), body=r.body,
+                         delivery=json.loads(r.delivery))
+            for r in rows
+        ]

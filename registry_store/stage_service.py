@@ -1,0 +1,70 @@
+"""StageService: direct stage transitions (Production needs admin: break-glass) and their previews."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from registry_store.audit import Actor
+from registry_store.context import ServiceBase
+from registry_store.entities import ModelVersion
+from registry_store.errors import InvalidParameterError
+from registry_store.stage_moves import move_to_stage
+from registry_store.stages import PRODUCTION, STAGING, canonical_stage, is_break_glass
+from registry_store.tables import ModelVersionRow
+from registry_store.transition_plans import TRANSITION_TARGETS, TransitionPlan, plan_transition
+from registry_store.users import require_role
+from registry_store.validation import parse_version
+from registry_store.views import versions_views
+
+__all__ = ["StageService"]
+
+
+class StageService(ServiceBase):
+    """Direct stage transitions (admins break glass for Production) and what they would do."""
+
+    def transition_stage(
+        self,
+        actor: Actor,
+        *,
+        name: object,
+        version: object,
+        stage: object,
+        archive_existing_versions: bool = False,
+    ) -> ModelVersion:
+        """Move a version to a stage; entering Production archives the incumbent atomically."""
+        require_role(actor, "engineer", "transition model versions")
+        number = parse_version(version)
+        target = canonical_stage(stage)
+        if archive_existing_versions and target not in (STAGING, PRODUCTION):
+            raise InvalidParameterError(
+                f"Model version transition cannot archive existing model versions because '{target}' "
+                "is not an Active stage. Valid stages are Staging and Production."
+            )
+        with self._db.write() as session:
+            model = self._model(session, name, lock=True)
+            row = self._version(session, model, number)
+            break_glass = is_break_glass(row.current_stage, target)
+            if break_glass:
+                require_role(
+                    actor,
+                    "admin",
+                    f"move a version {'into' if target == PRODUCTION else 'out of'} Production directly "
+                    "(request a promotion instead; admins may break glass)",
+                )
+            move_to_stage(self.context, session, actor, model, row, target, now=self._clock(),
+                          archive_existing=archive_existing_versions, break_glass=break_glass)
+            return versions_views(session, [(row, model.name)], with_aliases=True)[0]
+
+    def plan_transitions(self, actor: Actor, *, name: object, version: object) -> list[TransitionPlan]:
+        """What moving a version to each other stage would do (for confirmation dialogs)."""
+        require_role(actor, "viewer", "read the registry")
+        number = parse_version(version)
+        with self._db.read() as session:
+            model = self._model(session, name)
+            row = self._version(session, model, number)
+            stages = dict(session.exec(
+                select(ModelVersionRow.version, ModelVersionRow.current_stage)
+                .where(col(ModelVersionRow.model_id) == model.id)
+            ).all())
+        return [plan_transition(number, stages, target) for target in TRANSITION_TARGETS
+                if target != row.current_stage]
