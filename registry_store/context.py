@@ -68,14 +68,15 @@ class RegistryContext:
         *,
         before: Any = None,
         after: Any = None,
+        timestamp: int | None = None,
     ) -> None:
-        """Append one audit event, stamped by the clock, in the transaction of ``session``."""
+        """Append one audit event in the transaction of ``session``, stamped ``timestamp`` or by the clock."""
         subject = f"{model_name}/{version}" if version is not None else model_name
         append_event(
             session,
             actor=actor,
             action=action,
-            timestamp=self.clock(),
+            timestamp=self.clock() if timestamp is None else timestamp,
             model_name=model_name,
             version=version,
             subject=subject,

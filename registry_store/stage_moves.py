@@ -31,7 +31,8 @@ def move_to_stage(
 
     Entering Production archives the incumbent whatever ``archive_existing`` says; ``archive_existing``
     also archives the other versions in ``target`` (MLflow's meaning). ``facts`` (break-glass, the
-    promotion, its approvers) are recorded in the audit event.
+    promotion, its approvers) are recorded in the audit event, stamped ``now`` like the rows it changes
+    (so the Production history's boundaries are the versions' own timestamps).
     """
     source_stage = row.current_stage
     archived = _archive_others(session, model, row, target, now) if target == PRODUCTION or archive_existing else []
@@ -40,7 +41,7 @@ def move_to_stage(
     session.add_all([row, model])
     session.flush()
     context.audit(session, actor, "transition_stage", model.name, row.version, before={"stage": source_stage},
-                  after={"stage": target, "archived": archived, **facts})
+                  after={"stage": target, "archived": archived, **facts}, timestamp=now)
     return archived
 
 

@@ -54,6 +54,25 @@ def models_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
     out.show(model, as_json=as_json, view=out.model_detail(model))
 
 
+@models_app.command("history")
+def models_history(
+    ctx: typer.Context,
+    name: str,
+    at: Annotated[
+        str | None, typer.Option(help="Only the version that was Production at this instant (epoch ms or ISO-8601).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which version was Production when, who moved it there and why (newest first)."""
+    found = api(ctx).get(f"/models/{segment(name)}/production-history", at=at)
+    if as_json:
+        out.emit_json(found)
+    elif at is not None and found["version"] is None:
+        typer.echo(f"No version of '{found['name']}' was in Production at {out.timestamp(found['at'])}.")
+    else:
+        out.print_rich(out.production_table(found["name"], found["stints"] if at is None else [found["stint"]]))
+
+
 @models_app.command("describe")
 def models_describe(ctx: typer.Context, name: str, text: str, as_json: JsonOpt = False) -> None:
     """Replace a model's description."""

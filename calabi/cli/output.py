@@ -226,6 +226,19 @@ def audit_table(events: Sequence[Json]) -> Table:
     return table
 
 
+def production_table(name: str, stints: Sequence[Json]) -> Table:
+    """One row per period a version was Production, newest first."""
+    table = Table(title=f"Production history of {escape(name)}", title_justify="left")
+    for column in ("Version", "Since", "Until", "Moved by", "Why", "Approved by"):
+        table.add_column(column, overflow="fold")
+    for stint in stints:
+        until = timestamp(stint["until"]) if stint["until"] is not None else "now"
+        moved_by = f"{stint['moved_by']} (break-glass)" if stint["break_glass"] else stint["moved_by"]
+        table.add_row(str(stint["version"]), timestamp(stint["since"]), until, escape(moved_by),
+                      escape(_short(stint["why"])), escape(", ".join(stint["approved_by"])))
+    return table
+
+
 def _change(before: Any, after: Any) -> str:
     """A compact summary: ``key=value`` for new values, ``key: old → new`` for changed ones."""
     if not isinstance(before, dict | None) or not isinstance(after, dict | None):

@@ -362,3 +362,25 @@ def test_archive_existing_moves_the_other_staging_versions(churn: tuple[Calabi, 
     assert moved["current_stage"] == "Staging"
     stages = {v["version"]: v["current_stage"] for v in calabi.json("versions", "list", name)}
     assert stages == {1: "Archived", 2: "Staging"}
+
+
+def test_history_shows_who_was_production_when(churn: tuple[Calabi, str]) -> None:
+    calabi, name = churn
+    calabi.ok("versions", "register", name, str(calabi.artifact()))
+    assert calabi.json("models", "history", name)["stints"] == []
+    first = calabi.json("versions", "transition", name, "1", "Production")  # the admin breaks glass
+    second = calabi.json("versions", "transition", name, "2", "Production")
+
+    stints = calabi.json("models", "history", name)["stints"]
+    assert [(s["version"], s["since"], s["until"], s["break_glass"]) for s in stints] == [
+        (2, second["last_updated_timestamp"], None, True),
+        (1, first["last_updated_timestamp"], second["last_updated_timestamp"], True),
+    ]
+    table = calabi.ok("models", "history", name).stdout
+    assert f"Production history of {name}" in table and "(break-glass)" in table
+    at_first = calabi.json("models", "history", name, "--at", str(first["last_updated_timestamp"]))
+    assert (at_first["version"], at_first["stint"]["version"]) == (1, 1)
+    before = calabi.ok("models", "history", name, "--at", str(first["last_updated_timestamp"] - 1)).stdout
+    assert before.startswith(f"No version of '{name}' was in Production at ")
+    assert "'yesterday'" in assert_error(calabi.run("models", "history", name, "--at", "yesterday"),
+                                         "INVALID_PARAMETER_VALUE")

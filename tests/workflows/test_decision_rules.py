@@ -193,12 +193,13 @@ async def test_the_registry_applies_the_snapshot_rule_before_anything_is_sent(ha
     assert allows is not None
     excludes = allows.model_copy(update={"exclude_requester": True})
 
-    assert h.registry.promotions.authorize_decision(lead.actor, promotion.id, "sign_off", sign_off=allows).id == promotion.id
+    decide = h.registry.promotions.authorize_decision
+    assert decide(lead.actor, promotion.id, "sign_off", sign_off=allows).id == promotion.id
     with pytest.raises(PermissionDeniedError, match="separation of duties"):
-        h.registry.promotions.authorize_decision(lead.actor, promotion.id, "sign_off", sign_off=excludes)
+        decide(lead.actor, promotion.id, "sign_off", sign_off=excludes)
     with pytest.raises(InvalidParameterError, match="^A rejection needs a reason.$"):
-        h.registry.promotions.authorize_decision(h.approver, promotion.id, "reject", sign_off=allows, comment=" ")
-    assert h.registry.promotions.authorize_decision(h.approver, promotion.id, "reject", sign_off=allows).id == promotion.id
+        decide(h.approver, promotion.id, "reject", sign_off=allows, comment=" ")
+    assert decide(h.approver, promotion.id, "reject", sign_off=allows).id == promotion.id
 
 
 # ------------------------------------------------------------------------------ a rejection needs a reason
