@@ -131,6 +131,7 @@ class PromotionActivities:
             checklist=state.checklist.model_dump(mode="json") if state.checklist else None,
             approvals=None,
             required_approvals=state.required_approvals, approver_role=state.approver_role,
+            exclude_requester=state.sign_off.exclude_requester if state.sign_off else None,
             deadline=int(state.deadline.timestamp() * 1000) if state.deadline else None,
             reminders_sent=state.reminders_sent, incumbent_version=state.incumbent_version,
             message=state.message, policy_hash=state.policy_hash or None,

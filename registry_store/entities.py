@@ -164,6 +164,7 @@ class Promotion(_View):
     approvals: list[dict[str, Any]]
     required_approvals: int
     approver_role: str
+    exclude_requester: bool = True
     deadline: int | None
     reminders_sent: int
     message: str

@@ -129,11 +129,7 @@ class PromotionRecords(ServiceBase):
         if model:
             query = query.where(col(PromotionRow.model_name) == model)
         if awaiting is not None:
-            query = query.where(
-                col(PromotionRow.status) == PromotionStatus.AWAITING_SIGN_OFF,
-                col(PromotionRow.requester) != awaiting.name,
-                col(PromotionRow.approver_role).in_(sorted(awaiting.roles)),
-            )
+            query = query.where(col(PromotionRow.status) == PromotionStatus.AWAITING_SIGN_OFF)
         with self._db.read() as session:
             rows = session.exec(
                 query.order_by(col(PromotionRow.creation_timestamp).desc(), col(PromotionRow.id))
@@ -141,7 +137,7 @@ class PromotionRecords(ServiceBase):
             ).all()
         items = [_view(r) for r in rows[:limit]]
         if awaiting is not None:
-            items = [p for p in items if all(a.get("user") != awaiting.name for a in p.approvals)]
+            items = [p for p in items if _may_sign_off(awaiting, p)]
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def authorize_decision(
@@ -161,11 +157,8 @@ class PromotionRecords(ServiceBase):
         if action not in Action.__members__.values():
             raise InvalidParameterError(f"Unknown decision '{action}'.")
         promotion = self.get_promotion(actor, promotion_id)
-        facts = PromotionFacts(
-            status=PromotionStatus(promotion.status), requester=promotion.requester, sign_off=sign_off,
-            approved_by=[str(a.get("user", "")) for a in promotion.approvals],
-        )
-        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=facts, comment=comment)
+        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=_facts(promotion, sign_off),
+                      comment=comment)
         if why is not None:
             raise refused(why.kind.value, why.message)
         return promotion
@@ -198,6 +191,7 @@ class PromotionRecords(ServiceBase):
         approvals: Sequence[dict[str, Any]] | None = None,
         required_approvals: int | None = None,
         approver_role: str | None = None,
+        exclude_requester: bool | None = None,
         deadline: int | None = None,
         reminders_sent: int | None = None,
         incumbent_version: int | None = None,
@@ -211,6 +205,7 @@ class PromotionRecords(ServiceBase):
             for name, value in (("checklist", None if checklist is None else json.dumps(checklist, sort_keys=True)),
                                 ("approvals", None if approvals is None else json.dumps(list(approvals))),
                                 ("required_approvals", required_approvals), ("approver_role", approver_role),
+                                ("exclude_requester", exclude_requester),
                                 ("deadline", deadline), ("reminders_sent", reminders_sent),
                                 ("incumbent_version", incumbent_version), ("message", message),
                                 ("policy_hash", policy_hash)):
@@ -341,13 +336,27 @@ def _loggable(values: dict[str, Any]) -> dict[str, Any]:
             for k, v in values.items()}
 
 
+def _facts(promotion: Promotion, sign_off: SignOffRule | None) -> PromotionFacts:
+    """What the decision rules look at, from the read model and a sign-off rule."""
+    return PromotionFacts(status=PromotionStatus(promotion.status), requester=promotion.requester, sign_off=sign_off,
+                          approved_by=[str(a.get("user", "")) for a in promotion.approvals])
+
+
+def _may_sign_off(actor: Actor, promotion: Promotion) -> bool:
+    """Whether ``actor`` may sign ``promotion`` off now, by the one decision rule and the mirrored sign-off rule."""
+    rule = SignOffRule(approvers=promotion.required_approvals, role=promotion.approver_role,
+                       exclude_requester=promotion.exclude_requester)
+    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, promotion=_facts(promotion, rule)) is None
+
+
 def _view(row: PromotionRow) -> Promotion:
     return Promotion(
         id=row.id, workflow_id=row.workflow_id, model_name=row.model_name, version=row.version,
         target_stage=row.target_stage, kind=row.kind, requester=row.requester, justification=row.justification,
         status=row.status, live=row.live, incumbent_version=row.incumbent_version,
         checklist=json.loads(row.checklist), approvals=json.loads(row.approvals),
-        required_approvals=row.required_approvals, approver_role=row.approver_role, deadline=row.deadline,
+        required_approvals=row.required_approvals, approver_role=row.approver_role,
+        exclude_requester=row.exclude_requester, deadline=row.deadline,
         reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
         creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
     )

@@ -5,7 +5,19 @@ Timestamps are epoch milliseconds (UTC), the unit of the MLflow wire format.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -228,6 +240,7 @@ class PromotionRow(SQLModel, table=True):
     approvals: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     required_approvals: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     approver_role: str = Field(default="approver", sa_column=Column(String(32), nullable=False))
+    exclude_requester: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()))
     deadline: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     reminders_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     message: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -96,6 +96,13 @@ def error(response: httpx.Response, status: int, code: str) -> str:
     return str(body["message"])
 
 
+async def awaiting_me(api: httpx.AsyncClient, who: User) -> list[str]:
+    """The ids ``GET /api/v1/promotions?awaiting=me`` lists for ``who``."""
+    response = await api.get("/api/v1/promotions", params={"awaiting": "me"}, headers=who.auth)
+    assert response.status_code == 200, response.text
+    return [p["id"] for p in response.json()["promotions"]]
+
+
 async def signed_in(api: httpx.AsyncClient, who: User) -> str:
     """Sign ``api`` in on the web pages as ``who``; the page's CSRF token."""
     form = (await api.get("/ui/sign-in")).text
@@ -122,6 +129,7 @@ async def test_the_requester_signs_off_when_the_policy_does_not_exclude_them(
     assert waiting.sign_off is not None and waiting.sign_off.exclude_requester is False
     [notice] = [n for n in h.notifications(promotion) if n.kind == "awaiting"]
     assert "(not the requester)" not in notice.body
+    assert promotion.id in await awaiting_me(api, lead)  # the read model mirrors the snapshot's rule
 
     response = await api.post(f"/api/v1/promotions/{promotion.id}/sign-off", json={"comment": "my own model"},
                               headers=lead.auth)
@@ -156,7 +164,9 @@ async def test_the_requester_is_refused_under_any_spelling_when_the_policy_exclu
     promotion = await awaiting_sign_off(h, requester)
     assert (await h.state(promotion)).sign_off.exclude_requester is True  # type: ignore[union-attr]
 
+    assert promotion.id in await awaiting_me(api, user(h, f"bob-{tag}", "approver"))
     for who in (requester, shouted, wide):
+        assert promotion.id not in await awaiting_me(api, who)
         response = await api.post(f"/api/v1/promotions/{promotion.id}/sign-off", json={}, headers=who.auth)
         assert "separation of duties" in error(response, 403, "PERMISSION_DENIED")
         refusal = await workflow_refusal(h, promotion, PromotionWorkflow.sign_off,
