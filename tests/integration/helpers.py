@@ -31,6 +31,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @dataclass
+class Clock:
+    """A clock the test sets, in epoch milliseconds."""
+
+    now: int = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
 class Registry:
     """A bootstrapped registry plus one actor per role and the directories it uses."""
 

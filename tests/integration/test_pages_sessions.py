@@ -9,17 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry_store.sessions import WebSessionStore
-from tests.integration.helpers import DATABASES, Registry, build_registry, database_url
-
-
-class Clock:
-    """A settable clock in epoch milliseconds."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
+from tests.integration.helpers import DATABASES, Clock, Registry, build_registry, database_url
 
 
 @pytest.fixture(params=DATABASES)

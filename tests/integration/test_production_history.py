@@ -14,17 +14,7 @@ import pytest
 from registry_store.audit import Actor
 from registry_store.errors import NotFoundError, PermissionDeniedError
 from registry_store.service import RegistryService
-from tests.integration.helpers import DATABASES, Registry, build_registry, database_url
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1_000
-
-    def __call__(self) -> int:
-        return self.now
+from tests.integration.helpers import DATABASES, Clock, Registry, build_registry, database_url
 
 
 @pytest.fixture(params=DATABASES)
@@ -39,7 +29,7 @@ def at(svc: RegistryService, reg: Registry, name: str, instant: object) -> int |
 
 
 def test_stints_follow_renames_and_end_at_deletion_and_a_recreated_name_starts_afresh(reg: Registry) -> None:
-    clock = Clock()
+    clock = Clock(now=1_000)
     svc = RegistryService(replace(reg.svc.context, clock=clock))
     reg.versions("churn", 3)
 
