@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from policies.decisions import Action, PromotionFacts, refusal
+from policies.decisions import Action, refusal
 from policies.models import SignOffRule
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store import search
@@ -20,12 +20,21 @@ from registry_store.entities import Page, Promotion, PromotionSubject
 from registry_store.errors import (
     AlreadyExistsError,
     InvalidParameterError,
-    NotFoundError,
     StaleEvidenceError,
     refused,
 )
+from registry_store.promotion_rows import (
+    ELIGIBLE_SOURCE_STAGES,
+    check_eligible,
+    decision_facts,
+    loggable,
+    may_sign_off,
+    production_version,
+    promotion_row,
+    promotion_view,
+)
 from registry_store.stage_moves import move_to_stage
-from registry_store.stages import ARCHIVED, NONE, PRODUCTION, STAGING, canonical_stage
+from registry_store.stages import PRODUCTION, canonical_stage
 from registry_store.tables import (
     AuditEventRow,
     ModelVersionRow,
@@ -39,14 +48,8 @@ from registry_store.users import require_role
 from registry_store.validation import parse_version, validate_description, validate_model_name
 from registry_store.views import versions_views
 
-__all__ = ["ELIGIBLE_SOURCE_STAGES", "PromotionRecords"]
+__all__ = ["PromotionRecords"]
 
-# Which stage a candidate must be in to be promoted to a target, per kind of request.
-ELIGIBLE_SOURCE_STAGES: dict[tuple[str, str], frozenset[str]] = {
-    ("promotion", STAGING): frozenset({NONE, ARCHIVED}),
-    ("promotion", PRODUCTION): frozenset({STAGING}),
-    ("rollback", PRODUCTION): frozenset({ARCHIVED}),
-}
 CHAMPION = "champion"
 MAX_PROMOTION_RESULTS = 1000
 
@@ -80,12 +83,12 @@ class PromotionRecords(ServiceBase):
             with self._db.write() as session:
                 row = self._model(session, model_name, lock=True)
                 candidate = self._version(session, row, number)
-                _check_eligible(candidate, target, eligible, kind)
+                check_eligible(candidate, target, eligible, kind)
                 promotion = PromotionRow(
                     id=uuid.uuid4().hex[:16], workflow_id=f"promotion-{row.name}-{number}-{target}",
                     model_name=row.name, version=number, target_stage=target, kind=kind,
                     requester=actor.name, justification=reason, status=PromotionStatus.RUNNING_CHECKS, live=True,
-                    incumbent_version=_production_version(session, row), creation_timestamp=now,
+                    incumbent_version=production_version(session, row), creation_timestamp=now,
                     last_updated_timestamp=now,
                 )
                 session.add(promotion)
@@ -93,7 +96,7 @@ class PromotionRecords(ServiceBase):
                 self._audit(session, actor, "request_promotion", row.name, number,
                             after={"promotion": promotion.id, "target": target, "kind": kind,
                                    "justification": reason, "incumbent": promotion.incumbent_version})
-                return _view(promotion)
+                return promotion_view(promotion)
         except IntegrityError as exc:
             raise AlreadyExistsError(
                 f"A promotion of {model_name} version {number} to {target} is already in progress."
@@ -103,7 +106,7 @@ class PromotionRecords(ServiceBase):
         """One promotion's read model."""
         require_role(actor, "viewer", "read promotions")
         with self._db.read() as session:
-            return _view(_promotion(session, promotion_id))
+            return promotion_view(promotion_row(session, promotion_id))
 
     def list_promotions(
         self,
@@ -135,9 +138,9 @@ class PromotionRecords(ServiceBase):
                 query.order_by(col(PromotionRow.creation_timestamp).desc(), col(PromotionRow.id))
                 .offset(offset).limit(limit + 1)
             ).all()
-        items = [_view(r) for r in rows[:limit]]
+        items = [promotion_view(r) for r in rows[:limit]]
         if awaiting is not None:
-            items = [p for p in items if _may_sign_off(awaiting, p)]
+            items = [p for p in items if may_sign_off(awaiting, p)]
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
 
     def authorize_decision(
@@ -157,7 +160,7 @@ class PromotionRecords(ServiceBase):
         if action not in Action.__members__.values():
             raise InvalidParameterError(f"Unknown decision '{action}'.")
         promotion = self.get_promotion(actor, promotion_id)
-        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=_facts(promotion, sign_off),
+        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=decision_facts(promotion, sign_off),
                       comment=comment)
         if why is not None:
             raise refused(why.kind.value, why.message)
@@ -167,10 +170,10 @@ class PromotionRecords(ServiceBase):
         """The candidate, the current Production version and the serving schema, as of now."""
         require_role(actor, "viewer", "read promotions")
         with self._db.read() as session:
-            promotion = _promotion(session, promotion_id)
+            promotion = promotion_row(session, promotion_id)
             model = self._model(session, promotion.model_name)
             candidate = self._version(session, model, promotion.version)
-            incumbent_number = _production_version(session, model)
+            incumbent_number = production_version(session, model)
             rows = [(candidate, model.name)]
             if incumbent_number is not None and incumbent_number != candidate.version:
                 rows.append((self._version(session, model, incumbent_number), model.name))
@@ -200,7 +203,7 @@ class PromotionRecords(ServiceBase):
     ) -> Promotion:
         """Update the read model; an event is audited only when something changed (idempotent)."""
         with self._db.write() as session:
-            row = _promotion(session, promotion_id, lock=True)
+            row = promotion_row(session, promotion_id, lock=True)
             changes: dict[str, Any] = {"status": str(status)}
             for name, value in (("checklist", None if checklist is None else json.dumps(checklist, sort_keys=True)),
                                 ("approvals", None if approvals is None else json.dumps(list(approvals))),
@@ -213,7 +216,7 @@ class PromotionRecords(ServiceBase):
                     changes[name] = value
             changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
             if not changed:
-                return _view(row)
+                return promotion_view(row)
             before = {k: getattr(row, k) for k in changed}
             for key, value in changed.items():
                 setattr(row, key, value)
@@ -221,15 +224,15 @@ class PromotionRecords(ServiceBase):
             row.last_updated_timestamp = self._clock()
             session.add(row)
             self._audit(session, actor, "promotion_state", row.model_name, row.version,
-                        before=_loggable(before), after={"promotion": row.id, **_loggable(changed)})
-            return _view(row)
+                        before=loggable(before), after={"promotion": row.id, **loggable(changed)})
+            return promotion_view(row)
 
     def record_sign_off(
         self, approver: Actor, promotion_id: object, *, approvals: Sequence[dict[str, Any]], comment: str
     ) -> Promotion:
         """Audit one approver's sign-off (actor = the approver) and store the approvals so far."""
         with self._db.write() as session:
-            row = _promotion(session, promotion_id, lock=True)
+            row = promotion_row(session, promotion_id, lock=True)
             earlier = session.exec(
                 select(AuditEventRow.after).where(
                     col(AuditEventRow.model_name) == row.model_name, col(AuditEventRow.version) == row.version,
@@ -237,13 +240,13 @@ class PromotionRecords(ServiceBase):
                 )
             ).all()
             if any(json.loads(after).get("promotion") == row.id for after in earlier):
-                return _view(row)
+                return promotion_view(row)
             row.approvals = json.dumps(list(approvals))
             row.last_updated_timestamp = self._clock()
             session.add(row)
             self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
                         after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles)})
-            return _view(row)
+            return promotion_view(row)
 
     def apply_promotion(
         self,
@@ -257,23 +260,23 @@ class PromotionRecords(ServiceBase):
     ) -> Promotion:
         """Perform an approved promotion in one transaction; applying twice changes nothing."""
         with self._db.write() as session:
-            promotion = _promotion(session, promotion_id, lock=True)
+            promotion = promotion_row(session, promotion_id, lock=True)
             if promotion.status == PromotionStatus.PROMOTED:
-                return _view(promotion)
+                return promotion_view(promotion)
             if promotion.status in TERMINAL_STATUSES:
                 raise InvalidParameterError(f"Promotion {promotion.id} is {promotion.status}; it cannot be applied.")
             model = self._model(session, promotion.model_name, lock=True)
             candidate = self._version(session, model, promotion.version)
             eligible = ELIGIBLE_SOURCE_STAGES[(promotion.kind, promotion.target_stage)]
-            _check_eligible(candidate, promotion.target_stage, eligible, promotion.kind)
-            current = _production_version(session, model)
+            check_eligible(candidate, promotion.target_stage, eligible, promotion.kind)
+            current = production_version(session, model)
             if promotion.target_stage == PRODUCTION and current != expected_incumbent:
                 raise StaleEvidenceError(
                     f"Production of {model.name} is version {current}, not {expected_incumbent} as when the "
                     "checks ran; the comparison must be re-run."
                 )
             self._apply(session, actor, model, candidate, promotion, description, approvers, validation_date)
-            return _view(promotion)
+            return promotion_view(promotion)
 
     def _apply(
         self, session: Session, actor: Actor, model: RegisteredModelRow, candidate: ModelVersionRow,
@@ -303,60 +306,3 @@ class PromotionRecords(ServiceBase):
         session.add(promotion)
         self._audit(session, actor, "promotion_state", model.name, candidate.version,
                     after={"promotion": promotion.id, "status": "promoted", "archived": archived})
-
-
-def _promotion(session: Session, promotion_id: object, *, lock: bool = False) -> PromotionRow:
-    if not isinstance(promotion_id, str) or not promotion_id:
-        raise InvalidParameterError("Missing value for required parameter 'promotion id'.")
-    query = select(PromotionRow).where(col(PromotionRow.id) == promotion_id)
-    row = session.exec(query.with_for_update() if lock else query).first()
-    if row is None:
-        raise NotFoundError(f"Promotion {promotion_id} not found.")
-    return row
-
-
-def _production_version(session: Session, model: RegisteredModelRow) -> int | None:
-    return session.exec(
-        select(ModelVersionRow.version).where(
-            col(ModelVersionRow.model_id) == model.id, col(ModelVersionRow.current_stage) == PRODUCTION
-        )
-    ).first()
-
-
-def _check_eligible(candidate: ModelVersionRow, target: str, eligible: frozenset[str], kind: str) -> None:
-    if candidate.current_stage not in eligible:
-        raise InvalidParameterError(
-            f"Version {candidate.version} is in {candidate.current_stage}; a {kind} to {target} needs a version "
-            f"in {' or '.join(sorted(eligible))}."
-        )
-
-
-def _loggable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: json.loads(v) if k in ("checklist", "approvals") and isinstance(v, str) else v
-            for k, v in values.items()}
-
-
-def _facts(promotion: Promotion, sign_off: SignOffRule | None) -> PromotionFacts:
-    """What the decision rules look at, from the read model and a sign-off rule."""
-    return PromotionFacts(status=PromotionStatus(promotion.status), requester=promotion.requester, sign_off=sign_off,
-                          approved_by=[str(a.get("user", "")) for a in promotion.approvals])
-
-
-def _may_sign_off(actor: Actor, promotion: Promotion) -> bool:
-    """Whether ``actor`` may sign ``promotion`` off now, by the one decision rule and the mirrored sign-off rule."""
-    rule = SignOffRule(approvers=promotion.required_approvals, role=promotion.approver_role,
-                       exclude_requester=promotion.exclude_requester)
-    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, promotion=_facts(promotion, rule)) is None
-
-
-def _view(row: PromotionRow) -> Promotion:
-    return Promotion(
-        id=row.id, workflow_id=row.workflow_id, model_name=row.model_name, version=row.version,
-        target_stage=row.target_stage, kind=row.kind, requester=row.requester, justification=row.justification,
-        status=row.status, live=row.live, incumbent_version=row.incumbent_version,
-        checklist=json.loads(row.checklist), approvals=json.loads(row.approvals),
-        required_approvals=row.required_approvals, approver_role=row.approver_role,
-        exclude_requester=row.exclude_requester, deadline=row.deadline,
-        reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
-        creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
-    )

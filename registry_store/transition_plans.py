@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from registry_store.promotion_records import ELIGIBLE_SOURCE_STAGES
+from registry_store.promotion_rows import ELIGIBLE_SOURCE_STAGES
 from registry_store.stages import ARCHIVED, PRODUCTION, STAGING, is_break_glass
 
 __all__ = ["TRANSITION_TARGETS", "TransitionPlan", "plan_transition"]
