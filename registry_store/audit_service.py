@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
-from registry_store.audit import Actor, event_view, verify_chain
+from registry_store.audit import Actor, append_event, event_view, verify_chain
 from registry_store.context import ServiceBase
 from registry_store.entities import AuditEvent, AuditVerification
 from registry_store.errors import InvalidParameterError
@@ -15,7 +15,10 @@ __all__ = ["AuditService"]
 
 
 class AuditService(ServiceBase):
-    """List audit events and verify the chain (appending is the context's, inside each mutation)."""
+    """List audit events, verify the chain and record writes to the tracking server.
+
+    Registry mutations append their events through the context, inside their own transaction.
+    """
 
     def list_audit_events(
         self,
@@ -43,3 +46,18 @@ class AuditService(ServiceBase):
         require_role(actor, "viewer", "read the audit log")
         with self._db.read() as session:
             return verify_chain(session)
+
+    def record_tracking_write(
+        self, actor: Actor, route: str, *, run_id: str = "", experiment_id: str = "", model_id: str = ""
+    ) -> None:
+        """Append a ``tracking_write`` event: ``actor`` wrote to the tracking server through ``route``.
+
+        The subject is the run (else the logged model, else the experiment) the write touched.
+        """
+        require_role(actor, "engineer", "write to the MLflow tracking server")
+        subject = (f"run:{run_id}" if run_id else f"logged_model:{model_id}" if model_id
+                   else f"experiment:{experiment_id}" if experiment_id else route)
+        after = {"route": route, "run_id": run_id, "experiment_id": experiment_id, "model_id": model_id}
+        with self._db.write_connection() as connection:
+            append_event(connection, actor=actor, action="tracking_write", timestamp=self._clock(), subject=subject,
+                         after=after)

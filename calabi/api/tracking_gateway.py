@@ -1,9 +1,12 @@
-"""The MLflow tracking gateway: tracking routes under ``/mlflow`` (and at the root) go to the tracking server.
+"""The MLflow tracking gateway: allow-listed tracking routes under ``/mlflow`` (and at the root) reach the tracker.
 
-Calabi authenticates the caller first (GET/HEAD: viewer, other methods: engineer), then streams
-the request to ``CALABI_MLFLOW_TRACKING_URL`` and the answer back, bodies never held in memory.
-Registry paths are never forwarded (the tracking server's own registry must stay unused), and the
-``calabi-registry`` artifact namespace is answered by Calabi itself, also when tracking is down.
+Calabi authenticates the caller first (reads: viewer, writes: engineer), then streams the request to
+``CALABI_MLFLOW_TRACKING_URL`` and the answer back. Only the routes of ``tracking_routes.ROUTES`` are
+forwarded (any other is ``404 ENDPOINT_NOT_FOUND``); the JSON body of a write is read (bounded),
+checked (no client-chosen artifact location) and forwarded as parsed; artifact bytes are streamed,
+never held in memory. The tracking server sees the caller's address (``X-Forwarded-For``/``-Proto``),
+never its cookies or token, and every successful write is an audit event. Registry paths are never
+forwarded, and the ``calabi-registry`` artifact namespace is answered by Calabi itself.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from calabi.api.deps import request_actor, request_id
 from calabi.api.errors import error_response
 from calabi.api.registry_artifacts import serve_registry_artifacts
+from calabi.api.tracking_routes import artifact_location_problem, match_route, written_ids
 from calabi.bootstrap import Services
 from registry_store.users import require_role
 
@@ -33,13 +40,14 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "trailers", "upgrade", "proxy-connection"}
 )
-_REQUEST_DROPPED = HOP_BY_HOP | {"host", "authorization", "expect", "x-request-id"}
-_RESPONSE_DROPPED = HOP_BY_HOP | {"date", "server", "x-request-id"}
+_REQUEST_DROPPED = HOP_BY_HOP | {"host", "authorization", "cookie", "expect", "x-request-id", "forwarded", "x-real-ip"}
+_BODY_HEADERS = frozenset({"content-length", "content-type", "content-encoding", "accept-encoding"})
+"""Headers of a caller's JSON body, replaced when the gateway forwards the parsed body instead."""
+_RESPONSE_DROPPED = HOP_BY_HOP | {"date", "server", "set-cookie", "x-request-id"}
 _REGISTRY_OWNED = re.compile(r"^/(?:ajax-)?api/[^/]+/mlflow/(?:registered-models|model-versions|webhooks)(?:/|$)")
-_VIEWER_POSTS = frozenset(
-    f"/api/2.0/mlflow/{what}/search" for what in ("runs", "experiments", "logged-models")
-)
 SERVER_INFO = "/api/3.0/mlflow/server-info"
+MAX_JSON_BODY = 4 * 1024 * 1024
+"""Largest JSON body of a tracking write (a full ``log-batch`` is under 2 MB)."""
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=30.0)
 
 
@@ -54,7 +62,10 @@ class TrackingGateway:
         """The shared client (a new one if the event loop changed, as under Starlette's TestClient)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False)
+            no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # shared by all callers
+            self._client = httpx.AsyncClient(
+                timeout=TIMEOUT, follow_redirects=False, trust_env=False, cookies=no_cookies
+            )
             self._loop = loop
         return self._client
 
@@ -87,7 +98,7 @@ def gateway_router() -> APIRouter:
 
 
 async def gateway(request: Request) -> Response:
-    """Refuse registry paths, serve ``calabi-registry/…``, forward everything else to the tracking server."""
+    """Refuse registry paths, serve ``calabi-registry/…``, forward allow-listed tracking routes."""
     path = request.url.path
     upstream_path = (path[len("/mlflow"):] if path == "/mlflow" or path.startswith("/mlflow/") else path) or "/"
     if _REGISTRY_OWNED.match(upstream_path):
@@ -101,16 +112,83 @@ async def gateway(request: Request) -> Response:
     served = await serve_registry_artifacts(request, upstream_path)
     if served is not None:
         return served
+    allowed = match_route(request.method, upstream_path)
+    if allowed is None:
+        return error_response(
+            404, "ENDPOINT_NOT_FOUND",
+            f"No route {request.method} {path}: Calabi's tracking gateway forwards only experiments, runs, "
+            "metrics, params, tags, logged models and run artifacts to the tracking server.",
+        )
+    route, found = allowed
     services: Services = request.app.state.services
     actor = await request_actor(request, services)
-    if request.method in ("GET", "HEAD", "OPTIONS") or (request.method == "POST" and upstream_path in _VIEWER_POSTS):
+    if not route.write:
         require_role(actor, "viewer", "read from the MLflow tracking server")
-    else:
-        require_role(actor, "engineer", "write to the MLflow tracking server")
-    return await _forward(request, services, upstream_path)
+        return await _forward(request, services, upstream_path)
+    require_role(actor, "engineer", "write to the MLflow tracking server")
+    body: dict[str, Any] = {}
+    if route.json_body:
+        read = await _json_body(request)
+        if isinstance(read, Response):
+            return read
+        if (problem := artifact_location_problem(read)) is not None:
+            return error_response(400, "INVALID_PARAMETER_VALUE", problem)
+        body = read
+    sent = await _send(request, services, upstream_path, body if route.json_body else None)
+    if isinstance(sent, Response):
+        return sent
+    answer = await _buffered(sent, request_id(request)) if route.json_body else None
+    if sent.is_success:
+        ids = written_ids(found, body, bytes(answer.body) if answer is not None else b"")
+        await run_in_threadpool(
+            services.registry.audit.record_tracking_write, actor, f"{request.method} {upstream_path}",
+            run_id=ids.run_id, experiment_id=ids.experiment_id, model_id=ids.model_id,
+        )
+    return answer or _UpstreamResponse(sent, _response_headers(sent, request_id(request)))
+
+
+async def _json_body(request: Request) -> dict[str, Any] | Response:
+    """The JSON object of a write (at most ``MAX_JSON_BODY`` bytes; none is ``{}``), or the refusal."""
+    too_big = error_response(
+        413, "INVALID_PARAMETER_VALUE", f"A tracking request body may be at most {MAX_JSON_BODY} bytes."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        return too_big
+    data = bytearray()
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_JSON_BODY:
+                return too_big
+    except ClientDisconnect:
+        return error_response(400, "INVALID_PARAMETER_VALUE", "The client disconnected during the upload.")
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return error_response(400, "INVALID_PARAMETER_VALUE", "The request body must be a JSON object.")
+    return body
 
 
 async def _forward(request: Request, services: Services, upstream_path: str) -> Response:
+    """A read: the upstream answer streamed back (server-info with multipart downloads off)."""
+    sent = await _send(request, services, upstream_path, None)
+    if isinstance(sent, Response):
+        return sent
+    caller_request = request_id(request)
+    if request.method == "GET" and upstream_path == SERVER_INFO and sent.status_code == 200:
+        return await _server_info(sent, caller_request)
+    return _UpstreamResponse(sent, _response_headers(sent, caller_request))
+
+
+async def _send(
+    request: Request, services: Services, upstream_path: str, json_body: dict[str, Any] | None
+) -> httpx.Response | Response:
+    """Send the request upstream (``json_body`` instead of the caller's bytes when given); the streamed answer."""
     base = services.settings.mlflow_tracking_url
     if not base:
         return error_response(
@@ -119,17 +197,17 @@ async def _forward(request: Request, services: Services, upstream_path: str) -> 
             f"Calabi serves only the model registry, so {request.method} {request.url.path} has nowhere to go.",
         )
     base = base.rstrip("/")
-    caller_request = request_id(request)
     url = httpx.URL(base + quote(upstream_path, safe="/!$&'()*+,;=:@-._~"), query=request.scope["query_string"])
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    content: bytes | AsyncIterator[bytes] | None = request.stream() if has_body else None
+    if json_body is not None:
+        content = json.dumps(json_body).encode()
     gateway_state: TrackingGateway = request.app.state.tracking_gateway
     client = gateway_state.client()
-    upstream_request = client.build_request(
-        request.method, url, headers=_request_headers(request, services, caller_request),
-        content=request.stream() if has_body else None,
-    )
+    headers = _request_headers(request, services, request_id(request), json_body=json_body is not None)
     try:
-        upstream = await client.send(upstream_request, stream=True)
+        return await client.send(client.build_request(request.method, url, headers=headers, content=content),
+                                 stream=True)
     except httpx.HTTPError as exc:
         return error_response(
             503, "TEMPORARILY_UNAVAILABLE",
@@ -137,20 +215,37 @@ async def _forward(request: Request, services: Services, upstream_path: str) -> 
         )
     except ClientDisconnect:
         return error_response(400, "INVALID_PARAMETER_VALUE", "The client disconnected during the upload.")
-    if request.method == "GET" and upstream_path == SERVER_INFO and upstream.status_code == 200:
-        return await _server_info(upstream, caller_request)
-    return _UpstreamResponse(upstream, _response_headers(upstream, caller_request))
 
 
-def _request_headers(request: Request, services: Services, caller_request: str) -> list[tuple[str, str]]:
+async def _buffered(upstream: httpx.Response, caller_request: str) -> Response:
+    """A write's (small JSON) answer read whole, so the ids it names can be audited."""
+    try:
+        data = b"".join([chunk async for chunk in upstream.aiter_raw()])
+    finally:
+        await upstream.aclose()
+    response = Response(data, status_code=upstream.status_code)
+    kept = [h for h in _response_headers(upstream, caller_request) if h[0] != b"content-length"]
+    response.raw_headers = [*kept, (b"content-length", str(len(data)).encode())]
+    return response
+
+
+def _request_headers(
+    request: Request, services: Services, caller_request: str, *, json_body: bool
+) -> list[tuple[str, str]]:
+    """The caller's end-to-end headers minus credentials, cookies and forwarding claims, plus Calabi's own."""
     listed = _connection_listed(request.headers.getlist("connection"))
+    dropped = _REQUEST_DROPPED | (_BODY_HEADERS if json_body else frozenset())
     headers = [
         (name, value) for name, value in request.headers.items()
-        if name not in _REQUEST_DROPPED and name not in listed and not name.startswith("proxy-")
+        if name not in dropped and name not in listed and not name.startswith(("proxy-", "x-forwarded-"))
     ]
-    if "accept-encoding" not in request.headers:  # else httpx asks for gzip the caller never agreed to
+    if json_body:  # the answer is read whole and must be the bytes sent: no compression
+        headers.append(("content-type", "application/json"))
+    if json_body or "accept-encoding" not in request.headers:  # else httpx asks for gzip the caller never agreed to
         headers.append(("accept-encoding", "identity"))
-    headers.append(("x-request-id", caller_request))
+    if request.client is not None:
+        headers.append(("x-forwarded-for", request.client.host))
+    headers += [("x-forwarded-proto", request.url.scheme), ("x-request-id", caller_request)]
     if (secret := services.settings.mlflow_tracking_token) is not None:
         headers.append(("authorization", f"Bearer {secret.get_secret_value()}"))
     return headers

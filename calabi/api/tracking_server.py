@@ -2,6 +2,8 @@
 
 Experiments, runs and logged models live in SQLite in ``<data_dir>/mlflow``; run artifacts
 are served by the tracking server itself (``mlflow-artifacts:/``) from a directory next to it.
+Serving and the default root are spelled out, so no ``MLFLOW_SERVE_ARTIFACTS`` or
+``MLFLOW_DEFAULT_ARTIFACT_ROOT`` in the environment can point new experiments at a local path.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def tracking_server_command(data_dir: Path, *, port: int) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow.db'}",
-        "--artifacts-destination", str(data_dir / "artifacts"),
+        "--serve-artifacts", "--artifacts-destination", str(data_dir / "artifacts"),
+        "--default-artifact-root", "mlflow-artifacts:/",
     ]
 
 
