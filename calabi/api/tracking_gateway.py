@@ -144,7 +144,7 @@ async def gateway(request: Request) -> Response:
             services.registry.audit.record_tracking_write, actor, f"{request.method} {upstream_path}",
             run_id=ids.run_id, experiment_id=ids.experiment_id, model_id=ids.model_id,
         )
-    return answer or _UpstreamResponse(sent, _response_headers(sent, request_id(request)))
+    return answer if answer is not None else _UpstreamResponse(sent, _response_headers(sent, request_id(request)))
 
 
 async def _json_body(request: Request) -> dict[str, Any] | Response:

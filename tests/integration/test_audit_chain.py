@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from registry_store.audit import GENESIS_HASH, _event_hash, verify_chain
+from registry_store.errors import PermissionDeniedError
 from registry_store.tables import AuditEventRow, AuditHeadRow
 from tests.integration.helpers import DATABASES, Registry, build_registry, database_url
 
@@ -196,3 +197,19 @@ def test_verification_running_alongside_concurrent_writers_never_reports_tamperi
     alarms = [(r.first_bad_seq, r.problem) for r in results if not r.ok]
     assert alarms == [], f"{len(alarms)} of {verifications} verifications of an intact chain failed: {alarms[:3]}"
     assert chained.svc.audit.verify_audit_chain(chained.viewer).ok
+
+
+def test_a_tracking_write_is_one_chained_event_and_needs_an_engineer(reg: Registry) -> None:
+    route = "POST /api/2.0/mlflow/runs/log-metric"
+    with pytest.raises(PermissionDeniedError):
+        reg.svc.audit.record_tracking_write(reg.viewer, route, run_id="r1")
+    reg.svc.audit.record_tracking_write(reg.engineer, route, run_id="r1", experiment_id="4")
+    reg.svc.audit.record_tracking_write(reg.engineer, "POST /api/2.0/mlflow/experiments/create", experiment_id="5")
+
+    events = reg.svc.audit.list_audit_events(reg.viewer, newest_first=True, limit=2)
+    assert [(e.actor, e.action, e.subject, e.model_name) for e in events] == [
+        (reg.engineer.name, "tracking_write", "experiment:5", ""),
+        (reg.engineer.name, "tracking_write", "run:r1", ""),
+    ]
+    assert events[1].after == {"route": route, "run_id": "r1", "experiment_id": "4", "model_id": ""}
+    assert reg.svc.audit.verify_audit_chain(reg.viewer).ok
