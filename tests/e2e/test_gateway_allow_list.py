@@ -224,9 +224,10 @@ def test_json_writes_are_bounded_and_must_be_objects(recorded: LiveServer, recor
     for answer in (declared, chunked):
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
         assert b'"error_code":"INVALID_PARAMETER_VALUE"' in answer, answer[-300:]
-    with recorded.client() as http:
-        for content in (b"[1]", b"not json"):
-            assert_error(http.post(f"{API}/runs/log-batch", content=content), 400, "INVALID_PARAMETER_VALUE")
+    double_encoded = json.dumps(json.dumps({"name": "x", "artifact_location": "file:///tmp"})).encode()
+    with recorded.client() as http:  # MLflow would decode a JSON string body a second time
+        for content in (b"[1]", b"not json", double_encoded):
+            assert_error(http.post(f"{API}/experiments/create", content=content), 400, "INVALID_PARAMETER_VALUE")
     assert recorder.seen[before:] == []
 
 
