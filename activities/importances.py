@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from activities.sandbox import CANDIDATE_DIR, Limits, SandboxLimitError, spawn, tail
+from activities.sandbox import CANDIDATE_DIR, SCRATCH_DIR, Limits, SandboxLimitError, spawn, tail
 from policies.importances import from_model_values
 
 __all__ = ["IMPORTANCES_TIMEOUT_S", "model_importances"]
@@ -44,7 +44,7 @@ def model_importances(model_dir: Path, *, timeout_s: float = IMPORTANCES_TIMEOUT
         with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
             sandboxed = spawn(
                 [sys.executable, "-I", "-c", _CHILD.read_text(), CANDIDATE_DIR], candidate=model_dir,
-                scratch=Path(tmp) / "scratch", stdout=stdout, stderr=stderr,
+                scratch=Path(tmp) / "scratch", stdout=stdout, stderr=stderr, cwd=SCRATCH_DIR,  # not the model's dir
                 limits=Limits(cpu_s=math.ceil(timeout_s), file_bytes=_OUTPUT_BYTES),
             )
             try:

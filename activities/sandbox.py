@@ -11,7 +11,7 @@ loopback of its own) and a mount tree holding only:
 * a scratch directory at ``SCRATCH_DIR`` (also ``HOME``) and an empty ``/tmp``, writable.
 
 No data dir, database file, artifact root, token file, ``/etc`` or ``/root`` is there. The
-environment is cleared and only ``BASE_ENV`` plus what the caller passes is set. When the
+environment is cleared: only ``BASE_ENV`` and ``PATH`` are set. When the
 worker runs as root, bwrap does not create a user namespace (it keeps only CAP_SETUID and
 CAP_SETGID) and ``setpriv`` drops to ``SANDBOX_UID`` with no capabilities and
 ``no_new_privs``; otherwise an unprivileged user namespace maps the caller's own uid.
@@ -28,7 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -132,8 +132,8 @@ def _mounts(candidate: Path, scratch: Path) -> list[str]:
     ]
 
 
-def command(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, env: Mapping[str, str],
-            cwd: str, started_fd: int) -> list[str]:
+def _command(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, cwd: str,
+             started_fd: int) -> list[str]:
     """The full command line that runs ``argv`` in the sandbox."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -148,7 +148,7 @@ def command(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limi
         isolation += ["--unshare-user"]
     environment: list[str] = ["--clearenv"]
     path = os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
-    for name, value in (BASE_ENV | {"PATH": path} | dict(env)).items():
+    for name, value in (BASE_ENV | {"PATH": path}).items():
         environment += ["--setenv", name, value]
     return [
         *limits.prlimit(), bwrap, *isolation, "--die-with-parent", "--new-session", *environment,
@@ -202,14 +202,13 @@ class Sandboxed:
 
 
 def spawn(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, stdout: IO[bytes],
-          stderr: IO[bytes] | int, env: Mapping[str, str] | None = None, cwd: str = CANDIDATE_DIR) -> Sandboxed:
+          stderr: IO[bytes] | int, cwd: str = CANDIDATE_DIR) -> Sandboxed:
     """Start ``argv`` in the sandbox, in a session of its own; the caller waits, kills and calls ``close()``."""
     _prepare(candidate, scratch)
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     try:
-        line = command(argv, candidate=candidate, scratch=scratch, limits=limits, env=env or {}, cwd=cwd,
-                       started_fd=write_end)
+        line = _command(argv, candidate=candidate, scratch=scratch, limits=limits, cwd=cwd, started_fd=write_end)
         process = subprocess.Popen(
             line, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env={"PATH": os.environ.get("PATH", "")},
             start_new_session=True, pass_fds=(write_end,),
