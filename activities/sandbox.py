@@ -68,6 +68,8 @@ class SandboxUnavailableError(UnavailableError):
 class SandboxLimitError(RegistryError):
     """The candidate's code ran past a limit of the sandbox (time, CPU): a check error, never a verdict."""
 
+    error_code = "RESOURCE_EXHAUSTED"
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -52,7 +52,7 @@ def test_a_spinning_pickle_is_stopped_and_reported_as_an_error(tmp_path: Path) -
     assert time.monotonic() - started < 20
     assert "took longer than 2s" in str(raised.value)
     error = to_application_error(raised.value)
-    assert error is not None and error.non_retryable and error.type != "RESOURCE_DOES_NOT_EXIST"
+    assert error is not None and (error.type, error.non_retryable) == ("RESOURCE_EXHAUSTED", True)
     assert running_with(marker) == [], "the spinning process is gone"
 
 
