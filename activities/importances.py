@@ -48,15 +48,14 @@ def model_importances(model_dir: Path, *, timeout_s: float = IMPORTANCES_TIMEOUT
                 limits=Limits(cpu_s=math.ceil(timeout_s), file_bytes=_OUTPUT_BYTES),
             )
             try:
-                try:
-                    returncode = sandboxed.process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired as exc:
-                    sandboxed.kill()
-                    raise SandboxLimitError(f"loading the model took longer than {timeout_s:g}s") from exc
+                returncode = sandboxed.process.wait(timeout=timeout_s)
                 errors = tail(stderr_path, _STDERR_TAIL)
                 if returncode != 0:
                     sandboxed.ensure_started(errors)
+            except subprocess.TimeoutExpired as exc:
+                raise SandboxLimitError(f"loading the model took longer than {timeout_s:g}s") from exc
             finally:
+                sandboxed.kill()  # on a timeout or any interruption; nothing to do once it exited
                 sandboxed.close()
         if returncode in _KILLED_BY_LIMIT:
             raise SandboxLimitError(f"loading the model was stopped at the sandbox's CPU or memory limit: {errors}")

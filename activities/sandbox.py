@@ -182,6 +182,8 @@ class Sandboxed:
         The sandbox's init (bwrap's child) is killed first: the kernel kills and reaps every
         process of its pid namespace before that init exits, and bwrap exits only after it.
         """
+        if self.process.poll() is not None:  # exited and reaped: its pid may be someone else's by now
+            return
         pid = self.process.pid
         try:
             inits = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
