@@ -3,11 +3,12 @@
 The artifact is downloaded into a private copy; ``rule.command`` (an argv list, every
 ``{artifact_dir}`` replaced by ``activities.sandbox.CANDIDATE_DIR``, where that copy appears
 read-only) runs there without a shell, in the sandbox (``activities.sandbox``: no secrets,
-database, data dir, other process or network), with stdout and stderr captured together. The activity heartbeats while
-downloading and every ``heartbeat_every_s`` while the command runs, so the workflow's
-heartbeat timeout notices a dead worker and a cancellation reaches it. On
-``rule.timeout_s`` the sandbox is killed and the run reported ``timed_out``; on
-cancellation it is killed and ``CancelledError`` propagates.
+database, data dir, other process or network), with stdout and stderr captured together.
+The activity heartbeats while downloading and every ``heartbeat_every_s`` while the command
+runs, so the workflow's heartbeat timeout notices a dead worker and a cancellation reaches
+it. On ``rule.timeout_s`` the sandbox is killed and the run reported ``timed_out``; on
+cancellation it is killed and ``CancelledError`` propagates. Nothing the command started
+outlives it: its processes die with the sandbox's pid namespace.
 
 A failing, crashing or unstartable command is a failed *check*, never an activity failure:
 the result carries the exit code (127: it could not be started; 128 + N: killed by signal N,
