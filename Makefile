@@ -26,8 +26,9 @@ PACKAGES = $(shell $(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(ope
 
 # Debian packages that `system-deps` installs, when missing, on top of PostgreSQL
 # (PostgreSQL itself is detected by its binaries, see below). The browser tests
-# (tests/browser) drive Debian's chromium through Playwright, never a downloaded browser.
-EXTRA_DEB_PACKAGES ?= chromium
+# (tests/browser) drive Debian's chromium through Playwright, never a downloaded browser;
+# bubblewrap is the sandbox a candidate's code runs in (activities/sandbox.py).
+EXTRA_DEB_PACKAGES ?= chromium bubblewrap
 
 # `apt-get install` as root, through sudo when not root, or fail with a hint.
 define apt_install

@@ -1,7 +1,7 @@
 """Child process of ``activities.importances``: load an MLflow sklearn model, print its raw importances.
 
-Run as ``python -I _importances_child.py <model dir>``; self-contained (imports only the
-standard library and mlflow) so nothing of the registry is loaded next to untrusted code.
+Run in the sandbox as ``python -I -c <this file's text> <model dir>``; self-contained (imports
+only the standard library and mlflow) so nothing of the registry is loaded next to untrusted code.
 Prints one JSON object ``{"names": [...], "values": [...]}`` (``values`` as in
 ``feature_importances_`` or ``coef_``), or ``{}`` when the model has neither or no
 feature names. Any failure exits non-zero with the error on stderr.

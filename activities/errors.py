@@ -11,6 +11,8 @@
     StaleEvidenceError           ABORTED                    yes (the workflow re-runs the checks)
     ArtifactIntegrityError       DATA_LOSS                  yes (the registry's copy was altered)
     UnavailableError             TEMPORARILY_UNAVAILABLE    no (retried)
+      SandboxUnavailableError    TEMPORARILY_UNAVAILABLE    no (the sandbox could not start)
+    SandboxLimitError            RESOURCE_EXHAUSTED         yes (the candidate's code ran past a limit)
     RegistryError                INTERNAL_ERROR             yes
     policies.PolicyError         PolicyError                yes (a broken policy file is never retried)
 

@@ -201,7 +201,10 @@ class PromotionActivities:
         )
 
     def _importances_from_model(self, mv: ModelVersion) -> dict[str, float]:
-        """``feature_importances_`` or ``coef_`` of the artifact's sklearn model; empty when that is impossible."""
+        """``feature_importances_`` or ``coef_`` of the artifact's sklearn model, loaded in the sandbox.
+
+        Empty when the model has none or cannot be read; a sandbox error (see ``activities.importances``) propagates.
+        """
         recorded = mv.evidence.get("flavors")
         if isinstance(recorded, list) and SKLEARN_FLAVOR not in recorded:
             return {}

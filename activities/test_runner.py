@@ -1,54 +1,47 @@
 """The ``run_tests`` activity: the policy's test command against the candidate artifact.
 
-The artifact is downloaded into a scratch directory; ``rule.command`` (an argv list, every
-``{artifact_dir}`` replaced by that directory) runs there without a shell, in a process
-group of its own, with stdout and stderr captured together. The activity heartbeats while
-downloading and every ``heartbeat_every_s`` while the command runs, so the workflow's
-heartbeat timeout notices a dead worker and a cancellation reaches it. On
-``rule.timeout_s`` the process group is killed and the run reported ``timed_out``; on
-cancellation it is killed and ``CancelledError`` propagates.
+The artifact is downloaded into a private copy; ``rule.command`` (an argv list, every
+``{artifact_dir}`` replaced by ``activities.sandbox.CANDIDATE_DIR``, where that copy appears
+read-only) runs there without a shell, in the sandbox (``activities.sandbox``: no secrets,
+database, data dir, other process or network), with stdout and stderr captured together.
+The activity heartbeats while downloading and every ``heartbeat_every_s`` while the command
+runs, so the workflow's heartbeat timeout notices a dead worker and a cancellation reaches
+it. On ``rule.timeout_s`` the sandbox is killed and the run reported ``timed_out``; on
+cancellation it is killed and ``CancelledError`` propagates. Nothing the command started
+outlives it: its processes die with the sandbox's pid namespace.
 
 A failing, crashing or unstartable command is a failed *check*, never an activity failure:
-the result carries the exit code (negative: killed by that signal; ``None``: it never
-started), the pytest-style counts of the summary line (``N passed``, ``M failed``; errors
-count as failed) and the last ``OUTPUT_TAIL`` characters of the output.
-
-The command runs with the worker's environment minus the registry's own settings and
-credentials (``CALABI_*``, ``AWS_*`` and the variables in ``SCRUBBED_ENV``): it executes code shipped
-with the candidate, which must not reach the registry's database or artifact store.
+the result carries the exit code (127: it could not be started; 128 + N: killed by signal N,
+e.g. SIGKILL on timeout), the pytest-style counts of the summary line (``N passed``,
+``M failed``; errors count as failed) and the last ``OUTPUT_TAIL`` characters of the output.
+A sandbox that cannot start is an infrastructure failure (``SandboxUnavailableError``, retried).
 """
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from activities.errors import domain_errors
+from activities.sandbox import CANDIDATE_DIR, Limits, Sandboxed, spawn, tail
 from policies.evidence import TestRun
 from registry_store.artifacts import ArtifactStore, tree_digest
 from registry_store.errors import ArtifactIntegrityError
 from workflows.models import TestsInput
 
-__all__ = ["HEARTBEAT_EVERY_S", "OUTPUT_TAIL", "SCRUBBED_ENV", "TestRunner", "parse_counts"]
+__all__ = ["HEARTBEAT_EVERY_S", "OUTPUT_TAIL", "TestRunner", "parse_counts"]
 
 HEARTBEAT_EVERY_S = 2.0
 OUTPUT_TAIL = 4000
-SCRUBBED_ENV = frozenset({"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "TEMPORAL_API_KEY"})
-SCRUBBED_PREFIXES = ("CALABI_", "AWS_")
-"""Every registry setting and every AWS variable (keys, session tokens, credential files, profiles) ..."""
-KEPT_ENV = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"})
-"""... except the region, which grants nothing."""
 _COUNT = re.compile(r"\b(\d+) (passed|failed|errors?)\b")
-_KILL_WAIT_S = 10.0
 
 
 def parse_counts(output: str) -> tuple[int, int]:
@@ -73,15 +66,6 @@ def _check_digest(artifact_dir: Path, tests: TestsInput) -> None:
         )
 
 
-def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without the registry's settings and credentials."""
-    return {k: v for k, v in environ.items() if not _scrubbed(k.upper())}
-
-
-def _scrubbed(name: str) -> bool:
-    return (name.startswith(SCRUBBED_PREFIXES) and name not in KEPT_ENV) or name in SCRUBBED_ENV
-
-
 class TestRunner:
     """Runs test commands against candidate artifacts."""
 
@@ -102,37 +86,34 @@ class TestRunner:
             activity.heartbeat()
             self._artifacts.download_tree(tests.storage_location, artifact_dir, self._download_progress())
             _check_digest(artifact_dir, tests)
-            argv = rule.render_command(str(artifact_dir))
+            argv = rule.render_command(CANDIDATE_DIR)
             log_path = Path(tmp) / "output.log"
             started = time.monotonic()
             with log_path.open("wb") as log:
-                process: subprocess.Popen[bytes] | None = None
+                with activity.shield_thread_cancel_exception():  # never leave a started sandbox unowned
+                    sandboxed = spawn(argv, candidate=artifact_dir, scratch=Path(tmp) / "scratch", stdout=log,
+                                      stderr=subprocess.STDOUT, limits=Limits(cpu_s=math.ceil(rule.timeout_s) + 1))
                 try:
-                    try:
-                        with activity.shield_thread_cancel_exception():  # never leave a started child unowned
-                            process = subprocess.Popen(
-                                argv, cwd=artifact_dir, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env=command_environment(os.environ),
-                            )
-                    except OSError as exc:
-                        return TestRun(exit_code=None, duration_s=_since(started),
-                                       output_tail=f"could not start {argv[0]!r}: {exc}"[-OUTPUT_TAIL:])
-                    timed_out = self._supervise(process, rule.timeout_s, started)
+                    timed_out = self._supervise(sandboxed, rule.timeout_s, started)
+                    output = tail(log_path, OUTPUT_TAIL)
+                    if not timed_out:
+                        sandboxed.ensure_started(output)
                 except BaseException:  # cancellation (raised into this thread) or anything else: no orphans
-                    if process is not None:
-                        with activity.shield_thread_cancel_exception():
-                            _kill(process)
+                    with activity.shield_thread_cancel_exception():
+                        sandboxed.kill()
                     raise
-            output = _tail(log_path)
+                finally:
+                    sandboxed.close()
+        process = sandboxed.process
         passed, failed = parse_counts(output)
         return TestRun(
             exit_code=process.returncode, passed=passed, failed=failed, duration_s=_since(started),
             output_tail=output, timed_out=timed_out,
         )
 
-    def _supervise(self, process: subprocess.Popen[bytes], timeout_s: float, started: float) -> bool:
-        """Wait for the process, heartbeating; kill it on timeout or cancellation. True if it timed out."""
+    def _supervise(self, sandboxed: Sandboxed, timeout_s: float, started: float) -> bool:
+        """Wait for the sandbox, heartbeating; kill it on timeout (cancellation raises). True if it timed out."""
+        process = sandboxed.process
         deadline = started + timeout_s
         while True:
             activity.heartbeat()
@@ -140,14 +121,13 @@ class TestRunner:
                 raise CancelledError("the test run was cancelled")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _kill(process)
+                sandboxed.kill()
                 return True
             try:
                 process.wait(timeout=min(self._heartbeat_every_s, remaining))
             except subprocess.TimeoutExpired:
                 continue
-            _kill_group(process.pid)  # whatever the command left running in the background
-            return False
+            return False  # whatever the command left running died with the sandbox's pid namespace
 
     def _download_progress(self) -> Callable[[int], None]:
         """A download progress callback that heartbeats at most every ``heartbeat_every_s``."""
@@ -161,31 +141,6 @@ class TestRunner:
                 activity.heartbeat()
 
         return progress
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """Kill the command's whole process group and reap it."""
-    _kill_group(process.pid)
-    try:
-        process.wait(timeout=_KILL_WAIT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a process group (the command runs in a session of its own, so its pid is the group id)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _tail(path: Path) -> str:
-    """The last ``OUTPUT_TAIL`` characters of a log file (undecodable bytes replaced)."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(size - OUTPUT_TAIL * 4, 0))
-        return handle.read().decode(errors="replace")[-OUTPUT_TAIL:]
 
 
 def _since(started: float) -> float:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from calabi.settings import ENV_PREFIX, Settings, settings_environment
 
-__all__ = ["child_environment", "die_with_parent", "find_temporal_binary", "start_dev_server", "wait_for_port"]
+__all__ = [
+    "child_environment", "die_with_parent", "drop_from_environment", "find_temporal_binary", "start_dev_server",
+    "wait_for_port",
+]
 
 START_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
@@ -24,6 +27,22 @@ def child_environment(settings: Settings | None = None) -> dict[str, str]:
     """This process's environment without its ``CALABI_*`` variables, plus ``settings`` as ``CALABI_*`` when given."""
     inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
     return inherited | (settings_environment(settings) if settings is not None else {})
+
+
+def drop_from_environment(name: str) -> None:
+    """Remove ``name`` (in any case) from this process's environment; on Linux also wipe its value in place.
+
+    Children no longer inherit it, and ``/proc/<pid>/environ`` (which shows the environment the
+    process started with, still in its memory) no longer holds the value.
+    """
+    libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+    if libc is not None:
+        libc.getenv.restype = ctypes.c_void_p
+    for key in [k for k in os.environ if k.upper() == name.upper()]:
+        address = libc.getenv(os.fsencode(key)) if libc is not None else None
+        if address:
+            ctypes.memset(address, 0, len(os.fsencode(os.environ[key])))
+        del os.environ[key]
 
 
 def die_with_parent() -> None:

@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from calabi.processes import child_environment, die_with_parent, start_dev_server
-from calabi.settings import Settings
+from calabi.processes import child_environment, die_with_parent, drop_from_environment, start_dev_server
+from calabi.settings import ENV_PREFIX, Settings
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
@@ -118,8 +118,13 @@ def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> str:
 
 
 def _settings(data_dir: Path | None) -> Settings:
-    """Settings from ``CALABI_*``, the data dir (absolute) overridden by ``--data-dir`` when given."""
+    """Settings from ``CALABI_*``, the data dir (absolute) overridden by ``--data-dir`` when given.
+
+    The admin token is read here once and dropped from the environment: no process started
+    from here on (uvicorn's workers included) inherits it, and ``/proc/<pid>/environ`` no longer shows it.
+    """
     settings = Settings() if data_dir is None else Settings(data_dir=Path(data_dir))
+    drop_from_environment(f"{ENV_PREFIX}ADMIN_TOKEN")
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
+from activities.sandbox import CANDIDATE_DIR
 from activities.test_runner import OUTPUT_TAIL, TestRunner
 from policies.checklist import run_check
 from policies.evidence import Evidence, VersionEvidence
@@ -40,6 +42,7 @@ def location(tmp_path: Path, store: LocalArtifactStore) -> str:
         "import os, pathlib\n"
         "print(pathlib.Path('data.txt').read_text())\n"
         "print('cwd=' + os.getcwd())\n"
+        "try:\n    open('data.txt', 'w')\nexcept OSError as exc:\n    print('read-only:', exc.errno)\n"
         "print('4 passed in 0.01s')\n"
     )
     return store.put_tree(source, f"model/{secrets.token_hex(4)}")
@@ -74,14 +77,14 @@ def test_passing_command(store: LocalArtifactStore, location: str) -> None:
     assert run_check("tests", StagePolicy(tests=rule), evidence).passed
 
 
-def test_command_runs_in_a_copy_of_the_artifact(tmp_path: Path, store: LocalArtifactStore, location: str) -> None:
+def test_command_runs_in_a_copy_of_the_artifact(store: LocalArtifactStore, location: str) -> None:
     run = ActivityEnvironment().run(TestRunner(store).run_tests, make_input(location, [PY, "{artifact_dir}/check.py"]))
 
     assert run.exit_code == 0 and run.passed == 4
     assert "payload-from-the-artifact" in run.output_tail
-    cwd = next(line.removeprefix("cwd=") for line in run.output_tail.splitlines() if line.startswith("cwd="))
-    assert Path(cwd).name == "artifact" and not Path(cwd).exists(), "a scratch copy, removed afterwards"
-    assert str(tmp_path / "source") != cwd and str(tmp_path / "store") not in cwd
+    assert f"cwd={CANDIDATE_DIR}\n" in run.output_tail, "the sandbox's view of the copy"
+    assert "read-only: 30" in run.output_tail, "the copy is mounted read-only (EROFS)"
+    assert (Path(location.removeprefix("file://")) / "data.txt").read_text() == "payload-from-the-artifact"
 
 
 def test_failing_command_is_a_result_not_an_error(store: LocalArtifactStore, location: str) -> None:
@@ -99,7 +102,7 @@ def test_failing_command_is_a_result_not_an_error(store: LocalArtifactStore, loc
 def test_unstartable_command_is_a_failed_run(store: LocalArtifactStore, location: str) -> None:
     run = ActivityEnvironment().run(TestRunner(store).run_tests, make_input(location, ["/nonexistent/pytest"]))
 
-    assert run.exit_code is None and not run.timed_out
+    assert run.exit_code == 127 and not run.timed_out
     assert "could not start '/nonexistent/pytest'" in run.output_tail
 
 
@@ -119,7 +122,7 @@ def test_timeout_kills_the_command(store: LocalArtifactStore, location: str) -> 
                     timeout_s=0.5),
     )
 
-    assert run.timed_out and run.exit_code == -9
+    assert run.timed_out and run.exit_code == 128 + signal.SIGKILL
     assert run.duration_s < SLOW / 2
     evidence = Evidence(model="m", target_stage="Production", candidate=VersionEvidence(version=1), test_run=run)
     result = run_check("tests", StagePolicy(tests=TestsRule(mode="command", command=["x"], timeout_s=0.5)), evidence)
@@ -138,20 +141,26 @@ def test_heartbeats_while_the_command_runs(store: LocalArtifactStore, location: 
     assert len(beats) >= 4, beats
 
 
-def test_cancellation_kills_the_command_and_its_children(
-    tmp_path: Path, store: LocalArtifactStore, location: str
-) -> None:
-    child_pid, grandchild_pid = tmp_path / "child.pid", tmp_path / "grandchild.pid"
-    script = (
-        "import os, subprocess, sys, time\n"
-        f"grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({SLOW})'])\n"
-        f"open({str(grandchild_pid)!r}, 'w').write(str(grandchild.pid))\n"
-        f"open({str(child_pid)!r}, 'w').write(str(os.getpid()))\n"
-        f"time.sleep({SLOW})\n"
-    )
+def running_with(marker: str) -> list[int]:
+    """The live host processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes() and alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_cancellation_kills_the_command_and_its_children(store: LocalArtifactStore, location: str) -> None:
+    marker = f"calabi-cancel-{secrets.token_hex(4)}"
+    sleeper = f"import time; time.sleep({SLOW})  # {marker}"
+    script = (f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {sleeper!r}]);"
+              f" print('started', flush=True); exec({sleeper!r})")
     running = threading.Event()
     env = ActivityEnvironment()
-    env.on_heartbeat = lambda *_: running.set() if child_pid.exists() and child_pid.read_text() else None
+    env.on_heartbeat = lambda *_: running.set() if len(running_with(marker)) >= 2 else None
 
     def cancel_once_running() -> None:
         running.wait(SLOW)
@@ -165,9 +174,19 @@ def test_cancellation_kills_the_command_and_its_children(
     finally:
         canceller.join()
 
-    assert running.is_set(), "cancelled only after the command was running"
-    pids = [int(child_pid.read_text()), int(grandchild_pid.read_text())]
-    assert [alive(pid) for pid in pids] == [False, False]
+    assert running.is_set(), "cancelled only after the command and its child were running"
+    assert running_with(marker) == []
+
+
+def test_background_processes_die_with_the_command(store: LocalArtifactStore, location: str) -> None:
+    marker = f"calabi-background-{secrets.token_hex(4)}"
+    script = (f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({SLOW})',"
+              f" {marker!r}], start_new_session=True); print('1 passed')")
+
+    run = ActivityEnvironment().run(TestRunner(store).run_tests, make_input(location, [PY, "-c", script]))
+
+    assert run.exit_code == 0 and run.passed == 1
+    assert running_with(marker) == [], "nothing the candidate started outlives its run"
 
 
 def test_registry_settings_do_not_reach_the_command(

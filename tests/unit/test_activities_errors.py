@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import domain_errors, to_application_error
+from activities.sandbox import SandboxLimitError, SandboxUnavailableError
 from policies.errors import PolicyError
 from registry_store.errors import (
     AliasNotFoundError,
@@ -38,6 +39,8 @@ TABLE: list[tuple[Exception, str, bool]] = [
     (StaleEvidenceError("Production changed"), "ABORTED", True),
     (ArtifactIntegrityError("copy altered"), "DATA_LOSS", True),
     (UnavailableError("database down"), "TEMPORARILY_UNAVAILABLE", False),
+    (SandboxUnavailableError("bwrap refused"), "TEMPORARILY_UNAVAILABLE", False),
+    (SandboxLimitError("spun past its CPU limit"), "RESOURCE_EXHAUSTED", True),
     (PolicyError("policies/default.toml: production.metrics.direction: bad", file="policies/default.toml",
                  field="production.metrics.direction"), "PolicyError", True),
 ]

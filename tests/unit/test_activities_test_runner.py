@@ -1,10 +1,10 @@
-"""Pure helpers of the test runner: pytest-style counts and the command's environment."""
+"""Pure helpers of the test runner: pytest-style counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from activities.test_runner import command_environment, parse_counts
+from activities.test_runner import parse_counts
 
 
 @pytest.mark.parametrize(
@@ -24,10 +24,3 @@ from activities.test_runner import command_environment, parse_counts
 def test_counts_come_from_the_last_summary_line(output: str, counts: tuple[int, int]) -> None:
     assert parse_counts(output) == counts
 
-
-def test_registry_settings_and_credentials_are_scrubbed() -> None:
-    environ = {"PATH": "/usr/bin", "HOME": "/home/w", "CALABI_DATABASE_URL": "postgresql://x", "calabi_token": "t",
-               "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-west-1", "MLFLOW_TRACKING_TOKEN": "m",
-               "AWS_SECURITY_TOKEN": "legacy", "AWS_SHARED_CREDENTIALS_FILE": "/root/.aws/credentials"}
-
-    assert command_environment(environ) == {"PATH": "/usr/bin", "HOME": "/home/w", "AWS_REGION": "eu-west-1"}
