@@ -23,6 +23,7 @@ from registry_store.errors import (
     StaleEvidenceError,
     refused,
 )
+from registry_store.promotion_binding import bind_evidence, check_binding, evidence_changes
 from registry_store.promotion_rows import (
     ELIGIBLE_SOURCE_STAGES,
     check_eligible,
@@ -88,14 +89,15 @@ class PromotionRecords(ServiceBase):
                     id=uuid.uuid4().hex[:16], workflow_id=f"promotion-{row.name}-{number}-{target}",
                     model_name=row.name, version=number, target_stage=target, kind=kind,
                     requester=actor.name, justification=reason, status=PromotionStatus.RUNNING_CHECKS, live=True,
-                    incumbent_version=production_version(session, row), creation_timestamp=now,
-                    last_updated_timestamp=now,
+                    incumbent_version=production_version(session, row), candidate_id=candidate.id,
+                    candidate_digest=candidate.digest, creation_timestamp=now, last_updated_timestamp=now,
                 )
                 session.add(promotion)
                 session.flush()
                 self._audit(session, actor, "request_promotion", row.name, number,
                             after={"promotion": promotion.id, "target": target, "kind": kind,
-                                   "justification": reason, "incumbent": promotion.incumbent_version})
+                                   "justification": reason, "incumbent": promotion.incumbent_version,
+                                   "candidate_digest": candidate.digest})
                 return promotion_view(promotion)
         except IntegrityError as exc:
             raise AlreadyExistsError(
@@ -166,13 +168,21 @@ class PromotionRecords(ServiceBase):
             raise refused(why.kind.value, why.message)
         return promotion
 
-    def promotion_subject(self, actor: Actor, promotion_id: object) -> PromotionSubject:
-        """The candidate, the current Production version and the serving schema, as of now."""
-        require_role(actor, "viewer", "read promotions")
-        with self._db.read() as session:
-            promotion = promotion_row(session, promotion_id)
+    def promotion_subject(
+        self, actor: Actor, promotion_id: object, *, tag_keys: Sequence[str], policy_hash: str
+    ) -> PromotionSubject:
+        """The candidate, the current Production version and the serving schema, as of now.
+
+        In the same transaction the promotion is bound to this evidence (``tag_keys``: the tags the
+        policy reads): what the checks are about to see is what the sign-offs and apply are held to.
+        """
+        require_role(actor, "engineer", "snapshot promotions")
+        with self._db.write() as session:
+            promotion = promotion_row(session, promotion_id, lock=True)
             model = self._model(session, promotion.model_name)
             candidate = self._version(session, model, promotion.version)
+            bind_evidence(self.context, session, actor, promotion, candidate, tag_keys=tag_keys,
+                          policy_hash=policy_hash)
             incumbent_number = production_version(session, model)
             rows = [(candidate, model.name)]
             if incumbent_number is not None and incumbent_number != candidate.version:
@@ -183,6 +193,14 @@ class PromotionRecords(ServiceBase):
                 candidate=views[0], incumbent=views[1] if len(views) > 1 else None,
                 serving_schema=schema.signature if schema else "",
             )
+
+    def evidence_changes(self, actor: Actor, promotion_id: object, *, policy_hash: str) -> list[str]:
+        """Which parts of the candidate's evidence changed since the checks ran (empty: none)."""
+        require_role(actor, "viewer", "read promotions")
+        with self._db.read() as session:
+            promotion = promotion_row(session, promotion_id)
+            candidate = self._version(session, self._model(session, promotion.model_name), promotion.version)
+            return evidence_changes(session, promotion, candidate, policy_hash)
 
     def record_promotion_state(
         self,
@@ -239,13 +257,16 @@ class PromotionRecords(ServiceBase):
                     col(AuditEventRow.action) == "sign_off_promotion", col(AuditEventRow.actor) == approver.name,
                 )
             ).all()
-            if any(json.loads(after).get("promotion") == row.id for after in earlier):
+            at = str(approvals[-1].get("at", "")) if approvals else ""
+            if any(json.loads(after).get("promotion") == row.id and json.loads(after).get("at", "") == at
+                   for after in earlier):
                 return promotion_view(row)
             row.approvals = json.dumps(list(approvals))
             row.last_updated_timestamp = self._clock()
             session.add(row)
             self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
-                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles)})
+                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles), "at": at,
+                               "evidence_hash": row.evidence_hash})
             return promotion_view(row)
 
     def apply_promotion(
@@ -257,8 +278,13 @@ class PromotionRecords(ServiceBase):
         description: str | None,
         approvers: Sequence[str],
         validation_date: str,
+        policy_hash: str,
     ) -> Promotion:
-        """Perform an approved promotion in one transaction; applying twice changes nothing."""
+        """Perform an approved promotion in one transaction; applying twice changes nothing.
+
+        Refused (409 INVALID_STATE) unless the candidate is the version row and digest the promotion was
+        requested for and its evidence, recomputed here under ``policy_hash``, is what the checks ran on.
+        """
         with self._db.write() as session:
             promotion = promotion_row(session, promotion_id, lock=True)
             if promotion.status == PromotionStatus.PROMOTED:
@@ -267,6 +293,7 @@ class PromotionRecords(ServiceBase):
                 raise InvalidParameterError(f"Promotion {promotion.id} is {promotion.status}; it cannot be applied.")
             model = self._model(session, promotion.model_name, lock=True)
             candidate = self._version(session, model, promotion.version)
+            check_binding(session, promotion, candidate, policy_hash)
             eligible = ELIGIBLE_SOURCE_STAGES[(promotion.kind, promotion.target_stage)]
             check_eligible(candidate, promotion.target_stage, eligible, promotion.kind)
             current = production_version(session, model)

@@ -46,10 +46,13 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=10,
     non_retryable_error_types=[
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "ABORTED", "PolicyError",
+        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "ABORTED", "INVALID_STATE",
+        "PolicyError",
     ],
 )
 MAX_APPLY_ATTEMPTS = 3
+EVIDENCE_BINDING = "evidence-binding"
+"""Patch: a sign-off counts only while the candidate's evidence is what the checks ran on."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -62,6 +65,7 @@ class PromotionWorkflow:
         self._snapshot: EvidenceSnapshot | None = None
         self._recorded_approvals = 0
         self._recheck = False
+        self._voided = False
 
     # ------------------------------------------------------------------ run
 
@@ -90,6 +94,9 @@ class PromotionWorkflow:
                 return await self._finish()
             if self._current.sign_off is not None and not await self._collect_sign_offs():
                 return await self._finish()
+            if self._voided:  # the evidence changed under the sign-offs: check again
+                self._voided = False
+                continue
             outcome = await self._apply(request)
             if outcome is not None:
                 return outcome
@@ -231,6 +238,8 @@ class PromotionWorkflow:
             await self._record_new_sign_offs()
             if self._current.stop is not None:
                 return False
+            if self._current.approvals and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
+                return True
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
                 return True
             now = workflow.now()
@@ -250,6 +259,27 @@ class PromotionWorkflow:
                 )
             except TimeoutError:
                 pass
+
+    async def _evidence_unchanged(self) -> bool:
+        """Whether the candidate's evidence is what the checks ran on; if not, the sign-offs are voided."""
+        changed: list[str] = await workflow.execute_activity(
+            "verify_evidence", self._current.promotion_id, result_type=list[str],
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+        )
+        if changed:
+            await self._void_sign_offs(", ".join(changed))
+        return not changed
+
+    async def _void_sign_offs(self, what: str) -> None:
+        """Drop the sign-offs so far, tell requester and approvers why; the main loop re-runs the checks."""
+        voided = ", ".join(a.user for a in self._current.approvals)
+        note = (f"the candidate's evidence changed after the checks ran ({what}); "
+                f"sign-offs voided{f' ({voided})' if voided else ''}; re-running the checks")
+        self._voided = True
+        self._recorded_approvals = 0
+        self._state = self._current.model_copy(update={"approvals": [], "message": note})
+        await self._enter(PromotionStatus.RUNNING_CHECKS, note)
+        await self._notify("evidence_changed")
 
     def _news_since(self, seen: int) -> Callable[[], bool]:
         """A wait condition: a new sign-off arrived or the promotion was stopped."""
@@ -281,6 +311,9 @@ class PromotionWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
                 )
             except ActivityError as exc:
+                if _error_type(exc) == "INVALID_STATE":  # refused: the evidence is not what the checks ran on
+                    await self._void_sign_offs(_cause(exc))
+                    return None
                 if _error_type(exc) != "ABORTED":
                     self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=f"apply failed: {_cause(exc)}"))
                     return await self._finish()
