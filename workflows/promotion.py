@@ -239,7 +239,7 @@ class PromotionWorkflow:
             if self._current.stop is not None:
                 return False
             if self._current.approvals and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
-                return True
+                return self._current.stop is None
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
                 return True
             now = workflow.now()
@@ -266,7 +266,11 @@ class PromotionWorkflow:
             "verify_evidence", self._current.promotion_id, result_type=list[str],
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
         )
-        if changed:
+        if changed == ["candidate"]:
+            self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=(
+                f"{self._current.model} version {self._current.version} is no longer the version this promotion "
+                "was requested for")))
+        elif changed:
             await self._void_sign_offs(", ".join(changed))
         return not changed
 
