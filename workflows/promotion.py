@@ -95,7 +95,6 @@ class PromotionWorkflow:
             if self._current.sign_off is not None and not await self._collect_sign_offs():
                 return await self._finish()
             if self._voided:  # the evidence changed under the sign-offs: check again
-                self._voided = False
                 continue
             outcome = await self._apply(request)
             if outcome is not None:
@@ -177,6 +176,7 @@ class PromotionWorkflow:
         return self._state
 
     async def _checks_pass(self, request: PromotionInput) -> bool:
+        self._voided = False
         self._snapshot = await workflow.execute_activity(
             "snapshot_evidence", request, result_type=EvidenceSnapshot,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
@@ -315,9 +315,10 @@ class PromotionWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
                 )
             except ActivityError as exc:
-                if _error_type(exc) == "INVALID_STATE":  # refused: the evidence is not what the checks ran on
-                    await self._void_sign_offs(_cause(exc))
-                    return None
+                if _error_type(exc) == "INVALID_STATE":  # refused: not the candidate or evidence the checks saw
+                    if await self._evidence_unchanged():  # changed back meanwhile: the sign-offs are still void
+                        await self._void_sign_offs(_cause(exc))
+                    return await self._finish() if self._current.stop is not None else None
                 if _error_type(exc) != "ABORTED":
                     self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=f"apply failed: {_cause(exc)}"))
                     return await self._finish()
