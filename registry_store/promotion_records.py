@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from policies.decisions import Action, refusal
 from policies.models import SignOffRule
@@ -17,12 +17,8 @@ from registry_store import search
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import Page, Promotion, PromotionSubject
-from registry_store.errors import (
-    AlreadyExistsError,
-    InvalidParameterError,
-    StaleEvidenceError,
-    refused,
-)
+from registry_store.errors import AlreadyExistsError, InvalidParameterError, StaleEvidenceError, refused
+from registry_store.promotion_apply import apply_transition
 from registry_store.promotion_binding import bind_evidence, check_binding, evidence_changes
 from registry_store.promotion_rows import (
     ELIGIBLE_SOURCE_STAGES,
@@ -34,24 +30,14 @@ from registry_store.promotion_rows import (
     promotion_row,
     promotion_view,
 )
-from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION, canonical_stage
-from registry_store.tables import (
-    AuditEventRow,
-    ModelVersionRow,
-    ModelVersionTagRow,
-    PromotionRow,
-    RegisteredModelAliasRow,
-    RegisteredModelRow,
-    ServingSchemaRow,
-)
+from registry_store.tables import AuditEventRow, PromotionRow, ServingSchemaRow
 from registry_store.users import require_role
 from registry_store.validation import parse_version, validate_description, validate_model_name
 from registry_store.views import versions_views
 
 __all__ = ["PromotionRecords"]
 
-CHAMPION = "champion"
 MAX_PROMOTION_RESULTS = 1000
 
 
@@ -302,34 +288,6 @@ class PromotionRecords(ServiceBase):
                     f"Production of {model.name} is version {current}, not {expected_incumbent} as when the "
                     "checks ran; the comparison must be re-run."
                 )
-            self._apply(session, actor, model, candidate, promotion, description, approvers, validation_date)
+            apply_transition(self.context, session, actor, model, candidate, promotion, description=description,
+                             approvers=approvers, validation_date=validation_date)
             return promotion_view(promotion)
-
-    def _apply(
-        self, session: Session, actor: Actor, model: RegisteredModelRow, candidate: ModelVersionRow,
-        promotion: PromotionRow, description: str | None, approvers: Sequence[str], validation_date: str,
-    ) -> None:
-        now = self._clock()
-        target = promotion.target_stage
-        archived = move_to_stage(self.context, session, actor, model, candidate, target, now=now, break_glass=False,
-                                 promotion=promotion.id, approved_by=list(approvers))
-        if target == PRODUCTION:
-            assert model.id is not None and candidate.id is not None
-            session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
-            self._audit(session, actor, "set_alias", model.name, candidate.version,
-                        after={"alias": CHAMPION, "version": candidate.version, "promotion": promotion.id})
-            if description is not None:
-                text = validate_description(description)
-                before, candidate.description = candidate.description, text
-                session.add(candidate)
-                self._audit(session, actor, "update_model_version", model.name, candidate.version,
-                            before={"description": before}, after={"description": text})
-            for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
-                session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
-                self._audit(session, actor, "set_model_version_tag", model.name, candidate.version,
-                            after={key: value})
-        promotion.status, promotion.live = PromotionStatus.PROMOTED, False
-        promotion.last_updated_timestamp = now
-        session.add(promotion)
-        self._audit(session, actor, "promotion_state", model.name, candidate.version,
-                    after={"promotion": promotion.id, "status": "promoted", "archived": archived})
