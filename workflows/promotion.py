@@ -238,7 +238,9 @@ class PromotionWorkflow:
             await self._record_new_sign_offs()
             if self._current.stop is not None:
                 return False
-            if self._current.approvals and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
+            # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder too.
+            stale = bool(self._current.approvals) or workflow.now() >= next_reminder
+            if stale and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
                 return self._current.stop is None
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
                 return True

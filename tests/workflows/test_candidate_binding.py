@@ -168,6 +168,23 @@ async def test_evidence_changed_after_the_checks_voids_sign_offs_and_reruns_them
     assert "validated_by" not in h.version(model, 2).tags
 
 
+async def test_evidence_changed_without_any_sign_off_is_noticed_at_the_next_reminder(harness: Harness) -> None:
+    h = harness
+    model = h.register()
+    rule = h.stage_policy(model).sign_off
+    assert rule is not None
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    h.registry.versions.update_model_version(h.requester, name=model, version=2,
+                                             description=describe(0.91, 0.38, date_range=False))
+
+    await h.skip(rule.reminder_every)
+
+    state = await h.wait_for(promotion, S.CHECKS_FAILED)
+    assert any("evidence changed" in c.note and "description" in c.note for c in state.history)
+    assert state.checklist is not None and not state.checklist.passed
+
+
 def test_apply_refuses_evidence_changed_inside_its_transaction(harness: Harness) -> None:
     h = harness
     model = h.register()
