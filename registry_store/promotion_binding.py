@@ -60,10 +60,8 @@ def current_evidence(
 
 
 def is_candidate(promotion: PromotionRow, candidate: ModelVersionRow) -> bool:
-    """Whether ``candidate`` is the version row and digest the promotion was requested for."""
-    return promotion.candidate_id is None or (
-        candidate.id == promotion.candidate_id and candidate.digest == promotion.candidate_digest
-    )
+    """Whether ``candidate`` is the version row and digest the promotion was requested for (unbound: never)."""
+    return candidate.id == promotion.candidate_id and candidate.digest == promotion.candidate_digest
 
 
 def check_candidate(promotion: PromotionRow, candidate: ModelVersionRow) -> None:
