@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from policies.evidence import GOVERNANCE_TAGS, changed_parts, evidence_hash, evidence_parts
+from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.context import RegistryContext
 from registry_store.errors import InvalidStateError
@@ -113,10 +115,15 @@ def bind_evidence(context: RegistryContext, session: Session, actor: Actor, prom
 
 
 def check_governance_tag(session: Session, actor: Actor, version_id: int, key: str) -> bool:
-    """Whether writing ``key`` is break-glass (admin only): a governance tag, or a tag a live promotion checked."""
-    checked = session.exec(
-        select(PromotionRow.evidence).where(col(PromotionRow.candidate_id) == version_id, col(PromotionRow.live))
-    ).all()
+    """Whether writing ``key`` is break-glass (admin only).
+
+    Governance tags, and a tag the checks of a live or a successful promotion of this version read
+    (the CI attestation): once checked, it stays what the sign-offs saw.
+    """
+    checked = session.exec(select(PromotionRow.evidence).where(
+        col(PromotionRow.candidate_id) == version_id,
+        or_(col(PromotionRow.live), col(PromotionRow.status) == PromotionStatus.PROMOTED),
+    )).all()
     if key not in GOVERNANCE_TAGS and not any(key in json.loads(e).get("tags", []) for e in checked):
         return False
     require_role(actor, "admin", f"write the governance tag '{key}' (the promotion engine writes it; "

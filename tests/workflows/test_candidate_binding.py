@@ -94,6 +94,9 @@ async def test_model_under_a_waiting_promotion_cannot_be_deleted_renamed_or_repl
     assert (promoted.current_stage, promoted.digest, promoted.tags["validated_by"]) == (
         "Production", reviewed.digest, h.approver.name)
     assert h.read(promotion).candidate_digest == reviewed.digest
+    with pytest.raises(PermissionDeniedError, match="ci.tests_passed"):  # what the sign-off saw stays
+        h.registry.versions.set_model_version_tag(h.requester, name=model, version=1, key="ci.tests_passed",
+                                                  value="false")
 
 
 async def test_a_replaced_candidate_is_never_applied(harness: Harness) -> None:
