@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.evidence import TestRun
     from policies.results import Checklist, CheckResult
     from policies.status import PromotionStatus
+    from workflows.failures import activity_cause, activity_error_type, failed_checks
     from workflows.models import (
         ApplyInput,
         CheckInput,
@@ -82,7 +83,7 @@ class PromotionWorkflow:
         while True:
             if not await self._checks_pass(request):
                 self._recheck = False  # a re-check may arrive while the failure is being announced
-                summary = _failures(self._current.checklist)
+                summary = failed_checks(self._current.checklist)
                 self._state = self._current.model_copy(update={"message": summary})
                 await self._enter(PromotionStatus.CHECKS_FAILED, summary)
                 await self._notify("checks_failed")
@@ -206,7 +207,7 @@ class PromotionWorkflow:
                     heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
                 )
             except ActivityError as exc:
-                return check_result_failed(name, f"the test run could not complete: {_cause(exc)}")
+                return check_result_failed(name, f"the test run could not complete: {activity_cause(exc)}")
         result: CheckResult = await workflow.execute_activity(
             "evaluate_check", CheckInput(name=name, snapshot=snapshot, test_run=test_run), result_type=CheckResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
@@ -317,12 +318,13 @@ class PromotionWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
                 )
             except ActivityError as exc:
-                if _error_type(exc) == "INVALID_STATE":  # refused: not the candidate or evidence the checks saw
+                if activity_error_type(exc) == "INVALID_STATE":  # refused: not the candidate or evidence the checks saw
                     if await self._evidence_unchanged():  # changed back meanwhile: the sign-offs are still void
-                        await self._void_sign_offs(_cause(exc))
+                        await self._void_sign_offs(activity_cause(exc))
                     return await self._finish() if self._current.stop is not None else None
-                if _error_type(exc) != "ABORTED":
-                    self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=f"apply failed: {_cause(exc)}"))
+                if activity_error_type(exc) != "ABORTED":
+                    self._stop_with(StopReason(status=PromotionStatus.FAILED,
+                                               reason=f"apply failed: {activity_cause(exc)}"))
                     return await self._finish()
                 await self._enter(PromotionStatus.RUNNING_CHECKS, "Production changed; re-running the comparison")
                 if not await self._checks_pass(request):
@@ -378,21 +380,5 @@ class PromotionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as exc:
-            workflow.logger.warning("notification %s for %s failed: %s", kind, self._current.promotion_id, _cause(exc))
-
-
-def _failures(checklist: Checklist | None) -> str:
-    if checklist is None:
-        return "checks failed"
-    failed = [f"{r.name}: {'; '.join(r.reasons)}" for r in checklist.results if not r.passed]
-    return " | ".join(failed) or "checks failed"
-
-
-def _cause(exc: ActivityError) -> str:
-    cause = exc.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-
-
-def _error_type(exc: ActivityError) -> str | None:
-    cause = exc.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
+            workflow.logger.warning("notification %s for %s failed: %s", kind, self._current.promotion_id,
+                                    activity_cause(exc))
