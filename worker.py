@@ -36,6 +36,7 @@ def build_activities(services: Services) -> list[Callable[..., Any]]:
     return [
         promotion.snapshot_evidence,
         promotion.evaluate_check,
+        promotion.verify_evidence,
         promotion.record_state,
         promotion.record_sign_off,
         promotion.apply_promotion,

@@ -9,6 +9,7 @@
     PermissionDeniedError        PERMISSION_DENIED          yes
     ConflictError                RESOURCE_CONFLICT          no (retried)
     StaleEvidenceError           ABORTED                    yes (the workflow re-runs the checks)
+    InvalidStateError            INVALID_STATE              yes (evidence changed: sign-offs voided, re-checked)
     ArtifactIntegrityError       DATA_LOSS                  yes (the registry's copy was altered)
     UnavailableError             TEMPORARILY_UNAVAILABLE    no (retried)
       SandboxUnavailableError    TEMPORARILY_UNAVAILABLE    no (the sandbox could not start)

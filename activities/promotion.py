@@ -94,7 +94,8 @@ class PromotionActivities:
         loaded = load_policy(self._policy_dir, request.model)
         policy = stage_policy(loaded.policy, kind=request.kind, target_stage=request.target_stage)
         checks = configured_checks(policy)
-        subject = self._registry.promotions.promotion_subject(workflow_actor(), request.promotion_id)
+        subject = self._registry.promotions.promotion_subject(
+            workflow_actor(), request.promotion_id, tag_keys=policy.evidence_tags(), policy_hash=loaded.content_hash)
         incumbent = subject.incumbent
         evidence = Evidence(
             model=request.model, target_stage=request.target_stage, requester=request.requester,
@@ -107,6 +108,15 @@ class PromotionActivities:
             incumbent_version=incumbent.version if incumbent else None,
             storage_location=subject.candidate.storage_location, checks=checks,
         )
+
+    @activity.defn(name="verify_evidence")
+    @domain_errors
+    def verify_evidence(self, promotion_id: str) -> list[str]:
+        """The parts of the candidate's evidence that changed since the checks ran (empty: unchanged)."""
+        actor = workflow_actor()
+        model = self._registry.promotions.get_promotion(actor, promotion_id).model_name
+        return self._registry.promotions.evidence_changes(
+            actor, promotion_id, policy_hash=load_policy(self._policy_dir, model).content_hash)
 
     @activity.defn(name="evaluate_check")
     @domain_errors
@@ -123,13 +133,14 @@ class PromotionActivities:
         Approvals are left out on purpose: ``record_sign_off`` writes them, one audited
         sign-off at a time, and treats an approver already in the read model as recorded.
         Writing them here first (a state record between a sign-off and its audit, e.g.
-        after a reminder) would make that sign-off's audit event silently disappear.
+        after a reminder) would make that sign-off's audit event silently disappear. Only
+        an empty list is written (sign-offs voided by an evidence change).
         """
         state = record.state
         self._registry.promotions.record_promotion_state(
             workflow_actor(), state.promotion_id, status=state.status,
             checklist=state.checklist.model_dump(mode="json") if state.checklist else None,
-            approvals=None,
+            approvals=None if state.approvals else [],
             required_approvals=state.required_approvals, approver_role=state.approver_role,
             exclude_requester=state.sign_off.exclude_requester if state.sign_off else None,
             deadline=int(state.deadline.timestamp() * 1000) if state.deadline else None,
@@ -167,6 +178,7 @@ class PromotionActivities:
         self._registry.promotions.apply_promotion(
             actor, apply.promotion_id, expected_incumbent=apply.expected_incumbent, description=description,
             approvers=apply.approvers, validation_date=apply.validated_on.date().isoformat(),
+            policy_hash=load_policy(self._policy_dir, promotion.model_name).content_hash,
         )
 
     @activity.defn(name="notify")

@@ -11,14 +11,29 @@ compatible with an identical type.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from policies._base import Frozen
 
-__all__ = ["Evidence", "SchemaField", "SignatureSchema", "TestRun", "VersionEvidence"]
+__all__ = [
+    "GOVERNANCE_TAGS",
+    "Evidence",
+    "SchemaField",
+    "SignatureSchema",
+    "TestRun",
+    "VersionEvidence",
+    "changed_parts",
+    "evidence_hash",
+    "evidence_parts",
+]
+
+GOVERNANCE_TAGS = frozenset({"validated_by", "validation_date"})
+"""Tags only the promotion engine (or a break-glass admin) writes."""
 
 
 class SchemaField(Frozen):
@@ -158,3 +173,29 @@ class Evidence(Frozen):
     serving_schema: SignatureSchema | None = None
     test_run: TestRun | None = None
     requester: str = ""
+
+
+def evidence_parts(
+    *, digest: str, tags: Mapping[str, str], description: str, metrics: Mapping[str, Any], serving_schema: str,
+    policy_hash: str,
+) -> dict[str, str]:
+    """One sha256 per part of a candidate's evidence (``tags``: only those the policy reads)."""
+    parts: dict[str, Any] = {
+        "artifact": digest, "tags": dict(tags), "description": description, "metrics": dict(metrics),
+        "serving_schema": serving_schema, "policy": policy_hash,
+    }
+    return {name: _sha256(value) for name, value in parts.items()}
+
+
+def evidence_hash(parts: Mapping[str, str]) -> str:
+    """The one hash a promotion's sign-offs bind to."""
+    return _sha256(dict(parts))
+
+
+def changed_parts(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """The names of the parts that differ (a part only one side has counts as changed)."""
+    return sorted(name for name in recorded.keys() | current.keys() if recorded.get(name) != current.get(name))
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -181,6 +181,10 @@ class StagePolicy(_Rule):
         """The sign-off rule when approvals are needed (None: no human sign-off)."""
         return self.sign_off if self.approvers_needed > 0 else None
 
+    def evidence_tags(self) -> list[str]:
+        """The candidate tags the checks read (the CI attestation tag)."""
+        return [self.tests.attestation_tag] if self.tests is not None and self.tests.mode == "attestation" else []
+
 
 class PromotionPolicy(_Rule):
     """The whole policy for one registered model (default merged with its override)."""

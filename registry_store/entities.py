@@ -169,6 +169,8 @@ class Promotion(_View):
     reminders_sent: int
     message: str
     policy_hash: str
+    candidate_digest: str = ""
+    evidence_hash: str = ""
     creation_timestamp: int
     last_updated_timestamp: int
 

@@ -9,6 +9,7 @@
     ├── PermissionDeniedError          PERMISSION_DENIED         403
     ├── ConflictError                  RESOURCE_CONFLICT         409 (retryable)
     ├── StaleEvidenceError             ABORTED                   409 (re-check, then retry)
+    ├── InvalidStateError              INVALID_STATE             409 (a live promotion forbids it)
     ├── ArtifactIntegrityError         DATA_LOSS                 409 (not 5xx: clients would retry)
     └── UnavailableError               TEMPORARILY_UNAVAILABLE   503 (retryable)
 
@@ -26,6 +27,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ConflictError",
     "InvalidParameterError",
+    "InvalidStateError",
     "NotFoundError",
     "PermissionDeniedError",
     "RegistryError",
@@ -102,6 +104,13 @@ class StaleEvidenceError(RegistryError):
     """A promotion's evidence no longer matches the registry (e.g. Production changed meanwhile)."""
 
     error_code = "ABORTED"
+    http_status = 409
+
+
+class InvalidStateError(RegistryError):
+    """The subject's state forbids the change: a live promotion is bound to it, or its evidence changed."""
+
+    error_code = "INVALID_STATE"
     http_status = 409
 
 

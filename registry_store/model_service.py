@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from registry_store import search
 from registry_store.audit import Actor
@@ -14,9 +14,11 @@ from registry_store.entities import Page, RegisteredModel
 from registry_store.errors import (
     AlreadyExistsError,
 )
+from registry_store.promotion_binding import refuse_if_promoting
 from registry_store.stages import PRODUCTION
 from registry_store.tables import (
     ModelVersionRow,
+    RegisteredModelAliasRow,
     RegisteredModelRow,
     RegisteredModelTagRow,
 )
@@ -77,18 +79,31 @@ class ModelService(ServiceBase):
             return model_view(session, self._model_record(session.connection(), name))
 
     def rename_registered_model(self, actor: Actor, *, name: object, new_name: object) -> RegisteredModel:
-        """Rename a model; versions, tags and aliases follow."""
+        """Rename a model; versions, tags and aliases follow.
+
+        Refused while a live promotion is bound to the model. A model with a Production version or a
+        protected alias moves what ``models:/<name>/Production`` (``@alias``) loads: break-glass (admin),
+        audited with what those URIs resolve to before and after.
+        """
         require_role(actor, "engineer", "rename registered models")
         new = validate_model_name(new_name)
         try:
             with self._db.write() as session:
                 row = self._model(session, name, lock=True)
                 old = row.name
+                refuse_if_promoting(session, old, "rename")
+                moved = self._governed_uris(session, row)
+                if moved:
+                    require_role(actor, "admin", "rename a model with a Production version or a protected alias "
+                                                 "(break-glass)")
                 row.name, row.last_updated_timestamp = new, self._clock()
                 session.add(row)
                 session.flush()
                 self._audit(
-                    session, actor, "rename_registered_model", new, None, before={"name": old}, after={"name": new}
+                    session, actor, "rename_registered_model", new, None,
+                    before={"name": old, "resolves": {**_uris(old, moved), **_uris(new, dict.fromkeys(moved))}},
+                    after={"name": new, "break_glass": bool(moved),
+                           "resolves": {**_uris(old, dict.fromkeys(moved)), **_uris(new, moved)}},
                 )
                 return model_view(session, row)
         except IntegrityError as exc:
@@ -119,6 +134,7 @@ class ModelService(ServiceBase):
         require_role(actor, "engineer", "delete registered models")
         with self._db.write() as session:
             row = self._model(session, name, lock=True)
+            refuse_if_promoting(session, row.name, "delete")
             versions = session.exec(select(ModelVersionRow).where(col(ModelVersionRow.model_id) == row.id)).all()
             in_production = any(v.current_stage == PRODUCTION for v in versions)
             if in_production:
@@ -136,6 +152,20 @@ class ModelService(ServiceBase):
             )
             session.delete(row)
         self._delete_artifacts(locations)
+
+    def _governed_uris(self, session: Session, model: RegisteredModelRow) -> dict[str, dict[str, object]]:
+        """What ``Production`` and each protected alias of ``model`` resolve to (URI suffix → version, digest)."""
+        pointers = session.exec(
+            select(RegisteredModelAliasRow.alias, ModelVersionRow)
+            .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
+            .where(col(RegisteredModelAliasRow.model_id) == model.id)
+        ).all()
+        resolved = {f"@{alias}": row for alias, row in pointers if alias.lower() in self._protected_aliases}
+        production = session.exec(select(ModelVersionRow).where(
+            col(ModelVersionRow.model_id) == model.id, col(ModelVersionRow.current_stage) == PRODUCTION)).first()
+        if production is not None:
+            resolved["/Production"] = production
+        return {suffix: {"version": v.version, "digest": v.digest} for suffix, v in sorted(resolved.items())}
 
     def search_registered_models(
         self,
@@ -189,3 +219,8 @@ class ModelService(ServiceBase):
                 return
             session.delete(old)
             self._audit(session, actor, "delete_registered_model_tag", row.name, None, before={tag_key: old.value})
+
+
+def _uris(name: str, resolved: Mapping[str, Mapping[str, object] | None]) -> dict[str, Mapping[str, object] | None]:
+    """``models:/<name><suffix>`` → what it loads (None: nothing)."""
+    return {f"models:/{name}{suffix}": target for suffix, target in resolved.items()}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from policies.decisions import Action, refusal
 from policies.models import SignOffRule
@@ -17,12 +17,9 @@ from registry_store import search
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import Page, Promotion, PromotionSubject
-from registry_store.errors import (
-    AlreadyExistsError,
-    InvalidParameterError,
-    StaleEvidenceError,
-    refused,
-)
+from registry_store.errors import AlreadyExistsError, InvalidParameterError, StaleEvidenceError, refused
+from registry_store.promotion_apply import apply_transition
+from registry_store.promotion_binding import bind_evidence, check_binding, evidence_changes
 from registry_store.promotion_rows import (
     ELIGIBLE_SOURCE_STAGES,
     check_eligible,
@@ -33,24 +30,14 @@ from registry_store.promotion_rows import (
     promotion_row,
     promotion_view,
 )
-from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION, canonical_stage
-from registry_store.tables import (
-    AuditEventRow,
-    ModelVersionRow,
-    ModelVersionTagRow,
-    PromotionRow,
-    RegisteredModelAliasRow,
-    RegisteredModelRow,
-    ServingSchemaRow,
-)
+from registry_store.tables import AuditEventRow, PromotionRow, ServingSchemaRow
 from registry_store.users import require_role
 from registry_store.validation import parse_version, validate_description, validate_model_name
 from registry_store.views import versions_views
 
 __all__ = ["PromotionRecords"]
 
-CHAMPION = "champion"
 MAX_PROMOTION_RESULTS = 1000
 
 
@@ -88,14 +75,15 @@ class PromotionRecords(ServiceBase):
                     id=uuid.uuid4().hex[:16], workflow_id=f"promotion-{row.name}-{number}-{target}",
                     model_name=row.name, version=number, target_stage=target, kind=kind,
                     requester=actor.name, justification=reason, status=PromotionStatus.RUNNING_CHECKS, live=True,
-                    incumbent_version=production_version(session, row), creation_timestamp=now,
-                    last_updated_timestamp=now,
+                    incumbent_version=production_version(session, row), candidate_id=candidate.id,
+                    candidate_digest=candidate.digest, creation_timestamp=now, last_updated_timestamp=now,
                 )
                 session.add(promotion)
                 session.flush()
                 self._audit(session, actor, "request_promotion", row.name, number,
                             after={"promotion": promotion.id, "target": target, "kind": kind,
-                                   "justification": reason, "incumbent": promotion.incumbent_version})
+                                   "justification": reason, "incumbent": promotion.incumbent_version,
+                                   "candidate_digest": candidate.digest})
                 return promotion_view(promotion)
         except IntegrityError as exc:
             raise AlreadyExistsError(
@@ -166,13 +154,21 @@ class PromotionRecords(ServiceBase):
             raise refused(why.kind.value, why.message)
         return promotion
 
-    def promotion_subject(self, actor: Actor, promotion_id: object) -> PromotionSubject:
-        """The candidate, the current Production version and the serving schema, as of now."""
-        require_role(actor, "viewer", "read promotions")
-        with self._db.read() as session:
-            promotion = promotion_row(session, promotion_id)
+    def promotion_subject(
+        self, actor: Actor, promotion_id: object, *, tag_keys: Sequence[str], policy_hash: str
+    ) -> PromotionSubject:
+        """The candidate, the current Production version and the serving schema, as of now.
+
+        In the same transaction the promotion is bound to this evidence (``tag_keys``: the tags the
+        policy reads): what the checks are about to see is what the sign-offs and apply are held to.
+        """
+        require_role(actor, "engineer", "snapshot promotions")
+        with self._db.write() as session:
+            promotion = promotion_row(session, promotion_id, lock=True)
             model = self._model(session, promotion.model_name)
             candidate = self._version(session, model, promotion.version)
+            bind_evidence(self.context, session, actor, promotion, candidate, tag_keys=tag_keys,
+                          policy_hash=policy_hash)
             incumbent_number = production_version(session, model)
             rows = [(candidate, model.name)]
             if incumbent_number is not None and incumbent_number != candidate.version:
@@ -183,6 +179,14 @@ class PromotionRecords(ServiceBase):
                 candidate=views[0], incumbent=views[1] if len(views) > 1 else None,
                 serving_schema=schema.signature if schema else "",
             )
+
+    def evidence_changes(self, actor: Actor, promotion_id: object, *, policy_hash: str) -> list[str]:
+        """Which parts of the candidate's evidence changed since the checks ran (empty: none)."""
+        require_role(actor, "viewer", "read promotions")
+        with self._db.read() as session:
+            promotion = promotion_row(session, promotion_id)
+            candidate = self._version(session, self._model(session, promotion.model_name), promotion.version)
+            return evidence_changes(session, promotion, candidate, policy_hash)
 
     def record_promotion_state(
         self,
@@ -239,13 +243,16 @@ class PromotionRecords(ServiceBase):
                     col(AuditEventRow.action) == "sign_off_promotion", col(AuditEventRow.actor) == approver.name,
                 )
             ).all()
-            if any(json.loads(after).get("promotion") == row.id for after in earlier):
+            at = str(approvals[-1].get("at", "")) if approvals else ""
+            if any(json.loads(after).get("promotion") == row.id and json.loads(after).get("at", "") == at
+                   for after in earlier):
                 return promotion_view(row)
             row.approvals = json.dumps(list(approvals))
             row.last_updated_timestamp = self._clock()
             session.add(row)
             self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
-                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles)})
+                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles), "at": at,
+                               "evidence_hash": row.evidence_hash})
             return promotion_view(row)
 
     def apply_promotion(
@@ -257,8 +264,13 @@ class PromotionRecords(ServiceBase):
         description: str | None,
         approvers: Sequence[str],
         validation_date: str,
+        policy_hash: str,
     ) -> Promotion:
-        """Perform an approved promotion in one transaction; applying twice changes nothing."""
+        """Perform an approved promotion in one transaction; applying twice changes nothing.
+
+        Refused (409 INVALID_STATE) unless the candidate is the version row and digest the promotion was
+        requested for and its evidence, recomputed here under ``policy_hash``, is what the checks ran on.
+        """
         with self._db.write() as session:
             promotion = promotion_row(session, promotion_id, lock=True)
             if promotion.status == PromotionStatus.PROMOTED:
@@ -267,6 +279,7 @@ class PromotionRecords(ServiceBase):
                 raise InvalidParameterError(f"Promotion {promotion.id} is {promotion.status}; it cannot be applied.")
             model = self._model(session, promotion.model_name, lock=True)
             candidate = self._version(session, model, promotion.version)
+            check_binding(session, promotion, candidate, policy_hash)
             eligible = ELIGIBLE_SOURCE_STAGES[(promotion.kind, promotion.target_stage)]
             check_eligible(candidate, promotion.target_stage, eligible, promotion.kind)
             current = production_version(session, model)
@@ -275,34 +288,6 @@ class PromotionRecords(ServiceBase):
                     f"Production of {model.name} is version {current}, not {expected_incumbent} as when the "
                     "checks ran; the comparison must be re-run."
                 )
-            self._apply(session, actor, model, candidate, promotion, description, approvers, validation_date)
+            apply_transition(self.context, session, actor, model, candidate, promotion, description=description,
+                             approvers=approvers, validation_date=validation_date)
             return promotion_view(promotion)
-
-    def _apply(
-        self, session: Session, actor: Actor, model: RegisteredModelRow, candidate: ModelVersionRow,
-        promotion: PromotionRow, description: str | None, approvers: Sequence[str], validation_date: str,
-    ) -> None:
-        now = self._clock()
-        target = promotion.target_stage
-        archived = move_to_stage(self.context, session, actor, model, candidate, target, now=now, break_glass=False,
-                                 promotion=promotion.id, approved_by=list(approvers))
-        if target == PRODUCTION:
-            assert model.id is not None and candidate.id is not None
-            session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
-            self._audit(session, actor, "set_alias", model.name, candidate.version,
-                        after={"alias": CHAMPION, "version": candidate.version, "promotion": promotion.id})
-            if description is not None:
-                text = validate_description(description)
-                before, candidate.description = candidate.description, text
-                session.add(candidate)
-                self._audit(session, actor, "update_model_version", model.name, candidate.version,
-                            before={"description": before}, after={"description": text})
-            for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
-                session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
-                self._audit(session, actor, "set_model_version_tag", model.name, candidate.version,
-                            after={key: value})
-        promotion.status, promotion.live = PromotionStatus.PROMOTED, False
-        promotion.last_updated_timestamp = now
-        session.add(promotion)
-        self._audit(session, actor, "promotion_state", model.name, candidate.version,
-                    after={"promotion": promotion.id, "status": "promoted", "archived": archived})

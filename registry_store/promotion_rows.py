@@ -94,5 +94,6 @@ def promotion_view(row: PromotionRow) -> Promotion:
         required_approvals=row.required_approvals, approver_role=row.approver_role,
         exclude_requester=row.exclude_requester, deadline=row.deadline,
         reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
+        candidate_digest=row.candidate_digest, evidence_hash=row.evidence_hash,
         creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import col
 
+from policies.evidence import GOVERNANCE_TAGS
 from registry_store.artifacts import SourceFacts
 from registry_store.audit import Actor
 from registry_store.context import RegistryContext, ServiceBase, model_not_found
@@ -78,6 +79,8 @@ class RegistrationService(ServiceBase):
         text = validate_description(description)
         link = run_link if isinstance(run_link, str) else ""
         valid_tags = dict(validate_tag(k, v) for k, v in tags)
+        if GOVERNANCE_TAGS & valid_tags.keys():
+            require_role(actor, "admin", "register a version with governance tags (the promotion engine writes them)")
         with self._db.read_connection() as connection:  # fail fast before copying anything
             self._model_record(connection, model_name)
         fetcher = self._fetcher if upload is None else UploadedTree(upload)

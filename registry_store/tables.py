@@ -245,6 +245,11 @@ class PromotionRow(SQLModel, table=True):
     reminders_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     message: str = Field(default="", sa_column=Column(Text, nullable=False))
     policy_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    # The candidate's immutable identity and the evidence its checks ran on (the sign-offs bind to both).
+    candidate_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    candidate_digest: str = Field(default="", sa_column=Column(String(80), nullable=False, server_default=""))
+    evidence_hash: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
+    evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     creation_timestamp: int = Field(sa_column=_ms())
     last_updated_timestamp: int = Field(sa_column=_ms())
 

@@ -11,6 +11,7 @@ from registry_store.audit import Actor
 from registry_store.context import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase
 from registry_store.entities import ModelVersion, Page
 from registry_store.errors import NotFoundError
+from registry_store.promotion_binding import check_governance_tag, refuse_if_promoting
 from registry_store.stages import PRODUCTION, canonical_stage
 from registry_store.tables import ModelVersionRow, ModelVersionTagRow
 from registry_store.users import require_role
@@ -64,6 +65,7 @@ class VersionService(ServiceBase):
         with self._db.write() as session:
             model = self._model(session, name, lock=True)
             row = self._version(session, model, number)
+            refuse_if_promoting(session, model.name, "delete", number)
             if row.current_stage == PRODUCTION:
                 require_role(actor, "admin", "delete the Production version directly (break-glass)")
             protected = self._check_protected_removal(session, actor, model, row.id)
@@ -149,9 +151,10 @@ class VersionService(ServiceBase):
         with self._db.write() as session:
             model = self._model(session, name, lock=True)
             row = self._version(session, model, number)
+            assert row.id is not None
+            break_glass = check_governance_tag(session, actor, row.id, tag_key)
             old = session.get(ModelVersionTagRow, (row.id, tag_key))
             before = old.value if old else None
-            assert row.id is not None
             session.merge(ModelVersionTagRow(version_id=row.id, key=tag_key, value=tag_value))
             self._audit(
                 session,
@@ -160,7 +163,7 @@ class VersionService(ServiceBase):
                 model.name,
                 number,
                 before={tag_key: before},
-                after={tag_key: tag_value},
+                after={tag_key: tag_value, **({"break_glass": True} if break_glass else {})},
             )
 
     def delete_model_version_tag(self, actor: Actor, *, name: object, version: object, key: object) -> None:
@@ -171,8 +174,11 @@ class VersionService(ServiceBase):
         with self._db.write() as session:
             model = self._model(session, name, lock=True)
             row = self._version(session, model, number)
+            assert row.id is not None
+            break_glass = check_governance_tag(session, actor, row.id, tag_key)
             old = session.get(ModelVersionTagRow, (row.id, tag_key))
             if old is None:
                 return
             session.delete(old)
-            self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value})
+            self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value},
+                        after={"break_glass": True} if break_glass else None)

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.evidence import TestRun
     from policies.results import Checklist, CheckResult
     from policies.status import PromotionStatus
+    from workflows.failures import activity_cause, activity_error_type, failed_checks
     from workflows.models import (
         ApplyInput,
         CheckInput,
@@ -46,10 +47,13 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=10,
     non_retryable_error_types=[
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "ABORTED", "PolicyError",
+        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "ABORTED", "INVALID_STATE",
+        "PolicyError",
     ],
 )
 MAX_APPLY_ATTEMPTS = 3
+EVIDENCE_BINDING = "evidence-binding"
+"""Patch: a sign-off counts only while the candidate's evidence is what the checks ran on."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -62,6 +66,7 @@ class PromotionWorkflow:
         self._snapshot: EvidenceSnapshot | None = None
         self._recorded_approvals = 0
         self._recheck = False
+        self._voided = False
 
     # ------------------------------------------------------------------ run
 
@@ -78,7 +83,7 @@ class PromotionWorkflow:
         while True:
             if not await self._checks_pass(request):
                 self._recheck = False  # a re-check may arrive while the failure is being announced
-                summary = _failures(self._current.checklist)
+                summary = failed_checks(self._current.checklist)
                 self._state = self._current.model_copy(update={"message": summary})
                 await self._enter(PromotionStatus.CHECKS_FAILED, summary)
                 await self._notify("checks_failed")
@@ -90,6 +95,8 @@ class PromotionWorkflow:
                 return await self._finish()
             if self._current.sign_off is not None and not await self._collect_sign_offs():
                 return await self._finish()
+            if self._voided:  # the evidence changed under the sign-offs: check again
+                continue
             outcome = await self._apply(request)
             if outcome is not None:
                 return outcome
@@ -170,6 +177,7 @@ class PromotionWorkflow:
         return self._state
 
     async def _checks_pass(self, request: PromotionInput) -> bool:
+        self._voided = False
         self._snapshot = await workflow.execute_activity(
             "snapshot_evidence", request, result_type=EvidenceSnapshot,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
@@ -199,7 +207,7 @@ class PromotionWorkflow:
                     heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
                 )
             except ActivityError as exc:
-                return check_result_failed(name, f"the test run could not complete: {_cause(exc)}")
+                return check_result_failed(name, f"the test run could not complete: {activity_cause(exc)}")
         result: CheckResult = await workflow.execute_activity(
             "evaluate_check", CheckInput(name=name, snapshot=snapshot, test_run=test_run), result_type=CheckResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
@@ -231,6 +239,10 @@ class PromotionWorkflow:
             await self._record_new_sign_offs()
             if self._current.stop is not None:
                 return False
+            # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder too.
+            stale = bool(self._current.approvals) or workflow.now() >= next_reminder
+            if stale and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
+                return self._current.stop is None
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
                 return True
             now = workflow.now()
@@ -250,6 +262,31 @@ class PromotionWorkflow:
                 )
             except TimeoutError:
                 pass
+
+    async def _evidence_unchanged(self) -> bool:
+        """Whether the candidate's evidence is what the checks ran on; if not, the sign-offs are voided."""
+        changed: list[str] = await workflow.execute_activity(
+            "verify_evidence", self._current.promotion_id, result_type=list[str],
+            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+        )
+        if changed == ["candidate"]:
+            self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=(
+                f"{self._current.model} version {self._current.version} is no longer the version this promotion "
+                "was requested for")))
+        elif changed:
+            await self._void_sign_offs(", ".join(changed))
+        return not changed
+
+    async def _void_sign_offs(self, what: str) -> None:
+        """Drop the sign-offs so far, tell requester and approvers why; the main loop re-runs the checks."""
+        voided = ", ".join(a.user for a in self._current.approvals)
+        note = (f"the candidate's evidence changed after the checks ran ({what}); "
+                f"sign-offs voided{f' ({voided})' if voided else ''}; re-running the checks")
+        self._voided = True
+        self._recorded_approvals = 0
+        self._state = self._current.model_copy(update={"approvals": [], "message": note})
+        await self._enter(PromotionStatus.RUNNING_CHECKS, note)
+        await self._notify("evidence_changed")
 
     def _news_since(self, seen: int) -> Callable[[], bool]:
         """A wait condition: a new sign-off arrived or the promotion was stopped."""
@@ -281,8 +318,13 @@ class PromotionWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
                 )
             except ActivityError as exc:
-                if _error_type(exc) != "ABORTED":
-                    self._stop_with(StopReason(status=PromotionStatus.FAILED, reason=f"apply failed: {_cause(exc)}"))
+                if activity_error_type(exc) == "INVALID_STATE":  # refused: not the candidate or evidence the checks saw
+                    if await self._evidence_unchanged():  # changed back meanwhile: the sign-offs are still void
+                        await self._void_sign_offs(activity_cause(exc))
+                    return await self._finish() if self._current.stop is not None else None
+                if activity_error_type(exc) != "ABORTED":
+                    self._stop_with(StopReason(status=PromotionStatus.FAILED,
+                                               reason=f"apply failed: {activity_cause(exc)}"))
                     return await self._finish()
                 await self._enter(PromotionStatus.RUNNING_CHECKS, "Production changed; re-running the comparison")
                 if not await self._checks_pass(request):
@@ -338,21 +380,5 @@ class PromotionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as exc:
-            workflow.logger.warning("notification %s for %s failed: %s", kind, self._current.promotion_id, _cause(exc))
-
-
-def _failures(checklist: Checklist | None) -> str:
-    if checklist is None:
-        return "checks failed"
-    failed = [f"{r.name}: {'; '.join(r.reasons)}" for r in checklist.results if not r.passed]
-    return " | ".join(failed) or "checks failed"
-
-
-def _cause(exc: ActivityError) -> str:
-    cause = exc.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-
-
-def _error_type(exc: ActivityError) -> str | None:
-    cause = exc.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
+            workflow.logger.warning("notification %s for %s failed: %s", kind, self._current.promotion_id,
+                                    activity_cause(exc))

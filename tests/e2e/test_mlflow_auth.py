@@ -212,7 +212,7 @@ def test_engineer_registers_stages_tags_and_sets_ordinary_aliases_through_the_cl
     engineer_client.transition_model_version_stage(name, "2", "Staging", archive_existing_versions=True)
     engineer_client.transition_model_version_stage(name, "3", "Archived")
     engineer_client.set_registered_model_tag(name, "owner", "alice@example.com")
-    engineer_client.set_model_version_tag(name, "2", "validated_by", "bob@example.com")
+    engineer_client.set_model_version_tag(name, "2", "reviewed_by", "bob@example.com")  # not a governance tag
     engineer_client.set_registered_model_alias(name, "challenger", "2")
     engineer_client.update_model_version(name, "2", description="candidate")
     assert {v.version: v.current_stage for v in engineer_client.search_model_versions(f"name = '{name}'")} == {

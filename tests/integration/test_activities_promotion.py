@@ -458,7 +458,8 @@ def test_record_sign_off_is_audited_under_the_approver(world: World) -> None:
 
     [event] = w.events(model, "sign_off_promotion")
     assert event.actor == w.reg.approver.name
-    assert event.after == {"promotion": promotion.id, "comment": "numbers look right", "roles": ["approver"]}
+    assert event.after == {"promotion": promotion.id, "comment": "numbers look right", "roles": ["approver"],
+                           "at": "2026-01-15T09:30:00Z", "evidence_hash": ""}
     assert [a["user"] for a in w.svc.promotions.get_promotion(w.reg.viewer,
                                                               promotion.id).approvals] == [w.reg.approver.name]
     assert w.reg.audit_count() == count
@@ -626,4 +627,4 @@ def test_build_activities_registers_every_activity_the_workflow_calls(world: Wor
     names = {activity._Definition.must_from_callable(fn).name for fn in build_activities(world.reg.services)}
 
     assert names == {"snapshot_evidence", "evaluate_check", "record_state", "record_sign_off", "apply_promotion",
-                     "notify", "run_tests"}
+                     "notify", "run_tests", "verify_evidence"}

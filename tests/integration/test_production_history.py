@@ -41,7 +41,7 @@ def test_stints_follow_renames_and_end_at_deletion_and_a_recreated_name_starts_a
     move("churn", 2, "Staging", 15_000)  # not a Production move: no boundary
     move("churn", 2, "Production", 20_000)
     clock.now = 25_000
-    svc.models.rename_registered_model(reg.engineer, name="churn", new_name="churn-v2")
+    svc.models.rename_registered_model(reg.admin, name="churn", new_name="churn-v2")
     move("churn-v2", 3, "Production", 30_000)
     clock.now = 40_000
     svc.versions.delete_model_version(reg.admin, name="churn-v2", version=3)

@@ -311,7 +311,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[Registry], object]]] = {
     "update model": ("update_registered_model",
                      lambda r: r.svc.models.update_registered_model(r.engineer, name=MODEL, description="d")),
     "rename model": ("rename_registered_model",
-                     lambda r: r.svc.models.rename_registered_model(r.engineer, name=MODEL, new_name="x")),
+                     lambda r: r.svc.models.rename_registered_model(r.admin, name=MODEL, new_name="x")),
     "delete model": ("delete_registered_model", lambda r: r.svc.models.delete_registered_model(r.admin, MODEL)),
     "set model tag": ("set_registered_model_tag",
                       lambda r: r.svc.models.set_registered_model_tag(r.engineer, name=MODEL, key="team", value="ops")),
@@ -360,7 +360,7 @@ FAILURES: dict[str, tuple[Callable[[Registry], object], str]] = {
     "duplicate model": (lambda r: r.svc.models.create_registered_model(r.engineer, name=MODEL),
                         "RESOURCE_ALREADY_EXISTS"),
     "rename onto an existing model": (
-        lambda r: r.svc.models.rename_registered_model(r.engineer, name=MODEL, new_name="taken"),
+        lambda r: r.svc.models.rename_registered_model(r.admin, name=MODEL, new_name="taken"),
         "RESOURCE_ALREADY_EXISTS"),
     "version of a missing model": (
         lambda r: r.svc.registration.create_model_version(r.engineer, name="nope", source=str(r.artifact())),

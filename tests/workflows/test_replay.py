@@ -1,7 +1,8 @@
 """Replay gate: stored PromotionWorkflow histories must replay on the current workflow code.
 
 ``histories/*.json`` were recorded from real runs (real activities, time-skipping server)
-of the happy path, the expiry path and the checks-failed-then-recheck path. A change to
+of the happy path, the expiry path, the checks-failed-then-recheck path and (since the
+``evidence-binding`` patch) the evidence-changed-under-a-sign-off path. A change to
 the workflow that would break promotions already running in production (different
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 
@@ -69,7 +70,26 @@ async def checks_failed_then_recheck(h: Harness) -> WorkflowHistory:
     return await h.handle(promotion).fetch_history()
 
 
+async def evidence_changed(h: Harness) -> WorkflowHistory:
+    """The evidence changes under a sign-off (patch ``evidence-binding``): voided, re-checked, fixed, promoted."""
+    model = h.register()
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    h.registry.versions.update_model_version(h.requester, name=model, version=2,
+                                             description=describe(0.91, 0.38, date_range=False))
+    await h.decide(h.approver, promotion, "sign_off")
+    await h.wait_for(promotion, S.CHECKS_FAILED)
+    await wait_until(lambda: h.read(promotion).deadline is not None, "the re-check window")
+    h.registry.versions.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
+    await h.decide(h.requester, promotion, "recheck", "restored the date range")
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    await h.decide(h.approver, promotion, "sign_off")
+    assert (await h.outcome(promotion)).status == S.PROMOTED
+    return await h.handle(promotion).fetch_history()
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHistory]]] = {
+    "evidence_changed": evidence_changed,
     "happy_path": happy_path,
     "expiry": expiry,
     "checks_failed_then_recheck": checks_failed_then_recheck,
