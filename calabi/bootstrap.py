@@ -21,6 +21,7 @@ from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
+from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
@@ -70,9 +71,10 @@ def build_services(settings: Settings) -> Services:
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
+    users = UserService(db, clock=now_ms, key=ServerKey(settings.data_dir / KEY_FILE))
     return Services(
-        settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms), artifacts=artifacts,
-        promotions=promotions, tracking=tracking,
+        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions,
+        tracking=tracking,
     )
 
 
