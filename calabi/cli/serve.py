@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import secrets
 import signal
 import socket
@@ -149,6 +150,7 @@ def serve(
     from calabi.bootstrap import prepare  # the server's code: not loaded by the user commands
     from registry_store.errors import InvalidParameterError, UnavailableError
 
+    os.umask(0o077)  # the data dir, database, logs, tokens and child processes' files are the service's alone
     settings = _settings(data_dir)
     embedded_tracking = tracking and settings.mlflow_tracking_url is None
     if embedded_tracking:
