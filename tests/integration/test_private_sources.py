@@ -14,8 +14,9 @@ from calabi.settings import Settings
 from registry_store.artifacts._tree import MAX_TREE_DEPTH, tree_files
 from registry_store.errors import InvalidParameterError
 from registry_store.users import SYSTEM_ACTOR
+from tests.fixtures.trees import deep_tree, flatten
 
-DEEP = 1_100
+DEEP = 1_100  # the reported depth: past the interpreter's recursion limit
 
 
 @pytest.fixture
@@ -71,35 +72,9 @@ def test_an_ordinary_source_next_to_the_data_dir_registers(services: Services, t
     register(services, model_dir(tmp_path, "fine"))
 
 
-def deep_tree(root: Path, depth: int) -> Path:
-    """``root/d/d/…`` ``depth`` levels deep with a file at the bottom (built with relative paths: PATH_MAX)."""
-    (root / "MLmodel").write_text("flavors: {}\n")
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            child = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        with os.fdopen(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as leaf:
-            fd = -1
-            leaf.write("x")
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return root
-
-
-def flatten(root: Path, depth: int) -> None:
-    """Cut a deep tree into one-level pieces (pytest's recursive clean-up could not remove it)."""
-    for level in range(depth):
-        piece = root.with_name(f"flat-{level}")
-        os.rename(root / "d", piece)
-        root = piece
-
-
 def test_a_deep_source_tree_is_a_clean_refusal(services: Services, tmp_path: Path) -> None:
-    source = deep_tree(model_dir(tmp_path, "deep"), DEEP)
+    source = model_dir(tmp_path, "deep")
+    deep_tree(source, DEEP)
     try:
         with pytest.raises(InvalidParameterError, match=f"deeper than {MAX_TREE_DEPTH}"):
             register(services, source)
