@@ -20,6 +20,7 @@ from calabi.settings import Settings
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
+from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.server_key import KEY_FILE, ServerKey
@@ -48,6 +49,8 @@ class Services:
     artifacts: ArtifactStore
     promotions: PromotionService
     tracking: TrackingClient | None = None
+    audit_anchor: AuditAnchor | None = None
+    """The signed anchor ``calabi audit verify`` checks and advances (``registry_store/audit_anchor.py``)."""
 
     def close(self) -> None:
         """Release database connections and the tracking server's connection pool."""
@@ -75,10 +78,11 @@ def build_services(settings: Settings) -> Services:
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
-    users = UserService(db, clock=now_ms, key=ServerKey(settings.data_dir / KEY_FILE))
+    key = ServerKey(settings.data_dir / KEY_FILE)
     return Services(
-        settings=settings, db=db, registry=registry, users=users, artifacts=artifacts, promotions=promotions,
-        tracking=tracking,
+        settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms, key=key),
+        artifacts=artifacts, promotions=promotions, tracking=tracking,
+        audit_anchor=AuditAnchor(settings.data_dir / ANCHOR_FILE, key),
     )
 
 

@@ -132,3 +132,19 @@ def test_failed_tokens_are_rate_limited_per_address(server_factory: Callable[...
         valid = http.get(API + "/registered-models/search", headers={"Authorization": f"Bearer {limited.admin_token}"})
         assert valid.status_code == 429  # a guess that happens to be right is no oracle either
         assert http.get("/api/v1/me", headers={"Authorization": "Bearer another-guess"}).status_code == 429
+
+
+def test_a_truncated_audit_chain_is_caught_with_the_guards_dropped(server_factory: Callable[..., LiveServer]) -> None:
+    audited = server_factory()
+    with audited.client() as http:
+        create_model(http)
+        assert http.get("/api/v1/audit/verify").json()["ok"]  # anchors the head
+        with database(audited) as db:
+            for event in ("update", "delete"):
+                db.execute(f"DROP TRIGGER audit_events_no_{event}")
+            last = db.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+            db.execute("DELETE FROM audit_events WHERE seq = ?", (last,))
+            db.execute("UPDATE audit_head SET seq = seq - 1, hash = (SELECT hash FROM audit_events WHERE seq = ?)",
+                       (last - 1,))
+        result = http.get("/api/v1/audit/verify").json()
+    assert not result["ok"] and result["first_bad_seq"] == last, result
