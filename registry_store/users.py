@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
@@ -36,6 +36,7 @@ _IMPLIED = {
     "admin": set(ROLES),
 }
 SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
+_USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
 _FIND_TOKEN = (
     select(col(TokenRow.id), col(TokenRow.salt), col(TokenRow.token_hash), col(UserRow.name), col(UserRow.roles),
            FAILURES)
@@ -200,6 +201,8 @@ class UserService:
         row = UserRow(name=name, roles=",".join(roles), creation_timestamp=now)
         try:
             with self._db.write() as session:
+                if self._db.is_postgres:  # one user creation at a time, so two look-alikes cannot both pass
+                    session.execute(select(func.pg_advisory_xact_lock(_USER_NAMES_LOCK)))
                 key = person_key(name)
                 taken = next((n for n in session.exec(orm_select(col(UserRow.name))) if person_key(n) == key), None)
                 if taken is not None:

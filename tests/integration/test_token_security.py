@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,19 @@ def test_look_alike_user_names_are_refused(reg: Registry, name: str) -> None:
     reg.services.users.create_user(reg.admin, name="dana", roles=["viewer"])
     with pytest.raises(AlreadyExistsError):
         reg.services.users.create_user(reg.admin, name=name, roles=["viewer"])
+
+
+def test_of_concurrent_look_alike_creations_exactly_one_succeeds(reg: Registry) -> None:
+    def create(name: str) -> bool:
+        try:
+            reg.services.users.create_user(reg.admin, name=name, roles=["viewer"])
+        except AlreadyExistsError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        created = list(pool.map(create, ["erin", "Erin", "ERIN", "ｅｒｉｎ", "erin ", "ErIn"]))
+    assert created.count(True) == 1, created
 
 
 @pytest.mark.parametrize("name", ["da\u200bna", "\u200ddana", "dana\ufeff", "da\u2060na", "da\u00adna"])
