@@ -10,6 +10,7 @@
     ConflictError                RESOURCE_CONFLICT          no (retried)
     StaleEvidenceError           ABORTED                    yes (the workflow re-runs the checks)
     ArtifactIntegrityError       DATA_LOSS                  yes (the registry's copy was altered)
+    RateLimitedError             REQUEST_LIMIT_EXCEEDED     no (retried)
     UnavailableError             TEMPORARILY_UNAVAILABLE    no (retried)
     RegistryError                INTERNAL_ERROR             yes
     policies.PolicyError         PolicyError                yes (a broken policy file is never retried)
