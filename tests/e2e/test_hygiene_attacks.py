@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.helpers import API, assert_error, call, create_model, ok, random_name
 from tests.fixtures.servers import LiveServer, free_port, make_artifact, start_server, stop_server
 from tests.fixtures.trees import deep_tree, flatten
+from tests.integration.page_session import sign_in_form
 
 TRACKING_SECRET = "tr4cking-pa55word"
 DEEP = 1_100
@@ -132,6 +133,8 @@ def test_failed_tokens_are_rate_limited_per_address(server_factory: Callable[...
         valid = http.get(API + "/registered-models/search", headers={"Authorization": f"Bearer {limited.admin_token}"})
         assert valid.status_code == 429  # a guess that happens to be right is no oracle either
         assert http.get("/api/v1/me", headers={"Authorization": "Bearer another-guess"}).status_code == 429
+        form = {"sign_in_token": sign_in_form(http), "token": limited.admin_token, "next": "/ui/models"}
+        assert http.post("/ui/sign-in", data=form).status_code == 429  # the web sign-in counts the same
 
 
 def test_a_truncated_audit_chain_is_caught_with_the_guards_dropped(server_factory: Callable[..., LiveServer]) -> None:
