@@ -27,7 +27,7 @@ from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
-__all__ = ["STALE_STAGING_S", "Services", "build_services", "make_private", "now_ms", "prepare", "temporal_connector"]
+__all__ = ["STALE_STAGING_S", "Services", "build_services", "now_ms", "prepare", "temporal_connector"]
 
 STALE_STAGING_S = 24 * 3600.0
 """Staging directories older than this are leftovers of killed registrations (swept by ``prepare``)."""
@@ -86,13 +86,12 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-def make_private(data_dir: Path) -> None:
+def _make_private(data_dir: Path) -> None:
     """Make the data dir 0700 and what it holds directly 0600 (files) or 0700 (directories).
 
     New files are private by the server's umask (``calabi serve``); this tightens a data dir
     created by an older version or another tool.
     """
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     for entry in data_dir.iterdir():
         if not entry.is_symlink():
@@ -100,9 +99,10 @@ def make_private(data_dir: Path) -> None:
 
 
 def prepare(settings: Settings) -> None:
-    """Ready the data dir once before serving: private directories, schema, first admin (``admin_token``),
-    staging sweep."""
-    make_private(settings.data_dir)
+    """Ready the data dir once before serving: schema, first admin (``admin_token``), staging sweep, and
+    private modes for the data dir and what it holds (also what this call created)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
     upgrade_database(settings.resolved_database_url())
     services = build_services(settings)
     try:
@@ -114,6 +114,7 @@ def prepare(settings: Settings) -> None:
             services.users.ensure_admin(settings.admin_token.get_secret_value())
     finally:
         services.close()
+    _make_private(settings.data_dir)
 
 
 def _tracking_client(settings: Settings) -> TrackingClient | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,18 @@ def test_a_deep_source_tree_is_a_clean_refusal(services: Services, tmp_path: Pat
             tree_files(source)
     finally:
         flatten(source, DEEP)
+
+
+def test_prepare_tightens_a_data_dir_left_readable_by_an_older_version(tmp_path: Path) -> None:
+    data = tmp_path / "old-data"
+    (data / "mlflow").mkdir(parents=True)
+    for name in ("admin-token", "worker.log", "temporal.db"):
+        (data / name).write_text("x")
+        (data / name).chmod(0o644)
+    (data / "mlflow").chmod(0o755)
+    data.chmod(0o755)
+    prepare(Settings(data_dir=data, admin_token=SecretStr("t" * 32)))
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "mlflow").stat().st_mode) == 0o700
+    for name in ("admin-token", "worker.log", "temporal.db", "calabi.db", "server-key"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
