@@ -11,6 +11,7 @@
     StaleEvidenceError           ABORTED                    yes (the workflow re-runs the checks)
     InvalidStateError            INVALID_STATE              yes (evidence changed: sign-offs voided, re-checked)
     ArtifactIntegrityError       DATA_LOSS                  yes (the registry's copy was altered)
+    RateLimitedError             REQUEST_LIMIT_EXCEEDED     no (retried)
     UnavailableError             TEMPORARILY_UNAVAILABLE    no (retried)
       SandboxUnavailableError    TEMPORARILY_UNAVAILABLE    no (the sandbox could not start)
     SandboxLimitError            RESOURCE_EXHAUSTED         yes (the candidate's code ran past a limit)

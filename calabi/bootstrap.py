@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -19,8 +20,10 @@ from calabi.settings import Settings
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
+from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
+from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
@@ -46,6 +49,8 @@ class Services:
     artifacts: ArtifactStore
     promotions: PromotionService
     tracking: TrackingClient | None = None
+    audit_anchor: AuditAnchor | None = None
+    """The signed anchor ``calabi audit verify`` checks and advances (``registry_store/audit_anchor.py``)."""
 
     def close(self) -> None:
         """Release database connections and the tracking server's connection pool."""
@@ -58,9 +63,12 @@ def build_services(settings: Settings) -> Services:
     """Build the services (nothing is created, migrated or written: see ``prepare``)."""
     db = Database(make_engine(settings.resolved_database_url()))
     artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
-    private = [settings.data_dir, *([artifacts.root] if isinstance(artifacts, LocalArtifactStore) else [])]
+    database_file = db.engine.url.database if not db.is_postgres and db.engine.url.database else None
+    secret = [settings.data_dir, *([Path(database_file)] if database_file else [])]
+    private = [*secret, *([artifacts.root] if isinstance(artifacts, LocalArtifactStore) else [])]
     fetcher = SourceFetcher(
-        local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url, private_paths=private
+        local_roots=list(settings.local_source_roots), s3_endpoint_url=settings.s3_endpoint_url,
+        private_paths=private, secret_paths=secret,
     )
     tracking = _tracking_client(settings)
     if tracking is not None:
@@ -70,25 +78,43 @@ def build_services(settings: Settings) -> Services:
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
+    key = ServerKey(settings.data_dir / KEY_FILE)
     return Services(
-        settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms), artifacts=artifacts,
-        promotions=promotions, tracking=tracking,
+        settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms, key=key),
+        artifacts=artifacts, promotions=promotions, tracking=tracking,
+        audit_anchor=AuditAnchor(settings.data_dir / ANCHOR_FILE, key),
     )
 
 
+def _make_private(data_dir: Path) -> None:
+    """Make the data dir 0700 and what it holds directly 0600 (files) or 0700 (directories).
+
+    New files are private by the server's umask (``calabi serve``); this tightens a data dir
+    created by an older version or another tool.
+    """
+    data_dir.chmod(0o700)
+    for entry in data_dir.iterdir():
+        if not entry.is_symlink():
+            entry.chmod(0o700 if entry.is_dir() else 0o600)
+
+
 def prepare(settings: Settings) -> None:
-    """Ready the data dir once before serving: directories, schema, first admin (``admin_token``), staging sweep."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Ready the data dir once before serving: schema, first admin (``admin_token``), staging sweep, and
+    private modes for the data dir and what it holds (also what this call created)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
     upgrade_database(settings.resolved_database_url())
     services = build_services(settings)
     try:
         if isinstance(services.artifacts, LocalArtifactStore):
-            services.artifacts.root.mkdir(parents=True, exist_ok=True)
+            services.artifacts.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            services.artifacts.root.chmod(0o700)
             services.artifacts.sweep_staging(older_than_s=STALE_STAGING_S)
         if settings.admin_token is not None:
             services.users.ensure_admin(settings.admin_token.get_secret_value())
     finally:
         services.close()
+    _make_private(settings.data_dir)
 
 
 def _tracking_client(settings: Settings) -> TrackingClient | None:

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: SecretStr | None = None
     notify_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Reverse proxies (comma-separated IPs) whose X-Forwarded-For/-Proto are trusted; default: none",
+    )
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 

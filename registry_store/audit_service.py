@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from registry_store.audit import Actor, append_event, event_view, verify_chain
+from registry_store.audit_anchor import AuditAnchor, BadAnchorError
 from registry_store.context import ServiceBase
 from registry_store.entities import AuditEvent, AuditVerification
 from registry_store.errors import InvalidParameterError
@@ -41,11 +42,36 @@ class AuditService(ServiceBase):
             rows = session.exec(query.order_by(order).limit(limit)).all()
             return [event_view(r) for r in rows]
 
-    def verify_audit_chain(self, actor: Actor) -> AuditVerification:
-        """Recompute the audit hash chain; any edited, removed or reordered event is reported."""
+    def verify_audit_chain(self, actor: Actor, anchor: AuditAnchor | None = None) -> AuditVerification:
+        """Recompute the audit hash chain; any edited, removed or reordered event is reported.
+
+        With ``anchor``, the chain must also still hold the last verified head (a re-hashed or truncated
+        chain is caught), and a chain that verifies becomes the new anchor.
+        """
         require_role(actor, "viewer", "read the audit log")
         with self._db.read() as session:
-            return verify_chain(session)
+            result = verify_chain(session)
+            if anchor is None or not result.ok:
+                return result
+            try:
+                anchored = anchor.load()
+            except BadAnchorError as exc:
+                return AuditVerification(ok=False, events_checked=result.events_checked, problem=str(exc))
+            if anchored is not None:
+                seq, head_hash = anchored
+                row = session.exec(select(AuditEventRow).where(col(AuditEventRow.seq) == seq)).first()
+                if row is None or row.hash != head_hash:
+                    return AuditVerification(
+                        ok=False, events_checked=result.events_checked, first_bad_seq=seq,
+                        problem=f"the chain no longer holds the anchored event {seq} as verified before "
+                                f"({'events deleted' if row is None else 're-hashed'})",
+                    )
+            last = session.exec(  # the last event verified (seqs are gap-free from 1)
+                select(AuditEventRow).where(col(AuditEventRow.seq) == result.events_checked)
+            ).first()
+        if last is not None:
+            anchor.advance(last.seq, last.hash)
+        return result
 
     def record_tracking_write(
         self, actor: Actor, route: str, *, run_id: str = "", experiment_id: str = "", model_id: str = ""

@@ -11,6 +11,7 @@
     ├── StaleEvidenceError             ABORTED                   409 (re-check, then retry)
     ├── InvalidStateError              INVALID_STATE             409 (a live promotion forbids it)
     ├── ArtifactIntegrityError         DATA_LOSS                 409 (not 5xx: clients would retry)
+    ├── RateLimitedError               REQUEST_LIMIT_EXCEEDED    429 (with Retry-After)
     └── UnavailableError               TEMPORARILY_UNAVAILABLE   503 (retryable)
 
 They are mapped in one place each: ``api/errors.py`` (HTTP), ``cli.py`` (exit code)
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidStateError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "RegistryError",
     "StaleEvidenceError",
     "UnauthenticatedError",
@@ -119,6 +121,18 @@ class ArtifactIntegrityError(RegistryError):
 
     error_code = "DATA_LOSS"
     http_status = 409
+
+
+class RateLimitedError(RegistryError):
+    """Too many failed attempts from one client; ``retry_after_s`` says when to try again."""
+
+    error_code = "REQUEST_LIMIT_EXCEEDED"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UnavailableError(RegistryError):

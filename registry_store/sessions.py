@@ -55,18 +55,17 @@ class WebSessionStore:
         """How long a session lasts, for the cookie's Max-Age."""
         return self._ttl_ms // 1000
 
-    def create(self, actor: Actor, token: str) -> tuple[str, WebSession]:
-        """Open a session for ``actor``, who has just authenticated with ``token``; returns the raw id once."""
+    def create(self, actor: Actor, token_id: int) -> tuple[str, WebSession]:
+        """Open a session for ``actor``, who has just authenticated with token ``token_id``; returns the raw id once."""
         now = self._clock()
         session_id = secrets.token_urlsafe(_ID_BYTES)
         csrf_token = secrets.token_urlsafe(_ID_BYTES)
         with self._db.write() as session:
-            token_row = session.exec(select(TokenRow).where(col(TokenRow.token_hash) == _hash(token))).first()
-            if token_row is None or token_row.id is None:
+            if session.get(TokenRow, token_id) is None:
                 raise UnauthenticatedError("Invalid or revoked token.")
             session.execute(delete(SessionRow).where(col(SessionRow.expires_at) <= now))
             session.add(SessionRow(
-                id_hash=_hash(session_id), token_id=token_row.id, user_name=actor.name, csrf_token=csrf_token,
+                id_hash=_hash(session_id), token_id=token_id, user_name=actor.name, csrf_token=csrf_token,
                 creation_timestamp=now, expires_at=now + self._ttl_ms,
             ))
         return session_id, WebSession(actor=actor, csrf_token=csrf_token, expires_at=now + self._ttl_ms)

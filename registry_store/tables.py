@@ -23,6 +23,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AuditEventRow",
     "AuditHeadRow",
+    "AuthFailureRow",
     "ModelVersionRow",
     "ModelVersionTagRow",
     "NotificationRow",
@@ -184,14 +185,29 @@ class UserRow(SQLModel, table=True):
 
 
 class TokenRow(SQLModel, table=True):
-    """A bearer token, stored only as its SHA-256 hash."""
+    """A bearer token, stored only as its HMAC under the server key (``token_hashes.py``).
+
+    ``salt``: per token for ``<id>.<secret>`` tokens, ``""`` for bare tokens (found by their keyed hash),
+    NULL for a legacy unsalted SHA-256, rehashed on first use.
+    """
 
     __tablename__ = "tokens"
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    salt: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     creation_timestamp: int = Field(sa_column=_ms())
+
+
+class AuthFailureRow(SQLModel, table=True):
+    """Failed token attempts of one client address in one fixed time window (``auth_failures.py``)."""
+
+    __tablename__ = "auth_failures"
+
+    address: str = Field(sa_column=Column(String(64), primary_key=True))
+    window_start: int = Field(sa_column=Column(BigInteger, primary_key=True, index=True))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
 
 
 class ServingSchemaRow(SQLModel, table=True):

@@ -1,16 +1,18 @@
-"""Users, roles and bearer tokens (stored only as SHA-256 hashes)."""
+"""Users, roles and bearer tokens (stored salted and keyed: ``token_hashes.py``)."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
+import unicodedata
 from collections.abc import Callable, Iterable
 
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col
+from sqlmodel import select as orm_select
 
+from policies.decisions import person_key
 from registry_store.audit import Actor, append_event
+from registry_store.auth_failures import FAILURES, FailureLimit
 from registry_store.db import Database
 from registry_store.entities import User
 from registry_store.errors import (
@@ -20,7 +22,9 @@ from registry_store.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from registry_store.server_key import ServerKey
 from registry_store.tables import TokenRow, UserRow
+from registry_store.token_hashes import TokenHasher, legacy_hash, split_token
 
 __all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "expand_roles", "require_role"]
 
@@ -31,9 +35,17 @@ _IMPLIED = {
     "approver": {"viewer", "approver"},
     "admin": set(ROLES),
 }
-TOKEN_CACHE_SECONDS = 5.0
-TOKEN_CACHE_SIZE = 10_000
 SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
+_USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
+_FIND_TOKEN = (
+    select(col(TokenRow.id), col(TokenRow.salt), col(TokenRow.token_hash), col(UserRow.name), col(UserRow.roles),
+           FAILURES)
+    .join(UserRow, col(UserRow.id) == col(TokenRow.user_id))
+    .where(or_(col(TokenRow.id) == bindparam("token_id"), col(TokenRow.token_hash) == bindparam("keyed"),
+               col(TokenRow.token_hash) == bindparam("legacy")))
+)
+"""Rows that may own a token: by the id of ``<id>.<secret>``, or by a bare token's keyed or legacy hash;
+with the client's failures. Built once: per request only its parameters change."""
 
 
 def require_role(actor: Actor, role: str, action: str) -> None:
@@ -50,10 +62,6 @@ def expand_roles(roles: Iterable[str]) -> frozenset[str]:
     return frozenset(r for role in roles for r in _IMPLIED[role])
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _parse_roles(roles: Iterable[object]) -> list[str]:
     parsed = sorted({str(r).strip().lower() for r in roles})
     unknown = [r for r in parsed if r not in ROLES]
@@ -64,38 +72,77 @@ def _parse_roles(roles: Iterable[object]) -> list[str]:
     return parsed
 
 
-class UserService:
-    """Creates users and tokens and turns a presented token into an ``Actor``."""
+def _user_name(name: object) -> str:
+    """The NFKC form of a new user's name; invisible (format) characters are refused."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 256:
+        raise InvalidParameterError("User name must be 1-256 characters.")
+    if any(unicodedata.category(c) == "Cf" for c in name):
+        raise InvalidParameterError("User name must not contain invisible (zero-width or format) characters.")
+    return unicodedata.normalize("NFKC", name).strip()
 
-    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+
+class UserService:
+    """Creates users and tokens and turns a presented token into an ``Actor``.
+
+    Every request reads its token from the database (no cache), so deleting a token or changing
+    a user's roles takes effect at once on every replica.
+    """
+
+    def __init__(self, db: Database, clock: Callable[[], int], key: ServerKey) -> None:
         self._db = db
         self._clock = clock
-        # token hash -> (valid until, user, roles): saves a query per request; a few seconds of staleness
-        self._recent: dict[str, tuple[float, str, frozenset[str]]] = {}
+        self._hasher = TokenHasher(key)
+        self.failures = FailureLimit(db)
 
-    def authenticate(self, token: str | None, *, request_id: str = "") -> Actor:
-        """The actor owning ``token``; ``UnauthenticatedError`` if it is missing or unknown."""
+    def authenticate(self, token: str | None, *, request_id: str = "", client: str = "") -> Actor:
+        """The actor owning ``token``; ``UnauthenticatedError`` if it is missing or unknown,
+        ``RateLimitedError`` while ``client`` has too many recent failures."""
+        return self.identify(token, request_id=request_id, client=client)[0]
+
+    def identify(self, token: str | None, *, request_id: str = "", client: str = "") -> tuple[Actor, int]:
+        """``authenticate``, also answering the token's id (web sessions are bound to it)."""
         if not token:
             raise UnauthenticatedError(
                 "Authentication required: send 'Authorization: Bearer <token>' "
                 "(MLFLOW_TRACKING_TOKEN for the mlflow client)."
             )
-        digest = _hash(token)
-        now = time.monotonic()
-        cached = self._recent.get(digest)
-        if cached is None or cached[0] < now:
-            with self._db.read() as session:
-                found = session.exec(
-                    select(UserRow).join(TokenRow, col(TokenRow.user_id) == col(UserRow.id))
-                    .where(col(TokenRow.token_hash) == digest)
-                ).first()
-            if found is None:
-                raise UnauthenticatedError("Invalid or revoked token.")
-            cached = (now + TOKEN_CACHE_SECONDS, found.name, expand_roles(found.roles.split(",")))
-            if len(self._recent) >= TOKEN_CACHE_SIZE:
-                self._recent.clear()
-            self._recent[digest] = cached
-        return Actor(name=cached[1], roles=cached[2], request_id=request_id)
+        now = self._clock()
+        found = self._find(token, client, now)
+        if found is None:
+            self.failures.check(self.failures.current(client, now), now)
+            self.failures.record(client, now)
+            raise UnauthenticatedError("Invalid or revoked token.")
+        token_id, salt, name, roles, failures = found
+        self.failures.check(failures, now)
+        if salt is None:
+            self._rehash(token_id, token)
+        return Actor(name=name, roles=expand_roles(roles.split(",")), request_id=request_id), token_id
+
+    def _find(self, token: str, client: str, now: int) -> tuple[int, str | None, str, str, int | None] | None:
+        """The matching token row (id, salt, user, roles) and the client's failures, in one query."""
+        split = split_token(token)
+        params = {"token_id": split[0] if split else -1, "keyed": self._hasher.digest("", token),
+                  "legacy": legacy_hash(token), **self.failures.params(client, now)}
+        with self._db.read_connection() as connection:
+            rows = connection.execute(_FIND_TOKEN, params).all()
+        for token_id, salt, stored, name, roles, failures in rows:
+            if token_id is not None and self._matches(token_id, salt, stored, token, split):
+                return token_id, salt, name, roles, failures
+        return None
+
+    def _matches(self, token_id: int, salt: str | None, stored: str, token: str,
+                 split: tuple[int, str] | None) -> bool:
+        if salt:  # issued as <id>.<secret>
+            return split is not None and split[0] == token_id and self._hasher.matches(stored, salt, split[1])
+        return self._hasher.matches(stored, salt, token)
+
+    def _rehash(self, token_id: int, token: str) -> None:
+        """Replace a legacy unsalted SHA-256 by the keyed hash (the token itself is unchanged)."""
+        with self._db.write_connection() as connection:
+            connection.execute(
+                update(TokenRow).where(col(TokenRow.id) == token_id, col(TokenRow.salt).is_(None))
+                .values(token_hash=self._hasher.digest("", token), salt="")
+            )
 
     def create_user(self, actor: Actor, *, name: str, roles: Iterable[object]) -> tuple[User, str]:
         """Create a user with a fresh token (admin only); the token is returned once."""
@@ -105,7 +152,8 @@ class UserService:
     def ensure_admin(self, token: str, *, name: str = "admin") -> bool:
         """Make sure an admin user owns ``token`` (seeding the first admin); True if created."""
         with self._db.read() as session:
-            if session.exec(select(TokenRow).where(col(TokenRow.token_hash) == _hash(token))).first():
+            hashes = [self._hasher.digest("", token), legacy_hash(token)]
+            if session.exec(orm_select(TokenRow).where(col(TokenRow.token_hash).in_(hashes))).first():
                 return False
         try:
             self._insert_user(SYSTEM_ACTOR, name=name, roles=["admin"], token=token)
@@ -114,46 +162,62 @@ class UserService:
         return True
 
     def add_token(self, actor: Actor, *, name: str, token: str | None = None) -> str:
-        """Issue another token for an existing user (admin only)."""
+        """Issue another token for an existing user (admin only); ``token``: a bare token to store."""
         require_role(actor, "admin", "issue tokens")
-        token = token or secrets.token_urlsafe(32)
         now = self._clock()
         with self._db.write() as session:
-            user = session.exec(select(UserRow).where(col(UserRow.name) == name)).first()
+            user = session.exec(orm_select(UserRow).where(col(UserRow.name) == name)).first()
             if user is None or user.id is None:
                 raise NotFoundError(f"User '{name}' does not exist.")
-            session.add(TokenRow(user_id=user.id, token_hash=_hash(token), creation_timestamp=now))
+            issued = self._store_token(session, user.id, token, now)
             append_event(session, actor=actor, action="issue_token", timestamp=now, subject=f"user:{name}")
-        return token
+        return issued
 
     def list_users(self, actor: Actor) -> list[User]:
         """All users (admin only)."""
         require_role(actor, "admin", "list users")
         with self._db.read() as session:
-            rows = session.exec(select(UserRow).order_by(col(UserRow.name))).all()
+            rows = session.exec(orm_select(UserRow).order_by(col(UserRow.name))).all()
         return [_view(row) for row in rows]
+
+    def _store_token(self, session: Session, user_id: int, token: str | None, now: int) -> str:
+        """Insert a token row: ``token`` stored by its keyed hash, else a new ``<id>.<secret>`` token."""
+        if token is not None:
+            session.add(TokenRow(user_id=user_id, token_hash=self._hasher.digest("", token), salt="",
+                                 creation_timestamp=now))
+            return token
+        salt, secret = self._hasher.new_secret()
+        row = TokenRow(user_id=user_id, token_hash=self._hasher.digest(salt, secret), salt=salt,
+                       creation_timestamp=now)
+        session.add(row)
+        session.flush()
+        return f"{row.id}.{secret}"
 
     def _insert_user(
         self, actor: Actor, *, name: str, roles: list[str], token: str | None
     ) -> tuple[User, str]:
-        if not isinstance(name, str) or not name.strip() or len(name) > 256:
-            raise InvalidParameterError("User name must be 1-256 characters.")
-        token = token or secrets.token_urlsafe(32)
+        name = _user_name(name)
         now = self._clock()
         row = UserRow(name=name, roles=",".join(roles), creation_timestamp=now)
         try:
             with self._db.write() as session:
+                if self._db.is_postgres:  # one user creation at a time, so two look-alikes cannot both pass
+                    session.execute(select(func.pg_advisory_xact_lock(_USER_NAMES_LOCK)))
+                key = person_key(name)
+                taken = next((n for n in session.exec(orm_select(col(UserRow.name))) if person_key(n) == key), None)
+                if taken is not None:
+                    raise AlreadyExistsError(f"User '{name}' already exists (as '{taken}').")
                 session.add(row)
                 session.flush()
                 assert row.id is not None
-                session.add(TokenRow(user_id=row.id, token_hash=_hash(token), creation_timestamp=now))
+                issued = self._store_token(session, row.id, token, now)
                 append_event(
                     session, actor=actor, action="create_user", timestamp=now,
                     subject=f"user:{name}", after={"roles": roles},
                 )
         except IntegrityError as exc:
             raise AlreadyExistsError(f"User '{name}' already exists.") from exc
-        return _view(row), token
+        return _view(row), issued
 
 
 def _view(row: UserRow) -> User:

@@ -14,7 +14,8 @@ from calabi.bootstrap import Services
 from registry_store.audit import Actor
 
 __all__ = [
-    "CurrentActor", "ServicesDep", "current_actor", "get_services", "request_actor", "request_id", "token_from_header",
+    "CurrentActor", "ServicesDep", "client_address", "current_actor", "get_services", "request_actor", "request_id",
+    "token_from_header",
 ]
 
 
@@ -48,6 +49,11 @@ def request_id(request: Request) -> str:
     return (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
 
 
+def client_address(request: Request) -> str:
+    """The peer's address, by which failed token attempts are counted."""
+    return request.client.host if request.client else ""
+
+
 async def current_actor(request: Request, services: ServicesDep) -> Actor:
     """The user owning the request's bearer token (or basic-auth password)."""
     return await request_actor(request, services)
@@ -56,7 +62,9 @@ async def current_actor(request: Request, services: ServicesDep) -> Actor:
 async def request_actor(request: Request, services: Services) -> Actor:
     """``current_actor`` for handlers outside FastAPI's dependency injection."""
     token = token_from_header(request.headers.get("authorization"))
-    return await run_in_threadpool(services.users.authenticate, token, request_id=request_id(request))
+    return await run_in_threadpool(
+        services.users.authenticate, token, request_id=request_id(request), client=client_address(request)
+    )
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry_store.errors import RegistryError
+from registry_store.errors import RateLimitedError, RegistryError
 
 __all__ = ["error_response", "install_error_handlers", "registry_error_response", "unstorable_text_response"]
 
@@ -25,15 +25,17 @@ _STATUS_CODES = {
 }
 
 
-def error_response(status: int, error_code: str, message: str) -> JSONResponse:
+def error_response(status: int, error_code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An MLflow-shaped error body."""
-    headers = {"WWW-Authenticate": 'Bearer realm="calabi"'} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="calabi"', **(headers or {})}
     return JSONResponse({"error_code": error_code, "message": message}, status_code=status, headers=headers)
 
 
 def registry_error_response(exc: RegistryError) -> JSONResponse:
-    """A domain error with its MLflow code and status."""
-    return error_response(exc.http_status, exc.error_code, exc.message)
+    """A domain error with its MLflow code and status (and ``Retry-After`` when rate-limited)."""
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+    return error_response(exc.http_status, exc.error_code, exc.message, headers)
 
 
 def unstorable_text_response(exc: UnicodeEncodeError) -> JSONResponse:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from calabi.api.deps import request_id, token_from_header
+from calabi.api.deps import client_address, request_id, token_from_header
 from calabi.api.errors import registry_error_response, unstorable_text_response
 from calabi.api.mlflow_json import model_json, version_json
 from calabi.api.mlflow_params import Params, read_params
@@ -232,11 +232,11 @@ class MlflowRegistryRoutes:
     async def _run(self, request: Request, handler: Handler) -> dict[str, Any]:
         params = await read_params(request)
         token = token_from_header(request.headers.get("authorization"))
-        caller_request = request_id(request)
+        caller_request, client = request_id(request), client_address(request)
         services = self.services
 
         def call() -> dict[str, Any]:
-            actor = services.users.authenticate(token, request_id=caller_request)
+            actor = services.users.authenticate(token, request_id=caller_request, client=client)
             return handler(services.registry, actor, params)
 
         if handler in self.inline:

@@ -32,6 +32,7 @@ from calabi.api.errors import error_response
 from calabi.api.registry_artifacts import serve_registry_artifacts
 from calabi.api.tracking_routes import artifact_location_problem, match_route, written_ids
 from calabi.bootstrap import Services
+from registry_store.redaction import redact_url
 from registry_store.users import require_role
 
 __all__ = ["TrackingGateway", "gateway_lifespan", "gateway_router"]
@@ -211,7 +212,7 @@ async def _send(
     except httpx.HTTPError as exc:
         return error_response(
             503, "TEMPORARILY_UNAVAILABLE",
-            f"MLflow tracking server at {base} is unavailable: {type(exc).__name__}: {exc}".rstrip(": "),
+            redact_url(f"MLflow tracking server at {base} is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")),
         )
     except ClientDisconnect:
         return error_response(400, "INVALID_PARAMETER_VALUE", "The client disconnected during the upload.")

@@ -288,7 +288,7 @@ def list_audit(
 @v1_router.get("/audit/verify", response_model=AuditVerification)
 def verify_audit(services: ServicesDep, actor: CurrentActor) -> AuditVerification:
     """Check the audit hash chain."""
-    return services.registry.audit.verify_audit_chain(actor)
+    return services.registry.audit.verify_audit_chain(actor, services.audit_anchor)
 
 
 @v1_router.get("/users", response_model=list[User])

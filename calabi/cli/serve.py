@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import secrets
 import signal
 import socket
@@ -90,9 +91,12 @@ def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
 
     from calabi.api.asgi import AppFactory
 
+    # The client address (rate limits, X-Forwarded-For to the tracking server) is the peer's, unless it is
+    # a proxy the operator named: uvicorn's default would trust any X-Forwarded-For sent from 127.0.0.1.
     config = uvicorn.Config(
         AppFactory(settings), factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False,
+        proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     if workers == 1:
         uvicorn.Server(config).run()
@@ -154,6 +158,7 @@ def serve(
     from calabi.bootstrap import prepare  # the server's code: not loaded by the user commands
     from registry_store.errors import InvalidParameterError, UnavailableError
 
+    os.umask(0o077)  # the data dir, database, logs, tokens and child processes' files are the service's alone
     settings = _settings(data_dir)
     embedded_tracking = tracking and settings.mlflow_tracking_url is None
     if embedded_tracking:

@@ -10,12 +10,14 @@ from typing import BinaryIO
 
 from registry_store.errors import InvalidParameterError
 
-__all__ = ["CHUNK_SIZE", "ProgressCallback", "copy_stream", "safe_relpath", "tree_files"]
+__all__ = ["CHUNK_SIZE", "MAX_TREE_DEPTH", "ProgressCallback", "copy_stream", "safe_relpath", "tree_files"]
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written (increments, not totals)."""
 
 CHUNK_SIZE = 1024 * 1024
+MAX_TREE_DEPTH = 256
+"""Directories nested deeper than this are refused (a clean 400 instead of exhausting the stack or PATH_MAX)."""
 
 
 def safe_relpath(value: str, what: str = "path") -> PurePosixPath:
@@ -44,24 +46,25 @@ def tree_files(path: Path) -> list[tuple[str, Path]]:
     if not stat.S_ISDIR(mode):
         raise InvalidParameterError(f"Artifact path '{path}' is neither a regular file nor a directory")
     found: list[tuple[str, Path]] = []
-    _walk(path, "", found)
+    pending: list[tuple[Path, str]] = [(path, "")]
+    while pending:  # iterative: a deep tree must not exhaust the stack
+        directory, prefix = pending.pop()
+        if prefix.count("/") >= MAX_TREE_DEPTH:
+            raise InvalidParameterError(f"Artifact tree '{path}' is nested deeper than {MAX_TREE_DEPTH} directories")
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            if entry.is_symlink():
+                raise InvalidParameterError(f"Artifact tree '{directory}' contains a symlink: '{rel}'")
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((Path(entry.path), f"{rel}/"))
+            elif entry.is_file(follow_symlinks=False):
+                found.append((rel, Path(entry.path)))
+            else:
+                raise InvalidParameterError(f"Artifact tree '{directory}' contains a special file: '{rel}'")
     found.sort(key=lambda item: item[0])
     return found
-
-
-def _walk(directory: Path, prefix: str, found: list[tuple[str, Path]]) -> None:
-    with os.scandir(directory) as scan:
-        entries = list(scan)
-    for entry in entries:
-        rel = f"{prefix}{entry.name}"
-        if entry.is_symlink():
-            raise InvalidParameterError(f"Artifact tree '{directory}' contains a symlink: '{rel}'")
-        if entry.is_dir(follow_symlinks=False):
-            _walk(Path(entry.path), f"{rel}/", found)
-        elif entry.is_file(follow_symlinks=False):
-            found.append((rel, Path(entry.path)))
-        else:
-            raise InvalidParameterError(f"Artifact tree '{directory}' contains a special file: '{rel}'")
 
 
 def copy_stream(source: BinaryIO, target: BinaryIO, progress: ProgressCallback | None = None) -> int:

@@ -8,11 +8,9 @@ so the copy need not be read again to digest it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -24,8 +22,9 @@ from urllib.parse import unquote, urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from registry_store.artifacts._s3 import classify_error, make_s3_client, parse_s3_uri
-from registry_store.artifacts._tree import CHUNK_SIZE, ProgressCallback, safe_relpath
+from registry_store.artifacts._tree import ProgressCallback, safe_relpath
 from registry_store.artifacts.digest import file_sha256
+from registry_store.artifacts.local_sources import ROOTS_HINT, LocalCopier, within
 from registry_store.errors import InvalidParameterError, RegistryError, UnavailableError
 
 if TYPE_CHECKING:
@@ -61,7 +60,6 @@ S3ClientFactory = Callable[[str | None], "S3Client"]
 """Builds an S3 client for an endpoint URL (None: the default AWS endpoint)."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_ROOTS_HINT = "local sources must be below CALABI_LOCAL_SOURCE_ROOTS"
 
 
 class SourceFetcher:
@@ -75,11 +73,14 @@ class SourceFetcher:
         s3_client_factory: S3ClientFactory | None = None,
         tracking_resolver: TrackingResolver | None = None,
         private_paths: Sequence[Path] = (),
+        secret_paths: Sequence[Path] = (),
     ) -> None:
         # Real paths, compared as strings (pathlib's comparisons are slow on the registration path).
         self._roots = tuple(os.path.realpath(root) for root in local_roots)
         self._private = tuple(os.path.realpath(path) for path in private_paths)
         """The registry's own data (data dir, artifact root): never a source, nor inside or around one."""
+        self._secret = tuple(os.path.realpath(path) for path in secret_paths)
+        """Files (the database) and directories of files (the data dir) whose hard links are refused too."""
         self._local_slot = threading.Lock()
         self.s3_endpoint_url = s3_endpoint_url
         self.tracking_resolver = tracking_resolver
@@ -143,10 +144,10 @@ class SourceFetcher:
                 "runs:/, models:/m-…, mlflow-artifacts:/ or an absolute path"
             )
         if not scheme:
-            raise InvalidParameterError(f"Source '{source}' is a relative path; {_ROOTS_HINT} (absolute paths)")
+            raise InvalidParameterError(f"Source '{source}' is a relative path; {ROOTS_HINT} (absolute paths)")
         raise InvalidParameterError(
             f"Source scheme '{scheme}' is not supported: use s3://, file:// or an absolute path "
-            f"({_ROOTS_HINT}); runs:/, models:/ and mlflow-artifacts:/ need the MLflow tracking gateway "
+            f"({ROOTS_HINT}); runs:/, models:/ and mlflow-artifacts:/ need the MLflow tracking gateway "
             "(CALABI_MLFLOW_TRACKING_URL)"
         )
 
@@ -160,119 +161,27 @@ class SourceFetcher:
         """
         if "\x00" in raw or not raw.startswith("/") or ".." in raw.split("/"):
             raise InvalidParameterError(
-                f"Source '{source}' must be an absolute path without '..' segments; {_ROOTS_HINT}"
+                f"Source '{source}' must be an absolute path without '..' segments; {ROOTS_HINT}"
             )
         if not self._roots:
             raise InvalidParameterError(
-                f"Local source '{source}' refused: {_ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
+                f"Local source '{source}' refused: {ROOTS_HINT}, and CALABI_LOCAL_SOURCE_ROOTS is not set"
             )
         real = os.path.realpath(raw)
-        if not self._allowed(real):
-            raise InvalidParameterError(f"Local source '{source}' refused: {_ROOTS_HINT}")
+        if not any(within(real, root) for root in self._roots):
+            raise InvalidParameterError(f"Local source '{source}' refused: {ROOTS_HINT}")
         for private in self._private:
-            if _within(real, private) or _within(private, real):
+            if within(real, private) or within(private, real):
                 raise InvalidParameterError(
                     f"Local source '{source}' refused: it overlaps the registry's own data ({private})"
                 )
         return Path(raw), Path(real)
 
-    def _allowed(self, real: str | Path) -> bool:
-        path = os.fspath(real)
-        return any(_within(path, root) for root in self._roots)
-
     def _copy_local(
         self, source: str, requested: Path, real: Path, dest: Path, progress: ProgressCallback | None
     ) -> SourceFacts:
-        try:
-            mode = os.stat(real).st_mode
-        except FileNotFoundError:
-            raise InvalidParameterError(f"Source '{source}' does not exist") from None
-        except OSError as exc:
-            raise InvalidParameterError(f"Source '{source}' is not readable: {exc.strerror}") from None
-        digests: dict[str, str] = {}
-        if stat.S_ISREG(mode):
-            digests[requested.name] = self._copy_file(source, real, dest / requested.name, requested.name, progress)
-        elif stat.S_ISDIR(mode):
-            self._copy_dir(source, real, dest, "", progress, digests)
-        else:
-            raise InvalidParameterError(f"Source '{source}' is neither a regular file nor a directory")
-        if not digests:
-            raise InvalidParameterError(f"Source '{source}' is empty or does not exist")
-        return SourceFacts(file_digests=digests)
-
-    def _copy_dir(
-        self,
-        source: str,
-        directory: Path,
-        out_dir: Path,
-        prefix: str,
-        progress: ProgressCallback | None,
-        digests: dict[str, str],
-    ) -> None:
-        try:
-            with os.scandir(directory) as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
-        except OSError as exc:
-            raise InvalidParameterError(f"Source '{source}' is not readable: '{prefix}' {exc.strerror}") from None
-        for entry in entries:
-            rel = f"{prefix}{entry.name}"
-            out = out_dir / entry.name
-            if entry.is_symlink():
-                target = Path(os.path.realpath(entry.path))
-                if not self._allowed(target):
-                    raise InvalidParameterError(
-                        f"Source '{source}' contains a symlink pointing outside the allowed roots: "
-                        f"'{rel}'; {_ROOTS_HINT}"
-                    )
-                if target.is_dir():
-                    raise InvalidParameterError(
-                        f"Source '{source}' contains a symlink to a directory ('{rel}'); register its target"
-                    )
-                digests[rel] = self._copy_file(source, target, out, rel, progress)
-            elif entry.is_dir(follow_symlinks=False):
-                out.mkdir()
-                self._copy_dir(source, Path(entry.path), out, f"{rel}/", progress, digests)
-            elif entry.is_file(follow_symlinks=False):
-                digests[rel] = self._copy_file(source, Path(entry.path), out, rel, progress)
-            else:
-                raise InvalidParameterError(f"Source '{source}' contains a special file: '{rel}'")
-
-    def _copy_file(self, source: str, path: Path, out: Path, rel: str, progress: ProgressCallback | None) -> str:
-        """Copy one regular file, opened without following a final symlink and re-checked after open.
-
-        Returns the hex sha256 of the bytes copied (hashed on the way: the file is read once).
-        """
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            raise InvalidParameterError(f"Source '{source}': '{rel}' does not exist") from None
-        except OSError as exc:
-            raise InvalidParameterError(f"Source '{source}' is not readable: '{rel}' {exc.strerror}") from None
-        opened = _opened_path(fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise InvalidParameterError(f"Source '{source}' contains a special file: '{rel}'")
-        if opened is not None and not self._allowed(opened):
-            os.close(fd)
-            raise InvalidParameterError(f"Source '{source}': '{rel}' resolves outside the allowed roots")
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "rb", buffering=0) as fin:
-            with out.open("xb") as fout:
-                while True:
-                    try:
-                        chunk = fin.read(CHUNK_SIZE)
-                    except OSError as exc:
-                        raise InvalidParameterError(
-                            f"Source '{source}' is not readable: '{rel}' {exc.strerror}"
-                        ) from None
-                    if not chunk:
-                        break
-                    fout.write(chunk)
-                    digest.update(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-        return digest.hexdigest()
+        copier = LocalCopier(source, self._roots, self._private, self._secret, progress)
+        return SourceFacts(file_digests=copier.copy(requested, real, dest))
 
     # -- S3 --------------------------------------------------------------------------------
 
@@ -366,7 +275,7 @@ def _file_uri_path(source: str) -> str:
         raise InvalidParameterError(f"Source '{source}' is not a valid file URI") from None
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise InvalidParameterError(
-            f"Source '{source}' must be a file:///absolute/path URI on this host; {_ROOTS_HINT}"
+            f"Source '{source}' must be a file:///absolute/path URI on this host; {ROOTS_HINT}"
         )
     return unquote(parts.path)
 
@@ -375,20 +284,6 @@ def _scheme(source: str) -> str:
     """The URI scheme of ``source``, lower-cased; empty for a path."""
     match = _SCHEME.match(source)
     return match.group(1).lower() if match else ""
-
-
-def _within(path: str, root: str) -> bool:
-    """``path`` is ``root`` or below it (both absolute and normalised, as ``realpath`` gives them)."""
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _opened_path(fd: int) -> Path | None:
-    """The real path of an open descriptor on Linux (guards against swapped parents); None elsewhere."""
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
-    return Path(target) if target.startswith("/") else None
 
 
 def _empty_directory(directory: Path) -> None:

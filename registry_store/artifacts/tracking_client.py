@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from registry_store.artifacts._tree import CHUNK_SIZE, ProgressCallback
 from registry_store.errors import InvalidParameterError, NotFoundError, UnavailableError
+from registry_store.redaction import redact_url
 
 __all__ = ["ArtifactEntry", "Experiment", "LoggedModel", "Run", "TrackingClient"]
 
@@ -345,10 +346,10 @@ class TrackingClient:
         if 200 <= status < 300:
             return
         if status in (401, 403):
-            raise UnavailableError(
+            raise UnavailableError(redact_url(
                 f"MLflow tracking server at {self.base_url} refused Calabi's credentials (HTTP {status}); "
                 f"check {_TOKEN_HINT}"
-            )
+            ))
         code, message = _error_body(response)
         if status == 404 and code == "RESOURCE_DOES_NOT_EXIST":
             raise NotFoundError(f"{what} does not exist on the tracking server")
@@ -373,7 +374,7 @@ class TrackingClient:
             raise self._unavailable(f"unexpected answer to {what}: {exc}") from exc
 
     def _unavailable(self, detail: str) -> UnavailableError:
-        return UnavailableError(f"MLflow tracking server at {self.base_url} is unavailable: {detail}")
+        return UnavailableError(redact_url(f"MLflow tracking server at {self.base_url} is unavailable: {detail}"))
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str]:

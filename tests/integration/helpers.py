@@ -65,6 +65,11 @@ class Registry:
         with self.services.db.engine.connect() as conn:
             return conn.execute(text(sql), params).scalar_one()
 
+    def rows(self, sql: str, **params: object) -> list[tuple[Any, ...]]:
+        """All rows of a raw SQL query."""
+        with self.services.db.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+
     def execute(self, sql: str, **params: object) -> int:
         """Run a raw SQL statement in its own committed transaction; the affected row count."""
         with self.services.db.engine.begin() as conn:

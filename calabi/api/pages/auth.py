@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from calabi.api.deps import client_address
 from calabi.api.errors import error_response
 from calabi.api.pages.web import (
     COOKIE_PATH,
@@ -26,7 +27,7 @@ from calabi.api.pages.web import (
     see_other,
     session_store,
 )
-from registry_store.errors import UnauthenticatedError
+from registry_store.errors import RateLimitedError, UnauthenticatedError
 
 __all__ = ["auth_router", "prefers_html"]
 
@@ -100,8 +101,10 @@ async def sign_in(request: Request) -> Response:
     token = form.get("token").strip()
     services = page_services(request)
     try:
-        actor = await run_in_threadpool(services.users.authenticate, token)
-        session_id, _ = await run_in_threadpool(session_store(request).create, actor, token)
+        actor, token_id = await run_in_threadpool(services.users.identify, token, client=client_address(request))
+        session_id, _ = await run_in_threadpool(session_store(request).create, actor, token_id)
+    except RateLimitedError as exc:
+        return _sign_in_page(request, status=429, message=exc.message)
     except UnauthenticatedError:
         return _sign_in_page(request, status=401, message="That token is not valid (or it was revoked). "
                              "Check it and try again.")
