@@ -112,7 +112,11 @@ def _python_roots() -> list[str]:
 
 
 def _mounts(candidate: Path, scratch: Path) -> list[str]:
-    """bwrap's mount tree: system libraries and Python read-only, the candidate read-only, scratch writable."""
+    """bwrap's mount tree: system libraries and Python read-only, the candidate read-only, scratch writable.
+
+    The fresh ``/tmp`` comes before the Python binds: bwrap mounts in order, so a later tmpfs would hide a
+    Python installation that lives below ``/tmp`` (a CI checkout's venv, say).
+    """
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64"):
         top = Path("/") / name
@@ -120,6 +124,8 @@ def _mounts(candidate: Path, scratch: Path) -> list[str]:
             args += ["--symlink", os.readlink(top), str(top)]
         elif top.is_dir():
             args += ["--ro-bind", str(top), str(top)]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+             "--perms", "1777", "--tmpfs", "/dev/shm"]
     made: set[str] = set()
     for root in _python_roots():
         for parent in reversed(Path(root).parents[:-1]):  # world-traversable parents, whatever the host's modes
@@ -127,11 +133,7 @@ def _mounts(candidate: Path, scratch: Path) -> list[str]:
                 made.add(str(parent))
                 args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", root, root]
-    return args + [
-        "--ro-bind", str(candidate), CANDIDATE_DIR, "--bind", str(scratch), SCRATCH_DIR,
-        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-        "--perms", "1777", "--tmpfs", "/dev/shm",
-    ]
+    return args + ["--ro-bind", str(candidate), CANDIDATE_DIR, "--bind", str(scratch), SCRATCH_DIR]
 
 
 def _command(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, cwd: str,

@@ -9,11 +9,12 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fixtures.servers import LiveServer
+from tests.fixtures.servers import LiveServer, start_server, stop_server
 from tests.integration.page_session import HTML, Browser, sign_in_form, signed_in
 
 
@@ -63,18 +64,33 @@ def test_pages_redirect_to_sign_in_without_a_session(world: World) -> None:
         assert forged.get("/ui/models", headers=HTML).status_code == 303
 
 
-def test_sign_in_sets_an_http_only_session_cookie_secure_over_https(live_server: LiveServer) -> None:
+def session_cookie_attributes(server: LiveServer, token: str, proto: str) -> set[str]:
+    """The session cookie's attributes after signing in with ``X-Forwarded-Proto: proto``."""
+    with httpx.Client(base_url=server.url, follow_redirects=False) as http:
+        nonce = sign_in_form(http)
+        response = http.post("/ui/sign-in", data={"sign_in_token": nonce, "token": token, "next": "/ui/promotions"},
+                             headers={"x-forwarded-proto": proto})
+        assert response.status_code == 303 and response.headers["location"] == "/ui/promotions"
+        cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("calabi_session="))
+        return {part.strip().lower() for part in cookie.split(";")[1:]}
+
+
+def test_sign_in_sets_an_http_only_session_cookie_secure_over_https(tmp_path: Path) -> None:
+    proxied = start_server(tmp_path, extra_env={"CALABI_FORWARDED_ALLOW_IPS": "127.0.0.1"})  # a TLS-ending proxy
+    try:
+        token = proxied.create_user(f"cookie-{secrets.token_hex(3)}", "viewer")
+        for proto, secure in (("http", False), ("https", True)):
+            attributes = session_cookie_attributes(proxied, token, proto)
+            assert {"httponly", "samesite=lax", "path=/ui"} <= attributes, attributes
+            assert ("secure" in attributes) is secure, attributes
+    finally:
+        stop_server(proxied)
+
+
+def test_a_forwarded_scheme_from_an_untrusted_peer_is_ignored(live_server: LiveServer) -> None:
     token = live_server.create_user(f"cookie-{secrets.token_hex(3)}", "viewer")
-    for proto, secure in (("http", False), ("https", True)):
-        with httpx.Client(base_url=live_server.url, follow_redirects=False) as http:
-            nonce = sign_in_form(http)
-            response = http.post("/ui/sign-in", data={"sign_in_token": nonce, "token": token, "next": "/ui/promotions"},
-                                 headers={"x-forwarded-proto": proto})  # as behind a TLS-terminating proxy
-            assert response.status_code == 303 and response.headers["location"] == "/ui/promotions"
-            cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("calabi_session="))
-            attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
-            assert {"httponly", "samesite=lax", "path=/ui"} <= attributes, cookie
-            assert ("secure" in attributes) is secure, cookie
+
+    assert "secure" not in session_cookie_attributes(live_server, token, "https")
 
 
 def test_sign_in_refuses_bad_tokens_and_forms_from_elsewhere(live_server: LiveServer) -> None:
