@@ -27,6 +27,7 @@ from calabi.engine import PromotionService
 from policies.status import PromotionStatus
 from registry_store.errors import InvalidStateError, PermissionDeniedError
 from tests.workflows.conftest import Harness, describe
+from tests.workflows.test_replay import replayer
 
 S = PromotionStatus
 MLFLOW = "/api/2.0/mlflow"
@@ -297,6 +298,7 @@ async def test_a_description_edit_through_the_api_voids_the_checks_at_once(harne
     assert any("evidence changed" in c.note and "description" in c.note for c in state.history)
     assert "evidence_changed" in [n.kind for n in h.notifications(promotion)]
     assert state.checklist is not None and not state.checklist.passed
+    await replayer().replay_workflow(await h.handle(promotion).fetch_history())  # the signal path is deterministic
 
 
 async def test_a_checked_tag_set_through_mlflow_voids_the_checks_at_once(harness: Harness, mlflow: Mlflow) -> None:
@@ -317,6 +319,7 @@ async def test_a_checked_tag_set_through_mlflow_voids_the_checks_at_once(harness
     assert state.reminders_sent == 0
     assert any("evidence changed" in c.note and "(tags)" in c.note for c in state.history)
     assert "evidence_changed" in [n.kind for n in h.notifications(promotion)]
+    await replayer().replay_workflow(await h.handle(promotion).fetch_history())
 
 
 async def test_with_temporal_unreachable_the_edit_succeeds_and_the_next_sign_off_catches_it(
