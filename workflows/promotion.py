@@ -244,7 +244,7 @@ class PromotionWorkflow:
         await self._enter(PromotionStatus.AWAITING_SIGN_OFF, f"awaiting {rule.approvers} sign-off(s)")
         await self._notify("awaiting")
         next_reminder = workflow.now() + rule.reminder_every
-        notice = workflow.patched(EVIDENCE_NOTICE)  # runs older than the signal wait as they did
+        notice = workflow.patched(EVIDENCE_NOTICE)  # runs started before the signal existed ignore it (replay)
         while True:
             await self._record_new_sign_offs()
             if self._current.stop is not None:
