@@ -7,6 +7,7 @@ are eligible; who may decide, by ``policies.decisions``) and is checked again by
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -17,7 +18,7 @@ from temporalio.service import RPCError
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import Promotion
-from registry_store.errors import AlreadyExistsError, UnavailableError, refused
+from registry_store.errors import AlreadyExistsError, RegistryError, UnavailableError, refused
 from registry_store.service import RegistryService
 from registry_store.users import ROLES
 from workflows.models import Decision, PromotionInput, PromotionState
@@ -26,6 +27,7 @@ from workflows.promotion import PromotionWorkflow
 __all__ = ["PromotionService"]
 
 _STARTER = Actor(name="calabi-api", roles=frozenset(ROLES))
+log = logging.getLogger(__name__)
 
 
 class PromotionService:
@@ -120,6 +122,30 @@ class PromotionService:
         except RPCError as exc:
             raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
         return state
+
+    async def evidence_may_have_changed(self, model: str, version: int | str | None = None) -> None:
+        """Signal the live promotions of ``model`` (``version``) to re-verify their evidence now.
+
+        Called after the registry committed a write that can change a candidate's evidence, so
+        approvers never look at a stale all-green checklist for long. Best effort: if Temporal is
+        unreachable, or the process dies between the commit and this signal (kill -9), the
+        workflow's own re-verification at the next sign-off, reminder and apply still converges,
+        so this never fails the caller's request.
+        """
+        try:
+            live = await asyncio.to_thread(self._registry.promotions.live_promotions, _STARTER, model, version)
+            if not live:
+                return
+            client = await self.client()
+        except RegistryError as exc:
+            log.warning("could not tell the promotions of %s that its evidence may have changed: %s", model, exc)
+            return
+        for promotion in live:
+            try:
+                handle = client.get_workflow_handle(promotion.workflow_id)
+                await handle.signal(PromotionWorkflow.evidence_may_have_changed)
+            except RPCError as exc:  # e.g. the run ended meanwhile
+                log.warning("could not signal promotion %s: %s", promotion.id, exc)
 
     async def live_state(self, actor: Actor, promotion_id: str) -> PromotionState | None:
         """The workflow's live state, or None when its run is over or unreachable (use the read model)."""

@@ -96,6 +96,16 @@ class PromotionRecords(ServiceBase):
         with self._db.read() as session:
             return promotion_view(promotion_row(session, promotion_id))
 
+    def live_promotions(self, actor: Actor, model: object, version: object = None) -> list[Promotion]:
+        """The live promotions of ``model`` (of one ``version`` when given)."""
+        require_role(actor, "viewer", "read promotions")
+        query = select(PromotionRow).where(col(PromotionRow.model_name) == validate_model_name(model),
+                                           col(PromotionRow.live))
+        if version is not None:
+            query = query.where(col(PromotionRow.version) == parse_version(version))
+        with self._db.read() as session:
+            return [promotion_view(row) for row in session.exec(query.order_by(col(PromotionRow.id))).all()]
+
     def list_promotions(
         self,
         actor: Actor,

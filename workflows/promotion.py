@@ -54,6 +54,8 @@ RETRY = RetryPolicy(
 MAX_APPLY_ATTEMPTS = 3
 EVIDENCE_BINDING = "evidence-binding"
 """Patch: a sign-off counts only while the candidate's evidence is what the checks ran on."""
+EVIDENCE_NOTICE = "evidence-notice"
+"""Patch: the ``evidence_may_have_changed`` signal wakes the sign-off wait to re-verify the evidence at once."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -67,6 +69,7 @@ class PromotionWorkflow:
         self._recorded_approvals = 0
         self._recheck = False
         self._voided = False
+        self._evidence_news = False
 
     # ------------------------------------------------------------------ run
 
@@ -107,6 +110,11 @@ class PromotionWorkflow:
     def state(self) -> PromotionState:
         """The live state: status, checklist with its numbers, sign-offs, deadline, history."""
         return self._current
+
+    @workflow.signal
+    def evidence_may_have_changed(self) -> None:
+        """The registry changed something a candidate's evidence is made of: re-verify it while awaiting sign-off."""
+        self._evidence_news = True
 
     @workflow.update
     def sign_off(self, decision: Decision) -> PromotionState:
@@ -178,6 +186,7 @@ class PromotionWorkflow:
 
     async def _checks_pass(self, request: PromotionInput) -> bool:
         self._voided = False
+        self._evidence_news = False  # the snapshot below reads what any earlier news was about
         self._snapshot = await workflow.execute_activity(
             "snapshot_evidence", request, result_type=EvidenceSnapshot,
             start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
@@ -235,12 +244,15 @@ class PromotionWorkflow:
         await self._enter(PromotionStatus.AWAITING_SIGN_OFF, f"awaiting {rule.approvers} sign-off(s)")
         await self._notify("awaiting")
         next_reminder = workflow.now() + rule.reminder_every
+        notice = workflow.patched(EVIDENCE_NOTICE)  # runs started before the signal existed ignore it (replay)
         while True:
             await self._record_new_sign_offs()
             if self._current.stop is not None:
                 return False
-            # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder too.
-            stale = bool(self._current.approvals) or workflow.now() >= next_reminder
+            # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder and,
+            # at once, when the registry signals a change (the reminder and the apply remain the backstop).
+            news, self._evidence_news = notice and self._evidence_news, False
+            stale = bool(self._current.approvals) or workflow.now() >= next_reminder or news
             if stale and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
                 return self._current.stop is None
             if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
@@ -257,7 +269,7 @@ class PromotionWorkflow:
                 next_reminder = now + rule.reminder_every
             try:
                 await workflow.wait_condition(
-                    self._news_since(self._recorded_approvals),
+                    self._news_since(self._recorded_approvals, evidence=notice),
                     timeout=min(next_reminder, deadline) - now, timeout_summary="waiting for sign-off",
                 )
             except TimeoutError:
@@ -288,9 +300,10 @@ class PromotionWorkflow:
         await self._enter(PromotionStatus.RUNNING_CHECKS, note)
         await self._notify("evidence_changed")
 
-    def _news_since(self, seen: int) -> Callable[[], bool]:
-        """A wait condition: a new sign-off arrived or the promotion was stopped."""
-        return lambda: len(self._current.approvals) > seen or self._current.stop is not None
+    def _news_since(self, seen: int, *, evidence: bool) -> Callable[[], bool]:
+        """A wait condition: a new sign-off arrived, the promotion was stopped or (``evidence``) the evidence news."""
+        return lambda: (len(self._current.approvals) > seen or self._current.stop is not None
+                        or (evidence and self._evidence_news))
 
     async def _record_new_sign_offs(self) -> None:
         while self._recorded_approvals < len(self._current.approvals):

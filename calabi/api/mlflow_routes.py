@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -191,6 +192,9 @@ POINT_READS: frozenset[Handler] = frozenset(
 )
 """Reads of a bounded handful of rows (searches are not: they may return thousands)."""
 
+EVIDENCE_WRITES: frozenset[Handler] = frozenset({update_model_version, set_model_version_tag, delete_model_version_tag})
+"""Writes that can change a promotion candidate's evidence: its live promotions are told once the reply is ready."""
+
 
 class MlflowRegistryRoutes:
     """ASGI middleware serving the table at the root and under ``/mlflow`` before FastAPI's router.
@@ -222,15 +226,18 @@ class MlflowRegistryRoutes:
             return
         request = Request(scope, receive)
         try:
-            response: Response = JSONResponse(await self._run(request, handler))
+            params = await read_params(request)
+            response: Response = JSONResponse(await self._run(request, handler, params))
+            if handler in EVIDENCE_WRITES:
+                response.background = BackgroundTask(self.services.promotions.evidence_may_have_changed,
+                                                     str(params.require("name")), params.require("version"))
         except RegistryError as exc:
             response = registry_error_response(exc)
         except UnicodeEncodeError as exc:
             response = unstorable_text_response(exc)
         await response(scope, receive, send)
 
-    async def _run(self, request: Request, handler: Handler) -> dict[str, Any]:
-        params = await read_params(request)
+    async def _run(self, request: Request, handler: Handler, params: Params) -> dict[str, Any]:
         token = token_from_header(request.headers.get("authorization"))
         caller_request, client = request_id(request), client_address(request)
         services = self.services

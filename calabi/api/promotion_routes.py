@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -137,9 +137,12 @@ async def rollback(services: ServicesDep, actor: CurrentActor, name: str, body: 
 
 
 @promotion_router.put("/models/{name}/serving-schema", status_code=204)
-async def set_serving_schema(services: ServicesDep, actor: CurrentActor, name: str, body: ServingSchemaBody) -> None:
-    """Set the live serving schema promotions are checked against."""
+async def set_serving_schema(
+    services: ServicesDep, actor: CurrentActor, name: str, body: ServingSchemaBody, background: BackgroundTasks
+) -> None:
+    """Set the live serving schema promotions are checked against (the model's live promotions re-verify)."""
     await run_in_threadpool(services.registry.schemas.set_serving_schema, actor, model=name, signature=body.signature)
+    background.add_task(services.promotions.evidence_may_have_changed, name)
 
 
 @promotion_router.get("/models/{name}/serving-schema", response_model=ServingSchemaBody)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 
 from calabi.api.deps import CurrentActor, ServicesDep
@@ -195,11 +195,14 @@ def get_version(services: ServicesDep, actor: CurrentActor, name: str, version: 
 
 @v1_router.patch("/models/{name}/versions/{version}", response_model=ModelVersion)
 def update_version(
-    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: DescriptionUpdate
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: DescriptionUpdate,
+    background: BackgroundTasks,
 ) -> ModelVersion:
-    """Replace a version's description."""
-    return services.registry.versions.update_model_version(actor, name=name, version=version,
-                                                  description=body.description)
+    """Replace a version's description (its live promotions re-verify their evidence)."""
+    updated = services.registry.versions.update_model_version(actor, name=name, version=version,
+                                                               description=body.description)
+    background.add_task(services.promotions.evidence_may_have_changed, updated.name, updated.version)
+    return updated
 
 
 @v1_router.delete("/models/{name}/versions/{version}", status_code=204)
@@ -258,19 +261,22 @@ def delete_model_tag(services: ServicesDep, actor: CurrentActor, name: str, key:
 
 @v1_router.put("/models/{name}/versions/{version}/tags/{key}", status_code=204)
 def set_version_tag(
-    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str, body: TagSet
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str, body: TagSet,
+    background: BackgroundTasks,
 ) -> Response:
-    """Set a tag on a version."""
+    """Set a tag on a version (its live promotions re-verify their evidence)."""
     services.registry.versions.set_model_version_tag(actor, name=name, version=version, key=key, value=body.value)
+    background.add_task(services.promotions.evidence_may_have_changed, name, version)
     return Response(status_code=204)
 
 
 @v1_router.delete("/models/{name}/versions/{version}/tags/{key}", status_code=204)
 def delete_version_tag(
-    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, key: str, background: BackgroundTasks
 ) -> Response:
-    """Delete a tag from a version."""
+    """Delete a tag from a version (its live promotions re-verify their evidence)."""
     services.registry.versions.delete_model_version_tag(actor, name=name, version=version, key=key)
+    background.add_task(services.promotions.evidence_may_have_changed, name, version)
     return Response(status_code=204)
 
 

@@ -8,19 +8,26 @@ through the real app (ASGI, no network) so the error JSON is what a client sees.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import secrets
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
 from calabi.api.app import create_app
+from calabi.engine import PromotionService
 from policies.status import PromotionStatus
 from registry_store.errors import InvalidStateError, PermissionDeniedError
 from tests.workflows.conftest import Harness, describe
+from tests.workflows.test_replay import replayer
 
 S = PromotionStatus
 MLFLOW = "/api/2.0/mlflow"
@@ -40,15 +47,36 @@ class Mlflow:
         return token
 
     async def call(self, token: str, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
-        return await self._client.request(method, f"{MLFLOW}/{path}", json=body,
-                                          headers={"Authorization": f"Bearer {token}"})
+        return await self.api(token, method, f"{MLFLOW}/{path}", body)
+
+    async def api(self, token: str, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        """Any route of the app (the background tasks have run when the response returns)."""
+        return await self._client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+
+
+async def app_client(h: Harness, promotions: PromotionService) -> AsyncIterator[Mlflow]:
+    """The real app over ``h``'s services, its promotion engine replaced by ``promotions``."""
+    transport = httpx.ASGITransport(app=create_app(dataclasses.replace(h.services, promotions=promotions)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        yield Mlflow(client, h)
 
 
 @pytest_asyncio.fixture
 async def mlflow(harness: Harness) -> AsyncIterator[Mlflow]:
-    transport = httpx.ASGITransport(app=create_app(harness.services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-        yield Mlflow(client, harness)
+    """The app talking to the test Temporal server (as the harness's own PromotionService does)."""
+    async for client in app_client(harness, harness.promotions):
+        yield client
+
+
+@pytest_asyncio.fixture
+async def unreachable(harness: Harness) -> AsyncIterator[Mlflow]:
+    """The app with Temporal unreachable from it (the worker still runs)."""
+
+    async def refuse() -> Client:
+        raise OSError("connection refused (test)")
+
+    async for client in app_client(harness, PromotionService(harness.registry, refuse, task_queue=harness.task_queue)):
+        yield client
 
 
 def refused(response: httpx.Response, status: int, code: str, *words: str) -> None:
@@ -222,3 +250,92 @@ def test_governance_tags_are_written_by_the_engine_or_a_break_glass_admin(harnes
     h.registry.versions.set_model_version_tag(h.admin, name=model, version=2, key="validated_by", value="admin")
     event = [e for e in h.audit(model) if e.action == "set_model_version_tag"][-1]
     assert event.after == {"validated_by": "admin", "break_glass": True}
+
+
+# ------------------------------------------------------------------------------ told at once
+
+SLOW_REMINDERS = '[production.sign_off]\nreminder_every = "6d"\n'
+"""No reminder during a test that never skips time: only the registry's signal can wake the sign-off wait."""
+NOTICE_S = 10.0
+"""Real seconds a promotion gets to leave awaiting_sign_off after the signal (activities are ~50 ms hops)."""
+
+
+async def awaiting(h: Harness) -> tuple[str, Any]:
+    """A model with slow reminders and its promotion, all checks passed and awaiting sign-off."""
+    model = h.register()
+    h.override(model, SLOW_REMINDERS)
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    return model, promotion
+
+
+async def wait_until_verified(h: Harness, promotion: Any) -> None:
+    """Wait (bounded) until the workflow has re-verified the evidence after a signal, without a sign-off."""
+    deadline = time.monotonic() + NOTICE_S
+    while True:
+        events = (await h.handle(promotion).fetch_history()).events
+        signaled = next((i for i, e in enumerate(events)  # the server may buffer it during a workflow task
+                         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED), len(events))
+        verifies = {e.event_id for e in events[signaled:]
+                    if e.activity_task_scheduled_event_attributes.activity_type.name == "verify_evidence"}
+        if any(e.activity_task_completed_event_attributes.scheduled_event_id in verifies for e in events):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"no signal and re-verification of the evidence within {NOTICE_S} s")
+        await asyncio.sleep(0.05)  # polling a condition with a deadline
+
+
+async def test_a_description_edit_through_the_api_voids_the_checks_at_once(harness: Harness, mlflow: Mlflow) -> None:
+    h = harness
+    model, promotion = await awaiting(h)
+
+    edited = await mlflow.api(mlflow.token("engineer"), "PATCH", f"/api/v1/models/{model}/versions/2",
+                              {"description": describe(0.91, 0.38, date_range=False)})
+
+    assert edited.status_code == 200, edited.text
+    state = await h.wait_for(promotion, S.CHECKS_FAILED, timeout=NOTICE_S)  # no sign-off, no reminder, no skip
+    assert state.reminders_sent == 0 and state.approvals == []
+    assert any("evidence changed" in c.note and "description" in c.note for c in state.history)
+    assert "evidence_changed" in [n.kind for n in h.notifications(promotion)]
+    assert state.checklist is not None and not state.checklist.passed
+    await replayer().replay_workflow(await h.handle(promotion).fetch_history())  # the signal path is deterministic
+
+
+async def test_a_checked_tag_set_through_mlflow_voids_the_checks_at_once(harness: Harness, mlflow: Mlflow) -> None:
+    h = harness
+    model, promotion = await awaiting(h)
+    admin = mlflow.token("admin")  # the attestation tag is governed while checked: break-glass
+
+    untouched = await mlflow.call(admin, "POST", "model-versions/set-tag",
+                                  {"name": model, "version": "2", "key": "owner", "value": "churn-team"})
+    assert untouched.status_code == 200, untouched.text
+    await wait_until_verified(h, promotion)
+    assert (await h.state(promotion)).status == S.AWAITING_SIGN_OFF  # a tag the policy does not read: still valid
+    retagged = await mlflow.call(admin, "POST", "model-versions/set-tag",
+                                 {"name": model, "version": "2", "key": "ci.tests_passed", "value": "false"})
+
+    assert retagged.status_code == 200, retagged.text
+    state = await h.wait_for(promotion, S.CHECKS_FAILED, timeout=NOTICE_S)
+    assert state.reminders_sent == 0
+    assert any("evidence changed" in c.note and "(tags)" in c.note for c in state.history)
+    assert "evidence_changed" in [n.kind for n in h.notifications(promotion)]
+    await replayer().replay_workflow(await h.handle(promotion).fetch_history())
+
+
+async def test_with_temporal_unreachable_the_edit_succeeds_and_the_next_sign_off_catches_it(
+        harness: Harness, unreachable: Mlflow) -> None:
+    h = harness
+    model, promotion = await awaiting(h)
+
+    edited = await unreachable.api(unreachable.token("engineer"), "PATCH", f"/api/v1/models/{model}/versions/2",
+                                   {"description": describe(0.91, 0.38, date_range=False)})
+    schema = await unreachable.api(unreachable.token("engineer"), "PUT", f"/api/v1/models/{model}/serving-schema",
+                                   {"signature": NEW_SCHEMA})
+
+    assert (edited.status_code, schema.status_code) == (200, 204), (edited.text, schema.text)
+    assert (await h.state(promotion)).status == S.AWAITING_SIGN_OFF  # nobody told the workflow
+    await h.decide(h.approver, promotion, "sign_off", "all green when I looked")  # the backstop
+    state = await h.wait_for(promotion, S.CHECKS_FAILED)
+    voided = next(c.note for c in state.history if "evidence changed" in c.note)
+    assert "description" in voided and "serving_schema" in voided and h.approver.name in voided
+    assert state.approvals == [] and h.version(model, 2).current_stage == "Staging"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import signature_columns
@@ -97,12 +97,15 @@ async def transition(request: Request, user: SignedIn, form: PostedForm, name: s
 
 
 @versions_router.post("/ui/models/{name}/versions/{version}/description", response_model=None)
-async def edit_description(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
-    """Replace the version's description."""
+async def edit_description(request: Request, user: SignedIn, form: PostedForm, name: str, version: str,
+                           background: BackgroundTasks) -> Response:
+    """Replace the version's description (its live promotions re-verify their evidence)."""
+    services = page_services(request)
     updated = await run_in_threadpool(
-        page_services(request).registry.versions.update_model_version, user.actor, name=name, version=version,
+        services.registry.versions.update_model_version, user.actor, name=name, version=version,
         description=form.get("description"),
     )
+    background.add_task(services.promotions.evidence_may_have_changed, updated.name, updated.version)
     return see_other(request, version_url(updated.name, updated.version), flash="Description saved.")
 
 
@@ -124,20 +127,26 @@ async def delete_alias(request: Request, user: SignedIn, form: PostedForm, name:
 
 
 @versions_router.post("/ui/models/{name}/versions/{version}/tags", response_model=None)
-async def set_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
-    """Set (or overwrite) a version tag."""
+async def set_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str,
+                  background: BackgroundTasks) -> Response:
+    """Set (or overwrite) a version tag (its live promotions re-verify their evidence)."""
     key = form.get("key").strip()
-    await run_in_threadpool(page_services(request).registry.versions.set_model_version_tag, user.actor, name=name,
+    services = page_services(request)
+    await run_in_threadpool(services.registry.versions.set_model_version_tag, user.actor, name=name,
                             version=version, key=key, value=form.get("value"))
+    background.add_task(services.promotions.evidence_may_have_changed, name, version)
     return see_other(request, version_url(name, version), flash=f"Tag {key} saved.")
 
 
 @versions_router.post("/ui/models/{name}/versions/{version}/tags/delete", response_model=None)
-async def delete_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
-    """Remove a version tag."""
+async def delete_tag(request: Request, user: SignedIn, form: PostedForm, name: str, version: str,
+                     background: BackgroundTasks) -> Response:
+    """Remove a version tag (its live promotions re-verify their evidence)."""
     key = form.get("key")
-    await run_in_threadpool(page_services(request).registry.versions.delete_model_version_tag, user.actor, name=name,
+    services = page_services(request)
+    await run_in_threadpool(services.registry.versions.delete_model_version_tag, user.actor, name=name,
                             version=version, key=key)
+    background.add_task(services.promotions.evidence_may_have_changed, name, version)
     return see_other(request, version_url(name, version), flash=f"Tag {key} removed.")
 
 
