@@ -108,15 +108,13 @@ class LocalCopier:
 
         Returns the hex sha256 of the bytes copied (hashed on the way: the file is read once).
         """
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags)
+            fd = self._open_checked(path, rel, inodes)
         except FileNotFoundError:
             raise InvalidParameterError(f"Source '{self.source}': '{rel}' does not exist") from None
         except OSError as exc:
             raise InvalidParameterError(f"Source '{self.source}' is not readable: '{rel}' {exc.strerror}") from None
         with os.fdopen(fd, "rb", buffering=0) as fin:
-            self._check_open(fd, rel, inodes)
             digest = hashlib.sha256()
             with out.open("xb") as fout:
                 while True:
@@ -133,6 +131,32 @@ class LocalCopier:
                     if self.progress is not None:
                         self.progress(len(chunk))
         return digest.hexdigest()
+
+    def _open_checked(self, path: Path, rel: str, inodes: frozenset[tuple[int, int]]) -> int:
+        """A descriptor for reading ``path``, checked before any readable descriptor exists.
+
+        On Linux the file is first opened with ``O_PATH`` and checked; only a file that passes is reopened
+        for reading through ``/proc/self/fd`` (the same inode, so a swapped path cannot slip in). Closing a
+        readable descriptor of the registry's own database would drop every POSIX lock SQLite holds on it in
+        this process (locks belong to the process and inode), and the server's connections would then read
+        stale snapshots; an ``O_PATH`` descriptor holds no lock and releases none.
+        """
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        o_path = getattr(os, "O_PATH", 0)
+        if not o_path:
+            fd = os.open(path, flags)
+            try:
+                self._check_open(fd, rel, inodes)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        handle = os.open(path, o_path | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self._check_open(handle, rel, inodes)
+            return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        finally:
+            os.close(handle)
 
     def _check_open(self, fd: int, rel: str, inodes: frozenset[tuple[int, int]]) -> None:
         """Refuse special files, files resolving outside the roots or into private data, and hard links to it."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +101,28 @@ def test_prepare_tightens_a_data_dir_left_readable_by_an_older_version(tmp_path:
     assert stat.S_IMODE((data / "mlflow").stat().st_mode) == 0o700
     for name in ("admin-token", "worker.log", "temporal.db", "calabi.db", "server-key"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+
+
+def test_refusing_a_hard_link_to_the_database_keeps_this_process_s_sqlite_locks(
+    services: Services, tmp_path: Path
+) -> None:
+    """POSIX locks belong to a process and an inode: closing any readable descriptor of the database drops every
+    lock SQLite holds on it in this process. Another process closing its connection then believes it is the
+    last one and deletes the WAL under this process's open connections, which go on reading a stale copy (a
+    deleted token kept working)."""
+    database = tmp_path / "data" / "calabi.db"
+    reader = sqlite3.connect(database, isolation_level=None)
+    reader.execute("SELECT count(*) FROM users").fetchall()  # this process holds the database open
+    source = model_dir(tmp_path, "hard-db")
+    os.link(database, source / "copy.db")
+    with pytest.raises(InvalidParameterError, match="registry's own data"):
+        register(services, source)
+    subprocess.run(  # another process opens, writes and closes: only the last connection removes the WAL
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+         "c.execute('PRAGMA user_version = 7'); c.commit(); c.close()", str(database)],
+        check=True, timeout=60,
+    )
+    still_shared = database.with_name("calabi.db-wal").exists()
+    reader.close()
+
+    assert still_shared
