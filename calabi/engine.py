@@ -103,6 +103,9 @@ class PromotionService:
         try:
             await self.start(promotion, client=client)
         except WorkflowAlreadyStartedError as exc:
+            run = await self.workflow_run(promotion)
+            if run is not None and run.ours:  # a reconciler started it first (this request stalled past the grace)
+                return promotion
             await self._abandon(promotion, "another promotion workflow with this id is still running")
             raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
         except UnavailableError as exc:
