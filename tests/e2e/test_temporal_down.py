@@ -3,7 +3,8 @@
 Real processes: a Temporal dev server this test owns, and ``calabi serve`` (API and worker)
 pointed at it. Reads come from the read model, so they never wait for Temporal; every
 decision and new request is bounded by the engine's rpc timeout and answers
-TEMPORARILY_UNAVAILABLE. Once the dev server is back (same state), decisions work again.
+TEMPORARILY_UNAVAILABLE. Once the dev server is back (same state), decisions work again, and the
+worker's reconciler starts the workflow of a row whose API process died before starting it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from calabi.bootstrap import build_services
 from calabi.engine import RPC_TIMEOUT
 from calabi.processes import start_dev_server
+from calabi.settings import Settings
 from tests.e2e.helpers import create_model, create_version, ok
 from tests.fixtures.servers import LiveServer, free_port, start_server, stop_server
 
@@ -55,8 +58,9 @@ def temporal(tmp_path: Path) -> Iterator[Temporal]:
 
 @pytest.fixture
 def server(tmp_path: Path, temporal: Temporal) -> Iterator[LiveServer]:
-    live = start_server(tmp_path / "calabi", temporal=True,
-                        extra_env={"CALABI_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal.port}"})
+    live = start_server(tmp_path / "calabi", temporal=True, extra_env={
+        "CALABI_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal.port}", "CALABI_RECONCILE_EVERY_S": "0.5",
+        "CALABI_RECONCILE_GRACE_S": "0"})
     yield live
     stop_server(live)
 
@@ -121,3 +125,14 @@ def test_reads_answer_and_decisions_fail_fast_while_temporal_is_down(server: Liv
         again = created(http.post("/api/v1/promotions", json={
             "model": name, "version": 2, "target_stage": "Staging", "justification": "Temporal is back"}))
         assert waiting_promotion(http, again["id"])["live"]
+
+        # A row committed by a process that died before starting its workflow: the worker's reconciler starts it.
+        create_version(http, server, name, description="a model")
+        services = build_services(Settings(data_dir=server.data_dir))
+        try:
+            admin = services.users.authenticate(server.admin_token)
+            orphan = services.registry.promotions.open_promotion(
+                admin, model=name, version=3, target_stage="Staging", justification="its API process died")
+        finally:
+            services.close()
+        assert waiting_promotion(http, orphan.id)["live"]
