@@ -29,6 +29,8 @@ from tests.fixtures.servers import LiveServer, free_port, start_server, stop_ser
 WAIT_S = 60.0
 POLL_S = 0.2
 WAITING = frozenset({"checks_failed", "check_error", "awaiting_sign_off"})
+# Hang detectors, not timing claims: before, a read waited on a workflow query and a decision on Temporal's retries.
+READ_BOUND_S = 3.0
 BOUND_S = RPC_TIMEOUT.total_seconds() + 3  # the engine's bound plus the HTTP round trip on a busy machine
 
 
@@ -101,10 +103,10 @@ def test_reads_answer_and_decisions_fail_fast_while_temporal_is_down(server: Liv
         temporal.kill()
 
         read, seconds = timed(lambda: http.get(f"/api/v1/promotions/{requested['id']}"))
-        assert read.status_code == 200 and seconds < 2, (read.status_code, seconds)
+        assert read.status_code == 200 and seconds < READ_BOUND_S, (read.status_code, seconds)
         assert read.json()["promotion"]["status"] == before["status"]
         listed, seconds = timed(lambda: http.get("/api/v1/promotions", params={"model": name}))
-        assert listed.status_code == 200 and seconds < 2, (listed.status_code, seconds)
+        assert listed.status_code == 200 and seconds < READ_BOUND_S, (listed.status_code, seconds)
         for attempt in (lambda: http.post(f"/api/v1/promotions/{requested['id']}/cancel", json={}),
                         lambda: http.post("/api/v1/promotions", json={
                             "model": name, "version": 2, "target_stage": "Staging", "justification": "second"})):
