@@ -10,14 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import Notifier, PromotionActivities, TestRunner
 from calabi.bootstrap import Services, build_services, temporal_connector
+from calabi.engine import PromotionService
+from calabi.reconciler import PromotionReconciler
 from calabi.settings import Settings
 from workflows.promotion import PromotionWorkflow
 
-__all__ = ["ACTIVITY_THREADS", "build_activities", "main", "run_worker"]
+__all__ = ["ACTIVITY_THREADS", "build_activities", "build_reconciler", "main", "run_worker"]
 
 ACTIVITY_THREADS = 16
 log = logging.getLogger("calabi.worker")
@@ -45,10 +48,22 @@ def build_activities(services: Services) -> list[Callable[..., Any]]:
     ]
 
 
+def build_reconciler(services: Services, client: Client) -> PromotionReconciler:
+    """The reconciler of live promotions, on the worker's client and settings."""
+    settings = services.settings
+
+    async def connected() -> Client:
+        return client
+
+    promotions = PromotionService(services.registry, connected, task_queue=settings.temporal_task_queue)
+    return PromotionReconciler(services.registry, promotions, grace=timedelta(seconds=settings.reconcile_grace_s))
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Poll the task queue until ``stop`` is set (or forever)."""
+    """Poll the task queue and reconcile live promotions (at start-up, then periodically) until ``stop`` is set."""
     services = build_services(settings)
     client = await temporal_connector(settings)()
+    stop = stop or asyncio.Event()
     try:
         with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="calabi-activity") as pool:
             worker = Worker(
@@ -61,7 +76,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             )
             async with worker:
                 log.info("worker polling %s on %s", settings.temporal_task_queue, settings.resolved_temporal_address())
-                await (stop or asyncio.Event()).wait()
+                reconciling = asyncio.create_task(build_reconciler(services, client).run(
+                    stop, every=timedelta(seconds=settings.reconcile_every_s)))
+                await stop.wait()
+                await reconciling
     finally:
         services.close()
         gc.collect()  # let Temporal's bridge objects die while the loop is alive (sdk-python#300)

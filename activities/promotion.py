@@ -145,7 +145,8 @@ class PromotionActivities:
             exclude_requester=state.sign_off.exclude_requester if state.sign_off else None,
             deadline=int(state.deadline.timestamp() * 1000) if state.deadline else None,
             reminders_sent=state.reminders_sent, incumbent_version=state.incumbent_version,
-            message=state.message, policy_hash=state.policy_hash or None,
+            message=state.message, policy_hash=state.policy_hash or None, sign_off=state.sign_off,
+            history=[change.model_dump(mode="json") for change in state.history],
         )
 
     @activity.defn(name="record_sign_off")

@@ -1,7 +1,9 @@
-"""PromotionService: the client side of the engine. Opens requests, starts, updates and queries workflows.
+"""PromotionService: the client side of the engine. Opens requests, starts workflows and delivers decisions.
 
 The API and the CLI call it; every rule it relies on lives in RegistryService (which versions
-are eligible; who may decide, by ``policies.decisions``) and is checked again by the workflow.
+are eligible; who may decide, by ``policies.decisions``, on the read model) and is checked again
+by the workflow. Reads never reach Temporal (the read model is current); every Temporal call is
+bounded by ``rpc_timeout`` and an unreachable Temporal is an ``UnavailableError`` (503).
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, RPCTimeoutOrCancelledError, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import Promotion
 from registry_store.errors import AlreadyExistsError, RegistryError, UnavailableError, refused
@@ -24,21 +28,48 @@ from registry_store.users import ROLES
 from workflows.models import Decision, PromotionInput, PromotionState
 from workflows.promotion import PromotionWorkflow
 
-__all__ = ["PromotionService"]
+__all__ = ["MEMO_PROMOTION_ID", "RPC_TIMEOUT", "PromotionService", "WorkflowRun"]
+
+RPC_TIMEOUT = timedelta(seconds=5)
+"""Bound on each Temporal call from the API: an unreachable or hung Temporal answers 503 within it."""
+MEMO_PROMOTION_ID = "promotion_id"
+"""Memo key naming the promotion a run belongs to (a workflow id is reused by later promotions of the version)."""
+CLOCK_SKEW_MS = 2000
+"""Tolerance between the registry's clock and Temporal's when telling a run's start from a row's creation."""
+T = TypeVar("T")
 
 _STARTER = Actor(name="calabi-api", roles=frozenset(ROLES))
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """The latest run of a promotion's workflow id: its status, and whether it runs that promotion."""
+
+    status: WorkflowExecutionStatus | None
+    ours: bool
+
+    @property
+    def running(self) -> bool:
+        """Whether the run is still going."""
+        return self.status == WorkflowExecutionStatus.RUNNING
 
 
 class PromotionService:
     """Submit promotions and deliver human decisions to their workflows."""
 
     def __init__(
-        self, registry: RegistryService, connect: Callable[[], Awaitable[Client]], *, task_queue: str
+        self,
+        registry: RegistryService,
+        connect: Callable[[], Awaitable[Client]],
+        *,
+        task_queue: str,
+        rpc_timeout: timedelta = RPC_TIMEOUT,
     ) -> None:
         self._registry = registry
         self._connect = connect
         self._task_queue = task_queue
+        self._rpc_timeout = rpc_timeout
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -46,10 +77,7 @@ class PromotionService:
         """The Temporal client, connected on first use."""
         async with self._lock:
             if self._client is None:
-                try:
-                    self._client = await self._connect()
-                except (RuntimeError, RPCError, OSError) as exc:
-                    raise UnavailableError(f"Temporal is not reachable: {exc}") from exc
+                self._client = await self._bounded(self._connect(), "connect to Temporal")
             return self._client
 
     async def request(
@@ -62,29 +90,42 @@ class PromotionService:
         justification: object,
         kind: str = "promotion",
     ) -> Promotion:
-        """Record the request and start its workflow (id ``promotion-<model>-<version>-<target>``)."""
+        """Record the request and start its workflow (id ``promotion-<model>-<version>-<target>``).
+
+        If the start fails the row is closed at once; if this process dies between the two, the
+        reconciler (``calabi.reconciler``) starts the workflow.
+        """
         client = await self.client()
         promotion = await asyncio.to_thread(
             self._registry.promotions.open_promotion, actor, model=model, version=version, target_stage=target_stage,
             justification=justification, kind=kind,
         )
+        try:
+            await self.start(promotion, client=client)
+        except WorkflowAlreadyStartedError as exc:
+            run = await self.workflow_run(promotion)
+            if run is not None and run.ours:  # a reconciler started it first (this request stalled past the grace)
+                return promotion
+            await self._abandon(promotion, "another promotion workflow with this id is still running")
+            raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
+        except UnavailableError as exc:
+            await self._abandon(promotion, f"could not start the workflow: {exc.message}")
+            raise
+        return promotion
+
+    async def start(self, promotion: Promotion, *, client: Client | None = None, use_existing: bool = False) -> None:
+        """Start the workflow of ``promotion`` (``use_existing``: a running run of its id is accepted as is)."""
         start = PromotionInput(
             promotion_id=promotion.id, model=promotion.model_name, version=promotion.version,
             target_stage=promotion.target_stage, kind=promotion.kind, requester=promotion.requester,
         )
-        try:
-            await client.start_workflow(
-                PromotionWorkflow.run, start, id=promotion.workflow_id, task_queue=self._task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            )
-        except WorkflowAlreadyStartedError as exc:
-            await self._abandon(promotion, "another promotion workflow with this id is still running")
-            raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
-        except RPCError as exc:
-            await self._abandon(promotion, f"could not start the workflow: {exc}")
-            raise UnavailableError(f"Temporal refused to start the promotion: {exc}") from exc
-        return promotion
+        client = client or await self.client()
+        await self._bounded(client.start_workflow(
+            PromotionWorkflow.run, start, id=promotion.workflow_id, task_queue=self._task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING if use_existing else WorkflowIDConflictPolicy.FAIL,
+            memo={MEMO_PROMOTION_ID: promotion.id}, rpc_timeout=self._rpc_timeout,
+        ), "start the promotion workflow")
 
     async def rollback(self, actor: Actor, *, model: object, justification: object) -> Promotion:
         """Re-promote the previous Production version under the rollback policy."""
@@ -97,21 +138,17 @@ class PromotionService:
     async def decide(self, actor: Actor, promotion_id: str, action: str, comment: str = "") -> PromotionState:
         """Deliver a sign-off, rejection, cancellation or re-check request; the workflow validates it again.
 
-        The registry decides with the sign-off rule of the workflow's policy snapshot (queried first).
+        Authorized on the read model alone (its status, approvals and the snapshot's sign-off rule):
+        the status a caller reads is the status a decision is judged by.
         """
-        promotion = await asyncio.to_thread(self._registry.promotions.get_promotion, actor, promotion_id)
+        promotion = await asyncio.to_thread(
+            self._registry.promotions.authorize_decision, actor, promotion_id, action, comment=comment)
         handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
-        try:
-            live: PromotionState | None = await handle.query(PromotionWorkflow.state) if promotion.live else None
-        except RPCError as exc:
-            raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
-        await asyncio.to_thread(
-            self._registry.promotions.authorize_decision, actor, promotion_id, action,
-            sign_off=live.sign_off if live is not None else None, comment=comment,
-        )
         decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
         try:
-            state: PromotionState = await handle.execute_update(action, decision, result_type=PromotionState)
+            return await self._bounded(handle.execute_update(
+                action, decision, result_type=PromotionState, rpc_timeout=self._rpc_timeout,
+            ), f"deliver the {action.replace('_', '-')} to the promotion workflow")
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError):
@@ -119,9 +156,6 @@ class PromotionService:
             else:
                 code, message = None, str(cause or exc)
             raise refused(code, f"The promotion refused the {action.replace('_', '-')}: {message}") from exc
-        except RPCError as exc:
-            raise UnavailableError(f"The promotion workflow is not reachable: {exc}") from exc
-        return state
 
     async def evidence_may_have_changed(self, model: str, version: int | str | None = None) -> None:
         """Signal the live promotions of ``model`` (``version``) to re-verify their evidence now.
@@ -143,24 +177,43 @@ class PromotionService:
         for promotion in live:
             try:
                 handle = client.get_workflow_handle(promotion.workflow_id)
-                await handle.signal(PromotionWorkflow.evidence_may_have_changed)
-            except RPCError as exc:  # e.g. the run ended meanwhile
-                log.warning("could not signal promotion %s: %s", promotion.id, exc)
+                await self._bounded(handle.signal(PromotionWorkflow.evidence_may_have_changed,
+                                                  rpc_timeout=self._rpc_timeout), "signal the promotion")
+            except UnavailableError as exc:  # e.g. the run ended meanwhile
+                log.warning("could not signal promotion %s: %s", promotion.id, exc.message)
 
-    async def live_state(self, actor: Actor, promotion_id: str) -> PromotionState | None:
-        """The workflow's live state, or None when its run is over or unreachable (use the read model)."""
-        promotion = await asyncio.to_thread(self._registry.promotions.get_promotion, actor, promotion_id)
-        if not promotion.live:
-            return None
+    async def workflow_run(self, promotion: Promotion) -> WorkflowRun | None:
+        """The latest run of the promotion's workflow id: its status and whether it runs this promotion (None: none).
+
+        A run is this promotion's by its memo or, for runs started before the memo was set, by
+        having started after the promotion was opened (a workflow id is reused by later promotions).
+        """
+        handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
         try:
-            handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
-            state: PromotionState = await handle.query(PromotionWorkflow.state)
-        except (RPCError, UnavailableError):
-            return None
-        return state if state.promotion_id == promotion.id else None
+            description = await self._bounded(handle.describe(rpc_timeout=self._rpc_timeout), "describe the workflow")
+        except UnavailableError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RPCError) and cause.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        memo = await description.memo()
+        if MEMO_PROMOTION_ID in memo:
+            ours = memo[MEMO_PROMOTION_ID] == promotion.id
+        else:
+            ours = description.start_time.timestamp() * 1000 >= promotion.creation_timestamp - CLOCK_SKEW_MS
+        return WorkflowRun(status=description.status, ours=ours)
+
+    async def _bounded(self, call: Awaitable[T], what: str) -> T:
+        """Await a Temporal call for at most the rpc timeout; failing to reach Temporal is an UnavailableError."""
+        seconds = self._rpc_timeout.total_seconds()
+        try:
+            return await asyncio.wait_for(call, seconds)
+        except TimeoutError as exc:
+            raise UnavailableError(f"Temporal did not answer within {seconds:g} s (could not {what}).") from exc
+        except RPCTimeoutOrCancelledError as exc:
+            raise UnavailableError(f"Temporal did not answer within {seconds:g} s (could not {what}).") from exc
+        except (RPCError, RuntimeError, OSError) as exc:
+            raise UnavailableError(f"Temporal is not reachable (could not {what}): {exc}") from exc
 
     async def _abandon(self, promotion: Promotion, message: str) -> None:
-        await asyncio.to_thread(
-            self._registry.promotions.record_promotion_state, _STARTER, promotion.id, status=PromotionStatus.FAILED,
-            message=message,
-        )
+        await asyncio.to_thread(self._registry.promotions.close_promotion, _STARTER, promotion.id, reason=message)

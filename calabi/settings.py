@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "calabi-promotions"
     temporal_tls: bool = False
     temporal_api_key: SecretStr | None = None
+    reconcile_every_s: float = Field(
+        default=30.0, gt=0, description="How often the worker looks for live promotions without a running workflow"
+    )
+    reconcile_grace_s: float = Field(
+        default=30.0, ge=0, description="A promotion younger than this is left to the request that is starting it"
+    )
     policy_dir: Path | None = Field(
         default=None, description="Directory with default.toml and models/<name>.toml; default: the packaged policy"
     )

@@ -171,7 +171,7 @@ class Api:
         deadline = time.monotonic() + POLL_TIMEOUT_S
         while time.monotonic() < deadline:
             detail = self.call("GET", f"/api/v1/promotions/{promotion_id}")
-            if (detail["live"] or detail["promotion"])["status"] in statuses:
+            if detail["promotion"]["status"] in statuses:
                 return dict(detail)
             time.sleep(0.5)
         raise SystemExit(f"promotion {promotion_id} did not reach {statuses} in {POLL_TIMEOUT_S} s")
@@ -179,7 +179,7 @@ class Api:
 
 def print_checklist(detail: dict[str, Any]) -> None:
     """Each check with its verdict, reasons and numbers."""
-    checklist = (detail.get("live") or {}).get("checklist") or detail["promotion"]["checklist"] or {}
+    checklist = detail["promotion"]["checklist"] or {}
     for result in checklist.get("results", []):
         mark = "pass" if result["passed"] else "FAIL"
         numbers = ", ".join(
@@ -280,7 +280,7 @@ def governed_story(url: str, admin: Api, sources: Path) -> None:
     })
     say(f"eli requests promotion {promotion['id']} of v{mv.version} to Production")
     detail = eli.wait_for(promotion["id"], "checks_failed", "awaiting_sign_off")
-    say(f"checks: {(detail['live'] or detail['promotion'])['status']}")
+    say(f"checks: {detail['promotion']['status']}")
     print_checklist(detail)
     eli.call("PATCH", f"/api/v1/models/{MODEL}/versions/{mv.version}", json={
         "description": f"Logistic regression on tenure, charges and support calls. {TRAINING_RANGE}. "
@@ -288,11 +288,11 @@ def governed_story(url: str, admin: Api, sources: Path) -> None:
     })
     eli.call("POST", f"/api/v1/promotions/{promotion['id']}/recheck")
     detail = eli.wait_for(promotion["id"], "awaiting_sign_off", "checks_failed")
-    say(f"description fixed, re-check: {(detail['live'] or detail['promotion'])['status']}")
+    say(f"description fixed, re-check: {detail['promotion']['status']}")
     print_checklist(detail)
     dana.call("POST", f"/api/v1/promotions/{promotion['id']}/sign-off", json={"comment": "Reviewed the evidence."})
     detail = dana.wait_for(promotion["id"], "promoted", "failed")
-    say(f"dana signs off -> {(detail['live'] or detail['promotion'])['status']}")
+    say(f"dana signs off -> {detail['promotion']['status']}")
     champion = client.get_model_version_by_alias(MODEL, "champion")
     say(f"champion -> v{champion.version} ({champion.current_stage}); tags {champion.tags}")
     print(f"     description: {champion.description}", flush=True)

@@ -53,9 +53,9 @@ class Action(StrEnum):
 _S = PromotionStatus
 ALLOWED_STATUSES: dict[Action, frozenset[PromotionStatus]] = {
     Action.SIGN_OFF: frozenset({_S.AWAITING_SIGN_OFF}),
-    Action.REJECT: frozenset({_S.AWAITING_SIGN_OFF, _S.CHECKS_FAILED}),
+    Action.REJECT: frozenset({_S.AWAITING_SIGN_OFF, _S.CHECKS_FAILED, _S.CHECK_ERROR}),
     Action.CANCEL: frozenset(_S) - TERMINAL_STATUSES - {_S.APPLYING},
-    Action.RECHECK: frozenset({_S.CHECKS_FAILED}),
+    Action.RECHECK: frozenset({_S.CHECKS_FAILED, _S.CHECK_ERROR}),
 }
 """The statuses in which each decision can be made."""
 

@@ -28,8 +28,8 @@ __all__ = [
 
 MAX_DESCRIPTION = 5000
 NotificationKind = Literal[
-    "requested", "awaiting", "reminder", "promoted", "rejected", "expired", "checks_failed", "cancelled", "failed",
-    "evidence_changed",
+    "requested", "awaiting", "reminder", "promoted", "rejected", "expired", "checks_failed", "check_error", "cancelled",
+    "failed", "evidence_changed",
 ]
 NOTIFICATION_KINDS: tuple[str, ...] = get_args(NotificationKind)
 _MAX_LISTED_APPROVERS = 10

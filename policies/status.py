@@ -12,6 +12,9 @@ class PromotionStatus(StrEnum):
 
     RUNNING_CHECKS = "running_checks"
     CHECKS_FAILED = "checks_failed"
+    """A check judged the model and it failed."""
+    CHECK_ERROR = "check_error"
+    """A check could not be evaluated (infrastructure, not a verdict); waits for a re-check like checks_failed."""
     AWAITING_SIGN_OFF = "awaiting_sign_off"
     APPLYING = "applying"
     PROMOTED = "promoted"

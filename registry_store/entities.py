@@ -169,6 +169,8 @@ class Promotion(_View):
     reminders_sent: int
     message: str
     policy_hash: str
+    sign_off: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
     candidate_digest: str = ""
     evidence_hash: str = ""
     creation_timestamp: int

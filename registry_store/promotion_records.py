@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -106,6 +108,38 @@ class PromotionRecords(ServiceBase):
         with self._db.read() as session:
             return [promotion_view(row) for row in session.exec(query.order_by(col(PromotionRow.id))).all()]
 
+    def live_promotions_created_before(self, actor: Actor, created_before: int) -> list[Promotion]:
+        """Every live promotion opened before ``created_before`` (epoch ms), oldest first: what a reconciler checks."""
+        require_role(actor, "viewer", "read promotions")
+        query = select(PromotionRow).where(col(PromotionRow.live),
+                                           col(PromotionRow.creation_timestamp) < created_before)
+        with self._db.read() as session:
+            rows = session.exec(query.order_by(col(PromotionRow.creation_timestamp), col(PromotionRow.id))).all()
+            return [promotion_view(row) for row in rows]
+
+    def close_promotion(self, actor: Actor, promotion_id: object, *, reason: str) -> Promotion | None:
+        """Close a live promotion as ``failed`` with ``reason`` (audited); None when it was no longer live.
+
+        For a promotion whose workflow never started or ended without closing it: the row is locked
+        and re-checked, so concurrent closers (several replicas) close it once.
+        """
+        require_role(actor, "admin", "close promotions")
+        with self._db.write() as session:
+            row = promotion_row(session, promotion_id, lock=True)
+            if not row.live:
+                return None
+            before = {"status": row.status, "message": row.message}
+            now = self._clock()
+            change = {"at": datetime.fromtimestamp(now / 1000, tz=UTC).isoformat(), "status": PromotionStatus.FAILED,
+                      "note": reason}
+            row.status, row.message, row.live = PromotionStatus.FAILED, reason, False
+            row.history = json.dumps([*json.loads(row.history), change])
+            row.last_updated_timestamp = now
+            session.add(row)
+            self._audit(session, actor, "promotion_state", row.model_name, row.version, before=before,
+                        after={"promotion": row.id, "status": row.status, "message": reason})
+            return promotion_view(row)
+
     def list_promotions(
         self,
         actor: Actor,
@@ -147,18 +181,17 @@ class PromotionRecords(ServiceBase):
         promotion_id: object,
         action: str,
         *,
-        sign_off: SignOffRule | None,
         comment: str | None = None,
     ) -> Promotion:
         """Check that ``actor`` may make this decision now (``policies.decisions``; the workflow checks again).
 
-        ``sign_off`` is the sign-off rule of the promotion's policy snapshot (the workflow's state
-        holds it); ``comment=None`` checks who may decide and when, not what the decision says.
+        Decided on the read model alone (status, approvals, the snapshot's sign-off rule), the one
+        view reads show; ``comment=None`` checks who may decide and when, not what the decision says.
         """
         if action not in Action.__members__.values():
             raise InvalidParameterError(f"Unknown decision '{action}'.")
         promotion = self.get_promotion(actor, promotion_id)
-        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=decision_facts(promotion, sign_off),
+        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=decision_facts(promotion),
                       comment=comment)
         if why is not None:
             raise refused(why.kind.value, why.message)
@@ -214,13 +247,21 @@ class PromotionRecords(ServiceBase):
         incumbent_version: int | None = None,
         message: str | None = None,
         policy_hash: str | None = None,
+        sign_off: SignOffRule | None | EllipsisType = ...,
+        history: Sequence[dict[str, Any]] | None = None,
     ) -> Promotion:
-        """Update the read model; an event is audited only when something changed (idempotent)."""
+        """Update the read model; an event is audited only when something changed (idempotent).
+
+        ``None`` (``...`` for ``sign_off``, where ``None`` means "no sign-off needed") keeps a column as it is.
+        """
         with self._db.write() as session:
             row = promotion_row(session, promotion_id, lock=True)
             changes: dict[str, Any] = {"status": str(status)}
+            rule = None if isinstance(sign_off, EllipsisType) else json.dumps(
+                sign_off.model_dump(mode="json") if sign_off else None, sort_keys=True)
             for name, value in (("checklist", None if checklist is None else json.dumps(checklist, sort_keys=True)),
                                 ("approvals", None if approvals is None else json.dumps(list(approvals))),
+                                ("sign_off", rule), ("history", None if history is None else json.dumps(list(history))),
                                 ("required_approvals", required_approvals), ("approver_role", approver_role),
                                 ("exclude_requester", exclude_requester),
                                 ("deadline", deadline), ("reminders_sent", reminders_sent),
@@ -231,14 +272,20 @@ class PromotionRecords(ServiceBase):
             changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
             if not changed:
                 return promotion_view(row)
+            if not row.live and "status" in changed:
+                raise InvalidParameterError(
+                    f"Promotion {row.id} was closed as {row.status}; its status can no longer change.")
             before = {k: getattr(row, k) for k in changed}
             for key, value in changed.items():
                 setattr(row, key, value)
             row.live = row.status not in TERMINAL_STATUSES
             row.last_updated_timestamp = self._clock()
             session.add(row)
+            # The history only lists the status changes these events already record: not repeated in each.
+            audited = {k: v for k, v in changed.items() if k != "history"}
             self._audit(session, actor, "promotion_state", row.model_name, row.version,
-                        before=loggable(before), after={"promotion": row.id, **loggable(changed)})
+                        before=loggable({k: before[k] for k in audited}), after={"promotion": row.id,
+                                                                                  **loggable(audited)})
             return promotion_view(row)
 
     def record_sign_off(

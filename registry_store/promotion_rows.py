@@ -25,6 +25,7 @@ __all__ = [
     "production_version",
     "promotion_row",
     "promotion_view",
+    "sign_off_rule",
 ]
 
 # Which stage a candidate must be in to be promoted to a target, per kind of request.
@@ -66,22 +67,35 @@ def check_eligible(candidate: ModelVersionRow, target: str, eligible: frozenset[
 
 def loggable(values: dict[str, Any]) -> dict[str, Any]:
     """Read-model column values as the audit log records them (JSON columns decoded)."""
-    return {k: json.loads(v) if k in ("checklist", "approvals") and isinstance(v, str) else v
-            for k, v in values.items()}
+    return {k: json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v for k, v in values.items()}
 
 
-def decision_facts(promotion: Promotion, sign_off: SignOffRule | None) -> PromotionFacts:
-    """What the decision rules look at, from the read model and a sign-off rule."""
-    return PromotionFacts(status=PromotionStatus(promotion.status), requester=promotion.requester, sign_off=sign_off,
+_JSON_COLUMNS = frozenset({"checklist", "approvals", "sign_off", "history"})
+
+
+def sign_off_rule(promotion: Promotion) -> SignOffRule | None:
+    """The sign-off rule of the promotion's policy snapshot, as recorded (None: none needed, or no checks yet).
+
+    Rows recorded before the rule was stored whole fall back to the mirrored approver columns.
+    """
+    if promotion.sign_off is not None:
+        return SignOffRule.model_validate(promotion.sign_off)
+    if promotion.required_approvals > 0:
+        return SignOffRule(approvers=promotion.required_approvals, role=promotion.approver_role,
+                           exclude_requester=promotion.exclude_requester)
+    return None
+
+
+def decision_facts(promotion: Promotion) -> PromotionFacts:
+    """What the decision rules look at, all from the read model."""
+    return PromotionFacts(status=PromotionStatus(promotion.status), requester=promotion.requester,
+                          sign_off=sign_off_rule(promotion),
                           approved_by=[str(a.get("user", "")) for a in promotion.approvals])
 
 
 def may_sign_off(actor: Actor, promotion: Promotion) -> bool:
-    """Whether ``actor`` may sign ``promotion`` off now, by the one decision rule and the mirrored sign-off rule."""
-    rule = SignOffRule(approvers=promotion.required_approvals, role=promotion.approver_role,
-                       exclude_requester=promotion.exclude_requester)
-    facts = decision_facts(promotion, rule)
-    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, promotion=facts) is None
+    """Whether ``actor`` may sign ``promotion`` off now, by the one decision rule and the recorded sign-off rule."""
+    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, promotion=decision_facts(promotion)) is None
 
 
 def promotion_view(row: PromotionRow) -> Promotion:
@@ -94,6 +108,7 @@ def promotion_view(row: PromotionRow) -> Promotion:
         required_approvals=row.required_approvals, approver_role=row.approver_role,
         exclude_requester=row.exclude_requester, deadline=row.deadline,
         reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
+        sign_off=json.loads(row.sign_off), history=json.loads(row.history),
         candidate_digest=row.candidate_digest, evidence_hash=row.evidence_hash,
         creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
     )

@@ -261,6 +261,9 @@ class PromotionRow(SQLModel, table=True):
     reminders_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     message: str = Field(default="", sa_column=Column(Text, nullable=False))
     policy_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    # The snapshot's sign-off rule (JSON, "null": none needed or no checks yet) and the status history (JSON list).
+    sign_off: str = Field(default="null", sa_column=Column(Text, nullable=False, server_default="null"))
+    history: str = Field(default="[]", sa_column=Column(Text, nullable=False, server_default="[]"))
     # The candidate's immutable identity and the evidence its checks ran on (the sign-offs bind to both).
     candidate_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     candidate_digest: str = Field(default="", sa_column=Column(String(80), nullable=False, server_default=""))

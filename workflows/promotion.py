@@ -40,8 +40,12 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["PromotionWorkflow"]
 
-ACTIVITY_TIMEOUT = timedelta(seconds=60)
-TESTS_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_TIMEOUT = timedelta(seconds=15)
+"""Light activities (a few DB writes or a pure evaluation): a killed worker's attempt is retried within this."""
+SNAPSHOT_TIMEOUT = timedelta(seconds=60)
+"""The evidence snapshot may load the model in the sandbox (up to its own 30 s budget); it does not heartbeat."""
+TESTS_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""``run_tests`` heartbeats every 2 s: a lost worker's test run is retried elsewhere within this."""
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -56,6 +60,8 @@ EVIDENCE_BINDING = "evidence-binding"
 """Patch: a sign-off counts only while the candidate's evidence is what the checks ran on."""
 EVIDENCE_NOTICE = "evidence-notice"
 """Patch: the ``evidence_may_have_changed`` signal wakes the sign-off wait to re-verify the evidence at once."""
+CHECK_ERROR = "check-error"
+"""Patch: a check step that could not run (after its retries) pauses the promotion in ``check_error``, no verdict."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -65,6 +71,8 @@ class PromotionWorkflow:
 
     def __init__(self) -> None:
         self._state: PromotionState | None = None
+        self._published: PromotionState | None = None
+        self._check_error: str | None = None
         self._snapshot: EvidenceSnapshot | None = None
         self._recorded_approvals = 0
         self._recheck = False
@@ -86,10 +94,11 @@ class PromotionWorkflow:
         while True:
             if not await self._checks_pass(request):
                 self._recheck = False  # a re-check may arrive while the failure is being announced
-                summary = failed_checks(self._current.checklist)
+                status = PromotionStatus.CHECK_ERROR if self._check_error else PromotionStatus.CHECKS_FAILED
+                summary = self._check_error or failed_checks(self._current.checklist)
                 self._state = self._current.model_copy(update={"message": summary})
-                await self._enter(PromotionStatus.CHECKS_FAILED, summary)
-                await self._notify("checks_failed")
+                await self._enter(status, summary)
+                await self._notify(status.value)
                 if not await self._wait_for_recheck():
                     return await self._finish()
                 await self._record()
@@ -108,8 +117,8 @@ class PromotionWorkflow:
 
     @workflow.query
     def state(self) -> PromotionState:
-        """The live state: status, checklist with its numbers, sign-offs, deadline, history."""
-        return self._current
+        """The state last written to the read model (a fallback read: it never runs ahead of the registry's row)."""
+        return self._published or self._current
 
     @workflow.signal
     def evidence_may_have_changed(self) -> None:
@@ -185,12 +194,20 @@ class PromotionWorkflow:
         return self._state
 
     async def _checks_pass(self, request: PromotionInput) -> bool:
+        """Snapshot and run the checks; False when one failed or (``_check_error`` set) could not be evaluated."""
         self._voided = False
         self._evidence_news = False  # the snapshot below reads what any earlier news was about
-        self._snapshot = await workflow.execute_activity(
-            "snapshot_evidence", request, result_type=EvidenceSnapshot,
-            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
-        )
+        self._check_error = None
+        try:
+            self._snapshot = await workflow.execute_activity(
+                "snapshot_evidence", request, result_type=EvidenceSnapshot,
+                start_to_close_timeout=SNAPSHOT_TIMEOUT, retry_policy=RETRY,
+            )
+        except ActivityError as exc:
+            if not workflow.patched(CHECK_ERROR):
+                raise
+            self._check_error = f"the evidence snapshot could not be taken: {activity_cause(exc)}"
+            return False
         rule = self._snapshot.policy.required_sign_off()
         results = await asyncio.gather(*(self._run_check(name) for name in self._snapshot.checks))
         checklist = Checklist.of(list(results), policy_hash=self._snapshot.policy_hash)
@@ -216,12 +233,23 @@ class PromotionWorkflow:
                     heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
                 )
             except ActivityError as exc:
-                return check_result_failed(name, f"the test run could not complete: {activity_cause(exc)}")
-        result: CheckResult = await workflow.execute_activity(
-            "evaluate_check", CheckInput(name=name, snapshot=snapshot, test_run=test_run), result_type=CheckResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
-        )
+                return self._not_evaluated(name, f"the test run could not complete: {activity_cause(exc)}")
+        try:
+            result: CheckResult = await workflow.execute_activity(
+                "evaluate_check", CheckInput(name=name, snapshot=snapshot, test_run=test_run),
+                result_type=CheckResult, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+            )
+        except ActivityError as exc:
+            if not workflow.patched(CHECK_ERROR):
+                raise
+            return self._not_evaluated(name, f"the {name} check could not be evaluated: {activity_cause(exc)}")
         return result
+
+    def _not_evaluated(self, name: str, cause: str) -> CheckResult:
+        """A check that could not run: listed as not passed and (patch ``check-error``) a check error, not a verdict."""
+        if workflow.patched(CHECK_ERROR):
+            self._check_error = f"{self._check_error}; {cause}" if self._check_error else cause
+        return check_result_failed(name, cause)
 
     async def _wait_for_recheck(self) -> bool:
         rule = self._current.sign_off
@@ -315,6 +343,9 @@ class PromotionWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
             )
             self._recorded_approvals += 1
+            if self._published is not None:
+                self._published = self._published.model_copy(
+                    update={"approvals": self._current.approvals[: self._recorded_approvals]})
 
     async def _apply(self, request: PromotionInput) -> PromotionOutcome | None:
         """Apply; on stale evidence re-run the checks (None: go round the main loop again)."""
@@ -380,10 +411,12 @@ class PromotionWorkflow:
         await self._record()
 
     async def _record(self) -> None:
+        """Write the current state to the read model; once written it is what the ``state`` query answers."""
+        state = self._current
         await workflow.execute_activity(
-            "record_state", RecordStateInput(state=self._current),
-            start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+            "record_state", RecordStateInput(state=state), start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
         )
+        self._published = state
 
     async def _notify(self, kind: str) -> None:
         """Best effort: a notification that cannot be delivered never blocks the promotion."""

@@ -58,10 +58,9 @@ class ServingSchemaBody(BaseModel):
 
 
 class PromotionDetail(BaseModel):
-    """A promotion: its read model and, while it runs, the workflow's live state."""
+    """A promotion: its read model (status, checklist, sign-offs, sign-off rule, deadline, history)."""
 
     promotion: Promotion
-    live: PromotionState | None = None
 
 
 class PromotionPage(BaseModel):
@@ -95,9 +94,9 @@ async def list_promotions(
 
 @promotion_router.get("/promotions/{promotion_id}", response_model=PromotionDetail)
 async def get_promotion(services: ServicesDep, actor: CurrentActor, promotion_id: str) -> PromotionDetail:
-    """Checklist with evidence numbers, sign-offs, deadline and history."""
+    """Checklist with evidence numbers, sign-offs, deadline and history, from the read model (no workflow query)."""
     promotion = await run_in_threadpool(services.registry.promotions.get_promotion, actor, promotion_id)
-    return PromotionDetail(promotion=promotion, live=await services.promotions.live_state(actor, promotion_id))
+    return PromotionDetail(promotion=promotion)
 
 
 @promotion_router.get("/promotions/{promotion_id}/notifications", response_model=list[Notification])

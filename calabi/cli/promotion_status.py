@@ -1,7 +1,7 @@
 """``calabi promotions list|show|watch``: following promotions through ``GET /api/v1/promotions…``.
 
-``show`` and ``watch`` read the read model and, while the workflow runs, its live state; a
-finished promotion's history comes from the audit log.
+``show`` and ``watch`` read the read model (its history; for promotions recorded before the read
+model kept one, the audit log's).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from calabi.cli import output as out
 from calabi.cli.context import api
 from calabi.cli.http import ApiClient, segment
 from calabi.cli.options import JsonOpt
-from calabi.cli.promotion_tables import promotion_detail, promotions_table, read_approvals
+from calabi.cli.promotion_tables import promotion_detail, promotions_table, read_approvals, read_history
 from calabi.cli.promotions import PromotionId
 from policies.status import TERMINAL_STATUSES, PromotionStatus
-from workflows.models import PromotionState, StateChange
+from workflows.models import StateChange
 
 __all__ = ["promotions_app"]
 
@@ -54,10 +54,9 @@ def promotions_list(
 def promotions_show(ctx: typer.Context, promotion_id: PromotionId, as_json: JsonOpt = False) -> None:
     """Show a promotion: checklist with its numbers, sign-offs, deadline and history."""
     client = api(ctx)
-    promotion, live, raw_live = _detail(client, promotion_id)
-    history = live.history if live is not None else _audited_history(client, promotion)
-    out.show({"promotion": promotion, "live": raw_live, "history": history}, as_json=as_json,
-             view=promotion_detail(promotion, live, history))
+    promotion = _detail(client, promotion_id)
+    history = read_history(promotion["history"]) or _audited_history(client, promotion)
+    out.show({"promotion": promotion, "history": history}, as_json=as_json, view=promotion_detail(promotion, history))
 
 
 @promotions_app.command("watch")
@@ -79,11 +78,10 @@ def promotions_watch(
     raise typer.Exit(1)
 
 
-def _detail(client: ApiClient, promotion_id: str) -> tuple[dict[str, Any], PromotionState | None, Any]:
-    """The read model, the parsed live state (None once the workflow is gone) and the live state's JSON."""
-    detail = client.get(f"/promotions/{segment(promotion_id)}")
-    raw_live = detail.get("live")
-    return detail["promotion"], PromotionState.model_validate(raw_live) if raw_live else None, raw_live
+def _detail(client: ApiClient, promotion_id: str) -> dict[str, Any]:
+    """The promotion's read model."""
+    promotion: dict[str, Any] = client.get(f"/promotions/{segment(promotion_id)}")["promotion"]
+    return promotion
 
 
 def _watch(client: ApiClient, promotion_id: str, timeout: float) -> tuple[str, str]:
@@ -91,19 +89,19 @@ def _watch(client: ApiClient, promotion_id: str, timeout: float) -> tuple[str, s
     deadline = time.monotonic() + timeout
     shown_status, shown_approvals = "", 0
     while True:
-        promotion, live, _raw = _detail(client, promotion_id)
-        status = str(live.status) if live is not None else promotion["status"]
-        approvals = live.approvals if live is not None else read_approvals(promotion["approvals"])
+        promotion = _detail(client, promotion_id)
+        status = promotion["status"]
+        approvals = read_approvals(promotion["approvals"])
         for approval in approvals[shown_approvals:]:
             note = f": {approval.comment}" if approval.comment else ""
             _say(f"signed off by {approval.user}{note}")
         shown_approvals = max(shown_approvals, len(approvals))
         if status != shown_status:
-            note = live.history[-1].note if live is not None and live.history else promotion["message"]
+            note = promotion["message"]
             _say(f"{status}" + (f"  {out.one_line(note)}" if note else ""))
             shown_status = status
         if status in TERMINAL_STATUSES:
-            return status, promotion["message"] if live is None else live.message or promotion["message"]
+            return status, promotion["message"]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return status, ""

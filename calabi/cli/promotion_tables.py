@@ -1,7 +1,6 @@
 """Rendering promotions: the list table, the detail view with checklist, sign-offs and history.
 
-Works on the API's JSON: the read model as a ``dict``, the live workflow state as the pure
-``workflows.models.PromotionState`` it is on the server.
+Works on the API's JSON: the read model as a ``dict`` (everything shown is in it).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from calabi.cli import output as out
 from policies.decisions import Approval
 from policies.evidence import SignatureSchema
 from policies.results import Checklist, CheckResult, Number
-from workflows.models import PromotionState, StateChange
+from workflows.models import StateChange
 
 __all__ = [
     "approvals_table",
@@ -29,6 +28,7 @@ __all__ = [
     "promotion_detail",
     "promotions_table",
     "read_approvals",
+    "read_history",
     "schema_table",
 ]
 
@@ -53,16 +53,18 @@ def promotions_table(promotions: Sequence[Promotion]) -> Table:
     return table
 
 
-def promotion_detail(promotion: Promotion, live: PromotionState | None, history: Sequence[StateChange]) -> Group:
+CHECK_ERROR_NOTE = "a check could not be evaluated; the model was not judged: re-check once the cause is fixed"
+
+
+def promotion_detail(promotion: Promotion, history: Sequence[StateChange]) -> Group:
     """Fields, the checklist with its numbers, the sign-offs and the history of one promotion."""
-    status = str(live.status) if live is not None else promotion["status"]
-    message = (live.message if live is not None else "") or promotion["message"]
-    required = live.required_approvals if live is not None else promotion["required_approvals"]
-    approvals = live.approvals if live is not None else read_approvals(promotion["approvals"])
-    deadline = iso(live.deadline) if live is not None and live.deadline else (
-        out.timestamp(promotion["deadline"]) if promotion["deadline"] else "-"
-    )
-    incumbent = live.incumbent_version if live is not None else promotion["incumbent_version"]
+    status, message = promotion["status"], promotion["message"]
+    if status == "check_error":
+        message = f"{CHECK_ERROR_NOTE}: {message}" if message else CHECK_ERROR_NOTE
+    required = promotion["required_approvals"]
+    approvals = read_approvals(promotion["approvals"])
+    deadline = out.timestamp(promotion["deadline"]) if promotion["deadline"] else "-"
+    incumbent = promotion["incumbent_version"]
     fields = out.fields_table([
         ("Promotion", promotion["id"]),
         ("Model", promotion["model_name"]),
@@ -75,15 +77,13 @@ def promotion_detail(promotion: Promotion, live: PromotionState | None, history:
         ("Production was", f"v{incumbent}" if incumbent is not None else "-"),
         ("Sign-offs", f"{len(approvals)} of {required} ({promotion['approver_role']})" if required else "none needed"),
         ("Deadline", deadline),
-        ("Policy", (live.policy_hash if live is not None else promotion["policy_hash"])[:12] or "-"),
-        ("Workflow", promotion["workflow_id"] + ("" if live is not None else " (not running)")),
+        ("Policy", promotion["policy_hash"][:12] or "-"),
+        ("Workflow", promotion["workflow_id"] + ("" if promotion["live"] else " (finished)")),
         ("Created", out.timestamp(promotion["creation_timestamp"])),
         ("Updated", out.timestamp(promotion["last_updated_timestamp"])),
     ])
     parts: list[Table] = [fields]
-    checklist = live.checklist if live is not None and live.checklist is not None else (
-        _checklist(promotion["checklist"])
-    )
+    checklist = _checklist(promotion["checklist"])
     if checklist is not None:
         parts.append(checklist_table(checklist))
     if approvals:
@@ -178,6 +178,17 @@ def read_approvals(values: Sequence[Mapping[str, Any]]) -> list[Approval]:
     for value in values:
         try:
             found.append(Approval.model_validate(value))
+        except ValidationError:
+            continue
+    return found
+
+
+def read_history(values: Sequence[Mapping[str, Any]]) -> list[StateChange]:
+    """The read model's status history (malformed entries left out)."""
+    found: list[StateChange] = []
+    for value in values:
+        try:
+            found.append(StateChange.model_validate(value))
         except ValidationError:
             continue
     return found

@@ -147,7 +147,8 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
     assert human.stdout.startswith(f"Requested promotion {promotion_id}: '{name}' version 1 → Production"), human.stdout
     assert f"calabi promotions watch {promotion_id}" in human.stdout
     detail = calabi.wait_for(promotion_id, "awaiting_sign_off")
-    assert detail["live"]["status"] == "awaiting_sign_off" and detail["live"]["required_approvals"] == 1
+    assert detail["promotion"]["status"] == "awaiting_sign_off" and detail["promotion"]["required_approvals"] == 1
+    assert detail["promotion"]["sign_off"]["approvers"] == 1 and "live" not in detail
     assert [h["status"] for h in detail["history"]][-1] == "awaiting_sign_off"
 
     shown = calabi.ok("promotions", "show", promotion_id).stdout
@@ -189,7 +190,7 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
     assert stdout.strip().splitlines()[-1].split()[1] == "promoted", stdout
 
     done = calabi.json("promotions", "show", promotion_id)
-    assert done["promotion"]["status"] == "promoted" and done["live"] is None
+    assert done["promotion"]["status"] == "promoted" and not done["promotion"]["live"]
     assert [h["status"] for h in done["history"]][-1] == "promoted", done["history"]
     assert done["promotion"]["approvals"][0]["user"] == calabi.approver_name
     version = calabi.json("versions", "show", name, "1")

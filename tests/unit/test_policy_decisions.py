@@ -159,6 +159,9 @@ def test_a_blank_reason_is_refused_with_one_message() -> None:
         (Action.RECHECK, "root", ["admin"], S.CHECKS_FAILED, None),
         (Action.RECHECK, "erin", ["engineer"], S.CHECKS_FAILED, FORBIDDEN),
         (Action.RECHECK, "carol", ["engineer"], S.AWAITING_SIGN_OFF, CONFLICT),
+        (Action.RECHECK, "carol", ["engineer"], S.CHECK_ERROR, None),
+        (Action.RECHECK, "erin", ["engineer"], S.CHECK_ERROR, FORBIDDEN),
+        (Action.CANCEL, "carol", ["engineer"], S.CHECK_ERROR, None),
     ],
 )
 def test_only_the_requester_or_an_admin_cancels_or_rechecks(

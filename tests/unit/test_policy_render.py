@@ -198,6 +198,15 @@ def test_notifications(kind: Any, subject: str, lines: list[str]) -> None:
     assert text.endswith("\n") and "\n\n\n" not in text
 
 
+def test_a_check_error_is_not_worded_as_a_verdict() -> None:
+    cause = "the test run could not complete: activity Heartbeat timeout"
+    text = render_notification("check_error", {**CONTEXT, "comment": cause})
+
+    assert text.splitlines()[0] == "[Calabi] churn v3 → Production: checks could not run"
+    assert f"Cause: {cause}" in text and "so the model was not judged" in text
+    assert "failed" not in text
+
+
 def test_checks_failed_lists_only_the_failures() -> None:
     assert "tests" not in render_notification("checks_failed", CONTEXT)
 

@@ -2,7 +2,8 @@
 
 ``histories/*.json`` were recorded from real runs (real activities, time-skipping server)
 of the happy path, the expiry path, the checks-failed-then-recheck path and (since the
-``evidence-binding`` patch) the evidence-changed-under-a-sign-off path. A change to
+``evidence-binding`` patch) the evidence-changed-under-a-sign-off path and (since the ``check-error``
+patch) a check that could not run, paused in check_error and re-checked. A change to
 the workflow that would break promotions already running in production (different
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 
@@ -25,6 +26,7 @@ from temporalio.worker import Replayer
 
 from policies.status import PromotionStatus
 from tests.workflows.conftest import Harness, describe, wait_until
+from tests.workflows.test_check_error import check_error_then_recheck
 from workflows.promotion import PromotionWorkflow
 
 S = PromotionStatus
@@ -88,7 +90,16 @@ async def evidence_changed(h: Harness) -> WorkflowHistory:
     return await h.handle(promotion).fetch_history()
 
 
+async def check_error(h: Harness) -> WorkflowHistory:
+    """A test run that cannot run (patch ``check-error``): check_error, re-checked, signed off, promoted."""
+    promotion = await check_error_then_recheck(h)
+    await h.decide(h.approver, promotion, "sign_off")
+    assert (await h.outcome(promotion)).status == S.PROMOTED
+    return await h.handle(promotion).fetch_history()
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHistory]]] = {
+    "check_error": check_error,
     "evidence_changed": evidence_changed,
     "happy_path": happy_path,
     "expiry": expiry,

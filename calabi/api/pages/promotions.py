@@ -15,11 +15,9 @@ from calabi.api.pages.versions import version_url
 from calabi.api.pages.web import PageRoute, PageUser, PostedForm, SignedIn, page_services, render, see_other
 from calabi.bootstrap import Services
 from policies.decisions import Action
-from policies.models import SignOffRule
 from policies.status import PromotionStatus
 from registry_store.entities import AuditEvent, Notification, Page, Promotion
 from registry_store.errors import ConflictError, InvalidParameterError, PermissionDeniedError
-from workflows.models import PromotionState
 
 __all__ = ["promotions_router"]
 
@@ -65,13 +63,12 @@ class _Detail:
     notifications: list[Notification] = field(default_factory=list)
 
 
-def _refusals(services: Services, user: PageUser, promotion_id: str, sign_off: SignOffRule | None
-              ) -> dict[str, str | None]:
+def _refusals(services: Services, user: PageUser, promotion_id: str) -> dict[str, str | None]:
     """Why the service would refuse each decision from this user now (None: allowed; buttons shown = rules)."""
     refusals: dict[str, str | None] = {}
     for action in Action:
         try:
-            services.registry.promotions.authorize_decision(user.actor, promotion_id, action, sign_off=sign_off)
+            services.registry.promotions.authorize_decision(user.actor, promotion_id, action)
         except (PermissionDeniedError, ConflictError, InvalidParameterError) as exc:
             refusals[action] = exc.message
         else:
@@ -79,14 +76,14 @@ def _refusals(services: Services, user: PageUser, promotion_id: str, sign_off: S
     return refusals
 
 
-def _load(services: Services, user: PageUser, promotion_id: str, sign_off: SignOffRule | None) -> _Detail:
+def _load(services: Services, user: PageUser, promotion_id: str) -> _Detail:
     registry = services.registry
     promotion = registry.promotions.get_promotion(user.actor, promotion_id)
     events = [e for e in registry.audit.list_audit_events(user.actor, model_name=promotion.model_name, limit=1000,
                                                     newest_first=True)
               if isinstance(e.after, dict) and e.after.get("promotion") == promotion.id]
     return _Detail(
-        promotion=promotion, refusals=_refusals(services, user, promotion.id, sign_off), events=events,
+        promotion=promotion, refusals=_refusals(services, user, promotion.id), events=events,
         notifications=registry.notifications.list_notifications(user.actor, promotion_id=promotion.id),
     )
 
@@ -102,31 +99,21 @@ def _ms(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _view(promotion: Promotion, live: PromotionState | None) -> dict[str, Any]:
-    """One shape for the template, from the live workflow state when it runs, else the read model."""
-    if live is not None:
-        checklist = live.checklist.model_dump(mode="json") if live.checklist else None
-        approvals = [a.model_dump(mode="json") for a in live.approvals]
-        status, message, deadline = live.status.value, live.message, _ms(live.deadline)
-        history = [{"at": _ms(h.at), "status": h.status.value, "note": h.note} for h in live.history]
-        reminders = live.reminders_sent
-    else:
-        checklist = promotion.checklist if isinstance(promotion.checklist, dict) else None
-        approvals, status, message = list(promotion.approvals), promotion.status, promotion.message
-        deadline, history, reminders = promotion.deadline, [], promotion.reminders_sent
-    for approval in approvals:
-        approval["at_ms"] = _ms(approval.get("at"))
-    return {"checklist": checklist, "approvals": approvals, "status": status, "message": message,
-            "deadline": deadline, "history": history, "reminders_sent": reminders}
+def _view(promotion: Promotion) -> dict[str, Any]:
+    """One shape for the template, from the read model (the workflow writes it before anyone may act on it)."""
+    approvals = [{**approval, "at_ms": _ms(approval.get("at"))} for approval in promotion.approvals]
+    history = [{"at": _ms(h.get("at")), "status": h.get("status", ""), "note": h.get("note", "")}
+               for h in promotion.history]
+    return {"checklist": promotion.checklist if isinstance(promotion.checklist, dict) else None,
+            "approvals": approvals, "status": promotion.status, "message": promotion.message,
+            "deadline": promotion.deadline, "history": history, "reminders_sent": promotion.reminders_sent}
 
 
 @promotions_router.get("/ui/promotions/{promotion_id}", response_model=None)
 async def promotion_page(request: Request, user: SignedIn, promotion_id: str) -> Response:
     """Checklist with evidence numbers, sign-offs so far, deadline and reminders, and the decisions I may make."""
-    services = page_services(request)
-    live = await services.promotions.live_state(user.actor, promotion_id)
-    detail = await run_in_threadpool(_load, services, user, promotion_id, live.sign_off if live else None)
-    view = _view(detail.promotion, live)
+    detail = await run_in_threadpool(_load, page_services(request), user, promotion_id)
+    view = _view(detail.promotion)
     return render(
         request, "promotion.html", user=user, p=detail.promotion, view=view, refusals=detail.refusals,
         allowed={action for action, why in detail.refusals.items() if why is None}, trail=timeline(detail.events),
