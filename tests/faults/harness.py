@@ -268,6 +268,16 @@ class Engine:
     def has_status(self, promotion: Promotion, status: PromotionStatus) -> bool:
         return self.read(promotion).status == status
 
+    async def idle_awaiting_sign_off(self, promotion: Promotion) -> bool:
+        """Whether ``promotion`` waits for sign-off with nothing in flight (its "awaiting" notice recorded)."""
+        if not self.has_status(promotion, PromotionStatus.AWAITING_SIGN_OFF):
+            return False
+        client = await self.services.promotions.client()
+        description = await client.get_workflow_handle(promotion.workflow_id).describe()
+        return not description.raw_description.pending_activities and any(
+            n.kind == "awaiting" for n in self.services.registry.notifications.list_notifications(
+                self.admin, promotion_id=promotion.id))
+
     def audit(self, model: str) -> list[AuditEvent]:
         events: list[AuditEvent] = self.services.registry.audit.list_audit_events(
             self.admin, model_name=model, limit=10_000)

@@ -1,0 +1,94 @@
+"""The Temporal dev server is killed (SIGKILL) while promotions wait for sign-off, then started again on the
+same database file and port; the worker that kept running and the API's client carry on.
+
+While it is down, reads come from the read model and a decision is refused as unavailable (the API's
+503), promptly, never a hang. Once it is back every promotion is signed off and applied exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from policies.status import PromotionStatus
+from registry_store.entities import Promotion
+from registry_store.errors import UnavailableError
+from tests.faults.harness import (
+    RESUME_S,
+    Engine,
+    applied_once_problems,
+    audit_chain_problem,
+    kill,
+    live_rows,
+    until,
+)
+
+pytestmark = pytest.mark.faults
+
+PROMOTIONS = 3
+DOWN_ANSWER_S = 30.0
+"""Bound on an answer while Temporal is down (the issue asks for a prompt 503, never a hang)."""
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    started = Engine.create(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}")
+    yield started
+    started.close()
+
+
+async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engine) -> None:
+    tag = secrets.token_hex(3)
+    models = [f"waiting-{n}-{tag}" for n in range(PROMOTIONS)]
+    for model in models:
+        engine.register(model)
+    engine.start_worker("w1")
+    promotions = await asyncio.gather(*(engine.request(model) for model in models))
+    for promotion in promotions:
+        await until(lambda p=promotion: engine.idle_awaiting_sign_off(p), f"{promotion.model_name} awaiting sign-off")
+
+    assert engine.dev_server is not None
+    kill(engine.dev_server)
+    started = time.monotonic()
+    live = await asyncio.wait_for(engine.services.promotions.live_state(engine.admin, promotions[0].id), DOWN_ANSWER_S)
+    assert live is None, "a read while Temporal is down must fall back to the read model"
+    assert engine.read(promotions[0]).status == PromotionStatus.AWAITING_SIGN_OFF
+    with pytest.raises(UnavailableError):
+        await asyncio.wait_for(engine.sign_off(promotions[0]), DOWN_ANSWER_S)
+    refused_after = time.monotonic() - started
+
+    engine.start_dev_server()
+    restarted = time.monotonic()
+    for promotion in promotions:
+        await until(lambda p=promotion: _signed_off(engine, p), f"{promotion.model_name} signed off after the restart",
+                    timeout=RESUME_S)
+    client = await engine.services.promotions.client()
+
+    async def all_finished() -> bool:
+        states = [await client.get_workflow_handle(p.workflow_id).describe() for p in promotions]
+        return all(s.status != WorkflowExecutionStatus.RUNNING for s in states)
+
+    await until(all_finished, "every promotion finished after the restart", timeout=RESUME_S)
+    print(f"\n[temporal restart] decision refused {refused_after:.1f} s after the kill; restart -> all promoted "
+          f"{time.monotonic() - restarted:.1f} s")
+    problems = {p.model_name: found for p in promotions if (found := applied_once_problems(engine, p))}
+    assert problems == {}, problems
+    assert audit_chain_problem(engine) is None
+    assert live_rows(engine) == []
+
+
+async def _signed_off(engine: Engine, promotion: Promotion) -> bool:
+    """Sign ``promotion`` off; False (try again) while the engine is still unreachable."""
+    if engine.read(promotion).approvals:
+        return True
+    try:
+        await asyncio.wait_for(engine.sign_off(promotion), DOWN_ANSWER_S)
+    except (UnavailableError, TimeoutError):
+        return False
+    return True
