@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
 GATES_VARIABLE = "FAULT_GATES"
 
@@ -112,12 +112,11 @@ def main() -> None:
 
     config = json.loads(Path(os.environ[GATES_VARIABLE]).read_text())
     interceptor = GateInterceptor([Gate(**g) for g in config["gates"]], Path(config["markers"]))
-    real_worker = worker.Worker
 
-    def gated(*args: Any, **kwargs: Any) -> Any:
-        return real_worker(*args, interceptors=[interceptor], **kwargs)
+    def gated(*args: Any, **kwargs: Any) -> Worker:
+        return Worker(*args, interceptors=[interceptor], **kwargs)
 
-    worker.Worker = gated  # type: ignore[misc,assignment]
+    worker.__dict__["Worker"] = gated  # run_worker builds its Temporal Worker through this name
     asyncio.run(worker.run_worker(Settings()))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -278,31 +277,36 @@ class Engine:
             n.kind == "awaiting" for n in self.services.registry.notifications.list_notifications(
                 self.admin, promotion_id=promotion.id))
 
-    def audit(self, model: str) -> list[AuditEvent]:
-        events: list[AuditEvent] = self.services.registry.audit.list_audit_events(
-            self.admin, model_name=model, limit=10_000)
-        return events
+    def exactly_once_problems(self, promotions: Iterable[Promotion]) -> dict[str, list[str]]:
+        """``applied_once_problems`` of each promotion (only those with any), plus the audit chain and live rows."""
+        problems = {p.model_name: found for p in promotions
+                    if (found := applied_once_problems(self.services, self.admin, p))}
+        if (broken := audit_chain_problem(self.services, self.admin)) is not None:
+            problems["audit verify"] = [broken]
+        if stuck := live_rows(self.services, self.admin):
+            problems["live promotions left"] = stuck
+        return problems
 
 
 def _after(event: AuditEvent) -> dict[str, Any]:
     return event.after if isinstance(event.after, dict) else {}
 
 
-def applied_once_problems(engine: Engine, promotion: Promotion) -> list[str]:
+def applied_once_problems(services: Services, actor: Actor, promotion: Promotion) -> list[str]:
     """Everything that says ``promotion`` was not applied exactly once (empty: it was).
 
     One stage move of the candidate into Production and one of the incumbent out; one of each of the
     apply's audit events; one audited sign-off; one read-model event per status; one notification per kind.
     """
     model, problems = promotion.model_name, []
-    read = engine.read(promotion)
+    registry = services.registry
+    read = registry.promotions.get_promotion(actor, promotion.id)
     if read.status != PromotionStatus.PROMOTED or read.live:
         problems.append(f"read model is {read.status} (live={read.live}): {read.message}")
-    registry = engine.services.registry
-    stages = {v: registry.versions.get_model_version(engine.admin, name=model, version=v).current_stage for v in (1, 2)}
+    stages = {v: registry.versions.get_model_version(actor, name=model, version=v).current_stage for v in (1, 2)}
     if stages != {1: "Archived", 2: "Production"}:
         problems.append(f"stages {stages}")
-    events = engine.audit(model)
+    events = registry.audit.list_audit_events(actor, model_name=model, limit=10_000)
     moves = Counter((e.version, (e.before or {}).get("stage"), _after(e).get("stage"))
                     for e in events if e.action == "transition_stage")
     if moves != Counter({(1, "None", "Production"): 1, (2, "None", "Staging"): 1, (2, "Staging", "Production"): 1}):
@@ -314,30 +318,26 @@ def applied_once_problems(engine: Engine, promotion: Promotion) -> list[str]:
     signed = [e for e in events if e.action == "sign_off_promotion"]
     if len(signed) != 1:
         problems.append(f"{len(signed)} audited sign-offs")
-    statuses = Counter(_after(e).get("status") for e in events if e.action == "promotion_state" and "status" in _after(e))
+    statuses = Counter(_after(e)["status"] for e in events if e.action == "promotion_state" and "status" in _after(e))
     if any(count != 1 for count in statuses.values()) or PromotionStatus.PROMOTED not in statuses:
         problems.append(f"read-model status events {dict(statuses)}")
-    stints = [s for s in registry.production.production_history(engine.admin, model).stints if s.version == 2]
+    stints = [s for s in registry.production.production_history(actor, model).stints if s.version == 2]
     if len(stints) != 1:
         problems.append(f"{len(stints)} Production stints of v2")
-    outbox = registry.notifications.list_notifications(engine.admin, promotion_id=promotion.id, limit=1000)
+    outbox = registry.notifications.list_notifications(actor, promotion_id=promotion.id, limit=1000)
     kinds = Counter(n.kind for n in outbox)
     if kinds != Counter({"requested": 1, "awaiting": 1, "promoted": 1}):
         problems.append(f"notifications {dict(kinds)}")
     return problems
 
 
-def audit_chain_problem(engine: Engine) -> str | None:
+def audit_chain_problem(services: Services, actor: Actor) -> str | None:
     """Why ``audit verify`` fails (None: the chain verifies, against the data dir's anchor)."""
-    result = engine.services.registry.audit.verify_audit_chain(engine.admin, engine.services.audit_anchor)
+    result = services.registry.audit.verify_audit_chain(actor, services.audit_anchor)
     return None if result.ok else f"audit chain broken at seq {result.first_bad_seq}: {result.problem}"
 
 
-def live_rows(engine: Engine) -> list[str]:
+def live_rows(services: Services, actor: Actor) -> list[str]:
     """Promotions the read model still holds live (a version that cannot be promoted again)."""
-    page = engine.services.registry.promotions.list_promotions(engine.admin, max_results=1000)
+    page = services.registry.promotions.list_promotions(actor, max_results=1000)
     return [f"{p.model_name} v{p.version}: {p.status}" for p in page.items if p.live]
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

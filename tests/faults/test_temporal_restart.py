@@ -22,10 +22,7 @@ from registry_store.errors import UnavailableError
 from tests.faults.harness import (
     RESUME_S,
     Engine,
-    applied_once_problems,
-    audit_chain_problem,
     kill,
-    live_rows,
     until,
 )
 
@@ -77,10 +74,7 @@ async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engi
     await until(all_finished, "every promotion finished after the restart", timeout=RESUME_S)
     print(f"\n[temporal restart] decision refused {refused_after:.1f} s after the kill; restart -> all promoted "
           f"{time.monotonic() - restarted:.1f} s")
-    problems = {p.model_name: found for p in promotions if (found := applied_once_problems(engine, p))}
-    assert problems == {}, problems
-    assert audit_chain_problem(engine) is None
-    assert live_rows(engine) == []
+    assert engine.exactly_once_problems(promotions) == {}
 
 
 async def _signed_off(engine: Engine, promotion: Promotion) -> bool:
