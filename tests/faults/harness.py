@@ -196,6 +196,11 @@ class Engine:
         return process
 
     @property
+    def kind(self) -> str:
+        """``sqlite`` or ``postgresql``: the registry's database."""
+        return self.settings.resolved_database_url().split(":")[0].split("+")[0]
+
+    @property
     def markers(self) -> Path:
         """Where gated workers mark the activities they hold."""
         path = self.root / "markers"

@@ -102,18 +102,17 @@ class Team:
 def temporal_address(server: LiveServer) -> str:
     """The embedded dev server's address, from the line ``calabi serve`` logs when it starts it."""
     log = (server.data_dir.parent / "server.log").read_text()
-    found = re.findall(r"Temporal dev server on (127\.0\.0\.1:\d+)", log)
+    found: list[str] = re.findall(r"Temporal dev server on (127\.0\.0\.1:\d+)", log)
     assert found, log[-2000:]
     return found[-1]
 
 
-async def idle(server: LiveServer, team: Team, promotion_id: str) -> bool:
+async def idle(client: Client, team: Team, promotion_id: str) -> bool:
     """Awaiting sign-off, its "awaiting" notice in the outbox and no activity in flight."""
-    if team.read(promotion_id)["status"] != "awaiting_sign_off" or "awaiting" not in team.kinds(promotion_id):
+    read = team.read(promotion_id)
+    if read["status"] != "awaiting_sign_off" or "awaiting" not in team.kinds(promotion_id):
         return False
-    client = await Client.connect(temporal_address(server))
-    workflow_id = team.read(promotion_id)["workflow_id"]
-    return not (await client.get_workflow_handle(workflow_id).describe()).raw_description.pending_activities
+    return not (await client.get_workflow_handle(read["workflow_id"]).describe()).raw_description.pending_activities
 
 
 @pytest.fixture
@@ -149,8 +148,9 @@ async def test_serve_killed_while_promotions_await_sign_off(
     for model in models:
         team.register(model)
     promotions = [team.request(model) for model in models]
+    temporal = await Client.connect(temporal_address(first))
     for promotion_id in promotions:
-        await until(lambda p=promotion_id: idle(first, team, p), f"{promotion_id} awaiting sign-off")  # type: ignore[misc]
+        await until(lambda p=promotion_id: idle(temporal, team, p), f"{promotion_id} awaiting sign-off")
 
     orphans = children(first.process.pid)
     assert orphans, "calabi serve started no children"

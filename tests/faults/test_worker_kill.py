@@ -31,7 +31,6 @@ from tests.faults.harness import (
     processes_with,
     until,
 )
-from tests.integration.helpers import DATABASES, database_url
 from workflows.models import PromotionOutcome
 
 pytestmark = pytest.mark.faults
@@ -57,14 +56,28 @@ CRASH_POINTS: dict[str, tuple[str, str, str, str]] = {
 TEST_RUN = "run-tests-running"
 
 
-@pytest.fixture(params=DATABASES)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    started = Engine.create(tmp_path, database_url(request, tmp_path))
-    yield started
-    started.close()
+@pytest.fixture
+def engines(tmp_path: Path, postgres_url: str) -> Iterator[list[Engine]]:
+    started: list[Engine] = []
+    try:
+        started.append(Engine.create(tmp_path / "sqlite", f"sqlite:///{tmp_path / 'registry.db'}"))
+        started.append(Engine.create(tmp_path / "postgres", postgres_url))
+        yield started
+    finally:
+        for engine in started:
+            engine.close()
 
 
-async def test_worker_killed_during_each_activity(engine: Engine) -> None:
+@pytest.mark.postgres
+async def test_worker_killed_during_each_activity(engines: list[Engine]) -> None:
+    """SQLite and PostgreSQL side by side, so the test waits for Temporal's retry timeouts once."""
+    results = await asyncio.gather(*(_crash_and_recover(engine) for engine in engines), return_exceptions=True)
+    failed = [f"[{engine.kind}] {result}" for engine, result in zip(engines, results, strict=True) if result is not None]
+    if failed:
+        pytest.fail("\n".join(failed), pytrace=False)
+
+
+async def _crash_and_recover(engine: Engine) -> None:
     tag = secrets.token_hex(3)
     models = {label: f"{label}-{tag}" for label in [*CRASH_POINTS, TEST_RUN]}
     for model in models.values():
@@ -112,13 +125,14 @@ async def test_worker_killed_during_each_activity(engine: Engine) -> None:
         return len(finished) == len(promotions)
 
     await until(progress, "every promotion finished after the kill", timeout=RESUME_S)
-    print(f"\n[{engine.settings.resolved_database_url().split(':')[0]}] test command gone {orphans_gone:.1f} s after "
+    print(f"\n[{engine.kind}] test command gone {orphans_gone:.1f} s after "
           f"the kill; kill -> finished (s): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(finished.items())))
 
     outcomes = {label: await client.get_workflow_handle(p.workflow_id, result_type=PromotionOutcome).result()
                 for label, p in promotions.items()}
     assert {k: o.status for k, o in outcomes.items() if o.status != PromotionStatus.PROMOTED} == {}, outcomes
-    assert engine.exactly_once_problems(promotions.values()) == {}
+    problems = engine.exactly_once_problems(promotions.values())
+    assert problems == {}, f"not exactly once: {problems}"
     await _promote_again(engine, promotions[TEST_RUN])
 
 
