@@ -72,7 +72,7 @@ def engines(tmp_path: Path, postgres_url: str) -> Iterator[list[Engine]]:
 async def test_worker_killed_during_each_activity(engines: list[Engine]) -> None:
     """SQLite and PostgreSQL side by side, so the test waits for Temporal's retry timeouts once."""
     results = await asyncio.gather(*(_crash_and_recover(engine) for engine in engines), return_exceptions=True)
-    failed = [f"[{engine.kind}] {result}" for engine, result in zip(engines, results, strict=True) if result is not None]
+    failed = [f"[{engine.kind}] {outcome}" for engine, outcome in zip(engines, results, strict=True) if outcome]
     if failed:
         pytest.fail("\n".join(failed), pytrace=False)
 
