@@ -1,8 +1,8 @@
 """The Temporal dev server is killed (SIGKILL) while promotions wait for sign-off, then started again on the
 same database file and port; the worker that kept running and the API's client carry on.
 
-While it is down, reads come from the read model and a decision is refused as unavailable (the API's
-503), promptly, never a hang. Once it is back every promotion is signed off and applied exactly once.
+While it is down, a decision is refused as unavailable (the API's 503), promptly, never a hang. Once it
+is back every promotion is signed off and applied exactly once.
 """
 
 from __future__ import annotations
@@ -53,8 +53,6 @@ async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engi
     assert engine.dev_server is not None
     kill(engine.dev_server)
     started = time.monotonic()
-    live = await asyncio.wait_for(engine.services.promotions.live_state(engine.admin, promotions[0].id), DOWN_ANSWER_S)
-    assert live is None, "a read while Temporal is down must fall back to the read model"
     assert engine.read(promotions[0]).status == PromotionStatus.AWAITING_SIGN_OFF
     with pytest.raises(UnavailableError):
         await asyncio.wait_for(engine.sign_off(promotions[0]), DOWN_ANSWER_S)
