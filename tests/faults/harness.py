@@ -32,6 +32,7 @@ from policies.loading import load_policy
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, Promotion
+from registry_store.errors import ConflictError, UnavailableError
 from tests.faults.gated_worker import GATES_VARIABLE, Gate, write_gates
 from tests.fixtures.servers import free_port
 
@@ -261,8 +262,19 @@ class Engine:
             justification="beats Production on auc")
         return promotion
 
-    async def sign_off(self, promotion: Promotion) -> None:
-        await self.services.promotions.decide(self.approver, promotion.id, "sign_off", "looks good")
+    async def signed_off(self, promotion: Promotion) -> bool:
+        """Sign ``promotion`` off; False (try again) while Temporal does not answer in time.
+
+        A sign-off whose answer was lost may have landed: the retry's "already signed off" means done.
+        """
+        try:
+            await self.services.promotions.decide(self.approver, promotion.id, "sign_off", "looks good")
+        except UnavailableError:
+            return False
+        except ConflictError as exc:
+            if "already signed off" not in exc.message:
+                raise
+        return True
 
     def read(self, promotion: Promotion) -> Promotion:
         """The read model of ``promotion``."""

@@ -71,7 +71,7 @@ async def test_database_stopped_during_apply(engine: Engine, own_postgres: postg
     try:
         lock.execute("SELECT id FROM registered_models WHERE name = ANY(%s) FOR UPDATE", (models,))
         for promotion in promotions:
-            await engine.sign_off(promotion)
+            await until(lambda p=promotion: engine.signed_off(p), f"{promotion.model_name} signed off")
         await until(lambda: _waiting_for_lock(own_postgres, database) == PROMOTIONS,
                     "every apply waiting inside its transaction")
         own_postgres.stop()

@@ -17,7 +17,6 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from policies.status import PromotionStatus
-from registry_store.entities import Promotion
 from registry_store.errors import UnavailableError
 from tests.faults.harness import (
     RESUME_S,
@@ -55,13 +54,14 @@ async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engi
     started = time.monotonic()
     assert engine.read(promotions[0]).status == PromotionStatus.AWAITING_SIGN_OFF
     with pytest.raises(UnavailableError):
-        await asyncio.wait_for(engine.sign_off(promotions[0]), DOWN_ANSWER_S)
+        await asyncio.wait_for(engine.services.promotions.decide(engine.approver, promotions[0].id, "sign_off"),
+                               DOWN_ANSWER_S)
     refused_after = time.monotonic() - started
 
     engine.start_dev_server()
     restarted = time.monotonic()
     for promotion in promotions:
-        await until(lambda p=promotion: _signed_off(engine, p), f"{promotion.model_name} signed off after the restart",
+        await until(lambda p=promotion: engine.signed_off(p), f"{promotion.model_name} signed off after the restart",
                     timeout=RESUME_S)
     client = await engine.services.promotions.client()
 
@@ -74,13 +74,3 @@ async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engi
           f"{time.monotonic() - restarted:.1f} s")
     assert engine.exactly_once_problems(promotions) == {}
 
-
-async def _signed_off(engine: Engine, promotion: Promotion) -> bool:
-    """Sign ``promotion`` off; False (try again) while the engine is still unreachable."""
-    if engine.read(promotion).approvals:
-        return True
-    try:
-        await asyncio.wait_for(engine.sign_off(promotion), DOWN_ANSWER_S)
-    except (UnavailableError, TimeoutError):
-        return False
-    return True

@@ -94,7 +94,7 @@ async def _crash_and_recover(engine: Engine) -> None:
     async def sign_off_when_awaiting(label: str) -> None:
         await until(lambda: engine.has_status(promotions[label], PromotionStatus.AWAITING_SIGN_OFF),
                     f"{label} awaiting sign-off")
-        await engine.sign_off(promotions[label])
+        await until(lambda: engine.signed_off(promotions[label]), f"{label} signed off")
         signed.add(label)
 
     await asyncio.gather(*(sign_off_when_awaiting(label) for label, point in CRASH_POINTS.items()
@@ -116,8 +116,8 @@ async def _crash_and_recover(engine: Engine) -> None:
         for label, promotion in promotions.items():
             if label in finished:
                 continue
-            if label not in signed and engine.has_status(promotion, PromotionStatus.AWAITING_SIGN_OFF):
-                await engine.sign_off(promotion)
+            if label not in signed and engine.has_status(promotion, PromotionStatus.AWAITING_SIGN_OFF) and (
+                    await engine.signed_off(promotion)):
                 signed.add(label)
             description = await client.get_workflow_handle(promotion.workflow_id).describe()
             if description.status != WorkflowExecutionStatus.RUNNING:
