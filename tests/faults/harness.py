@@ -38,8 +38,8 @@ from tests.fixtures.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RESUME_S = 180.0
-"""Bound on a promotion's recovery after a kill: today a lost light activity is retried only after its
-60 s start-to-close timeout (a lost test run after its 30 s heartbeat timeout), then backs off."""
+"""Bound on a promotion's recovery after a kill: a lost activity is retried once its start-to-close timeout
+(15 s; the evidence snapshot's still 60 s) or the test run's heartbeat timeout (10 s) has passed."""
 STEP_S = 60.0
 """Bound on reaching a status (or a gate) while nothing is being killed."""
 POLL_S = 0.1
@@ -69,7 +69,7 @@ mode = "attestation"
 approvers = 1
 """
 HELD_TEST = (
-    "import os, sys, time\n"
+    "import os, time\n"
     "open('/scratch/started', 'w').close()\n"
     "deadline = time.monotonic() + 300\n"
     "while not os.path.exists('/scratch/go') and time.monotonic() < deadline:\n"
@@ -138,7 +138,7 @@ class Engine:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, root: Path, database_url: str, **overrides: Any) -> Engine:
+    def create(cls, root: Path, database_url: str) -> Engine:
         """Prepare the registry, start the dev server and seed a requester and an approver."""
         policy_dir = root / "policies"
         (policy_dir / "models").mkdir(parents=True)
@@ -150,7 +150,6 @@ class Engine:
             data_dir=root / "data", database_url=database_url, artifact_root=str(root / "artifacts"),
             local_source_roots=[root / "sources"], admin_token=SecretStr(token), policy_dir=policy_dir,
             temporal_address=f"127.0.0.1:{port}", temporal_task_queue=f"faults-{secrets.token_hex(4)}",
-            **overrides,
         )
         prepare(settings)
         settings = settings.model_copy(update={"admin_token": None})
@@ -208,16 +207,13 @@ class Engine:
         path.mkdir(exist_ok=True)
         return path
 
-    def release_test_runs(self, worker: str) -> int:
-        """Let the held test commands of worker ``worker`` finish (write ``go``); how many were waiting."""
-        released = 0
+    def release_test_runs(self, worker: str) -> None:
+        """Let the held test commands of worker ``worker`` finish (write ``go`` into their scratch directories)."""
         for scratch in (self.root / worker).glob("calabi-tests-*/scratch"):
             try:
                 (scratch / "go").touch()
-                released += 1
             except OSError:  # the run ended and its directory went away meanwhile
                 pass
-        return released
 
     def running_test_runs(self, worker: str) -> int:
         """How many test commands of worker ``worker`` have started."""
@@ -253,6 +249,7 @@ class Engine:
         return int(number)
 
     def override_policy(self, model: str, text: str) -> None:
+        """Write ``models/<model>.toml`` of the policy directory."""
         (self.settings.resolved_policy_dir() / "models" / f"{model}.toml").write_text(text)
 
     async def request(self, model: str, version: int = 2) -> Promotion:
@@ -312,8 +309,9 @@ def _after(event: AuditEvent) -> dict[str, Any]:
 def applied_once_problems(services: Services, actor: Actor, promotion: Promotion) -> list[str]:
     """Everything that says ``promotion`` was not applied exactly once (empty: it was).
 
-    One stage move of the candidate into Production and one of the incumbent out; one of each of the
-    apply's audit events; one audited sign-off; one read-model event per status; one notification per kind.
+    One stage move of the candidate into Production (the incumbent archived by it); one of each of the
+    apply's audit events; one audited sign-off; one read-model event per status; one notification per kind;
+    one Production stint of the candidate.
     """
     model, problems = promotion.model_name, []
     registry = services.registry
