@@ -18,7 +18,12 @@ stale timestamps to stop replays. Requests time out after 5 s.
 After posting, the outbox row is written (``registry.notifications.append_notification``) with a
 ``delivery`` mapping ``{url: {"ok", "status" | "error", "delivery_id"}}``. A webhook that
 fails (connection refused, timeout, non-2xx answer) is recorded there and logged, never
-raised: delivery is best effort and at least once (a retried activity posts again).
+raised: delivery is best effort and at least once.
+
+Each notification event has an ``event_key`` (the notify activity's run and id, the same for
+every retry of one send). The outbox holds one row per event: a retry that finds its event's
+row neither posts nor writes again. Only an attempt lost between posting and writing the row
+(a worker killed right then) makes its retry post again, with a new delivery id.
 """
 
 from __future__ import annotations
@@ -87,8 +92,14 @@ class Notifier:
         self._recipients = list(recipients)
         self._http = http
 
-    def deliver(self, *, kind: str, promotion_id: str, model_name: str, body: str, payload: dict[str, Any]) -> int:
-        """Post ``body`` (and ``payload`` as ``state``) to every webhook, then write the outbox row; its id."""
+    def deliver(self, *, kind: str, promotion_id: str, model_name: str, body: str, payload: dict[str, Any],
+                event_key: str | None = None) -> int:
+        """Post ``body`` (and ``payload`` as ``state``) to every webhook, then write the outbox row; its id.
+
+        An event (``event_key``) already in the outbox was delivered by an earlier attempt: its row's id.
+        """
+        if event_key is not None and (sent := self._registry.notifications.notification_for(event_key)) is not None:
+            return sent
         content = json.dumps(
             {"kind": kind, "promotion_id": promotion_id, "model": model_name, "text": body, "state": payload},
             sort_keys=True, default=str,
@@ -99,7 +110,7 @@ class Notifier:
                 delivery = {url: self._post(client, url, content) for url in self._webhook_urls}
         return self._registry.notifications.append_notification(
             kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=body,
-            delivery=delivery,
+            delivery=delivery, event_key=event_key,
         )
 
     def _post(self, client: httpx.Client, url: str, content: bytes) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from workflows.models import (
     SignOffRecord,
 )
 
-__all__ = ["PromotionActivities", "workflow_actor"]
+__all__ = ["PromotionActivities", "notification_event_key", "workflow_actor"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ SKLEARN_FLAVOR = "sklearn"
 def workflow_actor() -> Actor:
     """The audit actor of the changes the current promotion workflow makes (inside an activity)."""
     return Actor(name=f"workflow:{activity.info().workflow_id}", roles=frozenset(ROLES))
+
+
+def notification_event_key() -> str:
+    """The notification event the current notify activity sends: its workflow run and activity id (kept by retries)."""
+    info = activity.info()
+    return f"{info.workflow_run_id}/{info.activity_id}"
 
 
 def stage_policy(policy: PromotionPolicy, *, kind: str, target_stage: str) -> StagePolicy:
@@ -196,7 +202,7 @@ class PromotionActivities:
             state, justification=justification))
         self._notifier.deliver(
             kind=notify.kind, promotion_id=state.promotion_id, model_name=state.model, body=text,
-            payload=state.model_dump(mode="json"),
+            payload=state.model_dump(mode="json"), event_key=notification_event_key(),
         )
 
     # ------------------------------------------------------------------ helpers

@@ -6,7 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
@@ -23,17 +24,33 @@ class NotificationOutbox(ServiceBase):
 
     def append_notification(
         self, *, kind: str, promotion_id: str, model_name: str, recipients: Sequence[str], body: str,
-        delivery: dict[str, Any],
+        delivery: dict[str, Any], event_key: str | None = None,
     ) -> int:
-        """Put a rendered notification in the outbox; returns its id."""
-        with self._db.write() as session:
-            row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id, model_name=model_name,
-                                  recipients=json.dumps(list(recipients)), body=body,
-                                  delivery=json.dumps(delivery, sort_keys=True))
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            return row.id
+        """Put a rendered notification in the outbox; returns its id.
+
+        ``event_key`` names the notification event (e.g. the activity that sends it): appending the same
+        event again adds nothing and returns the first row's id, so a retried send is recorded once.
+        """
+        try:
+            with self._db.write() as session:
+                if event_key is not None and (sent := _row_id(session, event_key)) is not None:
+                    return sent
+                row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id,
+                                      model_name=model_name, recipients=json.dumps(list(recipients)), body=body,
+                                      delivery=json.dumps(delivery, sort_keys=True), event_key=event_key)
+                session.add(row)
+                session.flush()
+                assert row.id is not None
+                return row.id
+        except IntegrityError:  # the same event appended concurrently (two attempts of one send): it is recorded
+            if event_key is None or (sent := self.notification_for(event_key)) is None:
+                raise
+            return sent
+
+    def notification_for(self, event_key: str) -> int | None:
+        """The id of the outbox row of notification event ``event_key`` (None: not recorded yet)."""
+        with self._db.read() as session:
+            return _row_id(session, event_key)
 
     def list_notifications(
         self, actor: Actor, *, promotion_id: str | None = None, limit: int = 100
@@ -53,3 +70,7 @@ class NotificationOutbox(ServiceBase):
                          delivery=json.loads(r.delivery))
             for r in rows
         ]
+
+
+def _row_id(session: Session, event_key: str) -> int | None:
+    return session.exec(select(NotificationRow.id).where(col(NotificationRow.event_key) == event_key)).first()

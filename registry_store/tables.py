@@ -277,6 +277,7 @@ class NotificationRow(SQLModel, table=True):
     """A rendered notification in the outbox (webhook delivery is recorded alongside)."""
 
     __tablename__ = "notifications"
+    __table_args__ = (Index("uq_notifications_event_key", "event_key", unique=True),)
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     timestamp: int = Field(sa_column=_ms())
@@ -286,6 +287,8 @@ class NotificationRow(SQLModel, table=True):
     recipients: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
     delivery: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    event_key: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    """The notification event (the sending activity's run and id): a retried send finds its row."""
 
 
 class SessionRow(SQLModel, table=True):

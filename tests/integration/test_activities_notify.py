@@ -133,3 +133,21 @@ def test_no_webhooks_still_writes_the_outbox(registry: Registry) -> None:
     [row] = registry.svc.notifications.list_notifications(registry.viewer, promotion_id="p-4")
     assert (row.kind, row.body, row.recipients, row.delivery) == (
         "reminder", "still waiting\n", ["a@example.com", "b@example.com"], {})
+
+
+def test_one_event_is_delivered_and_recorded_once(registry: Registry, receiver: Receiver) -> None:
+    """A retried send (same event key) finds the earlier attempt's row: no second post, no second row."""
+    notifier = Notifier(registry.svc, webhook_urls=[f"{receiver.base}/ok"], secret=SECRET)
+    send = {"kind": "awaiting", "promotion_id": "p-5", "model_name": "churn", "body": "sign me off\n", "payload": {}}
+
+    first = notifier.deliver(**send, event_key="run-1/7")
+    again = notifier.deliver(**send, event_key="run-1/7")
+    appended = registry.svc.notifications.append_notification(
+        kind="awaiting", promotion_id="p-5", model_name="churn", recipients=[], body="sign me off\n", delivery={},
+        event_key="run-1/7")
+    later = notifier.deliver(**send, event_key="run-1/12")  # the same kind again, as a new event
+
+    assert first == again == appended != later
+    assert len(receiver.requests()) == 2
+    rows = registry.svc.notifications.list_notifications(registry.viewer, promotion_id="p-5")
+    assert sorted(row.id for row in rows) == sorted([first, later])

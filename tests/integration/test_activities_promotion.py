@@ -165,9 +165,13 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def env_for(promotion: Promotion) -> ActivityEnvironment:
-    """An activity environment whose workflow id is the promotion's (the audit actor's name)."""
+    """An activity environment whose workflow id is the promotion's (the audit actor's name).
+
+    Each is a separately scheduled activity, with an id of its own (a notification event is one activity).
+    """
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(ActivityEnvironment.default_info(), workflow_id=promotion.workflow_id)
+    env.info = dataclasses.replace(ActivityEnvironment.default_info(), workflow_id=promotion.workflow_id,
+                                   activity_id=secrets.token_hex(4))
     return env
 
 
