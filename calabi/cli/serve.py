@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from calabi.periodic import Periodic
 from calabi.processes import child_environment, die_with_parent, drop_from_environment, start_dev_server
 from calabi.settings import ENV_PREFIX, Settings
 from calabi.supervisor import Supervisor
@@ -122,6 +123,17 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         )
 
 
+def _sweep_periodically(stack: ExitStack, settings: Settings) -> None:
+    """Repeat the start-up orphan sweep every ``orphan_sweep_interval_s`` until ``stack`` closes."""
+    from calabi.bootstrap import build_services
+
+    services = build_services(settings)
+    stack.callback(services.close)
+    min_age_s = settings.orphan_min_age_s
+    stack.enter_context(Periodic("orphan sweep", settings.orphan_sweep_interval_s,
+                                 lambda: services.registry.artifacts.sweep_orphans(min_age_s=min_age_s)))
+
+
 def _log(message: str) -> None:
     typer.echo(f"calabi serve: {message}", err=True)
 
@@ -186,6 +198,7 @@ def serve(
     with ExitStack() as stack:
         for signum in (signal.SIGTERM, signal.SIGINT):
             stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
+        _sweep_periodically(stack, settings)
         supervisor = stack.enter_context(Supervisor(log=_log, give_up=_give_up))
         if embedded_tracking:
             url = _start_tracking(supervisor, settings.data_dir / "mlflow", tracking_port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
@@ -43,9 +45,13 @@ if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "make_artifact_store"]
+__all__ = [
+    "ArtifactStore", "LocalArtifactStore", "RemovedTree", "S3ArtifactStore", "StoredTree", "make_artifact_store",
+]
 
 _DELETE_BATCH = 1000
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{32}")
+"""A version tree's directory name (``uuid4().hex``, see ``registry_store.registration``)."""
 _STAGING_DIR = ":staging"
 """Below a local store's root; model names cannot contain ':', so no model's directory has this name."""
 
@@ -73,6 +79,11 @@ class ArtifactStore(Protocol):
 
     def delete(self, location: str) -> None:
         """Remove the tree at ``location``; a missing tree is fine."""
+        ...
+
+    def swept_away(self, location: str) -> bool:
+        """Whether the orphan sweep has taken the tree at ``location`` (asked by a registration before it
+        records the version, in the transaction the sweep's own check runs in)."""
         ...
 
     def list_files(self, location: str) -> list[tuple[str, int]]:
@@ -130,20 +141,59 @@ class LocalArtifactStore:
             raise
         return target.as_uri()
 
-    def sweep_staging(self, older_than_s: float) -> int:
-        """Remove staging directories left by killed registrations (older than ``older_than_s``); how many."""
+    def sweep_staging(self, older_than_s: float) -> list[RemovedTree]:
+        """Remove what killed registrations and uploads left in the staging area: every entry in which
+        nothing was written for ``older_than_s`` (the newest modification anywhere in it counts, so a
+        long upload into an old directory is not taken). What was removed, with sizes."""
         cutoff = time.time() - older_than_s
         try:
             entries = list(os.scandir(self._staging_root))
         except FileNotFoundError:
-            return 0
-        stale = [entry for entry in entries if entry.stat(follow_symlinks=False).st_mtime < cutoff]
-        for entry in stale:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        return len(stale)
+            return []
+        removed: list[RemovedTree] = []
+        for entry in entries:
+            path = Path(entry.path)
+            if _last_written(path) < cutoff:
+                removed.append(RemovedTree(path, _discard(path)))
+        return removed
+
+    def stored_trees(self) -> list[StoredTree]:
+        """The version trees below the root: ``<root>/<model>/<artifact id>`` (an id as ``put_staged`` makes it)."""
+        found: list[StoredTree] = []
+        try:
+            models = [entry for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        for model in models:
+            if model.name.startswith(":"):  # the staging area; model names cannot contain ':'
+                continue
+            for entry in os.scandir(model.path):
+                if _ARTIFACT_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    found.append(StoredTree(model.name, entry.name, Path(entry.path)))
+        return found
+
+    def last_written(self, tree: StoredTree) -> float:
+        """The newest modification time (epoch seconds) of anything in ``tree``."""
+        return _last_written(tree.path)
+
+    def retire(self, tree: StoredTree) -> Path | None:
+        """Move ``tree`` out of its location into the staging area (one rename); where it went, or None
+        when it is gone already. A crash before ``discard`` leaves it to the staging sweep."""
+        target = self._staging_root / f"orphan-{tree.artifact_id}-{uuid.uuid4().hex[:8]}"
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tree.path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def discard(self, retired: Path) -> int:
+        """Delete a tree ``retire`` moved away; its size in bytes."""
+        return _discard(retired)
+
+    def swept_away(self, location: str) -> bool:
+        """Whether the tree at ``location`` is no longer there."""
+        return not os.path.isdir(self._path(location))
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -249,6 +299,48 @@ class LocalArtifactStore:
         return path
 
 
+@dataclass(frozen=True)
+class StoredTree:
+    """One version tree of a local store: ``<root>/<model>/<artifact_id>``."""
+
+    model: str
+    artifact_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class RemovedTree:
+    """A tree the sweep removed, and how many bytes it held."""
+
+    path: Path
+    size: int
+
+
+def _last_written(path: Path) -> float:
+    """The newest ``st_mtime`` of ``path`` and everything below it (symlinks not followed)."""
+    newest = os.lstat(path).st_mtime
+    for directory, subdirs, files in os.walk(path):
+        for name in (*subdirs, *files):
+            with suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+    return newest
+
+
+def _discard(path: Path) -> int:
+    """Remove a file or tree; the bytes its files held."""
+    if path.is_symlink() or not path.is_dir():
+        size = os.lstat(path).st_size
+        path.unlink(missing_ok=True)
+        return size
+    size = 0
+    for directory, _subdirs, files in os.walk(path):
+        for name in files:
+            with suppress(FileNotFoundError):
+                size += os.lstat(os.path.join(directory, name)).st_size
+    shutil.rmtree(path, ignore_errors=True)
+    return size
+
+
 def _rename_into(staged: Path, target: Path) -> None:
     try:
         os.rename(staged, target)
@@ -319,6 +411,11 @@ class S3ArtifactStore:
     def put_staged(self, staged: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Upload the staged tree to ``<prefix>/<key>/`` (``put_tree``)."""
         return self.put_tree(staged, key, progress)
+
+    def swept_away(self, location: str) -> bool:
+        """Always False: the orphan sweep covers local stores only, so nothing takes a prefix from under a
+        registration."""
+        return False
 
     def delete(self, location: str) -> None:
         """Delete every object below ``location``; missing is fine, outside the prefix is refused."""

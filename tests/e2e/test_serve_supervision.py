@@ -1,10 +1,10 @@
 """``calabi serve`` keeps its children running and leaves no process behind, even when killed with SIGKILL.
 
-One server (dev server, worker, embedded tracking server) for several scenarios in order:
-a policy's test command that leaves background processes dies with a worker killed by
-SIGKILL; the worker comes back and runs the next test command; a killed dev server comes
-back on the same state; a killed ``mlflow server`` takes its uvicorn along and comes back; after SIGKILL of ``serve`` itself no process of its tree
-(tracking server's uvicorn, test commands in their sandboxes) survives.
+One server (dev server, worker, embedded tracking server) for several scenarios in order: a
+policy's test command that leaves background processes dies with a worker killed by SIGKILL;
+the worker comes back and runs the next test command; a killed dev server comes back on the
+same state; a killed ``mlflow server`` takes its uvicorn along and comes back; after SIGKILL of
+``serve`` itself no process of its tree survives.
 """
 
 from __future__ import annotations
