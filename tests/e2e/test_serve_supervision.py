@@ -106,7 +106,7 @@ def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) ->
     try:
         with server.client() as http:
             create_model(http, model)
-            for _ in range(2):
+            for _ in range(3):
                 create_version(http, server, model)
             _promote(http, model, 1)
             _until("the first test command runs", lambda: len(_sandboxed(marker)) >= 3)
@@ -132,6 +132,9 @@ def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) ->
             assert "Temporal dev server exited with code -9; restarting (restart 1)" in log.read_text()
             listed = _until("promotions are listed", lambda: http.get("/api/v1/promotions", params={"model": model}))
             assert isinstance(listed, httpx.Response) and len(listed.json()["promotions"]) == 2
+            before = set(_sandboxed(marker))
+            _promote(http, model, 3)  # the worker polls the restarted dev server
+            _until("a test command runs after the dev server's restart", lambda: set(_sandboxed(marker)) - before)
 
             # mlflow's CLI killed: its uvicorn (which PR_SET_PDEATHSIG does not reach) goes too, the server comes back.
             cli = next(p for p in descendants(server.process.pid) if "mlflow server" in _cmdline(p)
