@@ -17,13 +17,13 @@ def _prctl(option: int, value: int) -> None:
         ctypes.CDLL(None).prctl(option, value)
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for child processes: on Linux they get SIGTERM when the parent dies, even by SIGKILL.
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """``preexec_fn`` for child processes: on Linux they get ``signum`` when the parent dies, even by SIGKILL.
 
     "The parent" is the thread that started the child: start children from a thread that lives as
     long as they should.
     """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def set_child_subreaper() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -22,12 +23,12 @@ class AppFactory:
     settings: Settings
     parent_pid: int | None = None
     """Set when uvicorn runs the app in worker processes of ``calabi serve`` (pid ``parent_pid``): each
-    then dies with it, even when it is killed with SIGKILL."""
+    then dies at once with it, even when it is killed with SIGKILL."""
 
     def __call__(self) -> FastAPI:
         """The app around freshly built services."""
         if self.parent_pid is not None:
-            die_with_parent()
+            die_with_parent(signal.SIGKILL)  # SIGTERM would let a stalled upload keep the process (and port) alive
             if os.getppid() != self.parent_pid:  # serve died before the death signal was armed
                 raise SystemExit(1)
         return create_app(build_services(self.settings))

@@ -1,10 +1,11 @@
 """SIGKILL of ``calabi serve`` during concurrent registrations leaves nothing behind once it has restarted.
 
 Four threads register versions (uploads through ``/api/v1`` and local sources through the MLflow
-route) while one upload is held half-sent, so a partial staging directory exists when serve is
-killed. After the restart (minimum orphan age 0, so the start-up sweep takes every leftover) no
-staging entry and no artifact tree without a version row remain, and every acknowledged version
-is there with the files it was acknowledged with.
+route, served by two API worker processes, which die with serve) while one upload is held
+half-sent, so a partial staging directory exists when serve is killed. After the restart
+(minimum orphan age 0, so the start-up sweep takes every leftover) no staging entry and no
+artifact tree without a version row remain, and every acknowledged version is there with the
+files it was acknowledged with.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from calabi.child_guard import descendants
 from registry_store.artifacts import tree_digest
 from tests.e2e.helpers import call, create_model, ok
+from tests.e2e.test_serve_supervision import alive
 from tests.fixtures.servers import LiveServer, start_server, stop_server
 
 THREADS = 4
@@ -60,8 +63,16 @@ def _leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
     return sorted(os.listdir(staging)) if staging.exists() else [], trees
 
 
+def _until_gone(pids: list[int]) -> None:
+    """Wait until none of ``pids`` runs (bounded): the API's worker processes die with serve."""
+    deadline = time.monotonic() + 30
+    while [pid for pid in pids if alive(pid)]:
+        assert time.monotonic() < deadline, [pid for pid in pids if alive(pid)]
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
 def test_registrations_killed_with_serve_leave_nothing_behind(tmp_path: Path) -> None:
-    server = start_server(tmp_path, extra_env=ENV)
+    server = start_server(tmp_path, extra_env=ENV, workers=2)
     with server.client() as http:
         model = create_model(http)
     acknowledged: list[tuple[int, str]] = []  # (version, digest of what was sent)
@@ -113,8 +124,11 @@ def test_registrations_killed_with_serve_leave_nothing_behind(tmp_path: Path) ->
             time.sleep(0.05)  # polling a condition with a deadline
         assert sent_half.is_set() and len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL
         killed.set()
+        api_processes = descendants(server.process.pid)
+        assert len(api_processes) >= 2, "uvicorn's worker processes"
         server.process.kill()
         server.process.wait(timeout=10)
+        _until_gone(api_processes)
     finally:
         killed.set()
         release.set()

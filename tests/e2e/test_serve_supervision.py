@@ -29,7 +29,7 @@ DEADLINE_S = 60.0
 POLL_S = 0.2
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead and waiting to be reaped, does not count)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -48,7 +48,7 @@ def _cmdline(pid: int) -> str:
 def _with_marker(marker: str) -> list[int]:
     """Every live process whose command line holds ``marker``."""
     pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return [pid for pid in pids if pid != os.getpid() and marker in _cmdline(pid) and _alive(pid)]
+    return [pid for pid in pids if pid != os.getpid() and marker in _cmdline(pid) and alive(pid)]
 
 
 def _child(server: LiveServer, needle: str) -> int | None:
@@ -60,7 +60,7 @@ def _child(server: LiveServer, needle: str) -> int | None:
             children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
         except OSError:
             continue
-    return next((c for c in children if needle in _cmdline(c) and _alive(c)), None)
+    return next((c for c in children if needle in _cmdline(c) and alive(c)), None)
 
 
 def _until(what: str, condition: Callable[[], object], timeout_s: float = DEADLINE_S) -> object:
@@ -95,7 +95,7 @@ def _promote(http: httpx.Client, model: str, version: int) -> str:
 def _sandboxed(marker: str) -> list[int]:
     """The test command's shell and its background sleeps (their argv hold no marker, so count those too)."""
     shells = _with_marker(marker)
-    return shells + [pid for shell in shells for pid in descendants(shell) if _alive(pid)]
+    return shells + [pid for shell in shells for pid in descendants(shell) if alive(pid)]
 
 
 def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) ->
             assert worker is not None
             os.kill(worker, signal.SIGKILL)
             _until("the test command's processes die with the worker",
-                   lambda: not any(_alive(pid) for pid in first), timeout_s=15)
+                   lambda: not any(alive(pid) for pid in first), timeout_s=15)
             # ... and serve starts a new worker, which polls: the next promotion's test command runs.
             _until("a new worker", lambda: (pid := _child(server, "-m worker")) is not None and pid != worker)
             assert "worker exited with code -9; restarting (restart 1)" in log.read_text()
@@ -141,7 +141,7 @@ def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) ->
         assert len(tree) >= 5, [_cmdline(pid) for pid in tree]
         server.process.kill()
         server.process.wait(timeout=10)
-        _until("every process serve started has ended", lambda: not [p for p in tree if _alive(p)], timeout_s=30)
+        _until("every process serve started has ended", lambda: not [p for p in tree if alive(p)], timeout_s=30)
     finally:
         if server.process.poll() is None:
             stop_server(server)
