@@ -8,6 +8,7 @@ ensures the first admin and sweeps what killed registrations left in the artifac
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
+from registry_store.errors import RegistryError
 from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
 __all__ = ["Services", "build_services", "now_ms", "prepare", "temporal_connector"]
+
+log = logging.getLogger("calabi.bootstrap")
 
 
 def now_ms() -> int:
@@ -107,7 +111,10 @@ def prepare(settings: Settings) -> None:
         if isinstance(services.artifacts, LocalArtifactStore):
             services.artifacts.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             services.artifacts.root.chmod(0o700)
-        services.registry.artifacts.sweep_orphans(min_age_s=settings.orphan_min_age_s)
+        try:
+            services.registry.artifacts.sweep_orphans(min_age_s=settings.orphan_min_age_s)
+        except RegistryError as exc:  # an unreachable S3 store: maintenance never blocks the start
+            log.warning("orphan sweep skipped at start-up: %s", exc)
         if settings.admin_token is not None:
             services.users.ensure_admin(settings.admin_token.get_secret_value())
     finally:

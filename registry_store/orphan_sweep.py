@@ -1,4 +1,4 @@
-"""Removing what killed registrations left in a local artifact store, never a recorded version's files.
+"""Removing what killed registrations left in the artifact store, never a recorded version's files.
 
 Registration copies a tree into ``<root>/:staging/<id>``, renames it to ``<root>/<model>/<artifact id>``
 and only then records the version in a transaction. A process killed in between leaves a staging
@@ -13,7 +13,12 @@ moved out of its location (one rename) before that transaction ends. A registrat
 its own transaction, that its tree is still there (``ArtifactStore.swept_away``) before it records
 the version: whichever commits first, a recorded version always has its files. ``min_age_s`` also
 keeps a tree that another replica is about to record. Each removal is logged with its path and
-size (not audited: no registry record changes). S3 stores are not swept.
+size (not audited: no registry record changes).
+
+An S3 store is swept the same way, prefix by prefix (``<prefix>/<model>/<artifact id>/``, the objects
+deleted inside the transaction since S3 has no rename; a registration's check is one listing);
+its staging directories are in the host's temporary directory, shared with other processes, and
+are not swept.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 from sqlmodel import col
 
-from registry_store.artifacts import ArtifactStore, LocalArtifactStore
+from registry_store.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from registry_store.artifacts.store import RemovedTree
 from registry_store.db import Database
 from registry_store.tables import ModelVersionRow, RegisteredModelRow
@@ -50,12 +55,12 @@ class SweepReport:
 
 
 def sweep_orphans(db: Database, store: ArtifactStore, *, min_age_s: float) -> SweepReport:
-    """Remove stale staging entries and unrecorded version trees older than ``min_age_s`` (local stores only)."""
-    if not isinstance(store, LocalArtifactStore):
+    """Remove stale staging entries and unrecorded version trees untouched for ``min_age_s``."""
+    if not isinstance(store, LocalArtifactStore | S3ArtifactStore):
         return SweepReport([], [])
     staging = store.sweep_staging(older_than_s=min_age_s)
     for removed in staging:
-        log.warning("removed staging leftover %s (%d bytes)", removed.path, removed.size)
+        log.warning("removed staging leftover %s (%d bytes)", removed.location, removed.size)
     with db.read_connection() as connection:
         known = set(connection.execute(_KNOWN_IDS).scalars())
     cutoff = time.time() - min_age_s
@@ -66,10 +71,10 @@ def sweep_orphans(db: Database, store: ArtifactStore, *, min_age_s: float) -> Sw
         with db.write_connection() as connection:
             connection.execute(_LOCK_MODEL, {"model": tree.model})
             recorded = connection.execute(_RECORDED, {"artifact_id": tree.artifact_id}).first()
-            retired = None if recorded is not None else store.retire(tree)
-        if retired is not None:
-            removed = RemovedTree(tree.path, store.discard(retired))
-            log.warning("removed orphaned artifact tree %s (%d bytes): no version records it", removed.path,
+            finish = None if recorded is not None else store.retire(tree)
+        if finish is not None:
+            removed = RemovedTree(tree.location, finish())
+            log.warning("removed orphaned artifact tree %s (%d bytes): no version records it", removed.location,
                         removed.size)
             orphans.append(removed)
     return SweepReport(staging, orphans)

@@ -20,9 +20,10 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
@@ -154,7 +155,7 @@ class LocalArtifactStore:
         for entry in entries:
             path = Path(entry.path)
             if _last_written(path) < cutoff:
-                removed.append(RemovedTree(path, _discard(path)))
+                removed.append(RemovedTree(str(path), _discard(path)))
         return removed
 
     def stored_trees(self) -> list[StoredTree]:
@@ -169,27 +170,24 @@ class LocalArtifactStore:
                 continue
             for entry in os.scandir(model.path):
                 if _ARTIFACT_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
-                    found.append(StoredTree(model.name, entry.name, Path(entry.path)))
+                    found.append(StoredTree(model.name, entry.name, Path(entry.path).as_uri()))
         return found
 
     def last_written(self, tree: StoredTree) -> float:
         """The newest modification time (epoch seconds) of anything in ``tree``."""
-        return _last_written(tree.path)
+        return _last_written(self._path(tree.location))
 
-    def retire(self, tree: StoredTree) -> Path | None:
-        """Move ``tree`` out of its location into the staging area (one rename); where it went, or None
-        when it is gone already. A crash before ``discard`` leaves it to the staging sweep."""
+    def retire(self, tree: StoredTree) -> Callable[[], int] | None:
+        """Take ``tree`` out of its location now (one rename into the staging area); None when it is gone
+        already, else a function that deletes it (outside the caller's transaction) and returns its bytes.
+        A crash in between leaves it to the staging sweep."""
         target = self._staging_root / f"orphan-{tree.artifact_id}-{uuid.uuid4().hex[:8]}"
         self._staging_root.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(tree.path, target)
+            os.rename(self._path(tree.location), target)
         except FileNotFoundError:
             return None
-        return target
-
-    def discard(self, retired: Path) -> int:
-        """Delete a tree ``retire`` moved away; its size in bytes."""
-        return _discard(retired)
+        return partial(_discard, target)
 
     def swept_away(self, location: str) -> bool:
         """Whether the tree at ``location`` is no longer there."""
@@ -301,18 +299,18 @@ class LocalArtifactStore:
 
 @dataclass(frozen=True)
 class StoredTree:
-    """One version tree of a local store: ``<root>/<model>/<artifact_id>``."""
+    """One version tree of a store: ``<root>/<model>/<artifact_id>`` at ``location``."""
 
     model: str
     artifact_id: str
-    path: Path
+    location: str
 
 
 @dataclass(frozen=True)
 class RemovedTree:
-    """A tree the sweep removed, and how many bytes it held."""
+    """What the sweep removed (a staging path or a tree's location), and how many bytes it held."""
 
-    path: Path
+    location: str
     size: int
 
 
@@ -412,10 +410,57 @@ class S3ArtifactStore:
         """Upload the staged tree to ``<prefix>/<key>/`` (``put_tree``)."""
         return self.put_tree(staged, key, progress)
 
+    def sweep_staging(self, older_than_s: float) -> list[RemovedTree]:
+        """Nothing: an S3 store stages in the host's temporary directory, shared with other processes."""
+        return []
+
+    def stored_trees(self) -> list[StoredTree]:
+        """The version trees below the prefix: ``<prefix>/<model>/<artifact id>/``."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        found: list[StoredTree] = []
+        with self._errors(f"s3://{self.bucket}/{base}"):
+            for model_prefix in self._common_prefixes(base):
+                model = model_prefix[len(base) : -1]
+                for tree_prefix in self._common_prefixes(model_prefix):
+                    artifact_id = tree_prefix[len(model_prefix) : -1]
+                    if _ARTIFACT_ID.fullmatch(artifact_id):
+                        found.append(StoredTree(model, artifact_id, f"s3://{self.bucket}/{tree_prefix[:-1]}"))
+        return found
+
+    def last_written(self, tree: StoredTree) -> float:
+        """The newest ``LastModified`` (epoch seconds) of the tree's objects."""
+        key = self._key(tree.location)
+        newest = 0.0
+        with self._errors(tree.location):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{key}/"):
+                for item in page.get("Contents", []):
+                    newest = max(newest, item["LastModified"].timestamp())
+        return newest
+
+    def retire(self, tree: StoredTree) -> Callable[[], int] | None:
+        """Delete the tree's objects now (in the caller's transaction); None when there were none, else a
+        function returning the bytes they held."""
+        key = self._key(tree.location)
+        with self._errors(tree.location):
+            objects = list(self._objects(f"{key}/"))
+            if not objects:
+                return None
+            self._delete_prefix(f"{key}/")
+        size = sum(item_size for _name, item_size in objects)
+        return lambda: size
+
     def swept_away(self, location: str) -> bool:
-        """Always False: the orphan sweep covers local stores only, so nothing takes a prefix from under a
-        registration."""
-        return False
+        """Whether no object is left below ``location`` (one listing request)."""
+        key = self._key(location)
+        with self._errors(location):
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{key}/", MaxKeys=1)
+        return not listed.get("KeyCount", 0)
+
+    def _common_prefixes(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                yield common["Prefix"]
 
     def delete(self, location: str) -> None:
         """Delete every object below ``location``; missing is fine, outside the prefix is refused."""

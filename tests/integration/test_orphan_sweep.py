@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from sqlalchemy import text
 
-from registry_store.artifacts import LocalArtifactStore
+from registry_store.artifacts import LocalArtifactStore, S3ArtifactStore
 from registry_store.entities import ModelVersion
 from registry_store.errors import UnavailableError
 from tests.fixtures.trees import write_tree
@@ -75,9 +75,10 @@ def test_the_sweep_takes_only_old_unrecorded_trees_and_staging_leftovers(registr
 
     assert not [what for what, path in leftovers.items() if path.exists()]
     assert not [what for what, path in kept.items() if not path.exists()]
-    assert {r.path for r in report.staging} == {leftovers["killed copy"], leftovers["killed upload"]}
-    assert {r.path: r.size for r in report.orphans} == {
-        leftovers["unrecorded tree"]: 2, leftovers["tree of a deleted model"]: 1}
+    assert {r.location: r.size for r in report.staging} == {
+        str(leftovers["killed copy"]): 4096, str(leftovers["killed upload"]): 100}
+    assert {r.location: r.size for r in report.orphans} == {
+        leftovers["unrecorded tree"].as_uri(): 2, leftovers["tree of a deleted model"].as_uri(): 1}
     assert {p: p.read_bytes() for p in recorded_files} == recorded_files
     # With no minimum age the young leftovers go too, and recorded versions still stay whole.
     registry.svc.artifacts.sweep_orphans(min_age_s=0)
@@ -111,12 +112,33 @@ def test_a_registration_whose_tree_was_swept_before_it_recorded_fails_and_record
         while not (trees := store.stored_trees()) and time.monotonic() < deadline:
             time.sleep(0.05)  # polling a condition with a deadline
         [tree] = trees
-        retired = store.retire(tree)  # what the sweep does in its transaction, before this one ends
-        assert retired is not None
-        store.discard(retired)
+        finish = store.retire(tree)  # what the sweep does in its transaction, before this one ends
+        assert finish is not None
+        finish()
     thread.join(timeout=30)
 
     [failure] = outcome
     assert isinstance(failure, UnavailableError), failure
     assert registry.scalar("SELECT count(*) FROM model_versions") == 0
     assert store.stored_trees() == []
+
+
+def test_an_s3_store_is_swept_prefix_by_prefix(request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str,
+                                                s3_bucket: str) -> None:
+    registry = build_registry(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}",
+                              artifact_root=f"s3://{s3_bucket}/registry", s3_endpoint_url=s3_endpoint)
+    request.addfinalizer(registry.services.close)
+    [version] = registry.versions("churn", 1)
+    store = registry.services.artifacts
+    assert isinstance(store, S3ArtifactStore)
+    orphan, foreign = f"registry/churn/{uuid.uuid4().hex}", "registry/churn/notes"
+    for key in (f"{orphan}/MLmodel", f"{orphan}/a/b.bin", f"{foreign}/readme"):
+        store.client.put_object(Bucket=s3_bucket, Key=key, Body=b"xy")
+
+    assert registry.svc.artifacts.sweep_orphans(min_age_s=MIN_AGE_S).orphans == []  # all of them are young
+    report = registry.svc.artifacts.sweep_orphans(min_age_s=0)
+
+    assert [(r.location, r.size) for r in report.orphans] == [(f"s3://{s3_bucket}/{orphan}", 4)]
+    assert store.swept_away(f"s3://{s3_bucket}/{orphan}") and not store.swept_away(version.storage_location)
+    assert store.list_files(f"s3://{s3_bucket}/{foreign}") == [("readme", 2)]
+    assert registry.svc.artifacts.list_registry_artifacts(registry.admin, version.storage_location.rsplit("/", 1)[1])

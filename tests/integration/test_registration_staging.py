@@ -729,6 +729,7 @@ def test_start_up_sweeps_only_stale_staging_directories(tmp_path: Path) -> None:
         for path in (stale / "half-copied", stale):
             os.utime(path, (0, 0))
 
-        assert [(removed.path, removed.size) for removed in store.sweep_staging(older_than_s=3600)] == [(stale, 1)]
+        assert [(removed.location, removed.size) for removed in store.sweep_staging(older_than_s=3600)] == [
+            (str(stale), 1)]
 
         assert not stale.exists() and (live / "f").exists()
