@@ -89,35 +89,36 @@ class _Child:
     def _run(self) -> None:
         started = self._launch()
         self._ready.set()
-        policy = self._supervisor.policy
         while started:
             assert self._process is not None
             code = self._process.wait()
             if self._supervisor.stopping.is_set():
                 return
+            started = self._restart(f"{self.name} exited with code {code}")
+
+    def _restart(self, why: str) -> bool:
+        """Start the process again after a backoff, retrying failed starts; False when stopping or giving up."""
+        policy = self._supervisor.policy
+        while True:
             now = time.monotonic()
             self._restarts.append(now)
-            while self._restarts and self._restarts[0] < now - policy.window_s:
+            while self._restarts[0] < now - policy.window_s:
                 self._restarts.popleft()
             if len(self._restarts) > policy.max_restarts:
-                self._supervisor.log(f"{self.name} exited with code {code}; restarted {policy.max_restarts} times "
-                                     f"within {policy.window_s:.0f} s, giving up")
+                self._supervisor.log(f"{why}; restarted {policy.max_restarts} times within {policy.window_s:.0f} s, "
+                                     "giving up")
                 self._supervisor.give_up(self.name)
-                return
-            self._supervisor.log(f"{self.name} exited with code {code}; restarting (restart {len(self._restarts)})")
-            while True:
-                if self._supervisor.stopping.wait(policy.backoff(len(self._restarts))):
-                    return
-                if self._launch():
-                    self._supervisor.log(f"{self.name} restarted (pid {self._process.pid})")
-                    break
-                if self._supervisor.stopping.is_set():
-                    return
-                self._supervisor.log(f"{self.name} could not be restarted: {self._error}; trying again")
-                self._restarts.append(time.monotonic())
-                if len(self._restarts) > policy.max_restarts:
-                    self._supervisor.give_up(self.name)
-                    return
+                return False
+            self._supervisor.log(f"{why}; restarting (restart {len(self._restarts)})")
+            if self._supervisor.stopping.wait(policy.backoff(len(self._restarts))):
+                return False
+            if self._launch():
+                assert self._process is not None
+                self._supervisor.log(f"{self.name} restarted (pid {self._process.pid})")
+                return True
+            if self._supervisor.stopping.is_set():
+                return False
+            why = f"{self.name} could not be restarted: {self._error}"
 
     def stop(self) -> None:
         """Stop the process (the supervisor is already stopping, so it is not restarted) and join the thread."""

@@ -50,3 +50,26 @@ def test_a_child_that_cannot_start_fails_the_start() -> None:
 
     with Supervisor(log=print, give_up=print, policy=FAST) as supervisor, pytest.raises(TimeoutError):
         supervisor.start("broken", broken)
+
+
+def test_a_failed_restart_is_retried() -> None:
+    lines: list[str] = []
+    starts = iter([lambda: _command(["sh", "-c", "exit 3"]), None, lambda: _command(["sleep", "600"])])
+
+    def start() -> subprocess.Popen[bytes]:
+        step = next(starts)
+        if step is None:
+            raise RuntimeError("port in use")
+        return step()
+
+    supervisor = Supervisor(log=lines.append, give_up=lambda name: pytest.fail(f"gave up on {name}"), policy=FAST)
+    with supervisor:
+        supervisor.start("flaky", start)
+        deadline = time.monotonic() + 30
+        while len(lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a condition with a deadline
+        current = supervisor.current("flaky")
+        assert current is not None and current.poll() is None
+    assert lines == ["flaky exited with code 3; restarting (restart 1)",
+                     "flaky could not be restarted: port in use; restarting (restart 2)",
+                     f"flaky restarted (pid {current.pid})"]
