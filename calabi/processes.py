@@ -76,15 +76,15 @@ def wait_for_port(host: str, port: int, *, timeout_s: float = START_TIMEOUT_S, p
 def start_dev_server(data_dir: Path, *, port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``temporal server start-dev`` on 127.0.0.1 with SQLite persistence and wait until it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_path or data_dir / "temporal.log").open("ab")
-    process = subprocess.Popen(
-        [
-            str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-            "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
-        ],
-        env=child_environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
+    with (log_path or data_dir / "temporal.log").open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+                "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
+            ],
+            env=child_environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
     try:
         wait_for_port("127.0.0.1", port, process=process)
     except BaseException:
