@@ -9,7 +9,9 @@ server's own child, which ``PR_SET_PDEATHSIG`` does not reach, is ``tests/integr
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 import policies
 from calabi.child_guard import descendants
@@ -98,6 +102,20 @@ def _sandboxed(marker: str) -> list[int]:
     return shells + [pid for shell in shells for pid in descendants(shell) if alive(pid)]
 
 
+async def _workflows_running(port: int, workflow_ids: list[str]) -> bool:
+    """Whether the dev server on ``port`` knows each workflow as running (its state survived a restart)."""
+    client = await Client.connect(f"127.0.0.1:{port}")
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        try:
+            described = [await client.get_workflow_handle(wid).describe() for wid in workflow_ids]
+            return all(d.status == WorkflowExecutionStatus.RUNNING for d in described)
+        except RPCError:  # the restarted server is still coming up
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(POLL_S)  # polling a condition with a deadline
+
+
 def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) -> None:
     model, marker = f"supervised-{secrets.token_hex(4)}", f"calabi-marker-{secrets.token_hex(6)}"
     server = start_server(tmp_path, temporal=True,
@@ -130,8 +148,9 @@ def test_serve_restarts_children_and_leaves_no_process_behind(tmp_path: Path) ->
             os.kill(dev, signal.SIGKILL)
             _until("a new dev server", lambda: (pid := _child(server, "start-dev")) is not None and pid != dev)
             assert "Temporal dev server exited with code -9; restarting (restart 1)" in log.read_text()
-            listed = _until("promotions are listed", lambda: http.get("/api/v1/promotions", params={"model": model}))
-            assert isinstance(listed, httpx.Response) and len(listed.json()["promotions"]) == 2
+            address = re.search(r"Temporal dev server on 127\.0\.0\.1:(\d+)", log.read_text())
+            assert address is not None
+            assert asyncio.run(_workflows_running(int(address[1]), [f"promotion-{model}-{n}-Staging" for n in (1, 2)]))
             before = set(_sandboxed(marker))
             _promote(http, model, 3)  # the worker polls the restarted dev server
             _until("a test command runs after the dev server's restart", lambda: set(_sandboxed(marker)) - before)
