@@ -2,11 +2,13 @@
 
 ``build_services`` has no side effects (no directory, schema or user is created); ``prepare``
 readies a data dir once before serving: it creates the directories, migrates the schema,
-ensures the first admin and sweeps staging directories left by killed registrations.
+ensures the first admin and sweeps what killed registrations left in the artifact store
+(``registry_store/orphan_sweep.py``; ``calabi serve`` repeats the sweep periodically).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,14 +25,14 @@ from registry_store.artifacts.tracking_sources import TrackingSourceResolver
 from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
+from registry_store.errors import RegistryError
 from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
-__all__ = ["STALE_STAGING_S", "Services", "build_services", "now_ms", "prepare", "temporal_connector"]
+__all__ = ["Services", "build_services", "now_ms", "prepare", "temporal_connector"]
 
-STALE_STAGING_S = 24 * 3600.0
-"""Staging directories older than this are leftovers of killed registrations (swept by ``prepare``)."""
+log = logging.getLogger("calabi.bootstrap")
 
 
 def now_ms() -> int:
@@ -99,7 +101,7 @@ def _make_private(data_dir: Path) -> None:
 
 
 def prepare(settings: Settings) -> None:
-    """Ready the data dir once before serving: schema, first admin (``admin_token``), staging sweep, and
+    """Ready the data dir once before serving: schema, first admin (``admin_token``), orphan sweep, and
     private modes for the data dir and what it holds (also what this call created)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
@@ -109,7 +111,10 @@ def prepare(settings: Settings) -> None:
         if isinstance(services.artifacts, LocalArtifactStore):
             services.artifacts.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             services.artifacts.root.chmod(0o700)
-            services.artifacts.sweep_staging(older_than_s=STALE_STAGING_S)
+        try:
+            services.registry.artifacts.sweep_orphans(min_age_s=settings.orphan_min_age_s)
+        except RegistryError as exc:  # an unreachable S3 store: maintenance never blocks the start
+            log.warning("orphan sweep skipped at start-up: %s", exc)
         if settings.admin_token is not None:
             services.users.ensure_admin(settings.admin_token.get_secret_value())
     finally:

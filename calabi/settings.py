@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         default="",
         description="Reverse proxies (comma-separated IPs) whose X-Forwarded-For/-Proto are trusted; default: none",
     )
+    orphan_min_age_s: float = Field(
+        default=600.0, ge=0,
+        description="Staging dirs and unrecorded artifact trees untouched this long are left by killed registrations",
+    )
+    orphan_sweep_interval_s: float = Field(
+        default=600.0, gt=0, description="How often `calabi serve` sweeps them (also once at start-up)"
+    )
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 

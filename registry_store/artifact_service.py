@@ -25,6 +25,7 @@ from registry_store.artifacts._tree import CHUNK_SIZE, safe_relpath
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.errors import ArtifactIntegrityError, InvalidParameterError, NotFoundError
+from registry_store.orphan_sweep import SweepReport, sweep_orphans
 from registry_store.tables import ModelVersionRow
 from registry_store.users import require_role
 from registry_store.views import NAMED_VERSIONS
@@ -95,6 +96,11 @@ _LEGACY = _LegacyManifests()
 
 class ArtifactService(ServiceBase):
     """List and read registry copies by artifact id, refusing any byte that differs from registration."""
+
+    def sweep_orphans(self, *, min_age_s: float) -> SweepReport:
+        """Remove what killed registrations left in the store, untouched for ``min_age_s``
+        (``registry_store/orphan_sweep.py``). The server's own maintenance: no actor, no audit event."""
+        return sweep_orphans(self._db, self._artifacts, min_age_s=min_age_s)
 
     def list_registry_artifacts(self, actor: Actor, artifact_id: str, path: str = "") -> list[ArtifactEntry]:
         """The entries directly below ``path`` of a copy; a file or an unknown path lists as empty (MLflow's rule).

@@ -14,7 +14,13 @@ from registry_store.artifacts import SourceFacts
 from registry_store.audit import Actor
 from registry_store.context import RegistryContext, ServiceBase, model_not_found
 from registry_store.entities import ModelVersion
-from registry_store.errors import AlreadyExistsError, InvalidParameterError, NotFoundError, RegistryError
+from registry_store.errors import (
+    AlreadyExistsError,
+    InvalidParameterError,
+    NotFoundError,
+    RegistryError,
+    UnavailableError,
+)
 from registry_store.model_service import ModelService
 from registry_store.registration import UploadedTree, stage_artifact
 from registry_store.stages import NONE
@@ -93,6 +99,9 @@ class RegistrationService(ServiceBase):
                 found = connection.execute(_NEXT_NUMBER, {"model_name": model_name, "now": now}).first()
                 if found is None:
                     raise model_not_found(model_name)
+                if self._artifacts.swept_away(staged.storage_location):  # see registry_store/orphan_sweep.py
+                    raise UnavailableError("the registry's copy of the source was removed before the version was "
+                                           "recorded (this registration was taken for an abandoned one); try again")
                 values = {
                     "model_id": found.id,
                     "version": found.next_version - 1,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from calabi.api.app import create_app
 from calabi.bootstrap import build_services
+from calabi.linux_process import die_with_parent
 from calabi.settings import Settings
 
 __all__ = ["AppFactory"]
@@ -18,7 +21,14 @@ class AppFactory:
     """Builds the app from ``settings`` in each uvicorn worker (picklable: uvicorn hands it to spawned workers)."""
 
     settings: Settings
+    parent_pid: int | None = None
+    """Set when uvicorn runs the app in worker processes of ``calabi serve`` (pid ``parent_pid``): each
+    then dies at once with it, even when it is killed with SIGKILL."""
 
     def __call__(self) -> FastAPI:
         """The app around freshly built services."""
+        if self.parent_pid is not None:
+            die_with_parent(signal.SIGKILL)  # SIGTERM would let a stalled upload keep the process (and port) alive
+            if os.getppid() != self.parent_pid:  # serve died before the death signal was armed
+                raise SystemExit(1)
         return create_app(build_services(self.settings))

@@ -2,7 +2,9 @@
 
 Experiments, runs and logged models live in SQLite in ``<data_dir>/mlflow``; run artifacts
 are served by the tracking server itself (``mlflow-artifacts:/``) from a directory next to it.
-Serving and the default root are spelled out, so no ``MLFLOW_SERVE_ARTIFACTS`` or
+``mlflow server`` runs uvicorn as a child of its own, which ``PR_SET_PDEATHSIG`` does not reach: the
+server runs under ``calabi.child_guard``, so the whole tree ends with the process returned here and
+with its parent. Serving and the default root are spelled out, so no ``MLFLOW_SERVE_ARTIFACTS`` or
 ``MLFLOW_DEFAULT_ARTIFACT_ROOT`` in the environment can point new experiments at a local path.
 """
 
@@ -39,8 +41,9 @@ def start_tracking_server(data_dir: Path, *, port: int, log_path: Path | None = 
     # The job runner (huey consumers) serves MLflow's GenAI jobs, not tracking; leave it off.
     env = child_environment() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log_file.open("ab") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            tracking_server_command(data_dir, port=port), cwd=data_dir, env=env,
+        process = subprocess.Popen(  # the guard ends mlflow's own server process (uvicorn) with it
+            [sys.executable, "-m", "calabi.child_guard", *tracking_server_command(data_dir, port=port)],
+            cwd=data_dir, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
     url = f"http://127.0.0.1:{port}/health"

@@ -17,8 +17,10 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from calabi.periodic import Periodic
 from calabi.processes import child_environment, die_with_parent, drop_from_environment, start_dev_server
 from calabi.settings import ENV_PREFIX, Settings
+from calabi.supervisor import Supervisor
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
@@ -70,15 +72,6 @@ def _admin_token(settings: Settings) -> tuple[str, bool]:
     return token, True
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
 def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run uvicorn; with several workers the shared socket gets TCP_NODELAY (accepted sockets inherit it).
 
@@ -93,8 +86,9 @@ def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
 
     # The client address (rate limits, X-Forwarded-For to the tracking server) is the peer's, unless it is
     # a proxy the operator named: uvicorn's default would trust any X-Forwarded-For sent from 127.0.0.1.
+    factory = AppFactory(settings, parent_pid=os.getpid() if workers > 1 else None)
     config = uvicorn.Config(
-        AppFactory(settings), factory=True, host=host, port=port, workers=workers,
+        factory, factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False,
         proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
@@ -106,19 +100,48 @@ def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
     Multiprocess(config, sockets=[sock]).run()
 
 
-def _start_tracking(stack: ExitStack, state_dir: Path, port: int) -> str:
-    """Start the embedded tracking server (stopped by ``stack``); its URL."""
+def _start_tracking(supervisor: Supervisor, state_dir: Path, port: int) -> str:
+    """Start the embedded tracking server under ``supervisor``; its URL."""
     from calabi.api.tracking_server import start_tracking_server
     from registry_store.errors import UnavailableError
 
     try:
-        process = start_tracking_server(state_dir, port=port)
+        supervisor.start("tracking server", lambda: start_tracking_server(state_dir, port=port))
     except (RuntimeError, TimeoutError) as exc:
         raise UnavailableError(f"the embedded MLflow tracking server did not start: {exc}") from exc
-    stack.callback(_stop, process)
     url = f"http://127.0.0.1:{port}"
     typer.echo(f"MLflow tracking server on {url} (state in {state_dir}), served under /mlflow")
     return url
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start ``python -m worker`` with ``settings``, appending to ``<data dir>/worker.log``."""
+    with (settings.data_dir / "worker.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"], env=child_environment(settings), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+
+
+def _sweep_periodically(stack: ExitStack, settings: Settings) -> None:
+    """Repeat the start-up orphan sweep every ``orphan_sweep_interval_s`` until ``stack`` closes."""
+    from calabi.bootstrap import build_services
+
+    services = build_services(settings)
+    stack.callback(services.close)
+    min_age_s = settings.orphan_min_age_s
+    stack.enter_context(Periodic("orphan sweep", settings.orphan_sweep_interval_s,
+                                 lambda: services.registry.artifacts.sweep_orphans(min_age_s=min_age_s)))
+
+
+def _log(message: str) -> None:
+    typer.echo(f"calabi serve: {message}", err=True)
+
+
+def _give_up(name: str) -> None:
+    """A child that keeps dying stops ``serve`` (SIGTERM to itself: the children are stopped on the way out)."""
+    _log(f"stopping: {name} keeps exiting")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -175,21 +198,19 @@ def serve(
     with ExitStack() as stack:
         for signum in (signal.SIGTERM, signal.SIGINT):
             stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
+        _sweep_periodically(stack, settings)
+        supervisor = stack.enter_context(Supervisor(log=_log, give_up=_give_up))
         if embedded_tracking:
-            url = _start_tracking(stack, settings.data_dir / "mlflow", tracking_port)
+            url = _start_tracking(supervisor, settings.data_dir / "mlflow", tracking_port)
             settings = settings.model_copy(update={"mlflow_tracking_url": url})
         if temporal:
             if settings.temporal_address is None:
-                dev = start_dev_server(settings.data_dir, port=temporal_port)
-                stack.callback(_stop, dev)
+                data = settings.data_dir  # the same SQLite file on every restart: the engine's state survives
+                supervisor.start("Temporal dev server", lambda: start_dev_server(data, port=temporal_port))
                 settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{temporal_port}"})
                 typer.echo(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
-            with (settings.data_dir / "worker.log").open("ab") as log:  # the child keeps its own descriptor
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "worker"], env=child_environment(settings), stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
-                )
-            stack.callback(_stop, process)
+            worker_settings = settings
+            supervisor.start("worker", lambda: _start_worker(worker_settings))
         typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir})")
         _run_api(settings, host, port, workers)
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import shutil
 import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
@@ -43,9 +46,13 @@ if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "make_artifact_store"]
+__all__ = [
+    "ArtifactStore", "LocalArtifactStore", "RemovedTree", "S3ArtifactStore", "StoredTree", "make_artifact_store",
+]
 
 _DELETE_BATCH = 1000
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{32}")
+"""A version tree's directory name (``uuid4().hex``, see ``registry_store.registration``)."""
 _STAGING_DIR = ":staging"
 """Below a local store's root; model names cannot contain ':', so no model's directory has this name."""
 
@@ -73,6 +80,11 @@ class ArtifactStore(Protocol):
 
     def delete(self, location: str) -> None:
         """Remove the tree at ``location``; a missing tree is fine."""
+        ...
+
+    def swept_away(self, location: str) -> bool:
+        """Whether the orphan sweep has taken the tree at ``location`` (asked by a registration before it
+        records the version, in the transaction the sweep's own check runs in)."""
         ...
 
     def list_files(self, location: str) -> list[tuple[str, int]]:
@@ -130,20 +142,56 @@ class LocalArtifactStore:
             raise
         return target.as_uri()
 
-    def sweep_staging(self, older_than_s: float) -> int:
-        """Remove staging directories left by killed registrations (older than ``older_than_s``); how many."""
+    def sweep_staging(self, older_than_s: float) -> list[RemovedTree]:
+        """Remove what killed registrations and uploads left in the staging area: every entry in which
+        nothing was written for ``older_than_s`` (the newest modification anywhere in it counts, so a
+        long upload into an old directory is not taken). What was removed, with sizes."""
         cutoff = time.time() - older_than_s
         try:
             entries = list(os.scandir(self._staging_root))
         except FileNotFoundError:
-            return 0
-        stale = [entry for entry in entries if entry.stat(follow_symlinks=False).st_mtime < cutoff]
-        for entry in stale:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        return len(stale)
+            return []
+        removed: list[RemovedTree] = []
+        for entry in entries:
+            path = Path(entry.path)
+            if _last_written(path) < cutoff:
+                removed.append(RemovedTree(str(path), _discard(path)))
+        return removed
+
+    def stored_trees(self) -> list[StoredTree]:
+        """The version trees below the root: ``<root>/<model>/<artifact id>`` (an id as ``put_staged`` makes it)."""
+        found: list[StoredTree] = []
+        try:
+            models = [entry for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        for model in models:
+            if model.name.startswith(":"):  # the staging area; model names cannot contain ':'
+                continue
+            for entry in os.scandir(model.path):
+                if _ARTIFACT_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    found.append(StoredTree(model.name, entry.name, Path(entry.path).as_uri()))
+        return found
+
+    def last_written(self, tree: StoredTree) -> float:
+        """The newest modification time (epoch seconds) of anything in ``tree``."""
+        return _last_written(self._path(tree.location))
+
+    def retire(self, tree: StoredTree) -> Callable[[], int] | None:
+        """Take ``tree`` out of its location now (one rename into the staging area); None when it is gone
+        already, else a function that deletes it (outside the caller's transaction) and returns its bytes.
+        A crash in between leaves it to the staging sweep."""
+        target = self._staging_root / f"orphan-{tree.artifact_id}-{uuid.uuid4().hex[:8]}"
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self._path(tree.location), target)
+        except FileNotFoundError:
+            return None
+        return partial(_discard, target)
+
+    def swept_away(self, location: str) -> bool:
+        """Whether the tree at ``location`` is no longer there."""
+        return not os.path.isdir(self._path(location))
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -249,6 +297,48 @@ class LocalArtifactStore:
         return path
 
 
+@dataclass(frozen=True)
+class StoredTree:
+    """One version tree of a store: ``<root>/<model>/<artifact_id>`` at ``location``."""
+
+    model: str
+    artifact_id: str
+    location: str
+
+
+@dataclass(frozen=True)
+class RemovedTree:
+    """What the sweep removed (a staging path or a tree's location), and how many bytes it held."""
+
+    location: str
+    size: int
+
+
+def _last_written(path: Path) -> float:
+    """The newest ``st_mtime`` of ``path`` and everything below it (symlinks not followed)."""
+    newest = os.lstat(path).st_mtime
+    for directory, subdirs, files in os.walk(path):
+        for name in (*subdirs, *files):
+            with suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+    return newest
+
+
+def _discard(path: Path) -> int:
+    """Remove a file or tree; the bytes its files held."""
+    if path.is_symlink() or not path.is_dir():
+        size = os.lstat(path).st_size
+        path.unlink(missing_ok=True)
+        return size
+    size = 0
+    for directory, _subdirs, files in os.walk(path):
+        for name in files:
+            with suppress(FileNotFoundError):
+                size += os.lstat(os.path.join(directory, name)).st_size
+    shutil.rmtree(path, ignore_errors=True)
+    return size
+
+
 def _rename_into(staged: Path, target: Path) -> None:
     try:
         os.rename(staged, target)
@@ -319,6 +409,58 @@ class S3ArtifactStore:
     def put_staged(self, staged: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Upload the staged tree to ``<prefix>/<key>/`` (``put_tree``)."""
         return self.put_tree(staged, key, progress)
+
+    def sweep_staging(self, older_than_s: float) -> list[RemovedTree]:
+        """Nothing: an S3 store stages in the host's temporary directory, shared with other processes."""
+        return []
+
+    def stored_trees(self) -> list[StoredTree]:
+        """The version trees below the prefix: ``<prefix>/<model>/<artifact id>/``."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        found: list[StoredTree] = []
+        with self._errors(f"s3://{self.bucket}/{base}"):
+            for model_prefix in self._common_prefixes(base):
+                model = model_prefix[len(base) : -1]
+                for tree_prefix in self._common_prefixes(model_prefix):
+                    artifact_id = tree_prefix[len(model_prefix) : -1]
+                    if _ARTIFACT_ID.fullmatch(artifact_id):
+                        found.append(StoredTree(model, artifact_id, f"s3://{self.bucket}/{tree_prefix[:-1]}"))
+        return found
+
+    def last_written(self, tree: StoredTree) -> float:
+        """The newest ``LastModified`` (epoch seconds) of the tree's objects."""
+        key = self._key(tree.location)
+        newest = 0.0
+        with self._errors(tree.location):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{key}/"):
+                for item in page.get("Contents", []):
+                    newest = max(newest, item["LastModified"].timestamp())
+        return newest
+
+    def retire(self, tree: StoredTree) -> Callable[[], int] | None:
+        """Delete the tree's objects now (in the caller's transaction); None when there were none, else a
+        function returning the bytes they held."""
+        key = self._key(tree.location)
+        with self._errors(tree.location):
+            objects = list(self._objects(f"{key}/"))
+            if not objects:
+                return None
+            self._delete_prefix(f"{key}/")
+        size = sum(item_size for _name, item_size in objects)
+        return lambda: size
+
+    def swept_away(self, location: str) -> bool:
+        """Whether no object is left below ``location`` (one listing request)."""
+        key = self._key(location)
+        with self._errors(location):
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{key}/", MaxKeys=1)
+        return not listed.get("KeyCount", 0)
+
+    def _common_prefixes(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                yield common["Prefix"]
 
     def delete(self, location: str) -> None:
         """Delete every object below ``location``; missing is fine, outside the prefix is refused."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from calabi.bootstrap import STALE_STAGING_S, build_services, prepare
+from calabi.bootstrap import build_services, prepare
 from calabi.settings import Settings
 
 TOKEN = "a" * 24
@@ -27,7 +27,7 @@ def test_prepare_creates_the_data_dir_migrates_seeds_the_admin_and_sweeps_stale_
     prepare(settings)
     stale = tmp_path / "data" / "artifacts" / ":staging" / "left-by-a-killed-registration"
     stale.mkdir(parents=True)
-    old = time.time() - STALE_STAGING_S - 60
+    old = time.time() - settings.orphan_min_age_s - 60
     os.utime(stale, (old, old))
 
     prepare(settings)  # a second start-up: idempotent, and the leftover is swept

@@ -726,8 +726,10 @@ def test_start_up_sweeps_only_stale_staging_directories(tmp_path: Path) -> None:
         stale = tmp_path / "store" / ":staging" / "killed"
         stale.mkdir()
         (stale / "half-copied").write_bytes(b"x")
-        os.utime(stale, (0, 0))
+        for path in (stale / "half-copied", stale):
+            os.utime(path, (0, 0))
 
-        assert store.sweep_staging(older_than_s=3600) == 1
+        assert [(removed.location, removed.size) for removed in store.sweep_staging(older_than_s=3600)] == [
+            (str(stale), 1)]
 
         assert not stale.exists() and (live / "f").exists()
