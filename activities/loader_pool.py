@@ -23,6 +23,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -177,16 +178,25 @@ class Loader:
         errors = self._errors()
         if returncode in _KILLED_BY_LIMIT:
             raise SandboxLimitError(f"loading the model was stopped at the sandbox's CPU or memory limit: {errors}")
-        result = self._scratch / "result.json"
-        if returncode != 0 or not result.is_file():
-            raise ModelUnloadableError(f"the model killed its interpreter while loading (exit {returncode}): {errors}")
+        written = self._result() if returncode == 0 else None
+        if written is None:
+            raise ModelUnloadableError(f"the model ended its loader without an answer (exit {returncode}): {errors}")
         try:
-            answer: Any = json.loads(result.read_bytes()[:_RESULT_BYTES])
+            answer: Any = json.loads(written)
         except ValueError as exc:
             raise ModelUnloadableError(f"the model loader's answer is not JSON: {exc}") from exc
         if not isinstance(answer, dict):
             raise ModelUnloadableError("the model loader's answer is not a JSON object")
         return answer
+
+    def _result(self) -> bytes | None:
+        """The answer file's bytes (bounded); None unless it is a regular file (never a link the sandbox planted)."""
+        try:
+            fd = os.open(self._scratch / "result.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as result:
+            return result.read(_RESULT_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
     def _errors(self) -> str:
         self._stderr.flush()

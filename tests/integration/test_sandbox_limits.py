@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import to_application_error
+from activities.loader_pool import ModelUnloadableError
 from activities.sandbox import Limits, SandboxLimitError, SandboxUnavailableError, spawn
 from activities.test_runner import TestRunner
 from policies.models import TestsRule
@@ -100,3 +101,16 @@ def test_a_sandbox_that_cannot_start_is_a_retried_error_not_a_failed_run(
 
     assert (raised.value.type, raised.value.non_retryable) == ("TEMPORARILY_UNAVAILABLE", False)
     assert "the sandbox did not start" in str(raised.value) and "No permissions" in str(raised.value)
+
+
+def test_an_answer_file_linked_to_a_host_file_is_never_read(tmp_path: Path) -> None:
+    """The loader's scratch directory is writable to the model: a planted symlink must not read the worker's files."""
+    secret = tmp_path / "host-secret.json"
+    secret.write_text('{"status": "none", "reason": "host-secret"}')
+    model = hostile_model(tmp_path / "linker", f"import os; os.symlink({str(secret)!r}, '/scratch/result.json'); "
+                                               "os._exit(0)")
+
+    with pytest.raises(ModelUnloadableError) as raised:
+        load_in_sandbox(model)
+
+    assert "without an answer (exit 0)" in str(raised.value) and "host-secret" not in str(raised.value)
