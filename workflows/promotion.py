@@ -46,7 +46,8 @@ __all__ = ["PromotionWorkflow"]
 ACTIVITY_TIMEOUT = timedelta(seconds=15)
 """Light activities (a few DB writes or a pure evaluation): a killed worker's attempt is retried within this."""
 SNAPSHOT_TIMEOUT = timedelta(seconds=60)
-"""The evidence snapshot may load the model in the sandbox (up to its own 30 s budget); it does not heartbeat."""
+"""Before the ``heavy-queue`` patch the evidence snapshot may load the model in the sandbox (up to its own 30 s
+budget); it does not heartbeat. Since, it only reads the stored model evidence: ``ACTIVITY_TIMEOUT``."""
 TESTS_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """``run_tests`` heartbeats every 2 s: a lost worker's test run is retried elsewhere within this."""
 RETRY = RetryPolicy(
@@ -207,8 +208,9 @@ class PromotionWorkflow:
         try:
             await self._compute_model_evidence(request)
             self._snapshot = await workflow.execute_activity(
-                "snapshot_evidence", request, result_type=EvidenceSnapshot,
-                start_to_close_timeout=SNAPSHOT_TIMEOUT, retry_policy=RETRY,
+                "snapshot_evidence", request, result_type=EvidenceSnapshot,  # light once the evidence is stored
+                start_to_close_timeout=ACTIVITY_TIMEOUT if self._heavy_queue() else SNAPSHOT_TIMEOUT,
+                retry_policy=RETRY,
             )
         except ActivityError as exc:
             if not workflow.patched(CHECK_ERROR):
