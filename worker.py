@@ -1,4 +1,11 @@
-"""The Temporal worker: runs PromotionWorkflow and its activities against the configured registry."""
+"""The Temporal worker: runs the workflows and their activities against the configured registry.
+
+Two ``Worker``s share one process: the task queue itself (workflows and the light activities:
+snapshot, checks, state records, sign-offs, apply, notify) and ``<task queue>-heavy`` for what
+loads or runs a candidate's code (``compute_model_evidence``, ``run_tests``), at most
+``heavy_activity_slots`` at a time, so a burst queues there instead of thrashing the machine and
+the light steps are never stuck behind it.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,49 @@ import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import Notifier, PromotionActivities, TestRunner
+from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, TestRunner
+from activities.sandbox import SandboxUnavailableError
 from calabi.bootstrap import Services, build_services, temporal_connector
 from calabi.engine import PromotionService
 from calabi.reconciler import PromotionReconciler
 from calabi.settings import Settings
+from workflows.model_evidence import ModelEvidenceWorkflow
+from workflows.models import heavy_task_queue
 from workflows.promotion import PromotionWorkflow
 
-__all__ = ["ACTIVITY_THREADS", "build_activities", "build_reconciler", "main", "run_worker"]
+__all__ = [
+    "ACTIVITY_THREADS", "WORKFLOWS", "Activities", "activity_name", "build_activities", "build_reconciler", "main",
+    "run_worker", "workers",
+]
 
 ACTIVITY_THREADS = 16
+WORKFLOWS = [PromotionWorkflow, ModelEvidenceWorkflow]
 log = logging.getLogger("calabi.worker")
 
 
-def build_activities(services: Services) -> list[Callable[..., Any]]:
-    """The bound activity methods a worker registers, wired to ``services`` and its settings."""
+@dataclass(frozen=True)
+class Activities:
+    """A worker's activities: ``light`` for the task queue, ``heavy`` for its heavy queue, and the loader pool."""
+
+    light: list[Callable[..., Any]]
+    heavy: list[Callable[..., Any]]
+    pool: LoaderPool
+
+
+def build_activities(services: Services) -> Activities:
+    """The bound activity methods a worker registers, wired to ``services`` and its settings.
+
+    The loader pool is not started here (``run_worker`` starts it): until then a load starts its own loader.
+    """
     settings = services.settings
     notifier = Notifier(
         services.registry,
@@ -35,17 +64,41 @@ def build_activities(services: Services) -> list[Callable[..., Any]]:
         secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         recipients=settings.notify_recipients,
     )
-    promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier)
-    return [
-        promotion.snapshot_evidence,
-        promotion.evaluate_check,
-        promotion.verify_evidence,
-        promotion.record_state,
-        promotion.record_sign_off,
-        promotion.apply_promotion,
-        promotion.notify,
-        TestRunner(services.artifacts).run_tests,
-    ]
+    evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
+    promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
+                                    evidence)
+    return Activities(
+        light=[
+            promotion.snapshot_evidence,
+            promotion.evaluate_check,
+            promotion.verify_evidence,
+            promotion.record_state,
+            promotion.record_sign_off,
+            promotion.apply_promotion,
+            promotion.notify,
+        ],
+        heavy=[evidence.compute_model_evidence, TestRunner(services.artifacts).run_tests],
+        pool=evidence.pool,
+    )
+
+
+def workers(client: Client, activities: Activities, *, task_queue: str, heavy_slots: int,
+            executor: ThreadPoolExecutor, **options: Any) -> tuple[Worker, Worker]:
+    """The two workers of one process: workflows and light activities on ``task_queue``, heavy ones beside it.
+
+    ``run_tests`` stays registered on ``task_queue`` too: promotions started before the heavy queue
+    existed (workflow patch ``heavy-queue``) still schedule it there.
+    """
+    light = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=[*activities.light, *[
+        fn for fn in activities.heavy if activity_name(fn) == "run_tests"]], activity_executor=executor, **options)
+    heavy = Worker(client, task_queue=heavy_task_queue(task_queue), activities=activities.heavy,
+                   activity_executor=executor, max_concurrent_activities=heavy_slots, **options)
+    return light, heavy
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    """The name an activity is registered under."""
+    return activity._Definition.must_from_callable(fn).name or fn.__name__
 
 
 def build_reconciler(services: Services, client: Client) -> PromotionReconciler:
@@ -60,27 +113,32 @@ def build_reconciler(services: Services, client: Client) -> PromotionReconciler:
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Poll the task queue and reconcile live promotions (at start-up, then periodically) until ``stop`` is set."""
+    """Poll the task queue and its heavy queue, and reconcile live promotions (at start-up, then periodically),
+    until ``stop`` is set."""
     services = build_services(settings)
     client = await temporal_connector(settings)()
+    activities = build_activities(services)
     stop = stop or asyncio.Event()
     try:
-        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="calabi-activity") as pool:
-            worker = Worker(
-                client,
-                task_queue=settings.temporal_task_queue,
-                workflows=[PromotionWorkflow],
-                activities=build_activities(services),
-                activity_executor=pool,
-                graceful_shutdown_timeout=timedelta(seconds=10),
-            )
-            async with worker:
-                log.info("worker polling %s on %s", settings.temporal_task_queue, settings.resolved_temporal_address())
+        try:
+            activities.pool.start()
+        except SandboxUnavailableError as exc:  # every load will say so too (retried); the light work goes on
+            log.error("no warm model loaders: %s", exc)
+        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="calabi-activity") as executor:
+            async with AsyncExitStack() as running:
+                for worker in workers(client, activities, task_queue=settings.temporal_task_queue,
+                                      heavy_slots=settings.heavy_activity_slots, executor=executor,
+                                      graceful_shutdown_timeout=timedelta(seconds=10)):
+                    await running.enter_async_context(worker)
+                log.info("worker polling %s (and %s, %d slots) on %s", settings.temporal_task_queue,
+                         heavy_task_queue(settings.temporal_task_queue), settings.heavy_activity_slots,
+                         settings.resolved_temporal_address())
                 reconciling = asyncio.create_task(build_reconciler(services, client).run(
                     stop, every=timedelta(seconds=settings.reconcile_every_s)))
                 await stop.wait()
                 await reconciling
     finally:
+        activities.pool.close()
         services.close()
         gc.collect()  # let Temporal's bridge objects die while the loop is alive (sdk-python#300)
         await asyncio.sleep(0.1)

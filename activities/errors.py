@@ -14,7 +14,8 @@
     RateLimitedError             REQUEST_LIMIT_EXCEEDED     no (retried)
     UnavailableError             TEMPORARILY_UNAVAILABLE    no (retried)
       SandboxUnavailableError    TEMPORARILY_UNAVAILABLE    no (the sandbox could not start)
-    SandboxLimitError            RESOURCE_EXHAUSTED         yes (the candidate's code ran past a limit)
+    SandboxLimitError            RESOURCE_EXHAUSTED         no (a time, CPU or memory limit: retried)
+    ModelUnloadableError         MODEL_UNLOADABLE           yes (the model's own code failed while loading)
     RegistryError                INTERNAL_ERROR             yes
     policies.PolicyError         PolicyError                yes (a broken policy file is never retried)
 

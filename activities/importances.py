@@ -1,78 +1,78 @@
-"""Feature importances computed from a candidate's sklearn model, in the sandbox.
+"""Feature importances of a candidate's sklearn model, read by a pooled loader in the sandbox.
 
 Loading an MLflow sklearn model deserializes it (pickle, cloudpickle, or skops with an
 allow-list the artifact itself declares), which can run code shipped with the artifact or
-crash the interpreter. So ``_importances_child.py`` loads it in ``activities.sandbox`` (no
-secrets, database, data dir, other process or network; CPU, memory and ``timeout_s`` limits)
-and prints the raw values as JSON, read back as size-bounded data.
+crash the interpreter. So it is loaded only by a warm single-use loader of
+``activities.loader_pool`` (the sandbox: no secrets, database, data dir, other process or
+network; CPU, memory and time limits), whose answer is untrusted data.
 
-A model that fails to load means "no importances" (logged): the leakage check then fails
-with its own reason. A model that runs past the time or CPU limit is a ``SandboxLimitError``,
-and a sandbox that cannot start a ``SandboxUnavailableError``: check errors, never verdicts.
-Without a sandbox the model is never loaded.
+Three outcomes, never confused:
+
+* importances (``source="model"``), with whether they are scale-dependent (raw ``coef_`` of a
+  linear model with no scaler in front), or none (``source="none"``, with the reason): the
+  model loaded and this is what it exposes;
+* ``ModelUnloadableError`` (``MODEL_UNLOADABLE``, not retried): the model's own code raised or
+  killed its interpreter while loading;
+* ``SandboxLimitError`` / ``SandboxUnavailableError`` (retried): a timeout, a CPU or memory
+  limit, a sandbox or loader that did not start. Infrastructure, never a result about the model.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import signal
-import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from activities.sandbox import CANDIDATE_DIR, SCRATCH_DIR, Limits, SandboxLimitError, spawn, tail
+from activities.loader_pool import LoaderPool, ModelUnloadableError, Tick
+from activities.sandbox import SandboxLimitError
 from policies.importances import from_model_values
 
-__all__ = ["IMPORTANCES_TIMEOUT_S", "model_importances"]
+__all__ = ["LOADER_VERSION", "ModelImportances", "interpreted", "model_importances"]
 
-log = logging.getLogger(__name__)
-IMPORTANCES_TIMEOUT_S = 30.0
-_CHILD = Path(__file__).with_name("_importances_child.py")
-_STDERR_TAIL = 2000
-_OUTPUT_BYTES = 16 << 20
-_KILLED_BY_LIMIT = {128 + signal.SIGXCPU, 128 + signal.SIGKILL}  # bwrap's exit status for a child killed so
+LOADER_VERSION = 2
+"""What the loader reports and how; stored evidence of an older loader version is computed again."""
 
 
-def model_importances(model_dir: Path, *, timeout_s: float = IMPORTANCES_TIMEOUT_S) -> dict[str, float]:
-    """``{feature: importance}`` of the sklearn model at ``model_dir``; empty when it has none or fails to load."""
-    with tempfile.TemporaryDirectory(prefix="calabi-importances-") as tmp:
-        stdout_path, stderr_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-            sandboxed = spawn(
-                [sys.executable, "-I", "-c", _CHILD.read_text(), CANDIDATE_DIR], candidate=model_dir,
-                scratch=Path(tmp) / "scratch", stdout=stdout, stderr=stderr, cwd=SCRATCH_DIR,  # not the model's dir
-                limits=Limits(cpu_s=math.ceil(timeout_s), file_bytes=_OUTPUT_BYTES),
-            )
-            try:
-                returncode = sandboxed.process.wait(timeout=timeout_s)
-                errors = tail(stderr_path, _STDERR_TAIL)
-                if returncode != 0:
-                    sandboxed.ensure_started(errors)
-            except subprocess.TimeoutExpired as exc:
-                raise SandboxLimitError(f"loading the model took longer than {timeout_s:g}s") from exc
-            finally:
-                sandboxed.kill()  # on a timeout or any interruption; nothing to do once it exited
-                sandboxed.close()
-        if returncode in _KILLED_BY_LIMIT:
-            raise SandboxLimitError(f"loading the model was stopped at the sandbox's CPU or memory limit: {errors}")
-        if returncode != 0:
-            log.warning("could not load the model at %s (exit %s): %s", model_dir, returncode, errors)
-            return {}
-        return _parsed(stdout_path.read_bytes()[-_OUTPUT_BYTES:], model_dir)
+@dataclass(frozen=True)
+class ModelImportances:
+    """What a loaded model exposes: importances (``model``) or none (``none``, ``note`` says why)."""
+
+    source: Literal["model", "none"]
+    importances: dict[str, float] = field(default_factory=dict)
+    scale_dependent: bool = False
+    note: str = ""
 
 
-def _parsed(output: bytes, model_dir: Path) -> dict[str, float]:
-    """The importances in the child's last output line (untrusted data: any malformed answer means none)."""
-    try:
-        document: Any = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
-        if not document:
-            return {}
-        return from_model_values([str(n) for n in document["names"]], document["values"])
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        log.warning("unusable importances from the model at %s: %s", model_dir, exc)
-        return {}
+def model_importances(pool: LoaderPool, fill: Callable[[Path], None], *, tick: Tick) -> ModelImportances:
+    """Take a loader, ``fill`` its candidate directory with the model's files, load it, read the answer."""
+    with pool.loader() as loader:
+        fill(loader.candidate)
+        answer = loader.run(tick)
+    return interpreted(answer)
 
+
+def interpreted(answer: dict[str, Any]) -> ModelImportances:
+    """The loader's answer (untrusted JSON) as a result, or the error it reports."""
+    status = answer.get("status")
+    if status == "importances":
+        try:
+            names, values = answer["names"], answer["values"]
+            if not isinstance(names, list) or not isinstance(values, list):
+                raise TypeError("names and values must be lists")
+            importances = from_model_values([str(name) for name in names], values)
+        except (KeyError, TypeError) as exc:
+            raise ModelUnloadableError(f"the model loader's answer is malformed: {exc}") from exc
+        except ValueError as exc:
+            return ModelImportances(source="none", note=f"its importances do not map to its input features: {exc}")
+        estimator = str(answer.get("estimator", "the model"))
+        scale_dependent = answer.get("scale_dependent") is True
+        note = f"raw coef_ of {estimator} with no scaler in front" if scale_dependent else ""
+        return ModelImportances(source="model", importances=importances, scale_dependent=scale_dependent, note=note)
+    if status == "none":
+        return ModelImportances(source="none", note=str(answer.get("reason", ""))[:500])
+    if status == "exhausted":
+        raise SandboxLimitError(f"loading the model ran out of a sandbox limit: {answer.get('error', '')}")
+    if status == "unloadable":
+        raise ModelUnloadableError(f"the model could not be loaded: {answer.get('error', '')}")
+    raise ModelUnloadableError(f"the model loader's answer has no known status: {str(status)[:100]!r}")

@@ -8,16 +8,15 @@ the approver. Domain errors leave as ``ApplicationError`` (see ``activities.erro
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any, cast
 
 from temporalio import activity
 
 from activities.errors import domain_errors
-from activities.importances import model_importances
+from activities.loader_pool import LoaderPool
+from activities.model_evidence import ModelEvidenceActivities, evidence_actor, recorded_importances
 from activities.notify import Notifier
 from policies.checklist import configured_checks, run_check
 from policies.errors import PolicyError
@@ -32,13 +31,12 @@ from policies.render import (
     render_notification,
 )
 from policies.results import Checklist, CheckResult, Number
-from registry_store.artifacts import ArtifactStore, read_model_metadata
+from registry_store.artifacts import ArtifactStore
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
-from registry_store.errors import InvalidParameterError, RegistryError
+from registry_store.errors import InvalidParameterError
 from registry_store.service import RegistryService
 from registry_store.stages import PRODUCTION, STAGING, canonical_stage
-from registry_store.users import ROLES
 from workflows.models import (
     ApplyInput,
     CheckInput,
@@ -54,12 +52,10 @@ __all__ = ["PromotionActivities", "notification_event_key", "workflow_actor"]
 
 log = logging.getLogger(__name__)
 
-SKLEARN_FLAVOR = "sklearn"
-
 
 def workflow_actor() -> Actor:
     """The audit actor of the changes the current promotion workflow makes (inside an activity)."""
-    return Actor(name=f"workflow:{activity.info().workflow_id}", roles=frozenset(ROLES))
+    return evidence_actor()
 
 
 def notification_event_key() -> str:
@@ -81,15 +77,21 @@ def stage_policy(policy: PromotionPolicy, *, kind: str, target_stage: str) -> St
 
 
 class PromotionActivities:
-    """The activities of PromotionWorkflow, bound to the registry, the artifact store and the policy dir."""
+    """The activities of PromotionWorkflow, bound to the registry, the artifact store and the policy dir.
+
+    ``evidence`` computes model evidence a snapshot finds missing (promotions started before the
+    ``compute_model_evidence`` step existed); by default with cold loaders only.
+    """
 
     def __init__(
-        self, registry: RegistryService, artifacts: ArtifactStore, policy_dir: Path, notifier: Notifier
+        self, registry: RegistryService, artifacts: ArtifactStore, policy_dir: Path, notifier: Notifier,
+        evidence: ModelEvidenceActivities | None = None,
     ) -> None:
         self._registry = registry
         self._artifacts = artifacts
         self._policy_dir = policy_dir
         self._notifier = notifier
+        self._evidence = evidence or ModelEvidenceActivities(registry, artifacts, LoaderPool(0))
 
     # ------------------------------------------------------------------ activities
 
@@ -208,38 +210,26 @@ class PromotionActivities:
     # ------------------------------------------------------------------ helpers
 
     def _version_evidence(self, mv: ModelVersion, *, compute_importances: bool) -> VersionEvidence:
-        importances = _numbers(mv.evidence.get("feature_importances"))
+        """The checks' view of ``mv``; with ``compute_importances``, what its model exposes when nothing is recorded.
+
+        The model's evidence is read from the registry (stored once per artifact digest by
+        ``compute_model_evidence``); computed here only when missing. It is never guessed: a model that
+        cannot be loaded, or a load that timed out, fails this activity.
+        """
+        importances = recorded_importances(mv)
+        source, scale_dependent, note = ("recorded" if importances else "none"), False, ""
         if not importances and compute_importances:
-            importances = self._importances_from_model(mv)
+            stored = self._evidence.evidence_of(workflow_actor(), mv)
+            importances, scale_dependent, note = stored.importances, stored.scale_dependent, stored.note
+            source = "model" if stored.source == "model" else "none"
         params = mv.evidence.get("params")
         return VersionEvidence(
             version=mv.version, stage=mv.current_stage, metrics=_numbers(mv.evidence.get("metrics")),
             params={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
-            signature=_signature(mv.signature), feature_importances=importances, description=mv.description,
+            signature=_signature(mv.signature), feature_importances=importances, importances_source=source,
+            importances_scale_dependent=scale_dependent, importances_note=note, description=mv.description,
             tags=dict(mv.tags), digest=mv.digest,
         )
-
-    def _importances_from_model(self, mv: ModelVersion) -> dict[str, float]:
-        """``feature_importances_`` or ``coef_`` of the artifact's sklearn model, loaded in the sandbox.
-
-        Empty when the model has none or cannot be read; a sandbox error (see ``activities.importances``) propagates.
-        """
-        recorded = mv.evidence.get("flavors")
-        if isinstance(recorded, list) and SKLEARN_FLAVOR not in recorded:
-            return {}
-        if importlib.util.find_spec("mlflow") is None:
-            log.info("mlflow is not installed; no feature importances computed for %s v%s", mv.name, mv.version)
-            return {}
-        with tempfile.TemporaryDirectory(prefix="calabi-importances-") as tmp:
-            root = Path(tmp) / "model"
-            root.mkdir()
-            try:
-                self._artifacts.download_tree(mv.storage_location, root)
-                flavors = read_model_metadata(root).flavors
-            except (RegistryError, OSError) as exc:  # an unreadable artifact only means no importances
-                log.warning("could not read the artifact of %s v%s: %s", mv.name, mv.version, exc)
-                return {}
-            return model_importances(root) if SKLEARN_FLAVOR in flavors else {}
 
     def _primary_number(self, model: str, kind: str, checklist: Checklist | None) -> Number | None:
         """The metrics check's number for the policy's primary metric (best effort)."""

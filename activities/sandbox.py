@@ -37,7 +37,7 @@ from registry_store.errors import RegistryError, UnavailableError
 
 __all__ = [
     "BASE_ENV", "CANDIDATE_DIR", "SANDBOX_UID", "SCRATCH_DIR", "Limits", "Sandboxed", "SandboxUnavailableError",
-    "SandboxLimitError", "spawn", "tail",
+    "SandboxLimitError", "share_read_only", "spawn", "tail",
 ]
 
 SANDBOX_UID = 65534
@@ -66,9 +66,13 @@ class SandboxUnavailableError(UnavailableError):
 
 
 class SandboxLimitError(RegistryError):
-    """The candidate's code ran past a limit of the sandbox (time, CPU): a check error, never a verdict."""
+    """The candidate's code ran past a limit of the sandbox (time, CPU, memory): a check error, never a verdict.
+
+    Retried: on a busy machine a load that fits its budget when alone may not.
+    """
 
     error_code = "RESOURCE_EXHAUSTED"
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,13 @@ def _prepare(candidate: Path, scratch: Path) -> None:
     if os.geteuid() != 0:
         return
     os.chown(scratch, SANDBOX_UID, SANDBOX_UID)
+    share_read_only(candidate)
+
+
+def share_read_only(candidate: Path) -> None:
+    """Make the candidate's files readable (never writable) to the sandbox's uid; also for files added later."""
+    if os.geteuid() != 0:
+        return
     for directory, _subdirs, files in os.walk(candidate):
         os.chmod(directory, 0o755)
         for name in files:
@@ -207,16 +218,19 @@ class Sandboxed:
         os.close(self._started_fd)
 
 
-def spawn(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, stdout: IO[bytes],
-          stderr: IO[bytes] | int, cwd: str = CANDIDATE_DIR) -> Sandboxed:
-    """Start ``argv`` in the sandbox, in a session of its own; the caller waits, kills and calls ``close()``."""
+def spawn(argv: Sequence[str], *, candidate: Path, scratch: Path, limits: Limits, stdout: IO[bytes] | int,
+          stderr: IO[bytes] | int, cwd: str = CANDIDATE_DIR, stdin: int = subprocess.DEVNULL) -> Sandboxed:
+    """Start ``argv`` in the sandbox, in a session of its own; the caller waits, kills and calls ``close()``.
+
+    ``candidate`` is bind-mounted, so files the caller adds to it later appear in the sandbox (read-only).
+    """
     _prepare(candidate, scratch)
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     try:
         line = _command(argv, candidate=candidate, scratch=scratch, limits=limits, cwd=cwd, started_fd=write_end)
         process = subprocess.Popen(
-            line, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env={"PATH": os.environ.get("PATH", "")},
+            line, stdin=stdin, stdout=stdout, stderr=stderr, env={"PATH": os.environ.get("PATH", "")},
             start_new_session=True, pass_fds=(write_end,),
         )
     except OSError as exc:

@@ -25,7 +25,8 @@ from registry_store.entities import Promotion
 from registry_store.errors import AlreadyExistsError, RegistryError, UnavailableError, refused
 from registry_store.service import RegistryService
 from registry_store.users import ROLES
-from workflows.models import Decision, PromotionInput, PromotionState
+from workflows.model_evidence import ModelEvidenceWorkflow, evidence_workflow_id
+from workflows.models import Decision, ModelEvidenceInput, PromotionInput, PromotionState
 from workflows.promotion import PromotionWorkflow
 
 __all__ = ["MEMO_PROMOTION_ID", "RPC_TIMEOUT", "PromotionService", "WorkflowRun"]
@@ -181,6 +182,30 @@ class PromotionService:
                                                   rpc_timeout=self._rpc_timeout), "signal the promotion")
             except UnavailableError as exc:  # e.g. the run ended meanwhile
                 log.warning("could not signal promotion %s: %s", promotion.id, exc.message)
+
+    async def start_model_evidence(self, model: str, version: int | str) -> None:
+        """Start computing a just-registered version's model evidence in the background (once per artifact digest).
+
+        Called after the registration committed, so a promotion usually finds the evidence ready. Best
+        effort: with Temporal unreachable (or a kill -9 before this runs) nothing fails; the promotion
+        computes the evidence when it needs it. A digest whose computation ran already is not started again.
+        """
+        try:
+            registered = await asyncio.to_thread(self._registry.versions.get_model_version, _STARTER, name=model,
+                                                 version=version)
+            if registered.evidence.get("feature_importances"):
+                return  # recorded with the artifact: nothing to load
+            client = await self.client()
+            await self._bounded(client.start_workflow(
+                ModelEvidenceWorkflow.run, ModelEvidenceInput(model=registered.name, version=registered.version),
+                id=evidence_workflow_id(registered.digest), task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, rpc_timeout=self._rpc_timeout,
+            ), "start computing the model evidence")
+        except WorkflowAlreadyStartedError:
+            return  # computed (or being computed) for this digest already
+        except RegistryError as exc:
+            log.warning("could not start computing the model evidence of %s v%s: %s", model, version, exc)
 
     async def workflow_run(self, promotion: Promotion) -> WorkflowRun | None:
         """The latest run of the promotion's workflow id: its status and whether it runs this promotion (None: none).

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = "default"
     temporal_task_queue: str = "calabi-promotions"
+    heavy_activity_slots: int = Field(
+        default=2, ge=1, le=64,
+        description="How many heavy activities (model loads, test commands) one worker runs at once; "
+                    "more wait in the <task queue>-heavy queue",
+    )
+    loader_pool_size: int = Field(
+        default=2, ge=0, le=64,
+        description="Warm sandboxed model loaders a worker keeps started (0: a cold one per load)",
+    )
     temporal_tls: bool = False
     temporal_api_key: SecretStr | None = None
     reconcile_every_s: float = Field(

@@ -20,6 +20,7 @@ from policies.results import CheckResult, Number
 
 __all__ = [
     "DATE_RANGE",
+    "SCALE_DEPENDENT",
     "check_description",
     "check_leakage",
     "check_metrics",
@@ -262,50 +263,74 @@ def check_signature(evidence: Evidence, rule: SignatureRule) -> CheckResult:
 # --- leakage ---------------------------------------------------------------------------
 
 
+SCALE_DEPENDENT = (
+    "raw coefficients of a linear model without a scaler depend on feature scale; not compared as shares "
+    "— record importances or put a scaler in front"
+)
+
+
 @_never_raises("leakage")
 def check_leakage(evidence: Evidence, rule: LeakageRule) -> CheckResult:
     """No feature holds more than ``max_feature_share`` of total |importance|; no forbidden feature name.
 
     Forbidden patterns are searched (``re.search``) in the importance names and the
-    candidate's signature input names.
+    candidate's signature input names. Importances that depend on feature scale are never
+    compared as shares (the result says why); a candidate with no importances fails, or passes as
+    not applicable when ``rule.when_unavailable`` says so.
     """
+    candidate = evidence.candidate
+    importances = candidate.feature_importances
     reasons: list[str] = []
+    notes: list[str] = []
     numbers: list[Number] = []
-    importances = evidence.candidate.feature_importances
-    bad = sorted(name for name, value in importances.items() if not math.isfinite(value))
-    total = sum(abs(value) for value in importances.values()) if not bad else 0.0
     if not importances:
-        reasons.append("no feature importances recorded")
-    elif bad:
-        reasons.append(f"feature importance of {', '.join(map(repr, bad))} is not a finite number")
-    elif total == 0:
-        reasons.append("feature importances are all zero")
+        why = f" ({candidate.importances_note})" if candidate.importances_note else ""
+        if rule.when_unavailable == "not_applicable":
+            notes.append(f"not applicable: the model exposes no feature importances{why}")
+        else:
+            reasons.append(f"no feature importances recorded{why}")
+    elif candidate.importances_scale_dependent:
+        notes.append(SCALE_DEPENDENT)
     else:
-        shares = sorted(((abs(v) / total, name) for name, v in importances.items()), key=lambda s: (-s[0], s[1]))
-        for share, name in shares:
-            if share <= rule.max_feature_share + EPSILON and numbers:
-                break
-            numbers.append(
-                Number(
-                    label=name,
-                    candidate=round(share, 12),
-                    threshold=rule.max_feature_share,
-                    delta=_delta(share, rule.max_feature_share),
-                )
-            )
-            if share > rule.max_feature_share + EPSILON:
-                reasons.append(
-                    f"feature '{name}' has {share:.1%} of the total importance, "
-                    f"above the maximum share {rule.max_feature_share:.1%}"
-                )
+        reasons, numbers = _share_review(importances, rule)
     names = set(importances)
-    if evidence.candidate.signature is not None:
-        names.update(field.name for field in evidence.candidate.signature.inputs)
+    if candidate.signature is not None:
+        names.update(field.name for field in candidate.signature.inputs)
     for name in sorted(names):
         pattern = next((p for p in rule.forbidden_patterns if re.search(p, name)), None)
         if pattern is not None:
             reasons.append(f"feature '{name}' matches the forbidden pattern '{pattern}'")
-    return CheckResult(name="leakage", passed=not reasons, reasons=reasons, numbers=numbers)
+    return CheckResult(name="leakage", passed=not reasons, reasons=reasons + notes, numbers=numbers)
+
+
+def _share_review(importances: dict[str, float], rule: LeakageRule) -> tuple[list[str], list[Number]]:
+    """Reasons and numbers of the dominant-feature review (comparable importances only)."""
+    reasons: list[str] = []
+    numbers: list[Number] = []
+    bad = sorted(name for name, value in importances.items() if not math.isfinite(value))
+    if bad:
+        return [f"feature importance of {', '.join(map(repr, bad))} is not a finite number"], []
+    total = sum(abs(value) for value in importances.values())
+    if total == 0:
+        return ["feature importances are all zero"], []
+    shares = sorted(((abs(v) / total, name) for name, v in importances.items()), key=lambda s: (-s[0], s[1]))
+    for share, name in shares:
+        if share <= rule.max_feature_share + EPSILON and numbers:
+            break
+        numbers.append(
+            Number(
+                label=name,
+                candidate=round(share, 12),
+                threshold=rule.max_feature_share,
+                delta=_delta(share, rule.max_feature_share),
+            )
+        )
+        if share > rule.max_feature_share + EPSILON:
+            reasons.append(
+                f"feature '{name}' has {share:.1%} of the total importance, "
+                f"above the maximum share {rule.max_feature_share:.1%}"
+            )
+    return reasons, numbers
 
 
 # --- description -----------------------------------------------------------------------

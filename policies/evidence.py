@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ from policies._base import Frozen
 __all__ = [
     "GOVERNANCE_TAGS",
     "Evidence",
+    "ImportancesSource",
     "SchemaField",
     "SignatureSchema",
     "TestRun",
@@ -34,6 +35,9 @@ __all__ = [
 
 GOVERNANCE_TAGS = frozenset({"validated_by", "validation_date"})
 """Tags only the promotion engine (or a break-glass admin) writes."""
+ImportancesSource = Literal["recorded", "model", "none"]
+"""Where a version's feature importances come from: a file recorded with the artifact, the loaded model, or
+nowhere (the artifact records none and the model exposes none)."""
 
 
 class SchemaField(Frozen):
@@ -140,6 +144,11 @@ class VersionEvidence(Frozen):
     params: dict[str, str] = {}
     signature: SignatureSchema | None = None
     feature_importances: dict[str, float] = {}
+    importances_source: ImportancesSource = "recorded"
+    importances_scale_dependent: bool = False
+    """Raw ``coef_`` of a linear model with no scaler in front: their magnitudes follow the features' scales."""
+    importances_note: str = ""
+    """Why there are none (``importances_source == "none"``), in a few words."""
     description: str = ""
     tags: dict[str, str] = {}
     digest: str = ""

@@ -133,11 +133,16 @@ class SignatureRule(_Rule):
 
 
 class LeakageRule(_Rule):
-    """Feature-importance review: no dominant feature, no forbidden feature name."""
+    """Feature-importance review: no dominant feature, no forbidden feature name.
+
+    ``when_unavailable`` says what a candidate with no importances at all (none recorded, and the model
+    exposes none) gets: ``fail`` (the default), or ``not_applicable`` (the share review passes, saying why).
+    """
 
     enabled: bool = True
     max_feature_share: float = Field(default=0.5, gt=0, le=1)
     forbidden_patterns: list[Regex] = []
+    when_unavailable: Literal["fail", "not_applicable"] = "fail"
 
 
 class DescriptionRule(_Rule):

@@ -11,6 +11,7 @@ __all__ = [
     "AliasRef",
     "AuditEvent",
     "AuditVerification",
+    "ModelEvidence",
     "ModelVersion",
     "Notification",
     "Page",
@@ -60,6 +61,24 @@ class ModelVersion(_View):
     last_updated_timestamp: int
     tags: dict[str, str]
     aliases: list[str]
+
+
+class ModelEvidence(_View):
+    """What the checks need from one artifact's model files (feature importances), by artifact digest.
+
+    ``source`` is ``recorded`` (the artifact's ``feature_importances.json``), ``model`` (read from the
+    loaded model) or ``none`` (``note`` says why); ``scale_dependent``: raw coefficients of a linear
+    model with no scaler in front.
+    """
+
+    digest: str
+    source: str
+    importances: dict[str, float]
+    scale_dependent: bool
+    note: str
+    flavors: list[str]
+    loader_version: int
+    computed_at: int
 
 
 class RegisteredModel(_View):

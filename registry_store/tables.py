@@ -24,6 +24,7 @@ __all__ = [
     "AuditEventRow",
     "AuditHeadRow",
     "AuthFailureRow",
+    "ModelEvidenceRow",
     "ModelVersionRow",
     "ModelVersionTagRow",
     "NotificationRow",
@@ -289,6 +290,21 @@ class NotificationRow(SQLModel, table=True):
     delivery: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     event_key: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
     """The notification event (the sending activity's run and id): a retried send finds its row."""
+
+
+class ModelEvidenceRow(SQLModel, table=True):
+    """What the checks need from a model's files, computed once per artifact digest (``model_evidence.py``)."""
+
+    __tablename__ = "model_evidence"
+
+    digest: str = Field(sa_column=Column(String(80), primary_key=True))
+    source: str = Field(sa_column=Column(String(16), nullable=False))
+    importances: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    scale_dependent: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    flavors: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    loader_version: int = Field(sa_column=Column(Integer, nullable=False))
+    computed_at: int = Field(sa_column=_ms())
 
 
 class SessionRow(SQLModel, table=True):

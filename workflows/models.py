@@ -17,11 +17,13 @@ from policies.results import Checklist, CheckResult
 from policies.status import PromotionStatus
 
 __all__ = [
+    "HEAVY_QUEUE_SUFFIX",
     "TASK_QUEUE",
     "ApplyInput",
     "CheckInput",
     "Decision",
     "EvidenceSnapshot",
+    "ModelEvidenceInput",
     "NotifyInput",
     "PromotionInput",
     "PromotionOutcome",
@@ -31,9 +33,16 @@ __all__ = [
     "StateChange",
     "StopReason",
     "TestsInput",
+    "heavy_task_queue",
 ]
 
 TASK_QUEUE = "calabi-promotions"
+HEAVY_QUEUE_SUFFIX = "-heavy"
+
+
+def heavy_task_queue(task_queue: str) -> str:
+    """The queue of the heavy activities (model loads, test runs) next to ``task_queue``; bounded slots."""
+    return task_queue + HEAVY_QUEUE_SUFFIX
 
 
 class _Message(BaseModel):
@@ -71,6 +80,13 @@ class EvidenceSnapshot(_Message):
     incumbent_version: int | None
     storage_location: str
     checks: list[str]
+
+
+class ModelEvidenceInput(_Message):
+    """Compute (once per artifact digest) what the checks need from a version's model files."""
+
+    model: str
+    version: int
 
 
 class TestsInput(_Message):

@@ -21,11 +21,13 @@ with workflow.unsafe.imports_passed_through():
     from policies.results import Checklist, CheckResult
     from policies.status import PromotionStatus
     from workflows.failures import activity_cause, activity_error_type, failed_checks
+    from workflows.model_evidence import EVIDENCE_HEARTBEAT_TIMEOUT, EVIDENCE_RETRY, EVIDENCE_TIMEOUT
     from workflows.models import (
         ApplyInput,
         CheckInput,
         Decision,
         EvidenceSnapshot,
+        ModelEvidenceInput,
         NotifyInput,
         PromotionInput,
         PromotionOutcome,
@@ -36,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         StopReason,
         TestsInput,
         check_result_failed,
+        heavy_task_queue,
     )
 
 __all__ = ["PromotionWorkflow"]
@@ -43,7 +46,8 @@ __all__ = ["PromotionWorkflow"]
 ACTIVITY_TIMEOUT = timedelta(seconds=15)
 """Light activities (a few DB writes or a pure evaluation): a killed worker's attempt is retried within this."""
 SNAPSHOT_TIMEOUT = timedelta(seconds=60)
-"""The evidence snapshot may load the model in the sandbox (up to its own 30 s budget); it does not heartbeat."""
+"""Before the ``heavy-queue`` patch the evidence snapshot may load the model in the sandbox (up to its own 30 s
+budget); it does not heartbeat. Since, it only reads the stored model evidence: ``ACTIVITY_TIMEOUT``."""
 TESTS_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """``run_tests`` heartbeats every 2 s: a lost worker's test run is retried elsewhere within this."""
 RETRY = RetryPolicy(
@@ -62,6 +66,9 @@ EVIDENCE_NOTICE = "evidence-notice"
 """Patch: the ``evidence_may_have_changed`` signal wakes the sign-off wait to re-verify the evidence at once."""
 CHECK_ERROR = "check-error"
 """Patch: a check step that could not run (after its retries) pauses the promotion in ``check_error``, no verdict."""
+HEAVY_QUEUE = "heavy-queue"
+"""Patch: the candidate's model evidence is computed (once per artifact) on the heavy queue before the
+snapshot, which then only reads it; ``run_tests`` runs on the heavy queue too."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -199,9 +206,11 @@ class PromotionWorkflow:
         self._evidence_news = False  # the snapshot below reads what any earlier news was about
         self._check_error = None
         try:
+            await self._compute_model_evidence(request)
             self._snapshot = await workflow.execute_activity(
-                "snapshot_evidence", request, result_type=EvidenceSnapshot,
-                start_to_close_timeout=SNAPSHOT_TIMEOUT, retry_policy=RETRY,
+                "snapshot_evidence", request, result_type=EvidenceSnapshot,  # light once the evidence is stored
+                start_to_close_timeout=ACTIVITY_TIMEOUT if self._heavy_queue() else SNAPSHOT_TIMEOUT,
+                retry_policy=RETRY,
             )
         except ActivityError as exc:
             if not workflow.patched(CHECK_ERROR):
@@ -231,6 +240,7 @@ class PromotionWorkflow:
                                rule=snapshot.policy.tests, digest=snapshot.evidence.candidate.digest),
                     result_type=TestRun, start_to_close_timeout=timedelta(seconds=snapshot.policy.tests.timeout_s + 60),
                     heartbeat_timeout=TESTS_HEARTBEAT_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=2),
+                    task_queue=self._heavy_queue(),
                 )
             except ActivityError as exc:
                 return self._not_evaluated(name, f"the test run could not complete: {activity_cause(exc)}")
@@ -250,6 +260,25 @@ class PromotionWorkflow:
         if workflow.patched(CHECK_ERROR):
             self._check_error = f"{self._check_error}; {cause}" if self._check_error else cause
         return check_result_failed(name, cause)
+
+    async def _compute_model_evidence(self, request: PromotionInput) -> None:
+        """Make sure the candidate's model evidence is stored (usually it was, at registration), on the heavy queue.
+
+        A model that cannot be loaded (``MODEL_UNLOADABLE``), or a load that still fails after its
+        retries, raises: the checks could not run (``check_error``), which is never a verdict about the model.
+        """
+        queue = self._heavy_queue()
+        if queue is None:
+            return
+        await workflow.execute_activity(
+            "compute_model_evidence", ModelEvidenceInput(model=request.model, version=request.version),
+            result_type=str, task_queue=queue, start_to_close_timeout=EVIDENCE_TIMEOUT,
+            heartbeat_timeout=EVIDENCE_HEARTBEAT_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+        )
+
+    def _heavy_queue(self) -> str | None:
+        """The heavy activities' queue (patch ``heavy-queue``); None: the workflow's own, as before the patch."""
+        return heavy_task_queue(workflow.info().task_queue) if workflow.patched(HEAVY_QUEUE) else None
 
     async def _wait_for_recheck(self) -> bool:
         rule = self._current.sign_off

@@ -227,10 +227,15 @@ class MlflowRegistryRoutes:
         request = Request(scope, receive)
         try:
             params = await read_params(request)
-            response: Response = JSONResponse(await self._run(request, handler, params))
+            result = await self._run(request, handler, params)
+            response: Response = JSONResponse(result)
             if handler in EVIDENCE_WRITES:
                 response.background = BackgroundTask(self.services.promotions.evidence_may_have_changed,
                                                      str(params.require("name")), params.require("version"))
+            elif handler is create_model_version:  # once registered: its model evidence, in the background
+                registered = result["model_version"]
+                response.background = BackgroundTask(self.services.promotions.start_model_evidence,
+                                                     registered["name"], registered["version"])
         except RegistryError as exc:
             response = registry_error_response(exc)
         except UnicodeEncodeError as exc:

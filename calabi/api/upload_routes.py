@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -39,7 +39,7 @@ _TAGS = TypeAdapter(dict[str, str])
         TAR_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_version(
-    request: Request, services: ServicesDep, actor: CurrentActor, name: str,
+    request: Request, services: ServicesDep, actor: CurrentActor, name: str, background: BackgroundTasks,
     filename: Annotated[str, Query(description="What the version's source records: upload:<filename>.")] = "model",
     run_id: str | None = None, description: str | None = None,
     tags: Annotated[str | None, Query(description='Tags as a JSON object, e.g. {"team": "ml"}.')] = None,
@@ -60,12 +60,14 @@ async def upload_version(
         tree = work / "tree"
         await run_in_threadpool(unpack_tar, archive, tree)
         archive.unlink()
-        return await run_in_threadpool(
+        created: ModelVersion = await run_in_threadpool(
             lambda: services.registry.registration.create_model_version(
                 actor, name=name, source=f"upload:{label}", run_id=run_id, description=description,
                 tags=list(tag_map.items()), upload=tree,
             )
         )
+        background.add_task(services.promotions.start_model_evidence, created.name, created.version)
+        return created
     finally:
         await run_in_threadpool(cleanup.close)
 

@@ -179,12 +179,16 @@ def list_versions(
 
 
 @v1_router.post("/models/{name}/versions", response_model=ModelVersion, status_code=201)
-def create_version(services: ServicesDep, actor: CurrentActor, name: str, body: VersionCreate) -> ModelVersion:
+def create_version(
+    services: ServicesDep, actor: CurrentActor, name: str, body: VersionCreate, background: BackgroundTasks
+) -> ModelVersion:
     """Register a new version from a source URI."""
-    return services.registry.registration.create_model_version(
+    created = services.registry.registration.create_model_version(
         actor, name=name, source=body.source, run_id=body.run_id, description=body.description,
         tags=list(body.tags.items()),
     )
+    background.add_task(services.promotions.start_model_evidence, created.name, created.version)
+    return created
 
 
 @v1_router.get("/models/{name}/versions/{version}", response_model=ModelVersion)

@@ -104,13 +104,13 @@ def _sandboxed(marker: str) -> list[int]:
 
 async def _workflows_running(port: int, workflow_ids: list[str]) -> bool:
     """Whether the dev server on ``port`` knows each workflow as running (its state survived a restart)."""
-    client = await Client.connect(f"127.0.0.1:{port}")
     deadline = time.monotonic() + DEADLINE_S
     while True:
         try:
+            client = await Client.connect(f"127.0.0.1:{port}")
             described = [await client.get_workflow_handle(wid).describe() for wid in workflow_ids]
             return all(d.status == WorkflowExecutionStatus.RUNNING for d in described)
-        except RPCError:  # the restarted server is still coming up
+        except (RPCError, RuntimeError):  # the restarted server is still coming up (connect refused, or not ready)
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(POLL_S)  # polling a condition with a deadline

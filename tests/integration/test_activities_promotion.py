@@ -21,9 +21,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import PromotionActivities
+from activities import LoaderPool, ModelEvidenceActivities, PromotionActivities
+from activities.importances import LOADER_VERSION
 from activities.notify import Notifier
 from policies.checklist import configured_checks
+from policies.checks import SCALE_DEPENDENT
 from policies.decisions import Approval
 from policies.evidence import TestRun
 from policies.importances import from_model_values
@@ -33,11 +35,13 @@ from policies.results import Checklist
 from policies.status import PromotionStatus as S
 from registry_store.entities import ModelVersion, Promotion
 from tests.integration.helpers import Registry, build_registry
+from tests.integration.test_sandbox_escapes import hostile_model
 from worker import build_activities
 from workflows.models import (
     ApplyInput,
     CheckInput,
     EvidenceSnapshot,
+    ModelEvidenceInput,
     NotifyInput,
     PromotionInput,
     PromotionState,
@@ -325,6 +329,7 @@ def sklearn_model(w: World, estimator: Any, **save: Any) -> tuple[str, Any]:
 
 
 def test_importances_are_computed_from_an_sklearn_model(world: World) -> None:
+    """Raw coefficients of a bare linear model are read, marked scale-dependent, and not judged as shares."""
     from sklearn import linear_model
     w = world
     model, fitted = sklearn_model(w, linear_model.LogisticRegression())
@@ -333,12 +338,12 @@ def test_importances_are_computed_from_an_sklearn_model(world: World) -> None:
 
     snapshot = snapshot_of(w, promotion)
 
-    importances = snapshot.evidence.candidate.feature_importances
-    assert list(importances) == FEATURES
-    assert importances == pytest.approx(from_model_values(FEATURES, fitted.coef_.tolist()))
-    assert any(value != 0 for value in importances.values())
+    candidate = snapshot.evidence.candidate
+    assert list(candidate.feature_importances) == FEATURES
+    assert candidate.feature_importances == pytest.approx(from_model_values(FEATURES, fitted.coef_.tolist()))
+    assert (candidate.importances_source, candidate.importances_scale_dependent) == ("model", True)
     leakage = env_for(promotion).run(w.activities.evaluate_check, CheckInput(name="leakage", snapshot=snapshot))
-    assert "no feature importances recorded" not in leakage.reasons and leakage.numbers
+    assert (leakage.passed, leakage.reasons, leakage.numbers) == (True, [SCALE_DEPENDENT], [])
 
 
 def test_importances_of_a_pipeline_come_from_its_last_step(world: World) -> None:
@@ -362,10 +367,9 @@ class Hostile:
         return (exec, (code,))
 
 
-def test_a_hostile_model_is_loaded_out_of_process(
-    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A model whose unpickling runs code and kills its interpreter: the worker survives, secrets stay out."""
+def test_a_hostile_model_is_loaded_out_of_process(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose unpickling runs code and kills its interpreter: the worker survives, secrets stay out,
+    and the snapshot fails MODEL_UNLOADABLE (not retried, nothing stored), never "no importances"."""
     import cloudpickle  # type: ignore[import-untyped]
 
     monkeypatch.setenv("CALABI_ADMIN_TOKEN", "do-not-leak")
@@ -381,10 +385,29 @@ def test_a_hostile_model_is_loaded_out_of_process(
     w.register(path, model, auc=0.93)
     w.svc.stages.transition_stage(w.reg.engineer, name=model, version=3, stage="Staging")
 
-    snapshot = snapshot_of(w, w.open(model, version=3))
+    with pytest.raises(ApplicationError) as raised:
+        snapshot_of(w, w.open(model, version=3))
 
-    assert snapshot.evidence.candidate.feature_importances == {}
-    assert "(exit 7): seen=[]" in caplog.text, "the loader ran, in the sandbox, without the registry's settings"
+    assert (raised.value.type, raised.value.non_retryable) == ("MODEL_UNLOADABLE", True)
+    assert "(exit 7): seen=[]" in raised.value.message, "loaded in the sandbox, without the registry's settings"
+    digest = w.version(model, 3).digest
+    assert w.svc.model_evidence.get_model_evidence(w.reg.viewer, digest, loader_version=LOADER_VERSION) is None
+
+
+def test_a_model_that_sleeps_past_its_budget_is_retried_and_nothing_is_stored(world: World) -> None:
+    """Time ran out (a busy machine looks the same): a retryable error, never an answer, and nothing stored."""
+    w = world
+    model = w.model()
+    w.register(hostile_model(w.reg.source_root / "sleepy", "import time; time.sleep(120)"), model, auc=0.93)
+    evidence = ModelEvidenceActivities(w.svc, w.reg.services.artifacts, LoaderPool(0, timeout_s=2))
+
+    with pytest.raises(ApplicationError) as raised:
+        ActivityEnvironment().run(evidence.compute_model_evidence, ModelEvidenceInput(model=model, version=3))
+
+    assert (raised.value.type, raised.value.non_retryable) == ("RESOURCE_EXHAUSTED", False)
+    assert "took longer than 2s" in raised.value.message
+    digest = w.version(model, 3).digest
+    assert w.svc.model_evidence.get_model_evidence(w.reg.viewer, digest, loader_version=LOADER_VERSION) is None
 
 
 def test_importances_are_not_computed_when_no_leakage_check_runs(world: World) -> None:
@@ -409,7 +432,18 @@ def test_no_importances_anywhere_fails_the_leakage_check(world: World) -> None:
     leakage = env_for(promotion).run(w.activities.evaluate_check, CheckInput(name="leakage", snapshot=snapshot))
 
     assert snapshot.evidence.candidate.feature_importances == {}
-    assert not leakage.passed and "no feature importances recorded" in leakage.reasons
+    assert snapshot.evidence.candidate.importances_source == "none"
+    assert not leakage.passed
+    assert leakage.reasons == ["no feature importances recorded (not an sklearn model; its flavors: python_function)"]
+
+    override = w.policy_dir / "models" / f"{model}.toml"
+    override.write_text('[production.leakage]\nwhen_unavailable = "not_applicable"\n')
+    snapshot = snapshot_of(w, promotion)
+    leakage = env_for(promotion).run(w.activities.evaluate_check, CheckInput(name="leakage", snapshot=snapshot))
+
+    assert leakage.passed
+    assert leakage.reasons == ["not applicable: the model exposes no feature importances (not an sklearn model; "
+                               "its flavors: python_function)"]
 
 
 # ------------------------------------------------------------------------------ read model, sign-off
@@ -628,7 +662,11 @@ def test_notify_posts_the_state_and_refuses_unknown_kinds(world: World) -> None:
 def test_build_activities_registers_every_activity_the_workflow_calls(world: World) -> None:
     from temporalio import activity
 
-    names = {activity._Definition.must_from_callable(fn).name for fn in build_activities(world.reg.services)}
+    built = build_activities(world.reg.services)
+    light = {activity._Definition.must_from_callable(fn).name for fn in built.light}
+    heavy = {activity._Definition.must_from_callable(fn).name for fn in built.heavy}
 
-    assert names == {"snapshot_evidence", "evaluate_check", "record_state", "record_sign_off", "apply_promotion",
-                     "notify", "run_tests", "verify_evidence"}
+    assert light == {"snapshot_evidence", "evaluate_check", "record_state", "record_sign_off", "apply_promotion",
+                     "notify", "verify_evidence"}
+    assert heavy == {"compute_model_evidence", "run_tests"}
+    assert built.pool.size == world.reg.services.settings.loader_pool_size == 2

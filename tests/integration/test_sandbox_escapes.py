@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.importances import model_importances
+from activities.importances import ModelImportances, model_importances
+from activities.loader_pool import LoaderPool, ModelUnloadableError
 from activities.test_runner import TestRunner
 from policies.models import TestsRule
 from registry_store.artifacts import LocalArtifactStore
@@ -128,6 +130,12 @@ def test_the_probe_finds_everything_outside_the_sandbox(victim: Victim) -> None:
     assert victim.connections() == 1
 
 
+def load_in_sandbox(model: Path, *, timeout_s: float = 30.0) -> ModelImportances:
+    """What the model at ``model`` exposes, read by a (cold) pooled loader in the sandbox."""
+    pool = LoaderPool(0, timeout_s=timeout_s)
+    return model_importances(pool, lambda into: shutil.copytree(model, into, dirs_exist_ok=True), tick=lambda: None)
+
+
 def hostile_model(directory: Path, code: str) -> Path:
     """An MLflow sklearn model directory whose cloudpickle runs ``code`` when loaded."""
     import cloudpickle  # type: ignore[import-untyped]
@@ -143,19 +151,18 @@ def hostile_model(directory: Path, code: str) -> Path:
     return directory
 
 
-def test_a_crafted_pickle_finds_nothing_to_steal(
-    victim: Victim, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_crafted_pickle_finds_nothing_to_steal(victim: Victim, tmp_path: Path) -> None:
     admins = victim.admins()
     model = hostile_model(tmp_path / "hostile", victim.probe() + "raise SystemExit(REPORT)")
 
-    assert model_importances(model) == {}
+    with pytest.raises(ModelUnloadableError) as raised:  # it raised while loading: never "no importances"
+        load_in_sandbox(model)
 
-    report = report_in(caplog.text)
+    report = report_in(str(raised.value))
     assert report["pids"] and max(report["pids"]) < 10, "only the sandbox's own few processes"
     assert report["tokens"] == [] and report["readable"] == [] and not report["connected"]
     assert victim.connections() == 0 and victim.admins() == admins
-    assert victim.token not in caplog.text
+    assert victim.token not in str(raised.value)
 
 
 def test_a_conftest_in_the_candidate_finds_nothing_to_steal(victim: Victim, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import domain_errors, to_application_error
+from activities.loader_pool import ModelUnloadableError
 from activities.sandbox import SandboxLimitError, SandboxUnavailableError
 from policies.errors import PolicyError
 from registry_store.errors import (
@@ -44,7 +45,8 @@ TABLE: list[tuple[Exception, str, bool]] = [
     (RateLimitedError("too many failed tokens", retry_after_s=30), "REQUEST_LIMIT_EXCEEDED", False),
     (UnavailableError("database down"), "TEMPORARILY_UNAVAILABLE", False),
     (SandboxUnavailableError("bwrap refused"), "TEMPORARILY_UNAVAILABLE", False),
-    (SandboxLimitError("spun past its CPU limit"), "RESOURCE_EXHAUSTED", True),
+    (SandboxLimitError("spun past its CPU limit"), "RESOURCE_EXHAUSTED", False),
+    (ModelUnloadableError("the model could not be loaded: TypeError"), "MODEL_UNLOADABLE", True),
     (PolicyError("policies/default.toml: production.metrics.direction: bad", file="policies/default.toml",
                  field="production.metrics.direction"), "PolicyError", True),
 ]

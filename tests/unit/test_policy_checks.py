@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from policies.checks import (
+    SCALE_DEPENDENT,
     check_description,
     check_leakage,
     check_metrics,
@@ -615,6 +616,62 @@ def test_leakage_checks_signature_input_names_too() -> None:
         False,
         ["feature 'churn_label' matches the forbidden pattern '(?i)churn_label'"],
     )
+
+
+def test_leakage_does_not_compare_scale_dependent_importances_as_shares() -> None:
+    """Raw coefficients of an unscaled linear model: one dominant coefficient is no leak, the result says why."""
+    candidate = version(feature_importances={"tenure": 40.0, "plan": 0.1}, importances_source="model",
+                        importances_scale_dependent=True)
+
+    result = check_leakage(evidence(candidate), LEAK)
+
+    assert (result.passed, result.reasons, result.numbers) == (True, [SCALE_DEPENDENT], [])
+    assert "not compared as shares" in SCALE_DEPENDENT and "put a scaler in front" in SCALE_DEPENDENT
+
+
+def test_scale_dependent_importances_still_meet_the_forbidden_names() -> None:
+    candidate = version(feature_importances={"customer_id": 1.0, "plan": 0.1}, importances_scale_dependent=True)
+
+    result = check_leakage(evidence(candidate), LEAK)
+
+    assert not result.passed
+    assert result.reasons == ["feature 'customer_id' matches the forbidden pattern '(?i)customer_id'", SCALE_DEPENDENT]
+
+
+@pytest.mark.parametrize(
+    ("when_unavailable", "passed", "reasons"),
+    [
+        ("fail", False, ["no feature importances recorded (KNeighborsClassifier exposes neither "
+                         "feature_importances_ nor coef_)"]),
+        ("not_applicable", True, ["not applicable: the model exposes no feature importances (KNeighborsClassifier "
+                                  "exposes neither feature_importances_ nor coef_)"]),
+    ],
+)
+def test_a_model_without_importances_gets_what_the_policy_says(
+    when_unavailable: str, passed: bool, reasons: list[str]
+) -> None:
+    candidate = version(importances_source="none",
+                        importances_note="KNeighborsClassifier exposes neither feature_importances_ nor coef_")
+    rule = LEAK.model_copy(update={"when_unavailable": when_unavailable})
+
+    result = check_leakage(evidence(candidate), rule)
+
+    assert (result.passed, result.reasons, result.numbers) == (passed, reasons, [])
+
+
+def test_not_applicable_still_refuses_a_forbidden_signature_input() -> None:
+    candidate = version(importances_source="none", signature=schema(("customer_id", "long")))
+    rule = LEAK.model_copy(update={"when_unavailable": "not_applicable"})
+
+    result = check_leakage(evidence(candidate), rule)
+
+    assert not result.passed
+    assert result.reasons[0] == "feature 'customer_id' matches the forbidden pattern '(?i)customer_id'"
+
+
+def test_when_unavailable_accepts_only_fail_or_not_applicable() -> None:
+    with pytest.raises(ValueError, match="when_unavailable"):
+        LeakageRule(when_unavailable="skip")  # type: ignore[arg-type]
 
 
 # --- description -----------------------------------------------------------------------

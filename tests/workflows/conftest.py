@@ -2,9 +2,9 @@
 
 One time-skipping Temporal server (the pip-installed Java test server) for the session;
 per test: real services on a fresh SQLite registry with a policy directory written for the
-tests, users for every role, and a Worker running ``PromotionWorkflow`` with the real
-activities on a task queue of its own. Promotions are started and decided through the real
-``PromotionService``; nothing of ours is mocked.
+tests, users for every role, and the two Workers of ``worker.workers`` (the workflows and the real
+activities on a task queue of its own, the heavy activities beside it). Promotions are started and
+decided through the real ``PromotionService``; nothing of ours is mocked.
 
 Tests share the session server's clock, so they must not run concurrently (no xdist).
 """
@@ -34,7 +34,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from calabi.bootstrap import Services, build_services, prepare
 from calabi.engine import PromotionService
@@ -45,7 +44,7 @@ from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import AuditEvent, ModelVersion, Notification, Promotion
 from registry_store.service import RegistryService
-from worker import build_activities
+from worker import Activities, build_activities, workers
 from workflows.models import PromotionOutcome, PromotionState
 from workflows.promotion import PromotionWorkflow
 
@@ -155,6 +154,7 @@ class Harness:
     viewer: Actor
     stranger: Actor  # another engineer
     dual: Actor  # engineer + approver
+    activities: Activities | None = None
     started: list[str] = field(default_factory=list)
 
     @property
@@ -346,17 +346,16 @@ async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
         stranger=_user(services, admin, "other-engineer", "engineer"),
         dual=_user(services, admin, "lead-engineer", "engineer", "approver"),
     )
+    h.activities = build_activities(services)
     with ThreadPoolExecutor(8) as pool:
-        worker = Worker(
-            ts_env.client, task_queue=task_queue, workflows=[PromotionWorkflow],
-            activities=build_activities(services), activity_executor=pool,
-            workflow_failure_exception_types=[Exception],
-        )
+        light, heavy = workers(ts_env.client, h.activities, task_queue=task_queue, heavy_slots=2, executor=pool,
+                               workflow_failure_exception_types=[Exception])
         try:
-            async with worker:
+            async with light, heavy:
                 yield h
                 await _terminate_leftovers(h)
         finally:
+            h.activities.pool.close()
             services.close()
 
 

@@ -1,9 +1,10 @@
 """Replay gate: stored PromotionWorkflow histories must replay on the current workflow code.
 
 ``histories/*.json`` were recorded from real runs (real activities, time-skipping server)
-of the happy path, the expiry path, the checks-failed-then-recheck path and (since the
-``evidence-binding`` patch) the evidence-changed-under-a-sign-off path and (since the ``check-error``
-patch) a check that could not run, paused in check_error and re-checked. A change to
+of the happy path, the expiry path, the checks-failed-then-recheck path, (since the
+``evidence-binding`` patch) the evidence-changed-under-a-sign-off path, (since the ``check-error``
+patch) a check that could not run, paused in check_error and re-checked, and (``happy_path_heavy_queue``,
+since the ``heavy-queue`` patch) the happy path with the model evidence step on the heavy queue. A change to
 the workflow that would break promotions already running in production (different
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 

@@ -8,7 +8,7 @@ filled in. A source can also be typed: ``runs:/``, ``models:/m-…`` and ``mlflo
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.versions import version_url
@@ -49,7 +49,7 @@ async def register_form(request: Request, user: SignedIn) -> Response:
 
 
 @register_router.post("/ui/register", response_model=None)
-async def register(request: Request, user: SignedIn, form: PostedForm) -> Response:
+async def register(request: Request, user: SignedIn, form: PostedForm, background: BackgroundTasks) -> Response:
     """Register the version and open its page; on bad input the form comes back with the message."""
     services = page_services(request)
     values = {key: form.get(key) for key in ("model", "source", "run_id", "description")}
@@ -63,6 +63,7 @@ async def register(request: Request, user: SignedIn, form: PostedForm) -> Respon
             raise
         names = await run_in_threadpool(_model_names, services, user)
         return _page(request, user, names, status=exc.http_status, error=exc.message, values=values)
+    background.add_task(services.promotions.start_model_evidence, version.name, version.version)
     what = f"Created model {version.name} and registered" if created else "Registered"
     return see_other(request, version_url(version.name, version.version),
                      flash=f"{what} version {version.version}.")
