@@ -49,6 +49,8 @@ class WorkflowRun:
 
     status: WorkflowExecutionStatus | None
     ours: bool
+    promotion_id: str | None = None
+    """The promotion the run's memo names (None for runs started before the memo existed)."""
 
     @property
     def running(self) -> bool:
@@ -107,8 +109,9 @@ class PromotionService:
             run = await self.workflow_run(promotion)
             if run is not None and run.ours:  # a reconciler started it first (this request stalled past the grace)
                 return promotion
-            await self._abandon(promotion, "another promotion workflow with this id is still running")
-            raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
+            if run is None or not await self._replace_stray_run(promotion, run):
+                await self._abandon(promotion, "another promotion workflow with this id is still running")
+                raise AlreadyExistsError(f"A promotion workflow {promotion.workflow_id} is already running.") from exc
         except UnavailableError as exc:
             await self._abandon(promotion, f"could not start the workflow: {exc.message}")
             raise
@@ -222,11 +225,40 @@ class PromotionService:
                 return None
             raise
         memo = await description.memo()
-        if MEMO_PROMOTION_ID in memo:
-            ours = memo[MEMO_PROMOTION_ID] == promotion.id
+        owner = memo.get(MEMO_PROMOTION_ID)
+        if isinstance(owner, str):
+            ours = owner == promotion.id
         else:
+            owner = None
             ours = description.start_time.timestamp() * 1000 >= promotion.creation_timestamp - CLOCK_SKEW_MS
-        return WorkflowRun(status=description.status, ours=ours)
+        return WorkflowRun(status=description.status, ours=ours, promotion_id=owner)
+
+    async def _replace_stray_run(self, promotion: Promotion, run: WorkflowRun) -> bool:
+        """Terminate a run whose promotion row is already closed and start ``promotion``'s own (True: started).
+
+        Such a run is a start that Temporal accepted after the API had given up on it (the call
+        outlived its bound while Temporal was down) and closed its row; left alone it would
+        block every request for the version until its first record found the row closed.
+        """
+        if run.promotion_id is None:
+            return False
+        try:
+            other = await asyncio.to_thread(self._registry.promotions.get_promotion, _STARTER, run.promotion_id)
+        except RegistryError:
+            return False
+        if other.live:
+            return False
+        handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
+        try:
+            await self._bounded(handle.terminate(reason=f"promotion {other.id} was closed as {other.status}",
+                                                 rpc_timeout=self._rpc_timeout), "terminate a stray workflow")
+        except UnavailableError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, RPCError) and cause.status == RPCStatusCode.NOT_FOUND):  # not ended meanwhile
+                raise
+        log.warning("terminated the workflow of closed promotion %s to start promotion %s", other.id, promotion.id)
+        await self.start(promotion)
+        return True
 
     async def _bounded(self, call: Awaitable[T], what: str) -> T:
         """Await a Temporal call for at most the rpc timeout; failing to reach Temporal is an UnavailableError."""

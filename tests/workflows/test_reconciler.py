@@ -11,11 +11,15 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
+from calabi.engine import MEMO_PROMOTION_ID
 from calabi.reconciler import PromotionReconciler
 from policies.status import PromotionStatus
 from registry_store.errors import InvalidParameterError
 from tests.workflows.conftest import Harness
+from workflows.models import PromotionInput
+from workflows.promotion import PromotionWorkflow
 
 S = PromotionStatus
 
@@ -70,3 +74,23 @@ async def test_young_rows_are_left_to_their_request(harness: Harness) -> None:
 
     assert (done.started, done.closed) == ([], [])
     assert h.read(orphan).live
+
+
+async def test_a_request_replaces_the_stray_run_of_a_closed_promotion(harness: Harness) -> None:
+    """A start that landed after the API gave up on it (and closed its row) does not block the version."""
+    h = harness
+    model = h.register()
+    gave_up = h.registry.promotions.open_promotion(h.requester, model=model, version=2, target_stage="Production",
+                                                   justification="Temporal did not answer in time")
+    h.registry.promotions.close_promotion(h.admin, gave_up.id, reason="could not start the workflow")
+    stray = await h.client.start_workflow(  # on a queue nobody polls: it stays running, as a late start would
+        PromotionWorkflow.run, PromotionInput(
+            promotion_id=gave_up.id, model=model, version=2, target_stage="Production", requester=h.requester.name),
+        id=gave_up.workflow_id, task_queue=f"{h.task_queue}-unpolled", memo={MEMO_PROMOTION_ID: gave_up.id})
+
+    again = await h.request(model=model, justification="Temporal is back")
+
+    stray_run = h.client.get_workflow_handle(gave_up.workflow_id, run_id=stray.result_run_id)
+    assert (await stray_run.describe()).status == WorkflowExecutionStatus.TERMINATED
+    await h.wait_for(again, S.AWAITING_SIGN_OFF)
+    assert (h.read(gave_up).status, h.read(gave_up).live) == ("failed", False)
