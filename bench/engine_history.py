@@ -1,0 +1,118 @@
+"""What a workflow's Temporal history says: when each status was recorded, and how long each activity took.
+
+Read the same way for Calabi's ``PromotionWorkflow`` and the floor's ``FloorWorkflow``, so both are
+timed by one method on the Temporal server's clock: a status counts as reached when the first
+activity that writes it into the read model completed: ``record_state`` with that status, and
+for ``promoted`` also ``apply_promotion`` (its transaction moves the row to ``promoted``).
+Activities are labelled by type, ``evaluate_check`` by its check's name, so the table keeps
+working when the engine adds or moves activities (another task queue, new steps).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+__all__ = ["ActivityRun", "WorkflowTimeline", "fetch_timeline"]
+
+_CLOSED = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("completed", "activity_task_completed_event_attributes"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("failed", "activity_task_failed_event_attributes"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("timed out", "activity_task_timed_out_event_attributes"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("cancelled", "activity_task_canceled_event_attributes"),
+}
+
+
+@dataclass(frozen=True)
+class ActivityRun:
+    """One activity of a workflow, scheduled to closed (all attempts), on the server's clock (epoch seconds)."""
+
+    label: str
+    scheduled: float
+    started: float
+    closed: float
+    outcome: str
+    attempts: int
+
+    @property
+    def total_ms(self) -> float:
+        """Scheduled → closed: queueing, every attempt and the retries' backoff."""
+        return (self.closed - self.scheduled) * 1000
+
+    @property
+    def run_ms(self) -> float:
+        """The last attempt's start → closed."""
+        return (self.closed - self.started) * 1000
+
+
+@dataclass
+class WorkflowTimeline:
+    """The activities of one workflow run and the first time each recorded status was written."""
+
+    workflow_id: str
+    started: float = 0.0
+    activities: list[ActivityRun] = field(default_factory=list)
+    recorded: dict[str, float] = field(default_factory=dict)
+
+
+def _seconds(event: HistoryEvent) -> float:
+    return float(event.event_time.ToMicroseconds()) / 1e6
+
+
+def _decoded(payload: Payload) -> Any:
+    """A JSON payload's value (both converters in use write ``json/plain``); None for any other encoding."""
+    if payload.metadata.get("encoding") != b"json/plain":
+        return None
+    try:
+        return json.loads(payload.data)
+    except ValueError:
+        return None
+
+
+def _label(activity_type: str, arguments: list[Any]) -> tuple[str, str | None]:
+    """The row label of an activity and the status it writes into the read model, if any."""
+    first = arguments[0] if arguments and isinstance(arguments[0], dict) else {}
+    if activity_type == "record_state":
+        state = first.get("state", first)
+        status = state.get("status") if isinstance(state, dict) else None
+        return activity_type, status if isinstance(status, str) else None
+    if activity_type == "apply_promotion":  # its transaction writes the row's ``promoted``
+        return activity_type, "promoted"
+    if activity_type == "evaluate_check" and isinstance(first.get("name"), str):
+        return f"evaluate_check: {first['name']}", None
+    return activity_type, None
+
+
+async def fetch_timeline(client: Client, workflow_id: str) -> WorkflowTimeline:
+    """The latest run's timeline of ``workflow_id``."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    timeline = WorkflowTimeline(workflow_id)
+    scheduled: dict[int, tuple[str, str | None, float]] = {}
+    started: dict[int, tuple[float, int]] = {}
+    for event in history.events:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            timeline.started = _seconds(event)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            label, status = _label(attrs.activity_type.name, [_decoded(p) for p in attrs.input.payloads])
+            scheduled[event.event_id] = (label, status, _seconds(event))
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs_started = event.activity_task_started_event_attributes
+            started[event.event_id] = (_seconds(event), attrs_started.attempt)
+        elif kind in _CLOSED:
+            outcome, name = _CLOSED[kind]
+            attrs_closed = getattr(event, name)
+            label, status, at = scheduled[attrs_closed.scheduled_event_id]
+            began, attempts = started.get(attrs_closed.started_event_id, (at, 0))
+            closed = _seconds(event)
+            timeline.activities.append(ActivityRun(label, at, began, closed, outcome, attempts))
+            if outcome == "completed" and status is not None:
+                timeline.recorded.setdefault(status, closed)
+    return timeline
