@@ -190,8 +190,8 @@ async def _run(cfg: EngineConfig, root: Path, url: str, token: str, children: tu
         return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=120,
                                  limits=limits)
 
-    async with session("bench-engineer") as engineer, session("bench-approver") as approver:
-        driver = CalabiDriver(client, engineer, approver, cfg.poll_s)
+    async with session("bench-engineer") as requester, session("bench-approver") as approver:
+        driver = CalabiDriver(client, requester, approver, cfg.poll_s)
         results.warmup["floor"] = await floor_round(client, 1, CHECKS)
         results.warmup["calabi"] = await driver.run(names[:1])
         log(f"   warm-up: floor {_line(results.warmup['floor'])}\n   warm-up: calabi {_line(results.warmup['calabi'])}")
