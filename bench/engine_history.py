@@ -31,7 +31,10 @@ _CLOSED = {
 
 @dataclass(frozen=True)
 class ActivityRun:
-    """One activity of a workflow, scheduled to closed (all attempts), on the server's clock (epoch seconds)."""
+    """One activity of a workflow, scheduled to closed (all attempts), on the server's clock (epoch seconds).
+
+    ``batch`` is the workflow task that scheduled it: activities of one batch ran in parallel.
+    """
 
     label: str
     scheduled: float
@@ -39,6 +42,9 @@ class ActivityRun:
     closed: float
     outcome: str
     attempts: int
+    status: str | None = None
+    batch: int = 0
+    after_sign_off: bool = False
 
     @property
     def total_ms(self) -> float:
@@ -59,6 +65,13 @@ class WorkflowTimeline:
     started: float = 0.0
     activities: list[ActivityRun] = field(default_factory=list)
     recorded: dict[str, float] = field(default_factory=dict)
+
+    def shape(self) -> tuple[list[list[tuple[str, str | None]]], list[list[tuple[str, str | None]]]]:
+        """The activities as ``(label, status)`` batches in schedule order, before and after the sign-off."""
+        phases: tuple[dict[int, list[tuple[str, str | None]]], ...] = ({}, {})
+        for run in sorted(self.activities, key=lambda a: a.scheduled):
+            phases[run.after_sign_off].setdefault(run.batch, []).append((run.label, run.status))
+        return list(phases[0].values()), list(phases[1].values())
 
 
 def _seconds(event: HistoryEvent) -> float:
@@ -93,26 +106,33 @@ async def fetch_timeline(client: Client, workflow_id: str) -> WorkflowTimeline:
     """The latest run's timeline of ``workflow_id``."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     timeline = WorkflowTimeline(workflow_id)
-    scheduled: dict[int, tuple[str, str | None, float]] = {}
+    scheduled: dict[int, tuple[str, str | None, float, int]] = {}
     started: dict[int, tuple[float, int]] = {}
+    signed_off, after = False, set()
     for event in history.events:
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             timeline.started = _seconds(event)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            accepted = event.workflow_execution_update_accepted_event_attributes
+            signed_off = signed_off or accepted.accepted_request.input.name == "sign_off"
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             label, status = _label(attrs.activity_type.name, [_decoded(p) for p in attrs.input.payloads])
-            scheduled[event.event_id] = (label, status, _seconds(event))
+            scheduled[event.event_id] = (label, status, _seconds(event), attrs.workflow_task_completed_event_id)
+            if signed_off:
+                after.add(event.event_id)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs_started = event.activity_task_started_event_attributes
             started[event.event_id] = (_seconds(event), attrs_started.attempt)
         elif kind in _CLOSED:
             outcome, name = _CLOSED[kind]
             attrs_closed = getattr(event, name)
-            label, status, at = scheduled[attrs_closed.scheduled_event_id]
+            label, status, at, batch = scheduled[attrs_closed.scheduled_event_id]
             began, attempts = started.get(attrs_closed.started_event_id, (at, 0))
             closed = _seconds(event)
-            timeline.activities.append(ActivityRun(label, at, began, closed, outcome, attempts))
+            timeline.activities.append(ActivityRun(label, at, began, closed, outcome, attempts, status, batch,
+                                                   attrs_closed.scheduled_event_id in after))
             if outcome == "completed" and status is not None:
                 timeline.recorded.setdefault(status, closed)
     return timeline

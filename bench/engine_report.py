@@ -161,7 +161,6 @@ def engine_section(results: EngineResults, *, date: str, load: tuple[float, floa
     pool = f"{rate:.0%}" if rate is not None else (
         "not reported on this branch (the warm loader pool is being built elsewhere; hook: "
         "`bench/engine_run.py: loader_pool_hit_rate`)")
-    floor_activities = 6 + CHECKS + 6
     out = [
         BEGIN,
         "## Engine: promotions vs a bare Temporal workflow (the floor)",
@@ -176,11 +175,10 @@ def engine_section(results: EngineResults, *, date: str, load: tuple[float, floa
         f"runs all {CHECKS} checks on them and every one passes when judged on a quiet machine. Registered "
         f"beforehand, not timed: {results.register_s:.1f}s, then Calabi's CPU until the machine was quiet again "
         f"{results.register_cpu_s:.1f}s (background work started by registration included).",
-        f"- The floor (`bench/floor_workflow.py`): the {floor_activities} activities a passing promotion runs "
-        f"(record_state, notify, snapshot_evidence, {CHECKS} × evaluate_check in parallel, record_state, notify; "
-        "after the sign-off update: record_sign_off, verify_evidence, record_state, apply_promotion, record_state, "
-        "notify), as no-ops, in its own worker process configured as Calabi's (same thread pool), on the same dev "
-        "server. Its driver waits on an update instead of polling.",
+        f"- The floor (`bench/floor_workflow.py`): the {results.floor_shape.count()} activities a passing promotion "
+        f"runs, {results.floor_shape_source}: {results.floor_shape.describe()}; as no-ops, in its own worker process "
+        "configured as Calabi's (same thread pool), on the same dev server. Its driver waits on an update instead "
+        "of polling.",
         "- Each round: the floor's N workflows started at once, then Calabi's N promotions POSTed at once "
         "(concurrent HTTP) to one `calabi serve` with one worker; the driver polls the read model with one "
         f"`GET /api/v1/promotions` every {results.cfg.poll_s * 1000:.0f} ms until each promotion awaits sign-off "

@@ -69,8 +69,13 @@ class RoundResult:
     temporal_cpu_s: float = float("nan")
     not_passed: list[Verdict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    activities: list[ActivityRun] = field(default_factory=list)
+    timelines: list[WorkflowTimeline] = field(default_factory=list)
     poll_ms: list[float] = field(default_factory=list)
+
+    @property
+    def activities(self) -> list[ActivityRun]:
+        """Every activity of every workflow of the round."""
+        return [a for t in self.timelines for a in t.activities]
 
     @property
     def promoted(self) -> int:
@@ -103,8 +108,8 @@ def _times(result: RoundResult, timelines: Iterable[WorkflowTimeline], submitted
            signed: dict[str, float]) -> None:
     """Fill the history-derived numbers of ``result``."""
     reached, applied = [], []
-    for timeline in timelines:
-        result.activities.extend(timeline.activities)
+    result.timelines = list(timelines)
+    for timeline in result.timelines:
         wid = timeline.workflow_id
         if AWAITING in timeline.recorded:
             reached.append(timeline.recorded[AWAITING])
@@ -118,7 +123,7 @@ def _times(result: RoundResult, timelines: Iterable[WorkflowTimeline], submitted
         result.phase_b_s = max(applied) - min(signed.values())
 
 
-async def floor_round(client: Client, n: int, checks: int) -> RoundResult:
+async def floor_round(client: Client, n: int, shape: FloorInput) -> RoundResult:
     """Start N floor workflows at once, wait until each awaits its sign-off, sign all off, wait for the ends."""
     result = RoundResult("floor", n)
     tag = uuid.uuid4().hex[:8]
@@ -128,8 +133,7 @@ async def floor_round(client: Client, n: int, checks: int) -> RoundResult:
 
     async def start(wid: str) -> None:
         submitted[wid] = time.time()
-        handle = await client.start_workflow(FloorWorkflow.run, FloorInput(checks=checks), id=wid,
-                                             task_queue=FLOOR_QUEUE)
+        handle = await client.start_workflow(FloorWorkflow.run, shape, id=wid, task_queue=FLOOR_QUEUE)
         await handle.execute_update(FloorWorkflow.awaiting)
 
     async def sign(wid: str) -> None:

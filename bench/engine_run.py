@@ -24,7 +24,8 @@ from temporalio.client import Client
 
 from bench.engine_candidates import register, train_candidates
 from bench.engine_processes import Child, CpuSampler, spawn, stop
-from bench.engine_rounds import FLOOR_QUEUE, CalabiDriver, RoundResult, floor_round
+from bench.engine_rounds import FLOOR_QUEUE, PROMOTED, CalabiDriver, RoundResult, floor_round
+from bench.floor_workflow import FloorInput, default_shape, shape_of
 from bench.servers import HOST, free_port
 
 __all__ = ["CHECKS", "EngineConfig", "EngineResults", "loader_pool_hit_rate", "run_engine"]
@@ -59,6 +60,8 @@ class EngineResults:
     register_cpu_s: float = float("nan")
     """Calabi's CPU from the first registration until the machine was quiet again (background work included)."""
     quiet_s: list[float] = field(default_factory=list)
+    floor_shape: FloorInput = field(default_factory=lambda: default_shape(CHECKS))
+    floor_shape_source: str = ""
     loader_pool_hit_rate: float | None = None
     worker_log_tail: str = ""
 
@@ -192,14 +195,16 @@ async def _run(cfg: EngineConfig, root: Path, url: str, token: str, children: tu
 
     async with session("bench-engineer") as requester, session("bench-approver") as approver:
         driver = CalabiDriver(client, requester, approver, cfg.poll_s)
-        results.warmup["floor"] = await floor_round(client, 1, CHECKS)
-        results.warmup["calabi"] = await driver.run(names[:1])
-        log(f"   warm-up: floor {_line(results.warmup['floor'])}\n   warm-up: calabi {_line(results.warmup['calabi'])}")
+        results.warmup["calabi"] = warm = await driver.run(names[:1])
+        results.floor_shape, results.floor_shape_source = _floor_shape(warm)
+        results.warmup["floor"] = await floor_round(client, 1, results.floor_shape)
+        log(f"   warm-up: calabi {_line(warm)}\n   warm-up: floor {_line(results.warmup['floor'])}\n"
+            f"   floor shape ({results.floor_shape_source}): {results.floor_shape.describe()}")
         offset = 1
         for n in cfg.rounds:
             results.quiet_s.append(await _quiet([serve, dev, floor], 120))
             with _sampler(floor, dev) as sampler:
-                result = await floor_round(client, n, CHECKS)
+                result = await floor_round(client, n, results.floor_shape)
             results.rounds[("floor", n)] = _with_cpu(result, sampler)
             log(f"   {n:>3} at once: floor  {_line(results.rounds[('floor', n)])}")
             results.quiet_s.append(await _quiet([serve, dev, floor], 120))
@@ -209,6 +214,16 @@ async def _run(cfg: EngineConfig, root: Path, url: str, token: str, children: tu
             offset += n
             log(f"   {n:>3} at once: calabi {_line(results.rounds[('calabi', n)])}")
     results.loader_pool_hit_rate = loader_pool_hit_rate(root / "data")
+
+
+def _floor_shape(warm: RoundResult) -> tuple[FloorInput, str]:
+    """The floor's activities: those of the warm-up promotion if it went all the way, else the default count."""
+    done = [t for t in warm.timelines if PROMOTED in t.recorded]
+    if done:
+        before, after = done[0].shape()
+        if before and after:
+            return shape_of(before, after), "read from the warm-up promotion's history"
+    return default_shape(CHECKS), "the default count from workflows/promotion.py (the warm-up promotion did not pass)"
 
 
 def _line(r: RoundResult) -> str:
