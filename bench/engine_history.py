@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -27,6 +28,8 @@ _CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("timed out", "activity_task_timed_out_event_attributes"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("cancelled", "activity_task_canceled_event_attributes"),
 }
+
+_FAILED = {"failed", "timed out"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class ActivityRun:
     status: str | None = None
     batch: int = 0
     after_sign_off: bool = False
+    failure: str = ""
+    """Why the last attempt failed (failed or timed out), with its causes."""
+    event_id: int = 0
+    """Its ``ActivityTaskScheduled`` event: the order the workflow issued it in."""
 
     @property
     def total_ms(self) -> float:
@@ -69,7 +76,7 @@ class WorkflowTimeline:
     def shape(self) -> tuple[list[list[tuple[str, str | None]]], list[list[tuple[str, str | None]]]]:
         """The activities as ``(label, status)`` batches in schedule order, before and after the sign-off."""
         phases: tuple[dict[int, list[tuple[str, str | None]]], ...] = ({}, {})
-        for run in sorted(self.activities, key=lambda a: a.scheduled):
+        for run in sorted(self.activities, key=lambda a: a.event_id):
             phases[run.after_sign_off].setdefault(run.batch, []).append((run.label, run.status))
         return list(phases[0].values()), list(phases[1].values())
 
@@ -102,9 +109,20 @@ def _label(activity_type: str, arguments: list[Any]) -> tuple[str, str | None]:
     return activity_type, None
 
 
+def _failure(attrs: Any) -> str:
+    """The failure message of a failed or timed-out activity and its causes."""
+    failure = attrs.failure if attrs.HasField("failure") else None
+    messages: list[str] = []
+    while failure is not None and len(messages) < 4:
+        if failure.message:
+            messages.append(failure.message)
+        failure = failure.cause if failure.HasField("cause") else None
+    return ": ".join(messages)
+
+
 async def fetch_timeline(client: Client, workflow_id: str) -> WorkflowTimeline:
     """The latest run's timeline of ``workflow_id``."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    history = await client.get_workflow_handle(workflow_id).fetch_history(rpc_timeout=timedelta(seconds=30))
     timeline = WorkflowTimeline(workflow_id)
     scheduled: dict[int, tuple[str, str | None, float, int]] = {}
     started: dict[int, tuple[float, int]] = {}
@@ -132,7 +150,9 @@ async def fetch_timeline(client: Client, workflow_id: str) -> WorkflowTimeline:
             began, attempts = started.get(attrs_closed.started_event_id, (at, 0))
             closed = _seconds(event)
             timeline.activities.append(ActivityRun(label, at, began, closed, outcome, attempts, status, batch,
-                                                   attrs_closed.scheduled_event_id in after))
+                                                   attrs_closed.scheduled_event_id in after,
+                                                   _failure(attrs_closed) if outcome in _FAILED else "",
+                                                   attrs_closed.scheduled_event_id))
             if outcome == "completed" and status is not None:
                 timeline.recorded.setdefault(status, closed)
     return timeline

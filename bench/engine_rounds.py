@@ -210,6 +210,12 @@ class CalabiDriver:
         await _finished(self._temporal, [by_id[pid][1] for pid in ready])
         timelines = await asyncio.gather(*(fetch_timeline(self._temporal, wid) for _, wid in by_id.values()))
         _times(result, timelines, submitted, signed)
+        failures = {t.workflow_id: _last_failure(t) for t in timelines}
+        workflow_of = dict(by_id.values())
+        result.not_passed = [
+            v if v.message else Verdict(v.model, v.status, failures.get(workflow_of.get(v.model, ""), ""))
+            for v in result.not_passed
+        ]
         return result
 
     async def _poll(self, result: RoundResult, pending: set[str], settled: Callable[[str], bool], deadline_s: float
@@ -237,6 +243,12 @@ class CalabiDriver:
             status, message, row = seen.get(pid, ("(not listed)", "", {}))
             seen[pid] = (f"{status} (still, after {deadline_s:.0f}s)", message, row)
         return seen
+
+
+def _last_failure(timeline: WorkflowTimeline) -> str:
+    """The last failed activity of a workflow and why, from its history (empty when none failed)."""
+    failed = [a for a in timeline.activities if a.failure]
+    return f"{failed[-1].label} failed: {failed[-1].failure}" if failed else ""
 
 
 def _results(row: dict[str, Any]) -> list[dict[str, Any]]:
