@@ -29,7 +29,17 @@ _CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("cancelled", "activity_task_canceled_event_attributes"),
 }
 
+_ENDED = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: "completed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed out",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "cancelled",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued as new",
+}
 _FAILED = {"failed", "timed out"}
+_MESSAGE = 160
+"""Characters kept of each failure message (a sandbox's timeout carries its whole command line)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class WorkflowTimeline:
     started: float = 0.0
     activities: list[ActivityRun] = field(default_factory=list)
     recorded: dict[str, float] = field(default_factory=dict)
+    ended: str = ""
+    """How the run ended, if it did: ``completed``, or ``failed: <why>`` (or another end)."""
 
     def shape(self) -> tuple[list[list[tuple[str, str | None]]], list[list[tuple[str, str | None]]]]:
         """The activities as ``(label, status)`` batches in schedule order, before and after the sign-off."""
@@ -110,12 +122,13 @@ def _label(activity_type: str, arguments: list[Any]) -> tuple[str, str | None]:
 
 
 def _failure(attrs: Any) -> str:
-    """The failure message of a failed or timed-out activity and its causes."""
+    """The failure message of a failed activity or workflow and its causes, repeats dropped, each kept short."""
     failure = attrs.failure if attrs.HasField("failure") else None
     messages: list[str] = []
-    while failure is not None and len(messages) < 4:
-        if failure.message:
-            messages.append(failure.message)
+    while failure is not None and len(messages) < 3:
+        message = failure.message if len(failure.message) <= _MESSAGE else failure.message[:_MESSAGE] + "…"
+        if message and message not in messages:
+            messages.append(message)
         failure = failure.cause if failure.HasField("cause") else None
     return ": ".join(messages)
 
@@ -131,6 +144,10 @@ async def fetch_timeline(client: Client, workflow_id: str) -> WorkflowTimeline:
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             timeline.started = _seconds(event)
+        elif kind in _ENDED:
+            timeline.ended = _ENDED[kind]
+            if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+                timeline.ended += f": {_failure(event.workflow_execution_failed_event_attributes)}"
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             accepted = event.workflow_execution_update_accepted_event_attributes
             signed_off = signed_off or accepted.accepted_request.input.name == "sign_off"

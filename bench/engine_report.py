@@ -130,7 +130,8 @@ def _not_passed(results: EngineResults) -> list[str]:
             continue
         grouped = Counter((v.status, v.message) for v in r.not_passed)
         out.append(f"- **{n} at once: {len(r.not_passed)} of {n}**")
-        out += [f"  - {count}× `{status}`: {message or '(no message)'}" for (status, message), count in grouped.items()]
+        out += [f"  - {count}× `{status}`: {message[:500] or '(no message)'}"
+                for (status, message), count in grouped.items()]
     warm = results.warmup.get("calabi")
     if warm is not None and warm.not_passed:
         out.append("- warm-up: " + "; ".join(f"`{v.status}` {v.message}" for v in warm.not_passed))

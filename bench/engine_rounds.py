@@ -246,9 +246,12 @@ class CalabiDriver:
 
 
 def _last_failure(timeline: WorkflowTimeline) -> str:
-    """The last failed activity of a workflow and why, from its history (empty when none failed)."""
+    """What went wrong, from the history: the last failed activity and why, and the workflow's end if it ended."""
     failed = [a for a in timeline.activities if a.failure]
-    return f"{failed[-1].label} failed: {failed[-1].failure}" if failed else ""
+    said = [f"{failed[-1].label} failed: {failed[-1].failure}"] if failed else []
+    if timeline.ended and timeline.ended != "completed":
+        said.append(f"the workflow {timeline.ended} (its read-model row was left as it was)")
+    return "; ".join(said)
 
 
 def _results(row: dict[str, Any]) -> list[dict[str, Any]]:
