@@ -89,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _engine(args: argparse.Namespace, root: Path) -> str | None:
+def _engine(args: argparse.Namespace, root: Path, command: str) -> str | None:
     """Run the engine part; its RESULTS.md section (None when it could not run)."""
     rounds = tuple(sorted({int(n) for n in args.engine_rounds.split(",") if n.strip()}))
     cfg = EngineConfig(rounds=rounds, poll_s=args.engine_poll_ms / 1000)
@@ -103,7 +103,7 @@ def _engine(args: argparse.Namespace, root: Path) -> str | None:
     finally:
         stop_children()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return engine_section(results, date=date, load=(load_before, os.getloadavg()[0]),
+    return engine_section(results, command=command, date=date, load=(load_before, os.getloadavg()[0]),
                           wall_s=time.perf_counter() - wall)
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         wall_s = time.perf_counter() - wall
         load_after = os.getloadavg()[0]
         if not args.no_engine:
-            engine = _engine(args, root)
+            engine = _engine(args, root, command)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -165,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if engine is not None:
         log("\n" + engine)
     if args.engine_only:
-        if not args.no_write and engine is not None:
-            page = args.results.read_text() if args.results.exists() else ""
-            args.results.write_text(splice(page, engine))
-            log(f"Engine section written to {args.results}")
+        _write_engine_only(args.results, None if args.no_write else engine)
         return 1 if engine_failed else 0
     if args.json is not None:
         _write_json(args.json, command, date, machine, results)
@@ -185,13 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     log("\n" + text)
     if "calabi" not in results:
-        log("Calabi was not benchmarked: RESULTS.md left alone")
+        log("Calabi was not benchmarked: its registry results in RESULTS.md left alone")
+        _write_engine_only(args.results, None if args.no_write else engine)
     elif not args.no_write:
         tail = kept_tail(args.results)
         page = text + "\n" + KEEP_MARKER + "\n\n" + tail
         args.results.write_text(splice(page, engine if engine is not None else old_section(args.results)))
         log(f"written to {args.results}")
     return 1 if engine_failed else 0
+
+
+def _write_engine_only(path: Path, engine: str | None) -> None:
+    """Replace only the Engine section of the results page (nothing when ``engine`` is None)."""
+    if engine is not None:
+        path.write_text(splice(path.read_text() if path.exists() else "", engine))
+        log(f"Engine section written to {path}")
 
 
 def _write_json(path: Path, command: str, date: str, machine: dict[str, str], results: dict[str, ServerResults]

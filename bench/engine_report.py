@@ -153,7 +153,8 @@ def _polling(results: EngineResults) -> str:
             "CPU is inside Calabi's CPU per promotion.")
 
 
-def engine_section(results: EngineResults, *, date: str, load: tuple[float, float], wall_s: float) -> str:
+def engine_section(results: EngineResults, *, command: str, date: str, load: tuple[float, float], wall_s: float
+                   ) -> str:
     """The Engine section of RESULTS.md, markers included."""
     checks = engine_checks(results)
     met = sum(1 for c in checks if c.met)
@@ -166,6 +167,7 @@ def engine_section(results: EngineResults, *, date: str, load: tuple[float, floa
         BEGIN,
         "## Engine: promotions vs a bare Temporal workflow (the floor)",
         "",
+        f"- Command: `{command}` (`make bench` runs both parts, `make bench-engine` only this one)",
         f"- Date: {date}; engine part {wall_s / 60:.1f} min; load average (1 min) at start {load[0]:.2f}, at end "
         f"{load[1]:.2f} (the machine is shared; a busy machine slows the CPU-bound checks most).",
         *[f"- {name}: `{command}`" for name, command in results.commands.items()],
