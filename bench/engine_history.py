@@ -38,7 +38,7 @@ _ENDED = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued as new",
 }
 _FAILED = {"failed", "timed out"}
-_MESSAGE = 160
+_MESSAGE = 100
 """Characters kept of each failure message (a sandbox's timeout carries its whole command line)."""
 
 
