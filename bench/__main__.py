@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the run even if started ignoring it
     token = "bench-" + os.urandom(16).hex()
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
