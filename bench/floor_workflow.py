@@ -6,7 +6,8 @@ read from the history of a real promotion that went all the way (``shape_of``), 
 follows the engine when activities are added or moved. ``default_shape`` is what
 ``workflows/promotion.py`` runs with the default policy (attestation tests, one approver) for a
 passing promotion, used when no real promotion got through: up to ``awaiting_sign_off``
-record_state (running_checks), notify (requested), snapshot_evidence, evaluate_check × the
+record_state (running_checks), notify (requested), compute_model_evidence (on the heavy queue
+there; a cache hit once registration computed it), snapshot_evidence, evaluate_check × the
 checks (in parallel), record_state (awaiting_sign_off), notify (awaiting); after the sign-off
 record_sign_off, verify_evidence, record_state (applying), apply_promotion, record_state
 (promoted), notify (promoted). Each ``record_state`` names its status, so the benchmark reads
@@ -67,7 +68,8 @@ def default_shape(checks: int) -> FloorInput:
         return [FloorStep(activity, status)]
 
     return FloorInput(
-        before=[step("record_state", "running_checks"), step("notify"), step("snapshot_evidence"),
+        before=[step("record_state", "running_checks"), step("notify"), step("compute_model_evidence"),
+                step("snapshot_evidence"),
                 [FloorStep("evaluate_check", check=f"check-{i}") for i in range(checks)],
                 step("record_state", AWAITING), step("notify")],
         after=[step("record_sign_off"), step("verify_evidence"), step("record_state", "applying"),
