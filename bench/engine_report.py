@@ -159,10 +159,11 @@ def engine_section(results: EngineResults, *, command: str, date: str, load: tup
     checks = engine_checks(results)
     met = sum(1 for c in checks if c.met)
     evaluated = sum(1 for c in checks if c.met is not None)
-    rate = results.loader_pool_hit_rate
-    pool = f"{rate:.0%}" if rate is not None else (
-        "not reported on this branch (the warm loader pool is being built elsewhere; hook: "
-        "`bench/engine_run.py: loader_pool_hit_rate`)")
+    pool = "no pool job in the worker's log (`bench/engine_run.py: loader_pool_hit_rate`)"
+    if results.loader_pool is not None:
+        hits, jobs = results.loader_pool
+        pool = (f"{hits / jobs:.0%} ({hits} of {jobs} model loads found a warm loader, over the whole run: "
+                "the loads happen in the background at registration, a promotion reuses the stored evidence)")
     out = [
         BEGIN,
         "## Engine: promotions vs a bare Temporal workflow (the floor)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import sys
 import time
@@ -62,19 +63,26 @@ class EngineResults:
     quiet_s: list[float] = field(default_factory=list)
     floor_shape: FloorInput = field(default_factory=lambda: default_shape(CHECKS))
     floor_shape_source: str = ""
-    loader_pool_hit_rate: float | None = None
+    loader_pool: tuple[int, int] | None = None
+    """The warm loader pool's (hits, jobs), when its worker logged any."""
     worker_log_tail: str = ""
 
 
-def loader_pool_hit_rate(data_dir: Path) -> float | None:
-    """HOOK (loader pool): the warm loader pool's hit rate over the run, once the engine reports one.
+_POOL_LINE = re.compile(r"model loader pool: job \d+ \w+; (\d+) of (\d+) jobs found a warm loader")
 
-    The pool of warm model loaders (issue 12, item 2) is being built on another branch and reports
-    no statistics on this one yet: return them from here (e.g. read from ``data_dir`` or an API
-    endpoint) and the Engine section prints the hit rate. ``None``: not available.
+
+def loader_pool_hit_rate(data_dir: Path) -> tuple[int, int] | None:
+    """The warm loader pool's ``(hits, jobs)`` over the run, from its last line in the worker's log.
+
+    The pool (``activities/loader_pool.py``) logs its running count with every job; the run's jobs
+    include the evidence computed in the background at registration. ``None``: no job logged.
     """
-    del data_dir
-    return None
+    try:
+        text = (data_dir / "worker.log").read_text(errors="replace")
+    except OSError:
+        return None
+    found = _POOL_LINE.findall(text)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 
 def _wait_port(port: int, child: Child) -> None:
@@ -213,7 +221,7 @@ async def _run(cfg: EngineConfig, root: Path, url: str, token: str, children: tu
             results.rounds[("calabi", n)] = _with_cpu(result, sampler)
             offset += n
             log(f"   {n:>3} at once: calabi {_line(results.rounds[('calabi', n)])}")
-    results.loader_pool_hit_rate = loader_pool_hit_rate(root / "data")
+    results.loader_pool = loader_pool_hit_rate(root / "data")
 
 
 def _floor_shape(warm: RoundResult) -> tuple[FloorInput, str]:
