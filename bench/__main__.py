@@ -1,10 +1,16 @@
-"""``python -m bench [--quick]``: Calabi against the real MLflow server, same MLflow client.
+"""``python -m bench [--quick] [--engine-only | --no-engine]``: Calabi against the real MLflow server, and
+its promotion engine against a bare Temporal workflow.
 
 Starts Calabi and MLflow (uvicorn and gunicorn forms), builds the same fixtures in each
 through ``mlflow.MlflowClient``, runs the 1/8-thread matrix and the 8 threads split over 2
 client processes (the 8-thread targets: one client process is GIL-bound), grows one model to 10,000 versions measuring
 latency (and throughput) on the way, checks kept-alive connections for the 40 ms
 Nagle/delayed-ACK stall, and writes ``bench/RESULTS.md``. See ``bench.run``.
+
+Then the engine part (``bench.engine_run``): 1, 10 and 50 promotions submitted at once to
+``calabi serve`` next to the same number of no-op floor workflows on the same Temporal dev
+server; it rewrites the Engine section of ``bench/RESULTS.md`` and leaves the rest alone.
+Missed targets are reported, never an error exit.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+from bench.engine_processes import stop_children
+from bench.engine_report import engine_section, old_section, splice
+from bench.engine_run import EngineConfig, run_engine
 from bench.report import (
     KEEP_MARKER,
     ServerResults,
@@ -71,7 +81,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "restarts on copies of the first form's database at each size)",
     )
     parser.add_argument("--keep-dirs", action="store_true", help="keep the servers' temporary directories")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--engine-only", action="store_true", help="run only the promotion-engine benchmark")
+    part.add_argument("--no-engine", action="store_true", help="run only the registry benchmark")
+    parser.add_argument("--engine-rounds", default="1,10,50", help="promotions submitted at once, per round")
+    parser.add_argument("--engine-poll-ms", type=float, default=100, help="read-model polling interval")
     return parser.parse_args(argv)
+
+
+def _engine(args: argparse.Namespace, root: Path, command: str) -> str | None:
+    """Run the engine part; its RESULTS.md section (None when it could not run)."""
+    rounds = tuple(sorted({int(n) for n in args.engine_rounds.split(",") if n.strip()}))
+    cfg = EngineConfig(rounds=rounds, poll_s=args.engine_poll_ms / 1000)
+    log(f"== engine: {', '.join(map(str, rounds))} promotions at once vs the floor; load {os.getloadavg()[0]:.2f}")
+    load_before, wall = os.getloadavg()[0], time.perf_counter()
+    try:
+        results = run_engine(cfg, root / "engine", log)
+    except Exception:  # the registry part's results are still written; the old Engine section is kept
+        log("!! the engine benchmark could not run:\n" + traceback.format_exc())
+        return None
+    finally:
+        stop_children()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return engine_section(results, command=command, date=date, load=(load_before, os.getloadavg()[0]),
+                          wall_s=time.perf_counter() - wall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the run even if started ignoring it
     token = "bench-" + os.urandom(16).hex()
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -102,51 +136,40 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     wall = time.perf_counter()
     results: dict[str, ServerResults] = {}
+    engine: str | None = None
     try:
-        specs = [SPECS[k] for k in keys]
-        results.update(
-            run_benchmark(
-                specs, cfg, root, token=token, calabi_workers=args.calabi_workers, grow_each=args.grow_each, log=log
+        if not args.engine_only:
+            specs = [SPECS[k] for k in keys]
+            results.update(
+                run_benchmark(
+                    specs, cfg, root, token=token, calabi_workers=args.calabi_workers, grow_each=args.grow_each,
+                    log=log,
+                )
             )
-        )
-        if not args.no_nagle_demo:
-            results[MLFLOW_ASYNCIO.key] = nagle_demo(root, token, log)
+            if not args.no_nagle_demo:
+                results[MLFLOW_ASYNCIO.key] = nagle_demo(root, token, log)
+        wall_s = time.perf_counter() - wall
+        load_after = os.getloadavg()[0]
+        if not args.no_engine:
+            engine = _engine(args, root, command)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     finally:
         stop_all()
+        stop_children()
         if args.keep_dirs:
             log(f"server directories kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    wall_s = time.perf_counter() - wall
+    engine_failed = engine is None and not args.no_engine
+    if engine is not None:
+        log("\n" + engine)
+    if args.engine_only:
+        _write_engine_only(args.results, None if args.no_write else engine)
+        return 1 if engine_failed else 0
     if args.json is not None:
-        raw = {
-            key: {
-                "label": r.label,
-                "command": r.command,
-                "startup_s": r.startup_s,
-                "matrix": {f"{o} x{n}": s.as_dict() for (o, n), s in r.matrix.items()},
-                "scale_latency": {f"{o} @{n}": s.as_dict() for (o, n), s in r.scale_latency.items()},
-                "scale_throughput": {o: s.as_dict() for o, s in r.scale_throughput.items()},
-                f"split_{PROCESSES}x{THREADS_PER_PROCESS}": {o: s.as_dict() for o, s in r.split.items()},
-                "split_error": r.split_error or None,
-                "throughput_versions": r.throughput_versions,
-                "populate": [asdict(p) for p in r.populate],
-                "nagle": None
-                if r.nagle is None
-                else {
-                    "keepalive": r.nagle.keepalive.as_dict(),
-                    "fresh": r.nagle.fresh.as_dict(),
-                    "verdict": r.nagle.verdict(),
-                },
-            }
-            for key, r in results.items()
-        }
-        args.json.write_text(
-            json.dumps({"command": command, "date": date, "machine": machine, "results": raw}, indent=2)
-        )
+        _write_json(args.json, command, date, machine, results)
     text = render(
         command=command,
         date=date,
@@ -156,16 +179,53 @@ def main(argv: list[str] | None = None) -> int:
         results=results,
         wall_s=wall_s,
         load_before=load_before,
-        load_after=os.getloadavg()[0],
+        load_after=load_after,
     )
     log("\n" + text)
     if "calabi" not in results:
-        log("Calabi was not benchmarked: RESULTS.md left alone")
+        log("Calabi was not benchmarked: its registry results in RESULTS.md left alone")
+        _write_engine_only(args.results, None if args.no_write else engine)
     elif not args.no_write:
         tail = kept_tail(args.results)
-        args.results.write_text(text + "\n" + KEEP_MARKER + "\n\n" + tail)
+        page = text + "\n" + KEEP_MARKER + "\n\n" + tail
+        args.results.write_text(splice(page, engine if engine is not None else old_section(args.results)))
         log(f"written to {args.results}")
-    return 0
+    return 1 if engine_failed else 0
+
+
+def _write_engine_only(path: Path, engine: str | None) -> None:
+    """Replace only the Engine section of the results page (nothing when ``engine`` is None)."""
+    if engine is not None:
+        path.write_text(splice(path.read_text() if path.exists() else "", engine))
+        log(f"Engine section written to {path}")
+
+
+def _write_json(path: Path, command: str, date: str, machine: dict[str, str], results: dict[str, ServerResults]
+                ) -> None:
+    """The registry part's raw numbers."""
+    raw = {
+        key: {
+            "label": r.label,
+            "command": r.command,
+            "startup_s": r.startup_s,
+            "matrix": {f"{o} x{n}": s.as_dict() for (o, n), s in r.matrix.items()},
+            "scale_latency": {f"{o} @{n}": s.as_dict() for (o, n), s in r.scale_latency.items()},
+            "scale_throughput": {o: s.as_dict() for o, s in r.scale_throughput.items()},
+            f"split_{PROCESSES}x{THREADS_PER_PROCESS}": {o: s.as_dict() for o, s in r.split.items()},
+            "split_error": r.split_error or None,
+            "throughput_versions": r.throughput_versions,
+            "populate": [asdict(p) for p in r.populate],
+            "nagle": None
+            if r.nagle is None
+            else {
+                "keepalive": r.nagle.keepalive.as_dict(),
+                "fresh": r.nagle.fresh.as_dict(),
+                "verdict": r.nagle.verdict(),
+            },
+        }
+        for key, r in results.items()
+    }
+    path.write_text(json.dumps({"command": command, "date": date, "machine": machine, "results": raw}, indent=2))
 
 
 if __name__ == "__main__":
