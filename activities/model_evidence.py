@@ -114,7 +114,7 @@ class ModelEvidenceActivities:
         else:
             found, flavors = self._load(mv)
         return self._registry.model_evidence.record_model_evidence(
-            actor, model=mv.name, version=mv.version, digest=mv.digest, source=found.source,
+            actor, model=mv.name, version=mv.version, importances_source=found.source,
             importances=found.importances, scale_dependent=found.scale_dependent, note=found.note,
             flavors=flavors, loader_version=LOADER_VERSION,
         )

@@ -21,6 +21,7 @@ from registry_store.entities import ModelEvidence
 from registry_store.errors import InvalidParameterError
 from registry_store.tables import ModelEvidenceRow
 from registry_store.users import require_role
+from registry_store.validation import parse_version
 
 __all__ = ["IMPORTANCE_SOURCES", "ModelEvidenceService"]
 
@@ -38,20 +39,24 @@ class ModelEvidenceService(ServiceBase):
             return _view(row) if row is not None and row.loader_version >= loader_version else None
 
     def record_model_evidence(
-        self, actor: Actor, *, model: str, version: int, digest: str, source: str, importances: Mapping[str, float],
+        self, actor: Actor, *, model: str, version: int, importances_source: str, importances: Mapping[str, float],
         scale_dependent: bool, note: str, flavors: Sequence[str], loader_version: int,
     ) -> ModelEvidence:
-        """Store what ``model`` version ``version`` (artifact ``digest``) exposes, audited in the same transaction.
+        """Store what ``model`` version ``version``'s artifact exposes, audited in the same transaction.
 
-        Evidence already stored for the digest by this loader version (another worker computed it
-        meanwhile) is kept and returned: one row and one audit event per digest and loader version.
+        The evidence is keyed by the version's own recorded digest (read here, never taken from the
+        caller). Evidence already stored for the digest by this loader version (another worker
+        computed it meanwhile) is kept and returned: one row and one audit event per digest and loader version.
         """
         require_role(actor, "engineer", "record model evidence")
+        source = importances_source
         if source not in IMPORTANCE_SOURCES:
             known = ", ".join(IMPORTANCE_SOURCES)
             raise InvalidParameterError(f"Unknown importance source '{source}'; one of {known}.")
+        digest = ""
         try:
             with self._db.write() as session:
+                digest = self._version(session, self._model(session, model), parse_version(version)).digest
                 row = session.get(ModelEvidenceRow, digest, with_for_update=True)
                 if row is not None and row.loader_version >= loader_version:
                     return _view(row)

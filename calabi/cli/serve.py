@@ -72,18 +72,36 @@ def _admin_token(settings: Settings) -> tuple[str, bool]:
     return token, True
 
 
-def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Run uvicorn; with several workers the shared socket gets TCP_NODELAY (accepted sockets inherit it).
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before any child starts: a child's dynamic ports can never take it.
 
-    uvicorn sets TCP_NODELAY only on connections its own event loop accepts from a socket it created;
-    the socket it binds for ``--workers N > 1`` goes without, and every response on a kept-alive
-    connection then waits ~40 ms for the client's delayed ACK (the stall the benchmark shows for MLflow).
+    It gets TCP_NODELAY (accepted sockets inherit it): uvicorn sets it only on sockets it binds
+    itself, and without it every response on a kept-alive connection waits ~40 ms for the
+    client's delayed ACK (the stall the benchmark shows for MLflow). Inheritable for uvicorn's
+    worker processes (``--workers N``); children started with subprocess never get it (close_fds).
     """
+    from registry_store.errors import UnavailableError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_api(settings: Settings, sock: socket.socket, workers: int) -> None:
+    """Run uvicorn on ``sock`` (bound by ``_listen``) with ``workers`` processes."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from calabi.api.asgi import AppFactory
 
+    host, port = sock.getsockname()[:2]
     # The client address (rate limits, X-Forwarded-For to the tracking server) is the peer's, unless it is
     # a proxy the operator named: uvicorn's default would trust any X-Forwarded-For sent from 127.0.0.1.
     factory = AppFactory(settings, parent_pid=os.getpid() if workers > 1 else None)
@@ -93,10 +111,8 @@ def _run_api(settings: Settings, host: str, port: int, workers: int) -> None:
         proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     if workers == 1:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[sock])
         return
-    sock = config.bind_socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     Multiprocess(config, sockets=[sock]).run()
 
 
@@ -196,6 +212,7 @@ def serve(
     if created:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
     with ExitStack() as stack:
+        sock = stack.enter_context(_listen(host, port))
         for signum in (signal.SIGTERM, signal.SIGINT):
             stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
         _sweep_periodically(stack, settings)
@@ -212,7 +229,7 @@ def serve(
             worker_settings = settings
             supervisor.start("worker", lambda: _start_worker(worker_settings))
         typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir})")
-        _run_api(settings, host, port, workers)
+        _run_api(settings, sock, workers)
 
 
 def worker() -> None:

@@ -326,9 +326,13 @@ def applied_once_problems(services: Services, actor: Actor, promotion: Promotion
                     for e in events if e.action == "transition_stage")
     if moves != Counter({(1, "None", "Production"): 1, (2, "None", "Staging"): 1, (2, "Staging", "Production"): 1}):
         problems.append(f"stage moves {dict(moves)}")
-    by_workflow = Counter(e.action for e in events if e.actor.startswith("workflow:") and e.action != "promotion_state")
-    # record_model_evidence: the candidate's artifact (a digest of its own) has its model evidence stored once
-    if by_workflow != Counter({"record_model_evidence": 1, "bind_promotion_evidence": 1, "transition_stage": 1,
+    # Model evidence is stored once per artifact digest, by the promotion or by registration's background workflow.
+    evidence = Counter(e.after.get("digest") for e in events if e.action == "record_model_evidence")
+    if not evidence or set(evidence.values()) != {1}:
+        problems.append(f"model evidence events per digest {dict(evidence)}")
+    by_workflow = Counter(e.action for e in events if e.actor.startswith("workflow:")
+                          and e.action not in ("promotion_state", "record_model_evidence"))
+    if by_workflow != Counter({"bind_promotion_evidence": 1, "transition_stage": 1,
                                "set_alias": 1, "update_model_version": 1, "set_model_version_tag": 2}):
         problems.append(f"the workflow's audit events {dict(by_workflow)}")
     signed = [e for e in events if e.action == "sign_off_promotion"]
