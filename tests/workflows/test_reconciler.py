@@ -83,10 +83,11 @@ async def test_a_request_replaces_the_stray_run_of_a_closed_promotion(harness: H
     gave_up = h.registry.promotions.open_promotion(h.requester, model=model, version=2, target_stage="Production",
                                                    justification="Temporal did not answer in time")
     h.registry.promotions.close_promotion(h.admin, gave_up.id, reason="could not start the workflow")
-    stray = await h.client.start_workflow(  # on a queue nobody polls: it stays running, as a late start would
+    stray = await h.client.start_workflow(  # delayed: it stays running without a task, as a late start would
         PromotionWorkflow.run, PromotionInput(
             promotion_id=gave_up.id, model=model, version=2, target_stage="Production", requester=h.requester.name),
-        id=gave_up.workflow_id, task_queue=f"{h.task_queue}-unpolled", memo={MEMO_PROMOTION_ID: gave_up.id})
+        id=gave_up.workflow_id, task_queue=h.task_queue, memo={MEMO_PROMOTION_ID: gave_up.id},
+        start_delay=timedelta(days=365))
 
     again = await h.request(model=model, justification="Temporal is back")
 
