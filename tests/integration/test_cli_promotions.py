@@ -8,7 +8,6 @@ promotion's evidence pack is then exported, read through the API and shown as it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
 from tests.fixtures.servers import CALABI, LiveServer, free_port, make_artifact, start_server, stop_server
+from tests.integration.audit_trail import verify_audit_trail
 from tests.integration.page_session import signed_in
 
 STATUS_TIMEOUT_S = 90  # per awaited status
@@ -204,26 +204,6 @@ def test_promote_show_sign_off_watch_and_export(calabi: Cli) -> None:
 
 
 # ------------------------------------------------------------------------------- the evidence pack
-
-
-def compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def verify_audit_trail(audit: dict[str, Any]) -> None:
-    """Check the pack's audit trail as an examiner would, by its hash rule alone (no Calabi code)."""
-    links = {link["seq"]: link for link in audit["links"]}
-    seqs = sorted(links)
-    assert seqs == list(range(audit["events"][0]["seq"], audit["head_seq"] + 1)), "the links are not gap-free"
-    for earlier, later in zip(seqs, seqs[1:], strict=False):
-        assert links[later]["prev_hash"] == links[earlier]["hash"], f"link {later} does not follow {earlier}"
-    assert links[audit["head_seq"]]["hash"] == audit["head_hash"]
-    for event in audit["events"]:
-        fields = [event["seq"], event["timestamp"], event["actor"], event["action"], event["model_name"],
-                  event["version"], event["subject"], compact(event["before"]), compact(event["after"]),
-                  event["request_id"], event["prev_hash"]]
-        assert hashlib.sha256(compact(fields).encode()).hexdigest() == event["hash"], f"event {event['seq']}"
-        assert (event["prev_hash"], event["hash"]) == (links[event["seq"]]["prev_hash"], links[event["seq"]]["hash"])
 
 
 def check_evidence_pack(calabi: Cli, promotion_id: str, version: dict[str, Any]) -> None:
