@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from registry_store.entities import AuditEvent, AuditVerification
 from registry_store.tables import AuditEventRow, AuditHeadRow
 
-__all__ = ["Actor", "append_event", "event_view", "verify_chain"]
+__all__ = ["HASH_RULE", "Actor", "append_event", "event_view", "verify_chain"]
 
 GENESIS_HASH = "0" * 64
 
@@ -29,6 +29,13 @@ _CHAINED = (
     "prev_hash",
 )
 """The fields an event's hash covers, in hashing order."""
+
+HASH_RULE = (
+    f"hash = sha256 hex of the JSON array [{', '.join(_CHAINED)}] encoded compactly (separators ',' and ':', "
+    "object keys sorted, non-ASCII escaped), where before and after are first encoded the same way into strings; "
+    "prev_hash is the hash of the event before (64 zeros for the first)"
+)
+"""How an event's hash is computed, for someone checking the chain outside Calabi (``_chain_hash``)."""
 
 _LOCK_HEAD = select(col(AuditHeadRow.seq), col(AuditHeadRow.hash)).where(col(AuditHeadRow.id) == 1).with_for_update()
 _INSERT_EVENT = insert(AuditEventRow)

@@ -76,12 +76,24 @@ class Database:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._write_engine = engine.execution_options(**{_WRITE: True})
+        self._snapshot_engine = engine.execution_options(isolation_level="REPEATABLE READ") if self.is_postgres \
+            else engine
         self._writer_queue: AbstractContextManager[object] = nullcontext() if self.is_postgres else threading.Lock()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read session; closing it ends the transaction and keeps loaded rows usable."""
         with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read session whose statements all see one snapshot of the database.
+
+        PostgreSQL runs it REPEATABLE READ (its default, READ COMMITTED, snapshots each statement);
+        SQLite's deferred read transaction already keeps the snapshot of its first read (WAL).
+        """
+        with Session(self._snapshot_engine, expire_on_commit=False) as session:
             yield session
 
     @contextmanager

@@ -11,10 +11,17 @@ __all__ = [
     "AliasRef",
     "AuditEvent",
     "AuditVerification",
+    "AuditTrail",
+    "CandidateIdentity",
+    "ChainAnchor",
+    "ChainLink",
+    "EvidencePack",
     "ModelEvidence",
     "ModelVersion",
     "Notification",
     "Page",
+    "PolicyFile",
+    "PolicyInForce",
     "ProductionAt",
     "ProductionHistory",
     "ProductionStint",
@@ -215,3 +222,82 @@ class Notification(_View):
     recipients: list[str]
     body: str
     delivery: dict[str, Any]
+
+
+class CandidateIdentity(_View):
+    """The promoted version as the promotion bound it (``digest``) and as its row reads at export."""
+
+    model_name: str
+    version: int
+    digest: str
+    """The artifact digest recorded when the promotion was requested (what the sign-offs bind to)."""
+    current_digest: str
+    """The version row's digest at export ("" when the version was deleted since)."""
+    source: str
+    run_id: str
+    storage_location: str
+
+
+class PolicyFile(_View):
+    """One policy file in force: where it is read from and its text."""
+
+    source: str
+    text: str
+
+
+class PolicyInForce(_View):
+    """The policy files in force at export, the content hash the promotion recorded and the one they give now."""
+
+    files: list[PolicyFile]
+    recorded_hash: str
+    current_hash: str
+    """"" when the policy in force no longer loads (``problem`` says why)."""
+    changed: bool
+    problem: str = ""
+
+
+class ChainLink(_View):
+    """One event's place in the audit hash chain (no content: it may be about another model)."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+class ChainAnchor(_View):
+    """The signed anchor (the last head ``calabi audit verify`` verified) and whether the chain still holds it."""
+
+    seq: int | None = None
+    hash: str = ""
+    held: bool = False
+    problem: str = ""
+
+
+class AuditTrail(_View):
+    """The promotion's audit events, the links from the first of them to the head, and the head at export.
+
+    Each event's ``hash`` is ``HASH_RULE`` over its own fields; each link's ``prev_hash`` is the hash of the
+    link before it, so the events verify against each other up to ``head_hash``.
+    """
+
+    hash_rule: str
+    events: list[AuditEvent]
+    links: list[ChainLink]
+    head_seq: int
+    head_hash: str
+    anchor: ChainAnchor | None = None
+
+
+class EvidencePack(_View):
+    """What a model validator hands an examiner about one promotion, read in one snapshot."""
+
+    format: str
+    exported_at: int
+    exported_by: str
+    promotion: Promotion
+    """The read model: requester and time, justification, checklist (every check, numbers, reasons), evidence
+    hash, sign-off rule, approvals (who signed and when) and the status history."""
+    candidate: CandidateIdentity
+    policy: PolicyInForce
+    notifications: list[Notification]
+    audit: AuditTrail

@@ -16,7 +16,7 @@ from registry_store.errors import InvalidParameterError
 from registry_store.tables import NotificationRow
 from registry_store.users import require_role
 
-__all__ = ["NotificationOutbox"]
+__all__ = ["NotificationOutbox", "notification_view"]
 
 
 class NotificationOutbox(ServiceBase):
@@ -64,12 +64,14 @@ class NotificationOutbox(ServiceBase):
             query = query.where(col(NotificationRow.promotion_id) == promotion_id)
         with self._db.read() as session:
             rows = session.exec(query.order_by(col(NotificationRow.id).desc()).limit(limit)).all()
-        return [
-            Notification(id=r.id or 0, timestamp=r.timestamp, kind=r.kind, promotion_id=r.promotion_id,
-                         model_name=r.model_name, recipients=json.loads(r.recipients), body=r.body,
-                         delivery=json.loads(r.delivery))
-            for r in rows
-        ]
+        return [notification_view(r) for r in rows]
+
+
+def notification_view(row: NotificationRow) -> Notification:
+    """The public view of an outbox row."""
+    return Notification(id=row.id or 0, timestamp=row.timestamp, kind=row.kind, promotion_id=row.promotion_id,
+                        model_name=row.model_name, recipients=json.loads(row.recipients), body=row.body,
+                        delivery=json.loads(row.delivery))
 
 
 def _row_id(session: Session, event_key: str) -> int | None:

@@ -10,6 +10,7 @@ from registry_store.alias_service import AliasService
 from registry_store.artifact_service import ArtifactService
 from registry_store.audit_service import AuditService
 from registry_store.context import RegistryContext
+from registry_store.evidence_pack import EvidencePacks
 from registry_store.model_evidence import ModelEvidenceService
 from registry_store.model_service import ModelService
 from registry_store.notification_outbox import NotificationOutbox
@@ -38,5 +39,6 @@ class RegistryService:
         self.model_evidence = ModelEvidenceService(context)
         self.schemas = ServingSchemaService(context)
         self.notifications = NotificationOutbox(context)
+        self.evidence_packs = EvidencePacks(context)
         self.artifacts = ArtifactService(context)
         self.audit = AuditService(context)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.deps import CurrentActor, ServicesDep
-from registry_store.entities import Notification, Promotion
+from registry_store.entities import EvidencePack, Notification, Promotion
 from registry_store.errors import NotFoundError
 from workflows.models import PromotionState
 
@@ -103,6 +103,15 @@ async def get_promotion(services: ServicesDep, actor: CurrentActor, promotion_id
 async def promotion_notifications(services: ServicesDep, actor: CurrentActor, promotion_id: str) -> list[Notification]:
     """The messages sent about one promotion, newest first."""
     return await run_in_threadpool(services.registry.notifications.list_notifications, actor, promotion_id=promotion_id)
+
+
+@promotion_router.get("/promotions/{promotion_id}/evidence-pack", response_model=EvidencePack)
+async def evidence_pack(services: ServicesDep, actor: CurrentActor, promotion_id: str) -> EvidencePack:
+    """Everything an examiner needs about one promotion, with the audit chain from its events to the head."""
+    return await run_in_threadpool(
+        services.registry.evidence_packs.evidence_pack, actor, promotion_id,
+        policy_dir=services.settings.resolved_policy_dir(), anchor=services.audit_anchor,
+    )
 
 
 @promotion_router.post("/promotions/{promotion_id}/sign-off", response_model=PromotionState)

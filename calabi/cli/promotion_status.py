@@ -1,21 +1,23 @@
-"""``calabi promotions list|show|watch``: following promotions through ``GET /api/v1/promotions…``.
+"""``calabi promotions list|show|watch|export``: following promotions through ``GET /api/v1/promotions…``.
 
 ``show`` and ``watch`` read the read model (its history; for promotions recorded before the read
-model kept one, the audit log's).
+model kept one, the audit log's); ``export`` saves a promotion's evidence pack.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from calabi.cli import output as out
 from calabi.cli.context import api
-from calabi.cli.http import ApiClient, segment
+from calabi.cli.http import ApiClient, ApiError, segment
 from calabi.cli.options import JsonOpt
 from calabi.cli.promotion_tables import promotion_detail, promotions_table, read_approvals, read_history
 from calabi.cli.promotions import PromotionId
@@ -24,7 +26,7 @@ from workflows.models import StateChange
 
 __all__ = ["promotions_app"]
 
-promotions_app = typer.Typer(no_args_is_help=True, help="Promotion requests: list, show, watch.")
+promotions_app = typer.Typer(no_args_is_help=True, help="Promotion requests: list, show, watch, export.")
 
 WATCH_INTERVAL_S = 1.0
 AUDIT_HISTORY_LIMIT = 5000  # newest events of the model searched for a finished promotion's history
@@ -106,6 +108,24 @@ def _watch(client: ApiClient, promotion_id: str, timeout: float) -> tuple[str, s
         if remaining <= 0:
             return status, ""
         time.sleep(min(WATCH_INTERVAL_S, remaining))  # polling the server with a deadline
+
+
+@promotions_app.command("export")
+def promotions_export(
+    ctx: typer.Context,
+    promotion_id: PromotionId,
+    out_file: Annotated[Path, typer.Option("--out", help="Write the evidence pack (JSON) to this file.",
+                                           show_default=False, dir_okay=False)],
+) -> None:
+    """Save a promotion's evidence pack: candidate, policy, checks, sign-offs, notifications, audit chain."""
+    pack = api(ctx).get(f"/promotions/{segment(promotion_id)}/evidence-pack")
+    try:
+        out_file.write_text(json.dumps(pack, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ApiError("INVALID_PARAMETER_VALUE", f"cannot write {out_file}: {exc.strerror or exc}") from None
+    audit = pack["audit"]
+    typer.echo(f"Wrote the evidence pack of promotion {pack['promotion']['id']} to {out_file} "
+               f"({len(audit['events'])} audit events, chain head {audit['head_seq']}).")
 
 
 def _say(text: str) -> None:

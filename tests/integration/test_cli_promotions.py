@@ -2,7 +2,8 @@
 
 The CLI runs in-process (``CliRunner``) with only the server's URL and a token, as an engineer or
 an approver on their own machine would: no data dir, database or Temporal setting. ``watch`` also
-runs as a real ``calabi`` process to follow a promotion while it is signed off.
+runs as a real ``calabi`` process to follow a promotion while it is signed off. The promoted
+promotion's evidence pack is then exported, read through the API and shown as its printable page.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
 from tests.fixtures.servers import CALABI, LiveServer, free_port, make_artifact, start_server, stop_server
+from tests.integration.audit_trail import verify_audit_trail
+from tests.integration.page_session import signed_in
 
 STATUS_TIMEOUT_S = 90  # per awaited status
 POLL_S = 0.2
@@ -131,7 +135,7 @@ def watch_process(calabi: Cli, promotion_id: str, timeout_s: int) -> subprocess.
 # ------------------------------------------------------------------------------- the happy path
 
 
-def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
+def test_promote_show_sign_off_watch_and_export(calabi: Cli) -> None:
     name = calabi.model()
 
     # Staging needs no sign-off: watch follows it to the end and exits 0.
@@ -196,6 +200,67 @@ def test_promote_show_sign_off_and_watch(calabi: Cli) -> None:
     version = calabi.json("versions", "show", name, "1")
     assert version["current_stage"] == "Production" and version["tags"]["validated_by"] == calabi.approver_name
     assert "History" in calabi.ok("promotions", "show", promotion_id).stdout
+    check_evidence_pack(calabi, promotion_id, version)
+
+
+# ------------------------------------------------------------------------------- the evidence pack
+
+
+def check_evidence_pack(calabi: Cli, promotion_id: str, version: dict[str, Any]) -> None:
+    """The promoted promotion's pack, exported by the CLI, read through the API and printed as a page."""
+    calabi.ok("audit", "verify")  # sets the signed anchor the pack reports
+    out_file = calabi.local / f"pack-{promotion_id}.json"
+    exported = calabi.ok("promotions", "export", promotion_id, "--out", str(out_file), token=calabi.approver)
+    assert exported.stdout.startswith(f"Wrote the evidence pack of promotion {promotion_id} to {out_file}")
+    pack = json.loads(out_file.read_text(encoding="utf-8"))
+    assert pack["format"] == "calabi-evidence-pack/1" and pack["exported_by"] == calabi.approver_name
+    assert_error(calabi.run("promotions", "export", promotion_id, "--out", str(calabi.local / "no-dir" / "p.json")),
+                 "INVALID_PARAMETER_VALUE")
+
+    promotion, candidate, policy = pack["promotion"], pack["candidate"], pack["policy"]
+    assert (candidate["model_name"], candidate["version"]) == (version["name"], 1)
+    assert candidate["digest"] == candidate["current_digest"] == version["digest"] != ""
+    assert (candidate["source"], candidate["run_id"]) == (version["source"], version["run_id"])
+    assert policy["recorded_hash"] == promotion["policy_hash"] == policy["current_hash"] != ""
+    assert not policy["changed"] and policy["problem"] == ""
+    assert len(policy["files"]) == 1 and "[production" in policy["files"][0]["text"]  # the packaged default's text
+    checks = promotion["checklist"]["results"]
+    assert sorted(c["name"] for c in checks) == ["description", "leakage", "metrics", "signature", "tests"]
+    assert all(c["passed"] for c in checks)
+    assert {"label": "auc", "candidate": 0.81}.items() <= next(
+        n for c in checks if c["name"] == "metrics" for n in c["numbers"] if n["label"] == "auc").items()
+    assert promotion["requester"] != calabi.approver_name and promotion["creation_timestamp"] > 0
+    assert [a["user"] for a in promotion["approvals"]] == [calabi.approver_name]
+    assert promotion["history"][-1]["status"] == "promoted" and promotion["evidence_hash"]
+    assert pack["notifications"] and {n["promotion_id"] for n in pack["notifications"]} == {promotion_id}
+
+    audit = pack["audit"]
+    events = {e["action"]: e for e in audit["events"]}
+    assert {"request_promotion", "bind_promotion_evidence", "sign_off_promotion", "transition_stage",
+            "promotion_state", "set_model_version_tag"} <= events.keys()
+    assert events["sign_off_promotion"]["after"]["evidence_hash"] == promotion["evidence_hash"]
+    assert events["sign_off_promotion"]["actor"] == calabi.approver_name
+    verify_audit_trail(audit)
+    tampered = {**audit, "events": [{**audit["events"][0], "actor": "someone-else"}, *audit["events"][1:]]}
+    with pytest.raises(AssertionError, match="event"):
+        verify_audit_trail(tampered)
+    anchor = audit["anchor"]
+    assert anchor["held"] and anchor["seq"] <= audit["head_seq"] and anchor["problem"] == ""
+
+    reply = httpx.get(f"{calabi.server.url}/api/v1/promotions/{promotion_id}/evidence-pack",
+                      headers={"Authorization": f"Bearer {calabi.engineer}"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert {k: v for k, v in reply.json().items() if k not in ("exported_at", "exported_by")} == {
+        k: v for k, v in pack.items() if k not in ("exported_at", "exported_by")}
+
+    browser = signed_in(calabi.server, calabi.engineer)
+    assert f'href="/ui/promotions/{promotion_id}/evidence-pack"' in browser.page(f"/ui/promotions/{promotion_id}")
+    page = browser.text(f"/ui/promotions/{promotion_id}/evidence-pack")
+    for expected in (candidate["digest"], policy["recorded_hash"], promotion["evidence_hash"], calabi.approver_name,
+                     audit["head_hash"], "Chain head at export", "auc", policy["files"][0]["text"].splitlines()[0]):
+        assert expected in page, expected
+    assert browser.http.get(f"/ui/promotions/{promotion_id}/evidence-pack.json").json()["candidate"] == candidate
+    browser.page("/ui/promotions/0123456789abcdef/evidence-pack", status=404)
 
 
 # ------------------------------------------------------------------------------- failing and stopping
@@ -230,6 +295,12 @@ def test_errors_are_one_line(calabi: Cli) -> None:
     assert_error(calabi.run("promotions", "show", missing), "RESOURCE_DOES_NOT_EXIST")
     assert_error(calabi.run("sign-off", missing, token=calabi.approver), "RESOURCE_DOES_NOT_EXIST")
     assert_error(calabi.run("promotions", "watch", missing, "--timeout", "1"), "RESOURCE_DOES_NOT_EXIST")
+    nowhere_file = calabi.local / "missing-pack.json"
+    assert_error(calabi.run("promotions", "export", missing, "--out", str(nowhere_file)), "RESOURCE_DOES_NOT_EXIST")
+    assert not nowhere_file.exists()
+    reply = httpx.get(f"{calabi.server.url}/api/v1/promotions/{missing}/evidence-pack",
+                      headers={"Authorization": f"Bearer {calabi.engineer}"}, timeout=30)
+    assert (reply.status_code, reply.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
     assert "--reason" in assert_error(calabi.run("reject", missing, token=calabi.approver), "USAGE", exit_code=2)
     assert_error(calabi.run("promote", "churn", "1", "--reason", "x"), "USAGE", exit_code=2)  # no --to
     assert_error(calabi.run("promotions", "list", "--status", "bogus"), "INVALID_PARAMETER_VALUE")

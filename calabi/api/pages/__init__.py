@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from calabi.api.pages.auth import auth_router
+from calabi.api.pages.evidence_pack import evidence_pack_router
 from calabi.api.pages.experiments import experiments_router
 from calabi.api.pages.models import models_router
 from calabi.api.pages.promotions import promotions_router
@@ -22,7 +23,8 @@ __all__ = ["pages_router", "pages_static"]
 
 pages_static = StaticFiles(directory=STATIC_DIR)
 pages_router = APIRouter(route_class=PageRoute, include_in_schema=False)
-for _router in (auth_router, models_router, versions_router, register_router, promotions_router, experiments_router):
+for _router in (auth_router, models_router, versions_router, register_router, promotions_router, evidence_pack_router,
+                experiments_router):
     pages_router.include_router(_router)
 
 
