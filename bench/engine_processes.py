@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import _die_with_parent
+from bench.servers import _die_with_parent, log_tail
 
 __all__ = ["Child", "CpuSampler", "spawn", "stop", "stop_children"]
 
@@ -39,10 +39,7 @@ class Child:
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the child's combined stdout/stderr."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
 
 _CHILDREN: dict[int, Child] = {}

@@ -102,10 +102,7 @@ class RunningServer:
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server's combined stdout/stderr."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
 
 _RUNNING: dict[int, RunningServer] = {}
@@ -129,6 +126,14 @@ def make_source_artifact(root: Path) -> Path:
     )
     (path / "model.pkl").write_bytes(secrets.token_bytes(256))
     return path
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The last ``chars`` characters of a child's log file ("" when it cannot be read)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

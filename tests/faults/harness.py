@@ -281,6 +281,18 @@ class Engine:
     def has_status(self, promotion: Promotion, status: PromotionStatus) -> bool:
         return self.read(promotion).status == status
 
+    async def promotions_awaiting_sign_off(self, prefix: str, count: int) -> list[Promotion]:
+        """``count`` new models' promotions, requested at once on worker ``w1``, each idle awaiting sign-off."""
+        tag = secrets.token_hex(3)
+        models = [f"{prefix}-{n}-{tag}" for n in range(count)]
+        for model in models:
+            self.register(model)
+        self.start_worker("w1")
+        promotions = await asyncio.gather(*(self.request(model) for model in models))
+        for promotion in promotions:
+            await until(lambda p=promotion: self.idle_awaiting_sign_off(p), f"{promotion.model_name} awaiting sign-off")
+        return list(promotions)
+
     async def idle_awaiting_sign_off(self, promotion: Promotion) -> bool:
         """Whether ``promotion`` waits for sign-off with nothing in flight (its "awaiting" notice recorded)."""
         if not self.has_status(promotion, PromotionStatus.AWAITING_SIGN_OFF):

@@ -8,9 +8,7 @@ the test's own: restarting the session's PostgreSQL would break other tests' con
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,14 +55,8 @@ def _waiting_for_lock(server: postgres.PostgresServer, database: str) -> int:
 
 
 async def test_database_stopped_during_apply(engine: Engine, own_postgres: postgres.PostgresServer) -> None:
-    tag = secrets.token_hex(3)
-    models = [f"applying-{n}-{tag}" for n in range(PROMOTIONS)]
-    for model in models:
-        engine.register(model)
-    engine.start_worker("w1")
-    promotions = await asyncio.gather(*(engine.request(model) for model in models))
-    for promotion in promotions:
-        await until(lambda p=promotion: engine.idle_awaiting_sign_off(p), f"{promotion.model_name} awaiting sign-off")
+    promotions = await engine.promotions_awaiting_sign_off("applying", PROMOTIONS)
+    models = [promotion.model_name for promotion in promotions]
 
     database = engine.settings.resolved_database_url().rsplit("/", 1)[-1]
     lock = own_postgres.connect(database, autocommit=False)

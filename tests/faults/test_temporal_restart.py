@@ -8,7 +8,6 @@ is back every promotion is signed off and applied exactly once.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,14 +39,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 async def test_dev_server_restarted_while_promotions_await_sign_off(engine: Engine) -> None:
-    tag = secrets.token_hex(3)
-    models = [f"waiting-{n}-{tag}" for n in range(PROMOTIONS)]
-    for model in models:
-        engine.register(model)
-    engine.start_worker("w1")
-    promotions = await asyncio.gather(*(engine.request(model) for model in models))
-    for promotion in promotions:
-        await until(lambda p=promotion: engine.idle_awaiting_sign_off(p), f"{promotion.model_name} awaiting sign-off")
+    promotions = await engine.promotions_awaiting_sign_off("waiting", PROMOTIONS)
 
     assert engine.dev_server is not None
     kill(engine.dev_server)
