@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from calabi.bootstrap import Services, build_services, prepare
@@ -371,7 +372,11 @@ async def _terminate_leftovers(h: Harness) -> None:
         deadline = time.monotonic() + WAIT_S
         while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
             if await _quiescent(handle) or time.monotonic() > deadline:
-                await handle.terminate(reason="test finished")
+                try:
+                    await handle.terminate(reason="test finished")
+                except RPCError as exc:  # it completed since the describe: nothing left to stop
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
                 break
             await asyncio.sleep(POLL_S)  # polling a condition with a deadline
 
