@@ -17,6 +17,7 @@ from calabi.bootstrap import build_services, prepare
 from calabi.settings import Settings
 from registry_store.schema_revision import MIGRATIONS, schema_revision
 from tests.fixtures.servers import CALABI, free_port
+from tests.fixtures.tracking import TrackingServer
 
 
 def settings(data_dir: Path, **overrides: object) -> Settings:
@@ -44,13 +45,25 @@ def failing(checks: dict[str, dict[str, object]]) -> set[str]:
     return {name for name, check in checks.items() if not check["ok"]}
 
 
-async def test_ready_names_what_is_not_ready(tmp_path: Path) -> None:
+async def test_ready_names_what_is_not_ready(
+    tmp_path: Path, tracking_server: TrackingServer, s3_endpoint: str, s3_bucket: str
+) -> None:
     healthy = settings(tmp_path / "data")
     prepare(healthy)
     status, checks = await ready(healthy)
     assert status == 200, checks
     assert set(checks) == {"database", "migrations", "artifact_store", "temporal", "tracking_server"}
     assert checks["temporal"]["detail"] == checks["tracking_server"]["detail"] == "not configured"
+
+    status, checks = await ready(healthy.model_copy(update={
+        "mlflow_tracking_url": tracking_server.url, "artifact_root": f"s3://{s3_bucket}/models",
+        "s3_endpoint_url": s3_endpoint}))
+    assert status == 200, checks
+    assert checks["tracking_server"]["detail"] == "reachable"
+    assert checks["artifact_store"]["detail"] == "bucket reachable"
+    status, checks = await ready(healthy.model_copy(update={
+        "artifact_root": f"s3://{s3_bucket}-missing/models", "s3_endpoint_url": s3_endpoint}))
+    assert (status, failing(checks)) == (503, {"artifact_store"})
 
     closed = f"127.0.0.1:{free_port()}"
     status, checks = await ready(healthy.model_copy(
