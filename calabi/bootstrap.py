@@ -30,7 +30,7 @@ from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
-__all__ = ["Services", "build_services", "now_ms", "prepare", "temporal_connector"]
+__all__ = ["Services", "build_services", "newer_schema", "now_ms", "prepare", "temporal_connector"]
 
 log = logging.getLogger("calabi.bootstrap")
 
@@ -120,6 +120,22 @@ def prepare(settings: Settings) -> None:
     finally:
         services.close()
     _make_private(settings.data_dir)
+
+
+def newer_schema(settings: Settings) -> str | None:
+    """Why this code must not serve the configured database (a newer Calabi migrated it), or None.
+
+    Read-only: a missing SQLite file is not created (``prepare`` creates and migrates it).
+    """
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    db = Database(make_engine(url, pool_size=1))
+    try:
+        revision = db.schema_revision()
+    finally:
+        db.engine.dispose()
+    return revision.too_new_message() if revision.newer_than_code else None
 
 
 def _tracking_client(settings: Settings) -> TrackingClient | None:

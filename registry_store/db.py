@@ -15,14 +15,16 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
+from registry_store.schema_revision import MIGRATIONS, SchemaRevision, schema_revision
+
 __all__ = ["Database", "make_engine", "upgrade_database"]
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "calabi_write"
 
 
@@ -64,7 +66,7 @@ def upgrade_database(url: str) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")
 
@@ -79,6 +81,11 @@ class Database:
         self._snapshot_engine = engine.execution_options(isolation_level="REPEATABLE READ") if self.is_postgres \
             else engine
         self._writer_queue: AbstractContextManager[object] = nullcontext() if self.is_postgres else threading.Lock()
+
+    def schema_revision(self) -> SchemaRevision:
+        """The database's Alembic revision against this code's head (one trivial query: also a reachability probe)."""
+        with self.engine.connect() as connection:
+            return schema_revision(MigrationContext.configure(connection).get_current_revision())
 
     @contextmanager
     def read(self) -> Iterator[Session]:

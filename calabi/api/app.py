@@ -1,11 +1,12 @@
 """The FastAPI application: MLflow routes (root and ``/mlflow``, served ahead of the router), ``/api/v1``,
-pages, health and, last, the tracking gateway (its catch-all routes must come after every Calabi route)."""
+pages, /health, /ready and, last, the tracking gateway (its catch-all routes must come after every Calabi route)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from calabi.api.errors import install_error_handlers
 from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
@@ -15,6 +16,7 @@ from calabi.api.tracking_gateway import TrackingGateway, gateway_lifespan, gatew
 from calabi.api.upload_routes import upload_router
 from calabi.api.v1_routes import v1_router
 from calabi.bootstrap import Services
+from calabi.readiness import readiness
 
 __all__ = ["create_app"]
 
@@ -37,6 +39,11 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        state = await readiness(services)
+        return JSONResponse(state.as_json(), status_code=200 if state.ready else 503)
 
     app.include_router(gateway_router())  # last: forwards what no route above claimed
 

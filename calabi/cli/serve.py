@@ -94,6 +94,16 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _refuse_newer_schema(settings: Settings) -> None:
+    """Exit 1 with one line, before anything starts, when a newer Calabi migrated the database (never downgrade)."""
+    from calabi.bootstrap import newer_schema
+
+    message = newer_schema(settings)
+    if message is not None:
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(1)
+
+
 def _run_api(settings: Settings, sock: socket.socket, workers: int) -> None:
     """Run uvicorn on ``sock`` (bound by ``_listen``) with ``workers`` processes."""
     import uvicorn
@@ -206,6 +216,7 @@ def serve(
         if not _port_free(tracking_port):
             raise UnavailableError(f"tracking port {tracking_port} is in use; pass --tracking-port, --no-tracking "
                                    "or set CALABI_MLFLOW_TRACKING_URL")
+    _refuse_newer_schema(settings)
     token, created = _admin_token(settings)
     prepare(settings.model_copy(update={"admin_token": SecretStr(token)}))
     settings = settings.model_copy(update={"admin_token": None})  # the children need no admin token
@@ -236,7 +247,9 @@ def worker() -> None:
     """Run a promotion worker against CALABI_TEMPORAL_ADDRESS (namespace, TLS and API key from settings)."""
     from worker import run_worker
 
+    settings = _settings(None)
+    _refuse_newer_schema(settings)
     try:
-        asyncio.run(run_worker(_settings(None)))
+        asyncio.run(run_worker(settings))
     except KeyboardInterrupt:
         pass

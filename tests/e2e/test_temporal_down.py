@@ -1,4 +1,5 @@
-"""With Temporal gone (its dev server killed with SIGKILL), reads still answer and decisions say 503 quickly.
+"""With Temporal gone (its dev server killed with SIGKILL), reads still answer, decisions say 503 quickly
+and ``/ready`` names Temporal.
 
 Real processes: a Temporal dev server this test owns, and ``calabi serve`` (API and worker)
 pointed at it. Reads come from the read model, so they never wait for Temporal; every
@@ -99,8 +100,13 @@ def test_reads_answer_and_decisions_fail_fast_while_temporal_is_down(server: Liv
         requested = created(http.post("/api/v1/promotions", json={
             "model": name, "version": 1, "target_stage": "Staging", "justification": "first try"}))
         before = waiting_promotion(http, requested["id"])
+        assert http.get("/ready").json()["checks"]["temporal"] == {"ok": True, "detail": "reachable"}
 
         temporal.kill()
+
+        not_ready = http.get("/ready")  # answers, bounded by the readiness checks' own timeout
+        assert not_ready.status_code == 503, not_ready.text
+        assert {name for name, c in not_ready.json()["checks"].items() if not c["ok"]} == {"temporal"}
 
         read, seconds = timed(lambda: http.get(f"/api/v1/promotions/{requested['id']}"))
         assert read.status_code == 200 and seconds < READ_BOUND_S, (read.status_code, seconds)
@@ -124,6 +130,7 @@ def test_reads_answer_and_decisions_fail_fast_while_temporal_is_down(server: Liv
             assert time.monotonic() < deadline, cancel.text
             time.sleep(POLL_S)  # polling a condition with a deadline
         assert cancel.status_code == 200, cancel.text
+        assert http.get("/ready").status_code == 200  # the same client: readiness follows Temporal back
         again = created(http.post("/api/v1/promotions", json={
             "model": name, "version": 2, "target_stage": "Staging", "justification": "Temporal is back"}))
         assert waiting_promotion(http, again["id"])["live"]

@@ -8,13 +8,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from registry_store.db import _MIGRATIONS, upgrade_database
+from registry_store.db import upgrade_database
+from registry_store.schema_revision import MIGRATIONS
 
 
 def test_0007_backfills_the_candidate_of_existing_promotions(tmp_path: Path) -> None:
     path = tmp_path / "calabi.db"
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
     command.upgrade(config, "0006")
     with sqlite3.connect(path) as db:

@@ -11,15 +11,16 @@ from sqlalchemy import create_engine
 from sqlmodel import Session
 
 from policies.models import SignOffRule
-from registry_store.db import _MIGRATIONS, upgrade_database
+from registry_store.db import upgrade_database
 from registry_store.entities import Promotion
 from registry_store.promotion_rows import promotion_row, promotion_view, sign_off_rule
+from registry_store.schema_revision import MIGRATIONS
 
 
 def test_0010_rows_recorded_before_are_decided_by_their_mirrored_rule(tmp_path: Path) -> None:
     path, url = tmp_path / "calabi.db", f"sqlite:///{tmp_path / 'calabi.db'}"
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url)
     command.upgrade(config, "0008")
     with sqlite3.connect(path) as db:
