@@ -69,6 +69,8 @@ CHECK_ERROR = "check-error"
 HEAVY_QUEUE = "heavy-queue"
 """Patch: the candidate's model evidence is computed (once per artifact) on the heavy queue before the
 snapshot, which then only reads it; ``run_tests`` runs on the heavy queue too."""
+RECHECK_RECORDED = "recheck-recorded"
+"""Patch: a re-check is answered once the read model says ``running_checks`` (reads agree with the decision)."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -166,15 +168,21 @@ class PromotionWorkflow:
         self._refuse(Action.CANCEL, decision)
 
     @workflow.update
-    def recheck(self, decision: Decision) -> PromotionState:
-        """The requester asks for the checks to run again (after fixing, e.g., the description)."""
-        self._recheck = True
+    async def recheck(self, decision: Decision) -> PromotionState:
+        """The requester asks for the checks to run again (after fixing, e.g., the description).
+
+        Since patch ``recheck-recorded`` the answer comes once the read model says ``running_checks``:
+        a read right after the re-check never shows the failure it replaces.
+        """
         self._state = self._current.model_copy(update={
             "status": PromotionStatus.RUNNING_CHECKS, "message": "",
             "history": [*self._current.history, StateChange(
                 at=workflow.now(), status=PromotionStatus.RUNNING_CHECKS, note=f"re-check requested by {decision.user}",
             )],
         })
+        if workflow.patched(RECHECK_RECORDED):
+            await self._record()
+        self._recheck = True
         return self._current
 
     @recheck.validator

@@ -14,7 +14,7 @@ import pytest
 
 from policies.status import PromotionStatus
 from registry_store.entities import Promotion
-from tests.workflows.conftest import WAIT_S, Harness
+from tests.workflows.conftest import WAIT_S, Harness, describe, wait_until
 
 S = PromotionStatus
 ORDER = [S.RUNNING_CHECKS, S.AWAITING_SIGN_OFF, S.APPLYING, S.PROMOTED]
@@ -48,3 +48,17 @@ async def test_the_query_never_runs_ahead_of_the_row_and_decisions_agree_with_it
     for seen in followed:
         ahead = [(q, r) for q, r in seen if ORDER.index(q) > ORDER.index(r)]
         assert not ahead, f"the query showed a status the row did not have yet: {ahead[:3]}"
+
+
+async def test_a_read_right_after_a_recheck_never_shows_the_failure_it_replaces(harness: Harness) -> None:
+    h = harness
+    model = h.register(candidate_description=describe(0.91, 0.38, date_range=False))
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.CHECKS_FAILED)
+    await wait_until(lambda: h.read(promotion).deadline is not None, "the re-check window")
+    h.registry.versions.update_model_version(h.requester, name=model, version=2, description=describe(0.91, 0.38))
+
+    await h.decide(h.requester, promotion, "recheck", "added the date range")
+
+    assert h.read(promotion).status != S.CHECKS_FAILED  # the answer came after the row moved on
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
