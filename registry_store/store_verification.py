@@ -11,11 +11,12 @@ one may be a registration in flight; the periodic sweep removes old ones.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from registry_store.artifact_manifest import RecordedTree, is_recorded, recorded_batch
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore, manifest_digest, stream_sha256
 from registry_store.db import Database, database_errors
-from registry_store.errors import NotFoundError
+from registry_store.errors import InvalidParameterError, NotFoundError
 
 __all__ = ["Orphan", "StoreProblem", "StoreReport", "check_tree", "verify_store"]
 
@@ -114,6 +115,9 @@ def verify_store(db: Database, store: ArtifactStore) -> StoreReport:
 
     Versions are read a batch at a time in short read transactions; the hashing runs outside them.
     """
+    database_file = db.engine.url.database
+    if not db.is_postgres and not (database_file and Path(database_file).is_file()):
+        raise InvalidParameterError(f"there is no SQLite database at '{database_file}'")
     with database_errors():
         return _verify(db, store)
 

@@ -119,6 +119,12 @@ def test_sqlite_backup_during_writes_restores_elsewhere_and_verifies(live_server
     again = _calabi("restore", str(backup_dir), "--data-dir", str(restored))
     assert again.exit_code == 1 and "is not empty" in again.output and len(again.output.splitlines()) == 1
 
+    tree_copy = next(p for p in (backup_dir / "artifacts" / writes.model).iterdir())
+    (tree_copy / "model.pkl").write_bytes(b"bit rot")
+    damaged = _calabi("restore", str(backup_dir), "--data-dir", str(tmp_path / "elsewhere"))
+    assert damaged.exit_code == 1 and "DATA_LOSS" in damaged.output and "is damaged" in damaged.output
+    assert not (tmp_path / "elsewhere").exists()  # checked before anything was written
+
     database = restored / "calabi.db"
     in_backup = _versions(database, writes.model)
     assert set(before) <= set(in_backup) <= set(acked)  # every version acknowledged before the backup; no other
@@ -126,7 +132,8 @@ def test_sqlite_backup_during_writes_restores_elsewhere_and_verifies(live_server
     assert _chain_and_last_action(f"sqlite:///{database}") == (True, "restore_backup")
     code, report = _verify("--data-dir", str(restored))
     assert (code, report["problems"], report["orphans"]) == (0, [], [])
-    assert report["versions_checked"] == info["counts"]["versions"] and report["files_checked"] == info["counts"]["files"]
+    assert (report["versions_checked"], report["files_checked"]) == (info["counts"]["versions"],
+                                                                     info["counts"]["files"])
 
     tree = next(p for p in (restored / "artifacts" / writes.model).iterdir())
     (tree / "model.pkl").write_bytes(b"tampered")
