@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 from temporalio.service import TLSConfig
 
 from calabi.bootstrap import build_services, temporal_tls
-from calabi.settings import Settings
+from calabi.settings import Settings, setting_variables
 
 
 def test_the_pool_size_setting_sizes_each_process_pool(tmp_path: Path) -> None:
@@ -34,3 +35,9 @@ def test_temporal_tls_is_off_on_or_configured_from_pem_files(tmp_path: Path) -> 
         Settings(temporal_tls_cert_file=cert)
     with pytest.raises(ValidationError, match="temporal_tls_ca_file"):
         Settings(temporal_tls_ca_file=tmp_path / "missing.pem")
+
+
+def test_every_setting_the_deployment_guide_names_exists() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    named = set(re.findall(r"CALABI_[A-Z0-9_]*[A-Z0-9]", guide))
+    assert len(named) > 20 and named <= setting_variables(), named - setting_variables()
