@@ -10,6 +10,7 @@ verify-store against the bucket, a changed object and an orphan found. The comma
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -36,7 +37,12 @@ MAX_WRITES = 200
 
 
 def _calabi(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli.app, list(args), env=env)
+    """``calabi <args>`` in-process; the umask the command sets (077) is put back for the rest of the session."""
+    umask = os.umask(0o077)
+    try:
+        return CliRunner().invoke(cli.app, list(args), env=env)
+    finally:
+        os.umask(umask)
 
 
 def _ok(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -170,6 +176,15 @@ def test_postgres_and_s3_round_trip_and_verify_store(
     assert info["counts"]["versions"] == 3
 
     target_url = postgres_server.create_database()
+    try:
+        _restore_and_verify_on_s3(backup_dir, tmp_path, source_env, target_url, s3_endpoint, s3_bucket)
+    finally:
+        postgres_server.drop_database(target_url)
+
+
+def _restore_and_verify_on_s3(
+    backup_dir: Path, tmp_path: Path, source_env: dict[str, str], target_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
     target_env = {**source_env, "CALABI_DATABASE_URL": target_url}
     refused = _calabi("restore", str(backup_dir), "--data-dir", str(tmp_path / "other"), env=source_env)
     assert refused.exit_code == 1 and "not empty" in refused.output
