@@ -42,6 +42,7 @@ from registry_store.backup_format import (
     BackupCounts,
     BackupDatabase,
     BackupInfo,
+    IntegrityProblem,
     readme,
     store_key,
 )
@@ -121,7 +122,7 @@ def _attempt(db: Database, store: ArtifactStore, data_dir: Path, staging: Path) 
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     manifest = staging / MANIFEST_FILE
     snapshot = _dump_postgres(db, staging, manifest) if db.is_postgres else _copy_sqlite(db, staging, manifest)
-    problems: list[str] = []
+    problems: list[IntegrityProblem] = []
     if isinstance(store, S3ArtifactStore):
         artifacts = ArtifactCopy(kind="s3", root=store.root_uri, copied=False, advice=S3_ADVICE)
         copied = _Copied(files=snapshot.files)
@@ -190,7 +191,7 @@ def _copy_sqlite(db: Database, staging: Path, manifest: Path) -> _Snapshot:
 
 
 def _copy_artifacts(
-    db: Database, store: LocalArtifactStore, manifest: Path, target_root: Path, problems: list[str]
+    db: Database, store: LocalArtifactStore, manifest: Path, target_root: Path, problems: list[IntegrityProblem]
 ) -> _Copied:
     """Copy every recorded tree to ``target_root/<key>``, each file hashed on the way; mismatches go to ``problems``."""
     copied = _Copied()
@@ -199,41 +200,56 @@ def _copy_artifacts(
             tree = RecordedTree.from_json(line)
             key = store_key(store.root_uri, tree.location)
             if key is None:
-                problems.append(f"{tree.model} version {tree.version}: location {tree.location} is outside the store")
+                problems.append(_problem(tree, f"its location {tree.location} is outside the store"))
                 continue
             found = _copy_tree(db, store, tree, target_root.joinpath(*safe_relpath(key, "artifact key").parts),
                                problems, copied)
             if tree.files is None and found is not None and manifest_digest(found) != tree.digest:
-                problems.append(f"{tree.model} version {tree.version}: tree digest differs from the recorded one")
+                problems.append(_problem(tree, "its tree digest differs from the recorded one"))
     return copied
 
 
 def _copy_tree(
-    db: Database, store: LocalArtifactStore, tree: RecordedTree, target: Path, problems: list[str], copied: _Copied
+    db: Database, store: LocalArtifactStore, tree: RecordedTree, target: Path, problems: list[IntegrityProblem],
+    copied: _Copied,
 ) -> dict[str, str] | None:
-    """Copy one tree; its files' digests as found (None when it is missing)."""
-    found: dict[str, str] = {}
+    """Copy one tree, file by file; the digests of the files found (None when it is missing as a whole)."""
     try:
         names = sorted(tree.files) if tree.files is not None else [rel for rel, _ in store.list_files(tree.location)]
-        for rel in names:
-            out = target.joinpath(*safe_relpath(rel, "artifact path").parts)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with store.open_file(tree.location, rel) as source, out.open("xb") as handle:
-                found[rel], size = stream_sha256(source, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            copied.files += 1
-            copied.bytes += size
-            expected = (tree.files or {}).get(rel)
-            if expected is not None and found[rel] != expected:
-                problems.append(f"{tree.model} version {tree.version}: file '{rel}' does not match its recorded digest")
     except NotFoundError:
-        with db.read_connection() as connection:
-            if not is_recorded(connection, tree.artifact_id):
-                raise _TreeGone(f"{tree.model} version {tree.version} was deleted during the backup") from None
-        problems.append(f"{tree.model} version {tree.version}: files missing from the store")
+        _missing(db, tree, problems, "its files are missing from the store")
         return None
+    found: dict[str, str] = {}
+    for rel in names:
+        out = target.joinpath(*safe_relpath(rel, "artifact path").parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            source = store.open_file(tree.location, rel)
+        except NotFoundError:
+            _missing(db, tree, problems, f"file '{rel}' is missing from the store")
+            continue
+        with source, out.open("xb") as handle:
+            found[rel], size = stream_sha256(source, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        copied.files += 1
+        copied.bytes += size
+        expected = (tree.files or {}).get(rel)
+        if expected is not None and found[rel] != expected:
+            problems.append(_problem(tree, f"file '{rel}' does not match its recorded digest"))
     return found
+
+
+def _missing(db: Database, tree: RecordedTree, problems: list[IntegrityProblem], text: str) -> None:
+    """A recorded file is not in the store: the version was deleted after the snapshot (start again), or it is lost."""
+    with db.read_connection() as connection:
+        if not is_recorded(connection, tree.artifact_id):
+            raise _TreeGone(f"{tree.model} version {tree.version} was deleted during the backup")
+    problems.append(_problem(tree, text))
+
+
+def _problem(tree: RecordedTree, text: str) -> IntegrityProblem:
+    return IntegrityProblem(model=tree.model, version=tree.version, problem=text)
 
 
 def _copy_secrets(data_dir: Path, target: Path) -> list[str]:

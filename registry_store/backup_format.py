@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ARTIFACTS_DIR", "BACKUP_FILE", "FORMAT_VERSION", "MANIFEST_FILE", "PG_DUMP_FILE", "README_FILE", "S3_ADVICE",
     "SECRETS_DIR", "SQLITE_FILE", "ArtifactCopy", "AuditHead", "BackupCounts", "BackupDatabase", "BackupInfo",
+    "IntegrityProblem",
     "readme", "store_key",
 ]
 
@@ -81,6 +82,18 @@ class BackupCounts(_Part):
     audit_events: int = Field(ge=0)
 
 
+class IntegrityProblem(_Part):
+    """A version whose stored files did not match its recorded digests when the backup copied them."""
+
+    model: str
+    version: int
+    problem: str
+
+    def describe(self) -> str:
+        """One line."""
+        return f"{self.model} version {self.version}: {self.problem}"
+
+
 class BackupInfo(_Part):
     """``backup.json``."""
 
@@ -94,8 +107,8 @@ class BackupInfo(_Part):
     artifacts: ArtifactCopy
     counts: BackupCounts
     secrets: list[str]
-    integrity_problems: list[str] = Field(default_factory=list)
-    """Recorded files that did not match their digest when copied (also reported by ``calabi verify-store``)."""
+    integrity_problems: list[IntegrityProblem] = Field(default_factory=list)
+    """Versions damaged in the store already when copied (restored as found; ``calabi verify-store`` names them)."""
 
 
 def readme(info: BackupInfo) -> str:

@@ -24,6 +24,7 @@ from sqlmodel import col
 
 from registry_store.artifact_manifest import RecordedTree, snapshot_facts
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore
+from registry_store.artifacts._tree import safe_relpath
 from registry_store.audit import Actor, append_event, verify_chain
 from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor, BadAnchorError
 from registry_store.backup_format import (
@@ -140,24 +141,34 @@ def _sqlite_path(db: Database) -> Path:
 
 
 def _checked_trees(source: Path, info: BackupInfo) -> list[tuple[RecordedTree, str]]:
-    """Every recorded tree with its key; for a backup with copies, each copy checked against its digests first."""
+    """The recorded trees to restore with their keys, each copy checked against its digests first.
+
+    A version the backup found damaged already (``integrity_problems``) is restored as it was copied, if at all.
+    """
+    damaged = {(problem.model, problem.version) for problem in info.integrity_problems}
     backup_store = LocalArtifactStore(source / ARTIFACTS_DIR)
     trees = []
     with (source / MANIFEST_FILE).open() as lines:
         for line in lines:
             tree = RecordedTree.from_json(line)
+            known_damage = (tree.model, tree.version) in damaged
             key = store_key(info.artifacts.root, tree.location)
             if key is None:
+                if known_damage:
+                    continue
                 raise ArtifactIntegrityError(f"{tree.model} version {tree.version}: its location {tree.location} "
                                              f"is outside the backed-up store {info.artifacts.root}")
             if info.artifacts.copied:
-                copy = RecordedTree(tree.model, tree.version, tree.artifact_id,
-                                    backup_store.root.joinpath(*key.split("/")).as_uri(), tree.digest, tree.files)
-                problems = check_tree(backup_store, copy).problems
-                if problems:
-                    first = problems[0]
+                copy = backup_store.root.joinpath(*safe_relpath(key, "artifact key").parts)
+                if known_damage:
+                    if copy.is_dir() and any(path.is_file() for path in copy.rglob("*")):
+                        trees.append((tree, key))
+                    continue
+                recorded = RecordedTree(tree.model, tree.version, tree.artifact_id, copy.as_uri(), tree.digest,
+                                        tree.files)
+                if problems := check_tree(backup_store, recorded).problems:
                     raise ArtifactIntegrityError(f"the backup's copy of {tree.model} version {tree.version} is "
-                                                 f"damaged: {first.file or 'tree'}: {first.problem}")
+                                                 f"damaged: {problems[0].file or 'tree'}: {problems[0].problem}")
             trees.append((tree, key))
     return trees
 

@@ -3,8 +3,8 @@
 User commands are clients of a Calabi server's HTTP API: ``--url`` (``CALABI_URL``) names the
 server and ``--token`` (``CALABI_TOKEN``, else the token ``calabi login URL`` saved) the
 caller, so the audit log names the token's user. Only ``serve``, ``worker``, ``backup``, ``restore``
-and ``verify-store`` use the server's own settings. Failures print one line, ``error: CODE: message``, on stderr and exit
-non-zero.
+and ``verify-store`` use the server's own settings. Failures print one line, ``error: CODE: message``,
+on stderr and exit non-zero.
 """
 
 from __future__ import annotations

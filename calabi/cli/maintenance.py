@@ -48,7 +48,7 @@ def backup(
         typer.echo(info.artifacts.advice)
     if info.integrity_problems:
         for problem in info.integrity_problems:
-            typer.echo(f"error: DATA_LOSS: {problem}", err=True)
+            typer.echo(f"error: DATA_LOSS: {problem.describe()}", err=True)
         typer.echo("error: DATA_LOSS: the backup is complete but holds damaged files (above); run calabi verify-store",
                    err=True)
         raise SystemExit(1)
@@ -75,6 +75,8 @@ def restore(
     typer.echo(f"restored the backup of {info.created_at}: {info.counts.versions} version(s); the audit chain "
                f"verifies ({report.audit_events_checked} events, head {info.audit_head.seq} as backed up){moved}; "
                f"restore recorded as audit event {report.restore_event_seq}")
+    for problem in info.integrity_problems:
+        typer.echo(f"warning: damaged when backed up, restored as found: {problem.describe()}", err=True)
     typer.echo("next: calabi verify-store")
 
 

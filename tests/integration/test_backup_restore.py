@@ -153,6 +153,14 @@ def test_sqlite_backup_during_writes_restores_elsewhere_and_verifies(live_server
         ("MLmodel", "missing"), ("model.pkl", "sha256")]
     assert [o["artifact_id"] for o in report["orphans"]] == [orphan.name]
 
+    # a backup of the damaged install says so, and restores it as it was (verify-store names the same files)
+    damaged_backup = _calabi("backup", "--out", str(tmp_path / "backup2"), "--data-dir", str(restored))
+    assert damaged_backup.exit_code == 1 and "file 'MLmodel' is missing" in damaged_backup.output
+    as_found = _calabi("restore", str(tmp_path / "backup2"), "--data-dir", str(tmp_path / "restored2"))
+    assert as_found.exit_code == 0 and "restored as found" in as_found.output, as_found.output
+    code, again_report = _verify("--data-dir", str(tmp_path / "restored2"))
+    assert (code, [p["file"] for p in again_report["problems"]]) == (1, [p["file"] for p in report["problems"]])
+
 
 @pytest.mark.postgres
 def test_postgres_and_s3_round_trip_and_verify_store(
