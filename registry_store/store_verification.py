@@ -84,6 +84,9 @@ def check_tree(store: ArtifactStore, tree: RecordedTree) -> TreeCheck:
     except NotFoundError:
         problem("", "the version's files are missing (nothing at its location)")
         return done
+    except InvalidParameterError:
+        problem("", "its location is outside the configured artifact store")
+        return done
     expected = tree.files
     if expected is not None and manifest_digest(expected) != tree.digest:
         problem("", f"the recorded file digests do not add up to the recorded tree digest {tree.digest}")

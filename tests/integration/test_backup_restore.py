@@ -24,6 +24,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
+from calabi.bootstrap import build_services
+from calabi.settings import Settings
 from registry_store.audit import verify_chain
 from registry_store.backup_format import BACKUP_FILE
 from registry_store.db import Database, make_engine
@@ -136,6 +138,12 @@ def test_sqlite_backup_during_writes_restores_elsewhere_and_verifies(live_server
     assert set(before) <= set(in_backup) <= set(acked)  # every version acknowledged before the backup; no other
     assert in_backup == list(range(1, len(in_backup) + 1))
     assert _chain_and_last_action(f"sqlite:///{database}") == (True, "restore_backup")
+    services = build_services(Settings(data_dir=restored))
+    try:  # the server key came along: the old tokens work, and the new anchor signs the restored head
+        admin = services.users.authenticate(live_server.admin_token)
+        assert services.registry.audit.verify_audit_chain(admin, services.audit_anchor).ok
+    finally:
+        services.close()
     code, report = _verify("--data-dir", str(restored))
     assert (code, report["problems"], report["orphans"]) == (0, [], [])
     assert (report["versions_checked"], report["files_checked"]) == (info["counts"]["versions"],

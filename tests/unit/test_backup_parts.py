@@ -18,6 +18,7 @@ from registry_store.store_verification import check_tree
 from tests.fixtures.trees import write_tree
 
 FILES = {"MLmodel": b"flavors: {}\n", "data/model.pkl": b"\x80\x04pickle"}
+FILES_DIGESTS = {rel: hashlib.sha256(content).hexdigest() for rel, content in FILES.items()}
 
 
 def test_the_password_goes_to_the_environment_and_values_are_quoted() -> None:
@@ -85,6 +86,9 @@ def test_a_tree_is_checked_file_by_file_or_as_a_whole(tmp_path: Path) -> None:
 
     [gone] = check_tree(store, _recorded(store, "churn/gone", FILES)).problems
     assert "files are missing" in gone.problem
+    other_root = (tmp_path / "other" / "churn" / "a").as_uri()
+    elsewhere = RecordedTree("churn", 1, "a", other_root, intact.digest, FILES_DIGESTS)
+    assert "outside the configured artifact store" in check_tree(store, elsewhere).problems[0].problem
     mislabelled = RecordedTree("churn", 1, "a", intact.location, "sha256:0", intact.files)
     [inconsistent] = check_tree(store, mislabelled).problems
     assert "do not add up to the recorded tree digest" in inconsistent.problem
