@@ -16,6 +16,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
 from calabi.engine import PromotionService
 from calabi.settings import Settings
@@ -30,7 +31,7 @@ from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
 
-__all__ = ["Services", "build_services", "newer_schema", "now_ms", "prepare", "temporal_connector"]
+__all__ = ["Services", "build_services", "newer_schema", "now_ms", "prepare", "temporal_connector", "temporal_tls"]
 
 log = logging.getLogger("calabi.bootstrap")
 
@@ -63,7 +64,7 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Build the services (nothing is created, migrated or written: see ``prepare``)."""
-    db = Database(make_engine(settings.resolved_database_url()))
+    db = Database(make_engine(settings.resolved_database_url(), pool_size=settings.database_pool_size))
     artifacts = make_artifact_store(settings.resolved_artifact_root(), settings.s3_endpoint_url)
     database_file = db.engine.url.database if not db.is_postgres and db.engine.url.database else None
     secret = [settings.data_dir, *([Path(database_file)] if database_file else [])]
@@ -153,9 +154,19 @@ def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
         return await Client.connect(
             settings.resolved_temporal_address(),
             namespace=settings.temporal_namespace,
-            tls=settings.temporal_tls,
+            tls=temporal_tls(settings),
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
             data_converter=pydantic_data_converter,
         )
 
     return connect
+
+
+def temporal_tls(settings: Settings) -> bool | TLSConfig:
+    """The ``tls`` argument for the Temporal client: off, on with the system roots, or a TLSConfig with the
+    configured CA and client certificate (mTLS); any of the files switches TLS on."""
+    files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file, settings.temporal_tls_key_file)
+    if not any(files):
+        return settings.temporal_tls
+    ca, cert, key = (path.read_bytes() if path is not None else None for path in files)
+    return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
+    )
+    database_pool_size: int = Field(
+        default=16, ge=1, le=1000,
+        description="Connections each process keeps pooled (as many more may open under load): "
+                    "PostgreSQL sees up to 2 x this per API worker process, serve's main process and worker",
     )
     artifact_root: str | None = Field(
         default=None, description="Local directory or s3://bucket/prefix; default: <data_dir>/artifacts"
@@ -61,6 +66,11 @@ class Settings(BaseSettings):
     )
     temporal_tls: bool = False
     temporal_api_key: SecretStr | None = None
+    temporal_tls_ca_file: FilePath | None = Field(
+        default=None, description="PEM CA that signed the Temporal frontend's certificate (default: system roots)"
+    )
+    temporal_tls_cert_file: FilePath | None = Field(default=None, description="PEM client certificate (mTLS)")
+    temporal_tls_key_file: FilePath | None = Field(default=None, description="PEM private key of that certificate")
     reconcile_every_s: float = Field(
         default=30.0, gt=0, description="How often the worker looks for live promotions without a running workflow"
     )
@@ -100,6 +110,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _client_certificate_with_its_key(self) -> Settings:
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("CALABI_TEMPORAL_TLS_CERT_FILE and CALABI_TEMPORAL_TLS_KEY_FILE are set together")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unknown_variables(self) -> Settings:

@@ -18,12 +18,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
+from registry_store.errors import UnavailableError
 from registry_store.schema_revision import MIGRATIONS, SchemaRevision, schema_revision
 
-__all__ = ["Database", "make_engine", "upgrade_database"]
+__all__ = ["Database", "database_errors", "make_engine", "upgrade_database"]
 
 _WRITE = "calabi_write"
 
@@ -59,6 +61,16 @@ def _begin_sqlite(conn: Any) -> None:
     # straight to the driver: BEGIN is on every read and write path, and SQLAlchemy's statement
     # machinery would cost more than SQLite takes to run it
     conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The database failing (unreachable, no such file) as UnavailableError: one line naming the driver's error
+    type, never the URL (for the operator commands, which have no HTTP error mapping)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise UnavailableError(f"the database is unreachable or failing ({type(exc.orig).__name__})") from exc
 
 
 def upgrade_database(url: str) -> None:

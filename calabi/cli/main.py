@@ -2,9 +2,9 @@
 
 User commands are clients of a Calabi server's HTTP API: ``--url`` (``CALABI_URL``) names the
 server and ``--token`` (``CALABI_TOKEN``, else the token ``calabi login URL`` saved) the
-caller, so the audit log names the token's user. Only ``serve`` and ``worker`` use the
-server's own settings. Failures print one line, ``error: CODE: message``, on stderr and exit
-non-zero.
+caller, so the audit log names the token's user. Only ``serve``, ``worker``, ``backup``, ``restore``
+and ``verify-store`` use the server's own settings. Failures print one line, ``error: CODE: message``,
+on stderr and exit non-zero.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from calabi.cli.audit import audit_app
 from calabi.cli.context import Runtime
 from calabi.cli.http import DEFAULT_URL
 from calabi.cli.login import login
+from calabi.cli.maintenance import backup, restore, verify_store
 from calabi.cli.models import models_app
 from calabi.cli.promotion_status import promotions_app
 from calabi.cli.promotions import cancel, promote, recheck, reject, rollback, sign_off
@@ -60,6 +61,9 @@ for _command, _command_name in ((promote, "promote"), (sign_off, "sign-off"), (r
     app.command(_command_name)(_command)
 app.command()(serve)
 app.command()(worker)
+app.command()(backup)
+app.command()(restore)
+app.command("verify-store")(verify_store)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from registry_store.artifacts._s3 import make_s3_client
 from registry_store.artifacts._tree import ProgressCallback
-from registry_store.artifacts.digest import file_sha256, manifest_digest, tree_digest, tree_manifest
+from registry_store.artifacts.digest import file_sha256, manifest_digest, stream_sha256, tree_digest, tree_manifest
 from registry_store.artifacts.mlmodel import MLMODEL_FILE, ModelMetadata, read_model_metadata
 from registry_store.artifacts.sources import (
     TRACKING_SCHEMES,
@@ -37,6 +37,7 @@ __all__ = [
     "make_s3_client",
     "manifest_digest",
     "read_model_metadata",
+    "stream_sha256",
     "tree_digest",
     "tree_manifest",
 ]

@@ -123,6 +123,11 @@ class LocalArtifactStore:
         self.root = Path(os.path.realpath(root))
         self._staging_root = self.root / _STAGING_DIR
 
+    @property
+    def root_uri(self) -> str:
+        """The URI every location of this store starts with (followed by ``/<key>``)."""
+        return self.root.as_uri()
+
     def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Copy ``local_dir`` to ``<root>/<key>``; return its ``file://`` URI."""
         target = self.root.joinpath(*safe_relpath(key, "artifact key").parts)
@@ -378,6 +383,11 @@ class S3ArtifactStore:
         stripped = prefix.strip("/")
         self.prefix = str(safe_relpath(stripped, "artifact prefix")) if stripped else ""
         self.client = client
+
+    @property
+    def root_uri(self) -> str:
+        """The URI every location of this store starts with (followed by ``/<key>``)."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def put_tree(self, local_dir: Path, key: str, progress: ProgressCallback | None = None) -> str:
         """Upload ``local_dir`` to ``<prefix>/<key>/``; return its ``s3://`` URI."""
