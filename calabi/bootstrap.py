@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from calabi.engine import PromotionService
+from calabi.metrics import observe_committed
 from calabi.settings import Settings
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
@@ -76,7 +77,8 @@ def build_services(settings: Settings) -> Services:
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
     context = RegistryContext.build(
-        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
+        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases,
+        observer=observe_committed,
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
