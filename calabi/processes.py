@@ -15,8 +15,8 @@ from calabi.linux_process import die_with_parent
 from calabi.settings import ENV_PREFIX, Settings, settings_environment
 
 __all__ = [
-    "METRICS_DIR_ENV", "child_environment", "die_with_parent", "drop_from_environment", "find_temporal_binary", "start_dev_server",
-    "wait_for_port",
+    "METRICS_DIR_ENV", "child_environment", "die_with_parent", "drop_from_environment", "find_temporal_binary",
+    "start_dev_server", "wait_for_port",
 ]
 
 START_TIMEOUT_S = 60.0
