@@ -16,10 +16,12 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from calabi.engine import PromotionService
 from calabi.metrics import observe_committed
 from calabi.settings import Settings
+from calabi.tracing import temporal_interceptors
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
@@ -148,8 +150,9 @@ def _tracking_client(settings: Settings) -> TrackingClient | None:
     return TrackingClient(settings.mlflow_tracking_url, token=token.get_secret_value() if token else None)
 
 
-def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
-    """A function connecting to the configured Temporal frontend with the pydantic converter."""
+def temporal_connector(settings: Settings, runtime: Runtime | None = None) -> Callable[[], Awaitable[Client]]:
+    """A function connecting to the configured Temporal frontend with the pydantic converter (on ``runtime``,
+    e.g. one exporting the SDK's metrics; traced when tracing is on: ``calabi/tracing.py``)."""
 
     async def connect() -> Client:
         return await Client.connect(
@@ -158,6 +161,8 @@ def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
             tls=settings.temporal_tls,
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
             data_converter=pydantic_data_converter,
+            interceptors=temporal_interceptors(),
+            runtime=runtime,
         )
 
     return connect

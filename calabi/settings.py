@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per log line (serve and worker; also --log-format)"
     )
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65534,
+        description="The worker's Temporal SDK metrics on this port and Calabi's worker metrics on the next one "
+                    "(Prometheus; also `calabi worker --metrics-port`); unset: none",
+    )
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Interface of the worker's metrics ports")
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 

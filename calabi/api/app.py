@@ -19,6 +19,7 @@ from calabi.api.upload_routes import upload_router
 from calabi.api.v1_routes import v1_router
 from calabi.bootstrap import Services
 from calabi.readiness import readiness
+from calabi.tracing import instrument_app
 
 __all__ = ["create_app"]
 
@@ -59,4 +60,5 @@ def create_app(services: Services) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    instrument_app(app)
     return app
