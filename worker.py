@@ -14,13 +14,14 @@ import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, TestRunner
@@ -119,13 +120,19 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     """Poll the task queue and its heavy queue, and reconcile live promotions (at start-up, then periodically),
     until ``stop`` is set; export metrics when ``worker_metrics_port`` is set and traces when tracing is on."""
     start_tracing("calabi-worker")
-    runtime, stop_metrics = None, None
-    if settings.worker_metrics_port is not None:
-        runtime, stop_metrics = serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+    with ExitStack() as exporting:
+        runtime = None
+        if settings.worker_metrics_port is not None:
+            runtime, stop_metrics = serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+            exporting.callback(stop_metrics)
+        await _poll(settings, runtime, stop or asyncio.Event())
+
+
+async def _poll(settings: Settings, runtime: Runtime | None, stop: asyncio.Event) -> None:
+    """``run_worker`` on a client over ``runtime`` (the default one when None)."""
     services = build_services(settings)
     client = await temporal_connector(settings, runtime)()
     activities = build_activities(services)
-    stop = stop or asyncio.Event()
     try:
         try:
             activities.pool.start()
@@ -148,8 +155,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     finally:
         activities.pool.close()
         services.close()
-        if stop_metrics is not None:
-            stop_metrics()
         gc.collect()  # let Temporal's bridge objects die while the loop is alive (sdk-python#300)
         await asyncio.sleep(0.1)
 

@@ -14,6 +14,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from calabi.metrics import ACTIVITY_FAILURES, ACTIVITY_RETRIES, CHECK_DURATION, CHECK_OUTCOMES
 from policies.results import CheckResult
+from registry_store.errors import UnavailableError
 
 __all__ = ["CHECK_ACTIVITY", "ActivityMetrics", "check_outcome", "serve_worker_metrics"]
 
@@ -57,9 +58,16 @@ class _ObservedActivity(ActivityInboundInterceptor):
 
 def serve_worker_metrics(host: str, port: int) -> tuple[Runtime, Callable[[], None]]:
     """A Temporal runtime exporting the SDK's metrics on ``host:port``, and Calabi's metrics (prometheus-client)
-    served on ``port + 1``; the function stops the latter."""
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))
-    server, thread = start_http_server(port + 1, addr=host)
+    served on ``port + 1``; the function stops the latter. A port that cannot be bound is ``UnavailableError``."""
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))
+    except ValueError as exc:  # the SDK's exporter could not bind
+        raise UnavailableError(f"cannot export the Temporal SDK's metrics on {host}:{port}: {exc}") from exc
+    try:
+        server, thread = start_http_server(port + 1, addr=host)
+    except OSError as exc:
+        raise UnavailableError(f"cannot export Calabi's worker metrics on {host}:{port + 1}: "
+                               f"{exc.strerror or exc}") from exc
 
     def stop() -> None:
         server.shutdown()

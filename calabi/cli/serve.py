@@ -300,6 +300,7 @@ def serve(
 
 def worker(
     metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65534,
         help="Export the Temporal SDK's metrics on this port and Calabi's worker metrics on the next one "
              "(Prometheus; default: CALABI_WORKER_METRICS_PORT, else none).")] = None,
     log_format: LogFormatOption = None,
