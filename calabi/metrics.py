@@ -12,6 +12,7 @@ one process, adds them up (``MultiProcessCollector``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 
@@ -56,6 +57,7 @@ ACTIVITY_RETRIES = Counter("calabi_activity_retries", "Activity attempts after t
 ACTIVITY_FAILURES = Counter("calabi_activity_failures", "Activity attempts that raised", ["activity"])
 GATEWAY_UPSTREAM_ERRORS = Counter("calabi_tracking_gateway_upstream_errors",
                                   "Tracking-server calls that failed (unreachable) or answered 5xx", ["kind"])
+log = logging.getLogger(__name__)
 PROMOTIONS_BY_STATUS = "calabi_promotions"
 """A gauge computed at scrape from the database (one GROUP BY): promotions in each status."""
 
@@ -88,9 +90,15 @@ class PromotionsByStatus(Collector):
         self._counts = counts
 
     def collect(self) -> Iterator[Metric]:
+        """The gauge; left out of the scrape (the rest still answers) when the database cannot be read."""
+        try:
+            counts = self._counts()
+        except Exception as exc:
+            log.warning("calabi_promotions left out of the scrape: %s: %s", type(exc).__name__, exc)
+            return
         gauge = GaugeMetricFamily(PROMOTIONS_BY_STATUS, "Promotions in each status (read at scrape)",
                                   labels=["status"])
-        for status, count in sorted(self._counts().items()):
+        for status, count in sorted(counts.items()):
             gauge.add_metric([status], count)
         yield gauge
 

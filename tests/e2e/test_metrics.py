@@ -9,17 +9,13 @@ request id, actor and route.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import socket
-import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fixtures.servers import CALABI, LiveServer, start_server, stop_server
+from tests.fixtures.servers import LiveServer, start_server, stop_server
 
 MLFLOW = "/api/2.0/mlflow"
 HEALTH_CALLS = 40
@@ -85,18 +81,3 @@ def test_metrics_add_up_across_worker_processes_by_route_template(server: LiveSe
     assert re.match(r"GET /api/v1/models/\{name\} 404 ", missing_line[0]["message"])
     assert {"timestamp", "level", "logger", "message"} <= set(missing_line[0])
 
-
-def test_the_worker_refuses_a_busy_metrics_port_in_one_line(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")} | {
-            "CALABI_DATA_DIR": str(tmp_path / "data"), "CALABI_TEMPORAL_ADDRESS": "127.0.0.1:9"}
-        done = subprocess.run([str(CALABI), "worker", "--metrics-port", str(port)], env=env, capture_output=True,
-                              text=True, timeout=60)
-
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        f"error: TEMPORARILY_UNAVAILABLE: cannot export the Temporal SDK's metrics on 127.0.0.1:{port}: "
-        "Failed starting Prometheus exporter: Address already in use (os error 98)"], done.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -15,13 +16,14 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from starlette.types import Receive, Scope, Send
 
-from calabi.activity_metrics import check_outcome
+from calabi.activity_metrics import check_outcome, serve_worker_metrics
 from calabi.api.observability import RequestObservation
 from calabi.logs import JsonFormatter
-from calabi.metrics import exported_names, observe_committed
+from calabi.metrics import PromotionsByStatus, exported_names, exposition, observe_committed
 from calabi.request_context import ROUTE_KEY, end_request, start_request
 from policies.results import CheckResult
 from registry_store.committed_events import CommittedEvent, status_since_ms
+from registry_store.errors import UnavailableError
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
@@ -133,6 +135,24 @@ def test_time_in_status_starts_at_the_last_recorded_change() -> None:
                           {"at": "2026-01-01T00:00:05+00:00", "status": "awaiting_sign_off"}])
     assert status_since_ms(history, 1) == 1_767_225_605_000
     assert status_since_ms("[]", 42) == 42
+
+
+def test_a_busy_worker_metrics_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UnavailableError, match=f"cannot export the Temporal SDK's metrics on 127.0.0.1:{port}"):
+            serve_worker_metrics("127.0.0.1", port)
+
+
+def test_the_promotions_gauge_is_read_at_scrape_and_left_out_when_the_database_fails() -> None:
+    def unreachable() -> dict[str, int]:
+        raise OSError("database down")
+
+    assert 'calabi_promotions{status="running_checks"} 3.0' in exposition(
+        PromotionsByStatus(lambda: {"running_checks": 3})).decode()
+    assert "calabi_promotions" not in exposition(PromotionsByStatus(unreachable)).decode()
 
 
 def test_check_outcomes() -> None:
