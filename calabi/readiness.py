@@ -27,12 +27,14 @@ CHECK_TIMEOUT_S = 2.0
 NOT_CONFIGURED = "not configured"
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class Check:
     """One dependency's state: ``ok`` and a one-line detail."""
 
     ok: bool
     detail: str
+
 
 @dataclass(frozen=True)
 class Readiness:
@@ -47,8 +49,11 @@ class Readiness:
 
     def as_json(self) -> dict[str, object]:
         """The ``/ready`` body."""
-        return {"ready": self.ready,
-                "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()}}
+        return {
+            "ready": self.ready,
+            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()},
+        }
+
 
 async def readiness(services: Services) -> Readiness:
     """Run every check concurrently, each bounded in time."""
@@ -63,13 +68,16 @@ async def readiness(services: Services) -> Readiness:
     results = await asyncio.gather(*(check for _, check in names_and_checks))
     return Readiness({name: result for (name, _), result in zip(names_and_checks, results, strict=True)})
 
+
 async def _bounded(call: Awaitable[T]) -> T:
     return await asyncio.wait_for(call, CHECK_TIMEOUT_S)
+
 
 def _failure(exc: BaseException) -> Check:
     if isinstance(exc, TimeoutError):
         return Check(False, f"no answer within {CHECK_TIMEOUT_S:g} s")
     return Check(False, f"unreachable ({type(exc).__name__})")
+
 
 async def _guarded(check: Awaitable[Check]) -> Check:
     """A check's own result, or its failure (an exception or no answer in time) as a not-ok check."""
@@ -78,12 +86,14 @@ async def _guarded(check: Awaitable[Check]) -> Check:
     except Exception as exc:
         return _failure(exc)
 
+
 async def _database(schema: asyncio.Task[SchemaRevision]) -> Check:
     try:
         await schema
     except Exception as exc:
         return _failure(exc)
     return Check(True, "reachable")
+
 
 async def _migrations(schema: asyncio.Task[SchemaRevision]) -> Check:
     try:
@@ -95,6 +105,7 @@ async def _migrations(schema: asyncio.Task[SchemaRevision]) -> Check:
     if revision.newer_than_code:
         return Check(False, revision.too_new_message())
     return Check(False, f"database at revision {revision.current}, code head {revision.head}: run the migrations")
+
 
 def _artifact_store(services: Services) -> Check:
     store = services.artifacts
@@ -109,6 +120,7 @@ def _artifact_store(services: Services) -> Check:
         return Check(True, "bucket reachable")
     return Check(True, f"no probe for {type(store).__name__}")
 
+
 async def _temporal(services: Services) -> Check:
     if services.settings.temporal_address is None:
         return Check(True, NOT_CONFIGURED)
@@ -116,6 +128,7 @@ async def _temporal(services: Services) -> Check:
     if not await client.service_client.check_health(timeout=timedelta(seconds=CHECK_TIMEOUT_S)):
         return Check(False, "the frontend reports itself not serving")
     return Check(True, "reachable")
+
 
 async def _tracking_server(url: str | None) -> Check:
     if not url:
