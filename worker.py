@@ -14,21 +14,25 @@ import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, TestRunner
 from activities.sandbox import SandboxUnavailableError
+from calabi.activity_metrics import ActivityMetrics, serve_worker_metrics
 from calabi.bootstrap import Services, build_services, temporal_connector
 from calabi.engine import PromotionService
+from calabi.logs import use_json_logs
 from calabi.reconciler import PromotionReconciler
 from calabi.settings import Settings
+from calabi.tracing import start_tracing
 from workflows.model_evidence import ModelEvidenceWorkflow
 from workflows.models import heavy_task_queue
 from workflows.promotion import PromotionWorkflow
@@ -114,11 +118,21 @@ def build_reconciler(services: Services, client: Client) -> PromotionReconciler:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Poll the task queue and its heavy queue, and reconcile live promotions (at start-up, then periodically),
-    until ``stop`` is set."""
+    until ``stop`` is set; export metrics when ``worker_metrics_port`` is set and traces when tracing is on."""
+    start_tracing("calabi-worker")
+    with ExitStack() as exporting:
+        runtime = None
+        if settings.worker_metrics_port is not None:
+            runtime, stop_metrics = serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+            exporting.callback(stop_metrics)
+        await _poll(settings, runtime, stop or asyncio.Event())
+
+
+async def _poll(settings: Settings, runtime: Runtime | None, stop: asyncio.Event) -> None:
+    """``run_worker`` on a client over ``runtime`` (the default one when None)."""
     services = build_services(settings)
-    client = await temporal_connector(settings)()
+    client = await temporal_connector(settings, runtime)()
     activities = build_activities(services)
-    stop = stop or asyncio.Event()
     try:
         try:
             activities.pool.start()
@@ -128,7 +142,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             async with AsyncExitStack() as running:
                 for worker in workers(client, activities, task_queue=settings.temporal_task_queue,
                                       heavy_slots=settings.heavy_activity_slots, executor=executor,
-                                      graceful_shutdown_timeout=timedelta(seconds=10)):
+                                      graceful_shutdown_timeout=timedelta(seconds=10),
+                                      interceptors=[ActivityMetrics()]):
                     await running.enter_async_context(worker)
                 log.info("worker polling %s (and %s, %d slots) on %s", settings.temporal_task_queue,
                          heavy_task_queue(settings.temporal_task_queue), settings.heavy_activity_slots,
@@ -146,9 +161,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
 
 def main() -> None:
     """Entry point for ``python worker.py``: settings from the environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    if settings.log_format == "json":
+        use_json_logs()
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(run_worker(Settings()))
+        asyncio.run(run_worker(settings))
     except KeyboardInterrupt:
         pass
 

@@ -16,10 +16,13 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from calabi.engine import PromotionService
+from calabi.metrics import observe_committed
 from calabi.settings import Settings
+from calabi.tracing import temporal_interceptors
 from registry_store.artifacts import ArtifactStore, LocalArtifactStore, SourceFetcher, make_artifact_store
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.artifacts.tracking_sources import TrackingSourceResolver
@@ -77,7 +80,8 @@ def build_services(settings: Settings) -> Services:
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
     context = RegistryContext.build(
-        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
+        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases,
+        observer=observe_committed,
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
@@ -147,8 +151,9 @@ def _tracking_client(settings: Settings) -> TrackingClient | None:
     return TrackingClient(settings.mlflow_tracking_url, token=token.get_secret_value() if token else None)
 
 
-def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
-    """A function connecting to the configured Temporal frontend with the pydantic converter."""
+def temporal_connector(settings: Settings, runtime: Runtime | None = None) -> Callable[[], Awaitable[Client]]:
+    """A function connecting to the configured Temporal frontend with the pydantic converter (on ``runtime``,
+    e.g. one exporting the SDK's metrics; traced when tracing is on: ``calabi/tracing.py``)."""
 
     async def connect() -> Client:
         return await Client.connect(
@@ -157,6 +162,8 @@ def temporal_connector(settings: Settings) -> Callable[[], Awaitable[Client]]:
             tls=temporal_tls(settings),
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
             data_converter=pydantic_data_converter,
+            interceptors=temporal_interceptors(),
+            runtime=runtime,
         )
 
     return connect

@@ -15,16 +15,20 @@ from calabi.linux_process import die_with_parent
 from calabi.settings import ENV_PREFIX, Settings, settings_environment
 
 __all__ = [
-    "child_environment", "die_with_parent", "drop_from_environment", "find_temporal_binary", "start_dev_server",
-    "wait_for_port",
+    "METRICS_DIR_ENV", "child_environment", "die_with_parent", "drop_from_environment", "find_temporal_binary",
+    "start_dev_server", "wait_for_port",
 ]
 
 START_TIMEOUT_S = 60.0
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess directory: set for the API's worker processes only (``calabi serve``)."""
 
 
 def child_environment(settings: Settings | None = None) -> dict[str, str]:
-    """This process's environment without its ``CALABI_*`` variables, plus ``settings`` as ``CALABI_*`` when given."""
-    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    """This process's environment without its ``CALABI_*`` variables (nor the API's metrics directory), plus
+    ``settings`` as ``CALABI_*`` when given."""
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.upper().startswith(ENV_PREFIX) and k != METRICS_DIR_ENV}  # the API processes' metrics alone
     return inherited | (settings_environment(settings) if settings is not None else {})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     orphan_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often `calabi serve` sweeps them (also once at start-up)"
     )
+    metrics_public: bool = Field(
+        default=False, description="/metrics answers without a token (an internal scrape port); else an admin's token"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line (serve and worker; also --log-format)"
+    )
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65534,
+        description="The worker's Temporal SDK metrics on this port and Calabi's worker metrics on the next one "
+                    "(Prometheus; also `calabi worker --metrics-port`); unset: none",
+    )
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Interface of the worker's metrics ports")
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from registry_store.artifacts import ArtifactStore, SourceFetcher
 from registry_store.audit import Actor, append_event
+from registry_store.committed_events import CommittedEvent, CommittedObserver
 from registry_store.db import Database
 from registry_store.errors import NotFoundError
 from registry_store.tables import ModelVersionRow, RegisteredModelAliasRow, RegisteredModelRow
@@ -44,6 +45,8 @@ class RegistryContext:
     artifacts: ArtifactStore
     fetcher: SourceFetcher
     protected_aliases: frozenset[str] = frozenset({"champion"})
+    observer: CommittedObserver | None = None
+    """Told each audit event once its transaction has committed (metrics); never inside the transaction."""
 
     @classmethod
     def build(
@@ -54,9 +57,10 @@ class RegistryContext:
         fetcher: SourceFetcher,
         clock: Callable[[], int],
         protected_aliases: Sequence[str] = ("champion",),
+        observer: CommittedObserver | None = None,
     ) -> RegistryContext:
         """A context; protected alias names are compared case-insensitively."""
-        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases))
+        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), observer)
 
     def audit(
         self,
@@ -69,14 +73,24 @@ class RegistryContext:
         before: Any = None,
         after: Any = None,
         timestamp: int | None = None,
+        status_since_ms: int | None = None,
     ) -> None:
-        """Append one audit event in the transaction of ``session``, stamped ``timestamp`` or by the clock."""
+        """Append one audit event in the transaction of ``session``, stamped ``timestamp`` or by the clock.
+
+        The observer hears of it after the commit (``status_since_ms``: see ``CommittedEvent``).
+        """
         subject = f"{model_name}/{version}" if version is not None else model_name
+        stamp = self.clock() if timestamp is None else timestamp
+        if self.observer is not None:
+            observer, event = self.observer, CommittedEvent(
+                action, model_name, version, stamp, before if isinstance(before, dict) else {},
+                after if isinstance(after, dict) else {}, status_since_ms)
+            self.db.after_commit(session, lambda: observer(event))
         append_event(
             session,
             actor=actor,
             action=action,
-            timestamp=self.clock() if timestamp is None else timestamp,
+            timestamp=stamp,
             model_name=model_name,
             version=version,
             subject=subject,

@@ -7,8 +7,9 @@ on PostgreSQL. Reads use a plain (deferred) transaction so they never wait on wr
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from registry_store.schema_revision import MIGRATIONS, SchemaRevision, schema_re
 __all__ = ["Database", "database_errors", "make_engine", "upgrade_database"]
 
 _WRITE = "calabi_write"
+_AFTER_COMMIT = "calabi_after_commit"
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, *, pool_size: int = 16) -> Engine:
@@ -125,8 +128,14 @@ class Database:
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction, as ``write`` takes it; committed when the block ends
         without an exception."""
+        callbacks: list[Callable[[], None]] = []
         with self._writer_queue, self._write_engine.begin() as connection:
-            yield connection
+            connection.info[_AFTER_COMMIT] = callbacks  # the pooled connection is ours alone until the block ends
+            try:
+                yield connection
+            finally:
+                connection.info.pop(_AFTER_COMMIT, None)
+        _run_after_commit(callbacks)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -136,10 +145,30 @@ class Database:
         still serialises writers (across processes too), the queue only spares them SQLite's busy-wait
         sleeps of up to 100 ms. Correctness never depends on it.
         """
+        callbacks: list[Callable[[], None]] = []
         with self._writer_queue, Session(self._write_engine, expire_on_commit=False) as session:
+            session.info[_AFTER_COMMIT] = callbacks
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+        _run_after_commit(callbacks)
+
+    @staticmethod
+    def after_commit(transaction: Session | Connection, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the write transaction of ``transaction`` (from ``write`` or ``write_connection``)
+        has committed; never when it rolls back. Outside such a transaction it is dropped."""
+        callbacks = transaction.info.get(_AFTER_COMMIT)
+        if callbacks is not None:
+            callbacks.append(callback)
+
+
+def _run_after_commit(callbacks: list[Callable[[], None]]) -> None:
+    """Run what waited for the commit; a failing callback (observability) never fails the committed write."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed")

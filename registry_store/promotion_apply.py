@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
+from registry_store.committed_events import status_since_ms
 from registry_store.context import RegistryContext
 from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION
@@ -48,8 +49,9 @@ def apply_transition(
         for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
             session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
             context.audit(session, actor, "set_model_version_tag", model.name, candidate.version, after={key: value})
+    since = status_since_ms(promotion.history, promotion.creation_timestamp)
     promotion.status, promotion.live = PromotionStatus.PROMOTED, False
     promotion.last_updated_timestamp = now
     session.add(promotion)
-    context.audit(session, actor, "promotion_state", model.name, candidate.version,
+    context.audit(session, actor, "promotion_state", model.name, candidate.version, status_since_ms=since,
                   after={"promotion": promotion.id, "status": "promoted", "archived": archived})

@@ -10,13 +10,14 @@ from types import EllipsisType
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from policies.decisions import Action, refusal
 from policies.models import SignOffRule
 from policies.status import TERMINAL_STATUSES, PromotionStatus
 from registry_store import search
 from registry_store.audit import Actor
+from registry_store.committed_events import status_since_ms
 from registry_store.context import ServiceBase
 from registry_store.entities import Page, Promotion, PromotionSubject
 from registry_store.errors import AlreadyExistsError, InvalidParameterError, StaleEvidenceError, refused
@@ -117,6 +118,12 @@ class PromotionRecords(ServiceBase):
             rows = session.exec(query.order_by(col(PromotionRow.creation_timestamp), col(PromotionRow.id))).all()
             return [promotion_view(row) for row in rows]
 
+    def status_counts(self) -> dict[str, int]:
+        """How many promotions are in each status (one GROUP BY; aggregate numbers, no names: for metrics)."""
+        query = select(PromotionRow.status, func.count()).group_by(col(PromotionRow.status))
+        with self._db.read() as session:
+            return {status: int(count) for status, count in session.exec(query).all()}
+
     def close_promotion(self, actor: Actor, promotion_id: object, *, reason: str) -> Promotion | None:
         """Close a live promotion as ``failed`` with ``reason`` (audited); None when it was no longer live.
 
@@ -129,6 +136,7 @@ class PromotionRecords(ServiceBase):
             if not row.live:
                 return None
             before = {"status": row.status, "message": row.message}
+            since = status_since_ms(row.history, row.creation_timestamp)
             now = self._clock()
             change = {"at": datetime.fromtimestamp(now / 1000, tz=UTC).isoformat(), "status": PromotionStatus.FAILED,
                       "note": reason}
@@ -137,7 +145,7 @@ class PromotionRecords(ServiceBase):
             row.last_updated_timestamp = now
             session.add(row)
             self._audit(session, actor, "promotion_state", row.model_name, row.version, before=before,
-                        after={"promotion": row.id, "status": row.status, "message": reason})
+                        after={"promotion": row.id, "status": row.status, "message": reason}, status_since_ms=since)
             return promotion_view(row)
 
     def list_promotions(
@@ -276,6 +284,7 @@ class PromotionRecords(ServiceBase):
                 raise InvalidParameterError(
                     f"Promotion {row.id} was closed as {row.status}; its status can no longer change.")
             before = {k: getattr(row, k) for k in changed}
+            since = status_since_ms(row.history, row.creation_timestamp) if "status" in changed else None
             for key, value in changed.items():
                 setattr(row, key, value)
             row.live = row.status not in TERMINAL_STATUSES
@@ -285,7 +294,8 @@ class PromotionRecords(ServiceBase):
             audited = {k: v for k, v in changed.items() if k != "history"}
             self._audit(session, actor, "promotion_state", row.model_name, row.version,
                         before=loggable({k: before[k] for k in audited}), after={"promotion": row.id,
-                                                                                  **loggable(audited)})
+                                                                                  **loggable(audited)},
+                        status_since_ms=since)
             return promotion_view(row)
 
     def record_sign_off(

@@ -1,5 +1,6 @@
 """The FastAPI application: MLflow routes (root and ``/mlflow``, served ahead of the router), ``/api/v1``,
-pages, /health, /ready and, last, the tracking gateway (its catch-all routes must come after every Calabi route)."""
+pages, /health, /ready, /metrics and, last, the tracking gateway (its catch-all routes must come after every
+Calabi route). Every request passes ``RequestObservation`` first (request id, metrics, access log)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from calabi.api.errors import install_error_handlers
 from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
+from calabi.api.observability import RequestObservation, metrics_router
 from calabi.api.pages import pages_router, pages_static
 from calabi.api.promotion_routes import promotion_router
 from calabi.api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
@@ -17,6 +19,7 @@ from calabi.api.upload_routes import upload_router
 from calabi.api.v1_routes import v1_router
 from calabi.bootstrap import Services
 from calabi.readiness import readiness
+from calabi.tracing import instrument_app
 
 __all__ = ["create_app"]
 
@@ -30,6 +33,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.tracking_gateway = TrackingGateway()
     install_error_handlers(app)
     app.add_middleware(MlflowRegistryRoutes, services=services)
+    app.add_middleware(RequestObservation)  # outermost: sees every request, the MLflow routes' too
     app.include_router(v1_router)
     app.include_router(promotion_router)
     app.include_router(upload_router)
@@ -45,6 +49,7 @@ def create_app(services: Services) -> FastAPI:
         state = await readiness(services)
         return JSONResponse(state.as_json(), status_code=200 if state.ready else 503)
 
+    app.include_router(metrics_router())
     app.include_router(gateway_router())  # last: forwards what no route above claimed
 
     def openapi() -> dict[str, Any]:
@@ -55,4 +60,5 @@ def create_app(services: Services) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    instrument_app(app)
     return app

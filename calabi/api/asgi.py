@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from calabi.api.app import create_app
 from calabi.bootstrap import build_services
 from calabi.linux_process import die_with_parent
+from calabi.logs import use_json_logs
 from calabi.settings import Settings
+from calabi.tracing import start_tracing
 
 __all__ = ["AppFactory"]
 
@@ -31,4 +33,7 @@ class AppFactory:
             die_with_parent(signal.SIGKILL)  # SIGTERM would let a stalled upload keep the process (and port) alive
             if os.getppid() != self.parent_pid:  # serve died before the death signal was armed
                 raise SystemExit(1)
+        if self.settings.log_format == "json":  # in each worker process: spawned ones start unconfigured
+            use_json_logs()
+        start_tracing("calabi-api")
         return create_app(build_services(self.settings))

@@ -11,10 +11,12 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from calabi.bootstrap import Services
+from calabi.request_context import REQUEST_ID_KEY, current_request
 from registry_store.audit import Actor
 
 __all__ = [
-    "CurrentActor", "ServicesDep", "client_address", "current_actor", "get_services", "request_actor", "request_id",
+    "CurrentActor", "ServicesDep", "client_address", "current_actor", "get_services", "note_actor", "request_actor",
+    "request_id",
     "token_from_header",
 ]
 
@@ -45,8 +47,20 @@ def token_from_header(header: str | None) -> str | None:
 
 
 def request_id(request: Request) -> str:
-    """The caller's ``X-Request-ID`` (at most 64 characters), or a fresh one; audit events carry it."""
+    """The request's id (the caller's ``X-Request-ID``, at most 64 characters, or a fresh one, the same for the
+    whole request: ``RequestObservation`` picks it); audit events and log records carry it."""
+    chosen = request.scope.get(REQUEST_ID_KEY)
+    if isinstance(chosen, str):
+        return chosen
     return (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+
+
+def note_actor(actor: Actor) -> Actor:
+    """Name ``actor`` in the current request's log context; returns it."""
+    context = current_request()
+    if context is not None:
+        context.actor = actor.name
+    return actor
 
 
 def client_address(request: Request) -> str:
@@ -62,9 +76,9 @@ async def current_actor(request: Request, services: ServicesDep) -> Actor:
 async def request_actor(request: Request, services: Services) -> Actor:
     """``current_actor`` for handlers outside FastAPI's dependency injection."""
     token = token_from_header(request.headers.get("authorization"))
-    return await run_in_threadpool(
+    return note_actor(await run_in_threadpool(
         services.users.authenticate, token, request_id=request_id(request), client=client_address(request)
-    )
+    ))
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from calabi.api.deps import client_address, request_id, token_from_header
+from calabi.api.deps import client_address, note_actor, request_id, token_from_header
 from calabi.api.errors import registry_error_response, unstorable_text_response
 from calabi.api.mlflow_json import model_json, version_json
 from calabi.api.mlflow_params import Params, read_params
 from calabi.bootstrap import Services
+from calabi.request_context import ROUTE_KEY
 from registry_store.audit import Actor
 from registry_store.errors import RegistryError
 from registry_store.service import RegistryService
@@ -224,6 +225,7 @@ class MlflowRegistryRoutes:
         if handler is None:
             await self.app(scope, receive, send)
             return
+        scope[ROUTE_KEY] = scope["path"]  # a fixed path: its own template
         request = Request(scope, receive)
         try:
             params = await read_params(request)
@@ -248,7 +250,7 @@ class MlflowRegistryRoutes:
         services = self.services
 
         def call() -> dict[str, Any]:
-            actor = services.users.authenticate(token, request_id=caller_request, client=client)
+            actor = note_actor(services.users.authenticate(token, request_id=caller_request, client=client))
             return handler(services.registry, actor, params)
 
         if handler in self.inline:

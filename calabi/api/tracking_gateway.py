@@ -32,6 +32,7 @@ from calabi.api.errors import error_response
 from calabi.api.registry_artifacts import serve_registry_artifacts
 from calabi.api.tracking_routes import artifact_location_problem, match_route, written_ids
 from calabi.bootstrap import Services
+from calabi.metrics import GATEWAY_UPSTREAM_ERRORS
 from registry_store.redaction import redact_url
 from registry_store.users import require_role
 
@@ -207,15 +208,19 @@ async def _send(
     client = gateway_state.client()
     headers = _request_headers(request, services, request_id(request), json_body=json_body is not None)
     try:
-        return await client.send(client.build_request(request.method, url, headers=headers, content=content),
+        sent = await client.send(client.build_request(request.method, url, headers=headers, content=content),
                                  stream=True)
     except httpx.HTTPError as exc:
+        GATEWAY_UPSTREAM_ERRORS.labels(kind="unreachable").inc()
         return error_response(
             503, "TEMPORARILY_UNAVAILABLE",
             redact_url(f"MLflow tracking server at {base} is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")),
         )
     except ClientDisconnect:
         return error_response(400, "INVALID_PARAMETER_VALUE", "The client disconnected during the upload.")
+    if sent.status_code >= 500:
+        GATEWAY_UPSTREAM_ERRORS.labels(kind="status_5xx").inc()
+    return sent
 
 
 async def _buffered(upstream: httpx.Response, caller_request: str) -> Response:

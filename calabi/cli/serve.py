@@ -4,27 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import ExitStack
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import SecretStr
 
+from calabi.logs import json_logs_on, use_json_logs
 from calabi.periodic import Periodic
-from calabi.processes import child_environment, die_with_parent, drop_from_environment, start_dev_server
+from calabi.processes import (
+    METRICS_DIR_ENV,
+    child_environment,
+    die_with_parent,
+    drop_from_environment,
+    start_dev_server,
+)
 from calabi.settings import ENV_PREFIX, Settings
 from calabi.supervisor import Supervisor
 
 __all__ = ["DEFAULT_TRACKING_PORT", "serve", "worker"]
 
 DEFAULT_TRACKING_PORT = 5005
+
+
+class LogFormat(StrEnum):
+    """How serve and worker write their logs."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(help="text, or json: one JSON object per line (request id, actor, route). Default: "
+                      "CALABI_LOG_FORMAT, else text."),
+]
 _NO_MLFLOW = (
     "the embedded tracking server needs the full mlflow package (pip install 'calabi-registry[tracking]'); "
     "or pass --no-tracking, or set CALABI_MLFLOW_TRACKING_URL to a running tracking server"
@@ -107,6 +132,7 @@ def _refuse_newer_schema(settings: Settings) -> None:
 def _run_api(settings: Settings, sock: socket.socket, workers: int) -> None:
     """Run uvicorn on ``sock`` (bound by ``_listen``) with ``workers`` processes."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
     from uvicorn.supervisors import Multiprocess
 
     from calabi.api.asgi import AppFactory
@@ -119,11 +145,19 @@ def _run_api(settings: Settings, sock: socket.socket, workers: int) -> None:
         factory, factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False,
         proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,  # None: its records reach the root
     )
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
         return
-    Multiprocess(config, sockets=[sock]).run()
+    # Each worker process writes its metric samples to a directory of this serve's own; a scrape adds them up.
+    metrics_dir = tempfile.mkdtemp(prefix="calabi-metrics-")
+    os.environ[METRICS_DIR_ENV] = metrics_dir
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _start_tracking(supervisor: Supervisor, state_dir: Path, port: int) -> str:
@@ -136,7 +170,7 @@ def _start_tracking(supervisor: Supervisor, state_dir: Path, port: int) -> str:
     except (RuntimeError, TimeoutError) as exc:
         raise UnavailableError(f"the embedded MLflow tracking server did not start: {exc}") from exc
     url = f"http://127.0.0.1:{port}"
-    typer.echo(f"MLflow tracking server on {url} (state in {state_dir}), served under /mlflow")
+    _say(f"MLflow tracking server on {url} (state in {state_dir}), served under /mlflow")
     return url
 
 
@@ -160,7 +194,18 @@ def _sweep_periodically(stack: ExitStack, settings: Settings) -> None:
                                  lambda: services.registry.artifacts.sweep_orphans(min_age_s=min_age_s)))
 
 
+def _say(message: str) -> None:
+    """A start-up line: on stdout, or a log record with JSON logs."""
+    if json_logs_on():
+        logging.getLogger("calabi.serve").info("%s", message)
+        return
+    typer.echo(message)
+
+
 def _log(message: str) -> None:
+    if json_logs_on():
+        logging.getLogger("calabi.serve").warning("%s", message)
+        return
     typer.echo(f"calabi serve: {message}", err=True)
 
 
@@ -181,6 +226,15 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 
+def _with_log_format(settings: Settings, log_format: LogFormat | None) -> Settings:
+    """``settings`` with ``--log-format`` when given; JSON logs start here (serve's children get the setting)."""
+    if log_format is not None:
+        settings = settings.model_copy(update={"log_format": log_format.value})
+    if settings.log_format == "json":
+        use_json_logs()
+    return settings
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
@@ -196,6 +250,7 @@ def serve(
     tracking_port: Annotated[
         int, typer.Option(help="Port of the embedded MLflow tracking server (127.0.0.1).")
     ] = DEFAULT_TRACKING_PORT,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run the registry: API, MLflow routes and, unless --no-temporal, the promotion engine.
 
@@ -208,7 +263,7 @@ def serve(
     from registry_store.errors import InvalidParameterError, UnavailableError
 
     os.umask(0o077)  # the data dir, database, logs, tokens and child processes' files are the service's alone
-    settings = _settings(data_dir)
+    settings = _with_log_format(_settings(data_dir), log_format)
     embedded_tracking = tracking and settings.mlflow_tracking_url is None
     if embedded_tracking:
         if not _mlflow_server_installed():
@@ -236,18 +291,26 @@ def serve(
                 data = settings.data_dir  # the same SQLite file on every restart: the engine's state survives
                 supervisor.start("Temporal dev server", lambda: start_dev_server(data, port=temporal_port))
                 settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{temporal_port}"})
-                typer.echo(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
+                _say(f"Temporal dev server on 127.0.0.1:{temporal_port} (state in {settings.data_dir})")
             worker_settings = settings
             supervisor.start("worker", lambda: _start_worker(worker_settings))
-        typer.echo(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir})")
+        _say(f"Calabi Registry on http://{host}:{port} (data in {settings.data_dir})")
         _run_api(settings, sock, workers)
 
 
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65534,
+        help="Export the Temporal SDK's metrics on this port and Calabi's worker metrics on the next one "
+             "(Prometheus; default: CALABI_WORKER_METRICS_PORT, else none).")] = None,
+    log_format: LogFormatOption = None,
+) -> None:
     """Run a promotion worker against CALABI_TEMPORAL_ADDRESS (namespace, TLS and API key from settings)."""
     from worker import run_worker
 
-    settings = _settings(None)
+    settings = _with_log_format(_settings(None), log_format)
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     _refuse_newer_schema(settings)
     try:
         asyncio.run(run_worker(settings))

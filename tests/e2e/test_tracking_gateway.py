@@ -267,6 +267,11 @@ def test_when_the_tracking_server_is_down_tracking_calls_are_503_and_the_registr
             assert body["message"].startswith(f"MLflow tracking server at {tracking_url} is unavailable: "), body
         for path in (f"{API}/registered-models/search", f"/mlflow{API}/registered-models/search"):
             ok(http.get(path))
+        scrape = http.get("/metrics")
+        assert scrape.status_code == 200, scrape.text
+        errors = [line for line in scrape.text.splitlines()
+                  if line.startswith('calabi_tracking_gateway_upstream_errors_total{kind="unreachable"}')]
+        assert errors and float(errors[0].split()[-1]) >= 3, errors
     name, _view = register(down_server)
 
     tracking_uri = f"{down_server.url}/mlflow"
