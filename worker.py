@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, TestRunner
+from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, ReviewActivities, TestRunner
 from activities.sandbox import SandboxUnavailableError
 from calabi.bootstrap import Services, build_services, temporal_connector
 from calabi.engine import PromotionService
@@ -32,6 +32,7 @@ from calabi.settings import Settings
 from workflows.model_evidence import ModelEvidenceWorkflow
 from workflows.models import heavy_task_queue
 from workflows.promotion import PromotionWorkflow
+from workflows.review import PostImplementationReviewWorkflow
 
 __all__ = [
     "ACTIVITY_THREADS", "WORKFLOWS", "Activities", "activity_name", "build_activities", "build_reconciler", "main",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 ACTIVITY_THREADS = 16
-WORKFLOWS = [PromotionWorkflow, ModelEvidenceWorkflow]
+WORKFLOWS = [PromotionWorkflow, ModelEvidenceWorkflow, PostImplementationReviewWorkflow]
 log = logging.getLogger("calabi.worker")
 
 
@@ -67,6 +68,7 @@ def build_activities(services: Services) -> Activities:
     evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
     promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
                                     evidence)
+    reviews = ReviewActivities(services.registry, notifier)
     return Activities(
         light=[
             promotion.snapshot_evidence,
@@ -76,6 +78,8 @@ def build_activities(services: Services) -> Activities:
             promotion.record_sign_off,
             promotion.apply_promotion,
             promotion.notify,
+            reviews.remind_review,
+            reviews.escalate_review,
         ],
         heavy=[evidence.compute_model_evidence, TestRunner(services.artifacts).run_tests],
         pool=evidence.pool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
@@ -37,13 +38,17 @@ MAX_VERSION_RESULTS = 200_000
 
 @dataclass(frozen=True)
 class RegistryContext:
-    """What the registry services share: the database, the clock, the artifact store and the source fetcher."""
+    """What the registry services share: the database, the clock, the artifact store and the source fetcher.
+
+    ``policy_dir``: where the promotion policies are read (the break-glass review rule); None: the packaged default.
+    """
 
     db: Database
     clock: Callable[[], int]
     artifacts: ArtifactStore
     fetcher: SourceFetcher
     protected_aliases: frozenset[str] = frozenset({"champion"})
+    policy_dir: Path | None = None
 
     @classmethod
     def build(
@@ -54,9 +59,10 @@ class RegistryContext:
         fetcher: SourceFetcher,
         clock: Callable[[], int],
         protected_aliases: Sequence[str] = ("champion",),
+        policy_dir: Path | None = None,
     ) -> RegistryContext:
         """A context; protected alias names are compared case-insensitively."""
-        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases))
+        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), policy_dir)
 
     def audit(
         self,
