@@ -20,7 +20,7 @@ from policies.errors import PolicyError
 from policies.loading import load_policy
 from policies.models import BreakGlassRule
 from registry_store.audit import Actor
-from registry_store.context import RegistryContext, ServiceBase
+from registry_store.context import ServiceBase
 from registry_store.entities import PostImplementationReview, ReviewStatus
 from registry_store.errors import InvalidParameterError, InvalidStateError, NotFoundError, PermissionDeniedError
 from registry_store.tables import PostImplementationReviewRow, UserRow
@@ -54,10 +54,11 @@ def break_glass_rule(policy_dir: Path | None, model_name: str) -> BreakGlassRule
 
 
 def open_review(
-    context: RegistryContext, session: Session, actor: Actor, *, model_name: str, version: int, reason: str,
-    rule: BreakGlassRule, now: int,
+    session: Session, actor: Actor, *, model_name: str, version: int, reason: str, rule: BreakGlassRule, now: int,
 ) -> int:
-    """Open the review of a break-glass move in the caller's transaction and audit it; returns its id."""
+    """Open the review of a break-glass move in the caller's transaction; returns its id.
+
+    The move's own audit event records the review (one event per mutation)."""
     row = PostImplementationReviewRow(
         model_name=model_name, version=version, admin=actor.name, reason=reason, opened_at=now,
         due_at=now + int(rule.review_within.total_seconds() * 1000),
@@ -66,9 +67,6 @@ def open_review(
     session.add(row)
     session.flush()
     assert row.id is not None
-    context.audit(session, actor, "open_review", model_name, version, after={
-        "review": row.id, "due_at": row.due_at, "reviewer_role": row.reviewer_role, "reason": reason,
-    }, timestamp=now)
     return row.id
 
 

@@ -65,7 +65,7 @@ class StageService(ServiceBase):
             if break_glass and why:
                 facts["reason"] = why
             if break_glass and rule is not None and target == PRODUCTION:
-                facts["review"] = open_review(self.context, session, actor, model_name=model.name,
+                facts["review"] = open_review(session, actor, model_name=model.name,
                                               version=row.version, reason=why, rule=rule, now=now)
             move_to_stage(self.context, session, actor, model, row, target, now=now,
                           archive_existing=archive_existing_versions, **facts)

@@ -63,5 +63,7 @@ def test_the_breaking_admin_cannot_complete_its_review_and_an_approver_can(live_
         [stint] = admin.get(f"/api/v1/models/{model}/production-history").json()["stints"]
         assert stint["break_glass"] and stint["why"] == "v0 scores are wrong since 02:00"
         assert (stint["review_id"], stint["review"]["status"]) == (review["id"], "completed")
-        actions = [e["action"] for e in admin.get("/api/v1/audit", params={"model": model}).json()]
-        assert {"open_review", "complete_review"} <= set(actions)
+        events = admin.get("/api/v1/audit", params={"model": model}).json()
+        [move] = [e for e in events if e["action"] == "transition_stage"]
+        assert move["after"]["review"] == review["id"] and move["after"]["break_glass"]
+        assert [e["after"]["outcome"] for e in events if e["action"] == "complete_review"] == ["accepted"]

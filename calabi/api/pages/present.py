@@ -80,6 +80,8 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
             text += f", archiving {_versions(after['archived'])}"
         if after.get("break_glass"):
             text += " — break-glass (admin, no promotion)"
+            if after.get("review"):
+                text += f"; post-implementation review {after['review']} opened"
             why = str(after.get("reason") or "")
         if promotion_id:
             approvers = ", ".join(after.get("approved_by") or [])
@@ -109,8 +111,6 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
             return None
         text, kind = f"promotion of version {v}: {str(status).replace('_', ' ')}", "promotion-state"
         why = str(after.get("message") or "")
-    elif action == "open_review":
-        text = f"opened post-implementation review {after.get('review')} of version {v}"
     elif action == "complete_review":
         text = f"completed post-implementation review {after.get('review')}: {after.get('outcome')}"
         why = str(after.get("note") or "")
