@@ -243,10 +243,8 @@ class PromotionService:
         """Start the workflows of the model's open reviews, after a break-glass move committed (best effort:
         the reconciler starts what this misses)."""
         try:
-            reviews = await asyncio.to_thread(self._registry.reviews.unescalated_reviews, _STARTER)
-            for review in reviews:
-                if review.model_name == model:
-                    await self.start_review(review)
+            for review in await asyncio.to_thread(self._registry.reviews.unescalated_reviews, _STARTER, model=model):
+                await self.start_review(review)
         except RegistryError as exc:
             log.warning("could not start the review workflows of %s: %s", model, exc)
 

@@ -153,14 +153,15 @@ class ReviewService(ServiceBase):
                             after={"review": number, "due_at": row.due_at}, timestamp=now)
             return review_view(row, now)
 
-    def unescalated_reviews(self, actor: Actor) -> list[PostImplementationReview]:
-        """Open reviews not escalated yet: each should have a running workflow (the reconciler's list)."""
+    def unescalated_reviews(self, actor: Actor, *, model: str | None = None) -> list[PostImplementationReview]:
+        """Open reviews not escalated yet (of ``model``, or all): each should have a running workflow."""
         require_role(actor, "viewer", "read post-implementation reviews")
+        query = select(PostImplementationReviewRow).where(
+            col(PostImplementationReviewRow.status) == OPEN, col(PostImplementationReviewRow.escalated_at).is_(None))
+        if model is not None:
+            query = query.where(col(PostImplementationReviewRow.model_name) == model)
         with self._db.read() as session:
-            rows = session.exec(select(PostImplementationReviewRow).where(
-                col(PostImplementationReviewRow.status) == OPEN,
-                col(PostImplementationReviewRow.escalated_at).is_(None),
-            ).order_by(col(PostImplementationReviewRow.id)).limit(MAX_REVIEWS)).all()
+            rows = session.exec(query.order_by(col(PostImplementationReviewRow.id)).limit(MAX_REVIEWS)).all()
         now = self._clock()
         return [review_view(r, now) for r in rows]
 

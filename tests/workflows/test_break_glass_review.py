@@ -1,8 +1,9 @@
 """A break-glass move into Production opens a post-implementation review that reminds, then escalates when overdue.
 
-On the time-skipping server with the real activities and registry: the review workflows are started by
-the reconciler (as after a crash between the move's commit and the start), one review is completed and its
-workflow ends, the other is reminded every ``reminder_every`` and escalated to the admins at its deadline.
+On the time-skipping server with the real activities and registry: one review's workflow is started as the
+API starts it after the move, the other's by the reconciler (as after a crash between the move's commit and
+the start); the first is completed and its workflow ends, the other is reminded every ``reminder_every`` and
+escalated to the admins at its deadline.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ async def test_break_glass_review_reminds_then_shows_overdue_and_notifies_admins
     assert stint.break_glass and stint.review is not None and stint.review.id == late.id
     assert stint.why == "Outage scores are wrong"
 
+    await h.promotions.start_reviews(done_model)  # as the API does once the move committed
+    # ``late`` lost its start (a crash after the commit): the reconciler starts it, and keeps ``done``'s run.
     started = await PromotionReconciler(h.registry, h.promotions, grace=timedelta(0)).reconcile_reviews()
     assert sorted(started.reviews_started) == sorted([late.id, done.id])
     h.registry.reviews.complete_review(h.approver, done.id, outcome="accepted", note="the fix was right")
