@@ -1,7 +1,7 @@
 """Post-implementation reviews over HTTP: the admin who broke the glass cannot complete its review; an approver can.
 
-Against the session's live server (``/api/v1``, ``calabi reviews`` in-process, the approvals desk, the
-model's Production history).
+Against the session's live server (``/api/v1``, ``calabi reviews`` in-process, the approvals desk and its
+completion form, the model's Production history).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def test_the_breaking_admin_cannot_complete_its_review_and_an_approver_can(live_
         assert unknown.status_code in (403, 404)
         assert admin.get("/api/v1/reviews", params={"status": "late"}).json()["error_code"] == \
             "INVALID_PARAMETER_VALUE"
-        desk = signed_in(live_server, approver_token).text("/ui/promotions")
+        browser = signed_in(live_server, approver_token)
+        desk = browser.text("/ui/promotions")
         assert "Post-implementation reviews" in desk and f'id="review-{review["id"]}"' in desk
         assert f"/ui/reviews/{review['id']}/complete" in desk  # the approver may complete it from the desk
 
@@ -50,9 +51,9 @@ def test_the_breaking_admin_cannot_complete_its_review_and_an_approver_can(live_
     listed = runner.invoke(cli.app, [*args, "list", "--model", model, "--json"])
     assert listed.exit_code == 0, listed.output
     assert [r["id"] for r in json.loads(listed.stdout)] == [review["id"]]
-    done = runner.invoke(cli.app, [*args, "complete", str(review["id"]), "--outcome", "accepted",
-                                   "--note", "the fix matches the incident"])
-    assert done.exit_code == 0 and "completed: accepted" in done.stdout, done.output
+    done = browser.post(f"/ui/reviews/{review['id']}/complete",
+                        {"outcome": "accepted", "note": "the fix matches the incident"})
+    assert done.status_code == 303 and done.headers["location"].startswith("/ui/promotions"), done.text
     again = runner.invoke(cli.app, [*args, "complete", str(review["id"]), "--outcome", "rollback_required"])
     assert again.exit_code != 0 and len(again.output.strip().splitlines()) == 1, again.output
 
@@ -67,3 +68,5 @@ def test_the_breaking_admin_cannot_complete_its_review_and_an_approver_can(live_
         [move] = [e for e in events if e["action"] == "transition_stage"]
         assert move["after"]["review"] == review["id"] and move["after"]["break_glass"]
         assert [e["after"]["outcome"] for e in events if e["action"] == "complete_review"] == ["accepted"]
+    history = browser.text(f"/ui/models/{model}")
+    assert f"review {review['id']}" in history and "status-completed" in history
