@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, TestRunner
+from activities import LoaderPool, ModelEvidenceActivities, Notifier, PromotionActivities, ReviewActivities, TestRunner
 from activities.sandbox import SandboxUnavailableError
 from calabi.activity_metrics import ActivityMetrics, serve_worker_metrics
 from calabi.bootstrap import Services, build_services, temporal_connector
@@ -36,6 +36,7 @@ from calabi.tracing import start_tracing
 from workflows.model_evidence import ModelEvidenceWorkflow
 from workflows.models import heavy_task_queue
 from workflows.promotion import PromotionWorkflow
+from workflows.review import PostImplementationReviewWorkflow
 
 __all__ = [
     "ACTIVITY_THREADS", "WORKFLOWS", "Activities", "activity_name", "build_activities", "build_reconciler", "main",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 ACTIVITY_THREADS = 16
-WORKFLOWS = [PromotionWorkflow, ModelEvidenceWorkflow]
+WORKFLOWS = [PromotionWorkflow, ModelEvidenceWorkflow, PostImplementationReviewWorkflow]
 log = logging.getLogger("calabi.worker")
 
 
@@ -71,6 +72,7 @@ def build_activities(services: Services) -> Activities:
     evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
     promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
                                     evidence)
+    reviews = ReviewActivities(services.registry, notifier)
     return Activities(
         light=[
             promotion.snapshot_evidence,
@@ -80,6 +82,8 @@ def build_activities(services: Services) -> Activities:
             promotion.record_sign_off,
             promotion.apply_promotion,
             promotion.notify,
+            reviews.remind_review,
+            reviews.escalate_review,
         ],
         heavy=[evidence.compute_model_evidence, TestRunner(services.artifacts).run_tests],
         pool=evidence.pool,

@@ -93,10 +93,11 @@ class Notifier:
         self._http = http
 
     def deliver(self, *, kind: str, promotion_id: str, model_name: str, body: str, payload: dict[str, Any],
-                event_key: str | None = None) -> int:
+                event_key: str | None = None, recipients: Sequence[str] | None = None) -> int:
         """Post ``body`` (and ``payload`` as ``state``) to every webhook, then write the outbox row; its id.
 
         An event (``event_key``) already in the outbox was delivered by an earlier attempt: its row's id.
+        ``recipients`` replaces the configured recipients (e.g. the admins an overdue review escalates to).
         """
         if event_key is not None and (sent := self._registry.notifications.notification_for(event_key)) is not None:
             return sent
@@ -109,7 +110,8 @@ class Notifier:
             with self._http() as client:
                 delivery = {url: self._post(client, url, content) for url in self._webhook_urls}
         return self._registry.notifications.append_notification(
-            kind=kind, promotion_id=promotion_id, model_name=model_name, recipients=self._recipients, body=body,
+            kind=kind, promotion_id=promotion_id, model_name=model_name, body=body,
+            recipients=self._recipients if recipients is None else list(recipients),
             delivery=delivery, event_key=event_key,
         )
 

@@ -82,6 +82,7 @@ def build_services(settings: Settings) -> Services:
     context = RegistryContext.build(
         db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases,
         observer=observe_committed,
+        policy_dir=settings.resolved_policy_dir(),
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)

@@ -21,13 +21,21 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from registry_store.audit import Actor
-from registry_store.entities import Promotion
+from registry_store.entities import PostImplementationReview, Promotion
 from registry_store.errors import AlreadyExistsError, RegistryError, UnavailableError, refused
 from registry_store.service import RegistryService
 from registry_store.users import ROLES
 from workflows.model_evidence import ModelEvidenceWorkflow, evidence_workflow_id
-from workflows.models import Decision, ModelEvidenceInput, PromotionInput, PromotionState
+from workflows.models import (
+    Decision,
+    ModelEvidenceInput,
+    PromotionInput,
+    PromotionState,
+    ReviewInput,
+    review_workflow_id,
+)
 from workflows.promotion import PromotionWorkflow
+from workflows.review import PostImplementationReviewWorkflow
 
 __all__ = ["MEMO_PROMOTION_ID", "RPC_TIMEOUT", "PromotionService", "WorkflowRun"]
 
@@ -209,6 +217,46 @@ class PromotionService:
             return  # computed (or being computed) for this digest already
         except RegistryError as exc:
             log.warning("could not start computing the model evidence of %s v%s: %s", model, version, exc)
+
+    async def start_review(self, review: PostImplementationReview) -> bool:
+        """Start the workflow that reminds and escalates ``review`` (id ``review-<id>``); a running one is kept.
+
+        True: it runs now; False: a run of the id ended already (it escalated or saw the review completed). Raises
+        ``UnavailableError`` when Temporal cannot be reached.
+        """
+        left_ms = max(review.due_at - self._registry.context.clock(), 0)
+        start = ReviewInput(review_id=review.id, model=review.model_name, version=review.version,
+                            time_left=timedelta(milliseconds=left_ms),
+                            reminder_every=timedelta(seconds=review.reminder_every_s))
+        client = await self.client()
+        try:
+            await self._bounded(client.start_workflow(
+                PostImplementationReviewWorkflow.run, start, id=review_workflow_id(review.id),
+                task_queue=self._task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, rpc_timeout=self._rpc_timeout,
+            ), "start the review workflow")
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
+
+    async def start_reviews(self, model: str) -> None:
+        """Start the workflows of the model's open reviews, after a break-glass move committed (best effort:
+        the reconciler starts what this misses)."""
+        try:
+            for review in await asyncio.to_thread(self._registry.reviews.unescalated_reviews, _STARTER, model=model):
+                await self.start_review(review)
+        except RegistryError as exc:
+            log.warning("could not start the review workflows of %s: %s", model, exc)
+
+    async def review_completed(self, review_id: int) -> None:
+        """Tell a completed review's workflow to end (best effort: its next reminder finds it completed)."""
+        try:
+            client = await self.client()
+            handle = client.get_workflow_handle(review_workflow_id(review_id))
+            signal = handle.signal(PostImplementationReviewWorkflow.completed, rpc_timeout=self._rpc_timeout)
+            await self._bounded(signal, "signal the review workflow")
+        except RegistryError as exc:  # no run (it ended), or Temporal unreachable
+            log.warning("could not signal the workflow of review %s: %s", review_id, exc)
 
     async def workflow_run(self, promotion: Promotion) -> WorkflowRun | None:
         """The latest run of the promotion's workflow id: its status and whether it runs this promotion (None: none).

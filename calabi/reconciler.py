@@ -1,4 +1,4 @@
-"""The reconciler: a live promotion row always has a running workflow, whatever process died when.
+"""The reconciler: a live promotion row (and an open review) always has a running workflow, whatever process died when.
 
 ``PromotionService.request`` commits the row, then starts the workflow; a crash or a hung
 Temporal between the two, or a workflow terminated by hand, would leave a live row that
@@ -6,7 +6,8 @@ blocks every new request for the version. The worker runs ``reconcile`` at start
 every ``reconcile_every_s``: for each live row older than the grace period, a missing run
 is started (``USE_EXISTING``: idempotent with any number of reconcilers and the request
 itself) and a run that ended while the row is live closes the row as ``failed`` with the
-run's end status (row lock and re-check in one transaction: closed once).
+run's end status (row lock and re-check in one transaction: closed once). An open post-implementation
+review not yet escalated gets its workflow started the same way (``reconcile_reviews``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Reconciled:
-    """What one pass did: promotion ids whose workflow was started, and whose row was closed."""
+    """What one pass did: promotion ids whose workflow was started, and whose row was closed; review ids
+    whose workflow was started or found running."""
 
     started: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
+    reviews_started: list[int] = field(default_factory=list)
 
 
 class PromotionReconciler:
@@ -70,11 +73,23 @@ class PromotionReconciler:
                 log.warning("could not reconcile promotion %s: %s", promotion.id, exc.message)
         return done
 
+    async def reconcile_reviews(self, done: Reconciled | None = None) -> Reconciled:
+        """Start the workflow of every open, unescalated post-implementation review that has none running
+        (``USE_EXISTING``: idempotent with the start after the break-glass move and other reconcilers)."""
+        done = done or Reconciled()
+        for review in await asyncio.to_thread(self._registry.reviews.unescalated_reviews, RECONCILER):
+            try:
+                if await self._promotions.start_review(review):
+                    done.reviews_started.append(review.id)
+            except RegistryError as exc:  # Temporal unavailable: the next pass retries
+                log.warning("could not start the workflow of review %s: %s", review.id, exc.message)
+        return done
+
     async def run(self, stop: asyncio.Event, *, every: timedelta) -> None:
-        """Reconcile now and then every ``every`` until ``stop`` is set."""
+        """Reconcile promotions and reviews now and then every ``every`` until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await self.reconcile()
+                await self.reconcile_reviews(await self.reconcile())
             except Exception:  # a pass that fails must not end the loop: the next one retries
                 log.exception("promotion reconciliation failed")
             try:

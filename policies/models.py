@@ -25,6 +25,7 @@ from policies._base import Frozen
 from policies.durations import Duration
 
 __all__ = [
+    "BreakGlassRule",
     "DescriptionRule",
     "Direction",
     "Guardrail",
@@ -167,6 +168,19 @@ class SignOffRule(_Rule):
         return requested_at + self.expires_after
 
 
+class BreakGlassRule(_Rule):
+    """The post-implementation review an admin's direct move into Production opens (``[production.break_glass]``).
+
+    Holders of ``reviewer_role`` (never the admin who broke the glass) complete it within ``review_within``;
+    they are reminded every ``reminder_every`` until then, and admins are notified when it is overdue.
+    """
+
+    enabled: bool = True
+    review_within: Duration = timedelta(days=2)
+    reminder_every: Duration = timedelta(hours=12)
+    reviewer_role: Literal["engineer", "approver", "admin"] = "approver"
+
+
 class StagePolicy(_Rule):
     """The checks and sign-off for one kind of promotion; a missing section is not required."""
 
@@ -176,6 +190,12 @@ class StagePolicy(_Rule):
     leakage: LeakageRule | None = None
     description: DescriptionRule | None = None
     sign_off: SignOffRule | None = None
+    break_glass: BreakGlassRule | None = None
+    """Production only: the review a break-glass move opens (None or ``enabled = false``: no review)."""
+
+    def break_glass_review(self) -> BreakGlassRule | None:
+        """The review rule a break-glass move into this stage follows (None: it opens no review)."""
+        return self.break_glass if self.break_glass is not None and self.break_glass.enabled else None
 
     @property
     def approvers_needed(self) -> int:
@@ -198,6 +218,13 @@ class PromotionPolicy(_Rule):
     production: StagePolicy
     staging: StagePolicy
     rollback: StagePolicy
+
+    @model_validator(mode="after")
+    def _break_glass_in_production_only(self) -> PromotionPolicy:
+        for kind in ("staging", "rollback"):
+            if getattr(self, kind).break_glass is not None:
+                raise ValueError(f"[{kind}.break_glass]: a break-glass review applies to Production only")
+        return self
 
     def for_target(self, target_stage: str, *, rollback: bool = False) -> StagePolicy:
         """The stage policy for a promotion to ``target_stage`` (``rollback`` for a re-promotion)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
@@ -38,7 +39,10 @@ MAX_VERSION_RESULTS = 200_000
 
 @dataclass(frozen=True)
 class RegistryContext:
-    """What the registry services share: the database, the clock, the artifact store and the source fetcher."""
+    """What the registry services share: the database, the clock, the artifact store and the source fetcher.
+
+    ``policy_dir``: where the promotion policies are read (the break-glass review rule); None: the packaged default.
+    """
 
     db: Database
     clock: Callable[[], int]
@@ -47,6 +51,7 @@ class RegistryContext:
     protected_aliases: frozenset[str] = frozenset({"champion"})
     observer: CommittedObserver | None = None
     """Told each audit event once its transaction has committed (metrics); never inside the transaction."""
+    policy_dir: Path | None = None
 
     @classmethod
     def build(
@@ -58,9 +63,11 @@ class RegistryContext:
         clock: Callable[[], int],
         protected_aliases: Sequence[str] = ("champion",),
         observer: CommittedObserver | None = None,
+        policy_dir: Path | None = None,
     ) -> RegistryContext:
         """A context; protected alias names are compared case-insensitively."""
-        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), observer)
+        return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), observer,
+                   policy_dir)
 
     def audit(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,9 +22,11 @@ __all__ = [
     "Page",
     "PolicyFile",
     "PolicyInForce",
+    "PostImplementationReview",
     "ProductionAt",
     "ProductionHistory",
     "ProductionStint",
+    "ReviewStatus",
     "Promotion",
     "PromotionSubject",
     "RegisteredModel",
@@ -141,6 +143,33 @@ class AuditVerification(_View):
     problem: str = ""
 
 
+ReviewStatus = Literal["open", "overdue", "completed"]
+
+
+class PostImplementationReview(_View):
+    """The review of an admin's break-glass move into Production; ``status`` is derived when read.
+
+    ``overdue``: still open after ``due_at`` (or escalated by its workflow, which found the deadline passed).
+    """
+
+    id: int
+    model_name: str
+    version: int
+    admin: str
+    """The admin who broke the glass (may not complete the review)."""
+    reason: str = ""
+    opened_at: int
+    due_at: int
+    reminder_every_s: int
+    reviewer_role: str
+    status: ReviewStatus
+    escalated_at: int | None = None
+    completed_by: str | None = None
+    completed_at: int | None = None
+    outcome: str | None = None
+    note: str = ""
+
+
 class ProductionStint(_View):
     """A period during which one version was Production: from ``since`` until ``until`` (exclusive; None: now)."""
 
@@ -154,6 +183,9 @@ class ProductionStint(_View):
     promotion: str | None = None
     approved_by: list[str] = []
     break_glass: bool = False
+    review_id: int | None = None
+    """The post-implementation review the break-glass move opened (``review``: how it stands)."""
+    review: PostImplementationReview | None = None
 
 
 class ProductionHistory(_View):

@@ -15,9 +15,10 @@ from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from registry_store.audit import Actor, event_view
-from registry_store.context import ServiceBase
+from registry_store.context import RegistryContext, ServiceBase
 from registry_store.entities import AuditEvent, ProductionAt, ProductionHistory, ProductionStint
 from registry_store.errors import NotFoundError
+from registry_store.reviews import ReviewService
 from registry_store.stages import ARCHIVED, PRODUCTION
 from registry_store.tables import AuditEventRow, ModelVersionRow
 from registry_store.users import require_role
@@ -32,11 +33,22 @@ _END = 2**63 - 1
 class ProductionHistoryService(ServiceBase):
     """The Production history of a model, the version in Production at an instant, and the rollback target."""
 
+    def __init__(self, context: RegistryContext, reviews: ReviewService) -> None:
+        super().__init__(context)
+        self._reviews = reviews
+
     def production_history(self, actor: Actor, name: object) -> ProductionHistory:
-        """Every period a version was Production, newest first (since the model was created; renames followed)."""
+        """Every period a version was Production, newest first (since the model was created; renames followed);
+        a break-glass stint carries the post-implementation review its move opened, as it stands now."""
         require_role(actor, "viewer", "read the registry")
         model_name, events = self._events(name)
-        return ProductionHistory(name=model_name, stints=production_stints(events))
+        stints = production_stints(events)
+        with self._db.read() as session:
+            reviews = self._reviews.reviews_by_id(session, (s.review_id for s in stints if s.review_id is not None))
+        return ProductionHistory(name=model_name, stints=[
+            s.model_copy(update={"review": reviews.get(s.review_id)}) if s.review_id is not None else s
+            for s in stints
+        ])
 
     def production_at(self, actor: Actor, name: object, at: object) -> ProductionAt:
         """The version that was Production at ``at`` (epoch milliseconds or ISO-8601); a move at ``at`` counts."""
@@ -136,9 +148,11 @@ def production_stints(events: Sequence[AuditEvent]) -> list[ProductionStint]:
         current = {
             "version": event.version, "since": event.timestamp,
             "moved_by": request.actor if request is not None else event.actor,
-            "why": str(as_dict(request.after).get("justification", "")) if request is not None else "",
+            "why": str(as_dict(request.after).get("justification", "")) if request is not None
+            else str(after.get("reason") or ""),
             "promotion": promotion, "approved_by": list(after.get("approved_by") or []),
             "break_glass": bool(after.get("break_glass")),
+            "review_id": after["review"] if isinstance(after.get("review"), int) else None,
         }
         stints.append(current)
     return [ProductionStint(**stint) for stint in reversed(stints)]

@@ -17,6 +17,7 @@ from registry_store.notification_outbox import NotificationOutbox
 from registry_store.production_history import ProductionHistoryService
 from registry_store.promotion_records import PromotionRecords
 from registry_store.registration_service import RegistrationService
+from registry_store.reviews import ReviewService
 from registry_store.serving_schemas import ServingSchemaService
 from registry_store.stage_service import StageService
 from registry_store.version_service import VersionService
@@ -34,7 +35,8 @@ class RegistryService:
         self.versions = VersionService(context)
         self.stages = StageService(context)
         self.aliases = AliasService(context)
-        self.production = ProductionHistoryService(context)
+        self.reviews = ReviewService(context)
+        self.production = ProductionHistoryService(context, self.reviews)
         self.promotions = PromotionRecords(context)
         self.model_evidence = ModelEvidenceService(context)
         self.schemas = ServingSchemaService(context)

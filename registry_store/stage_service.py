@@ -8,12 +8,13 @@ from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import ModelVersion
 from registry_store.errors import InvalidParameterError
+from registry_store.reviews import break_glass_rule, open_review
 from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION, STAGING, canonical_stage, is_break_glass
 from registry_store.tables import ModelVersionRow
 from registry_store.transition_plans import TRANSITION_TARGETS, TransitionPlan, plan_transition
 from registry_store.users import require_role
-from registry_store.validation import parse_version
+from registry_store.validation import parse_version, validate_reason
 from registry_store.views import versions_views
 
 __all__ = ["StageService"]
@@ -30,11 +31,19 @@ class StageService(ServiceBase):
         version: object,
         stage: object,
         archive_existing_versions: bool = False,
+        reason: object = "",
     ) -> ModelVersion:
-        """Move a version to a stage; entering Production archives the incumbent atomically."""
+        """Move a version to a stage; entering Production archives the incumbent atomically.
+
+        An admin's move into Production (break-glass) opens a post-implementation review in the same
+        transaction, under the model's ``[production.break_glass]`` rule; ``reason`` is recorded with both.
+        """
         require_role(actor, "engineer", "transition model versions")
         number = parse_version(version)
         target = canonical_stage(stage)
+        why = validate_reason(reason)
+        rule = (break_glass_rule(self.context.policy_dir, str(name))
+                if target == PRODUCTION and "admin" in actor.roles else None)
         if archive_existing_versions and target not in (STAGING, PRODUCTION):
             raise InvalidParameterError(
                 f"Model version transition cannot archive existing model versions because '{target}' "
@@ -51,8 +60,15 @@ class StageService(ServiceBase):
                     f"move a version {'into' if target == PRODUCTION else 'out of'} Production directly "
                     "(request a promotion instead; admins may break glass)",
                 )
-            move_to_stage(self.context, session, actor, model, row, target, now=self._clock(),
-                          archive_existing=archive_existing_versions, break_glass=break_glass)
+            now = self._clock()
+            facts: dict[str, object] = {"break_glass": break_glass}
+            if break_glass and why:
+                facts["reason"] = why
+            if break_glass and rule is not None and target == PRODUCTION:
+                facts["review"] = open_review(session, actor, model_name=model.name,
+                                              version=row.version, reason=why, rule=rule, now=now)
+            move_to_stage(self.context, session, actor, model, row, target, now=now,
+                          archive_existing=archive_existing_versions, **facts)
             return versions_views(session, [(row, model.name)], with_aliases=True)[0]
 
     def plan_transitions(self, actor: Actor, *, name: object, version: object) -> list[TransitionPlan]:

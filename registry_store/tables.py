@@ -28,6 +28,7 @@ __all__ = [
     "ModelVersionRow",
     "ModelVersionTagRow",
     "NotificationRow",
+    "PostImplementationReviewRow",
     "PromotionRow",
     "RegisteredModelAliasRow",
     "RegisteredModelRow",
@@ -290,6 +291,34 @@ class NotificationRow(SQLModel, table=True):
     delivery: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     event_key: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
     """The notification event (the sending activity's run and id): a retried send finds its row."""
+
+
+class PostImplementationReviewRow(SQLModel, table=True):
+    """The review an admin's break-glass move into Production opened, in that move's transaction (``reviews.py``).
+
+    ``status`` is ``open`` or ``completed``; overdue is derived when read (``due_at`` against now, or
+    ``escalated_at``, set when its workflow found the deadline passed). The policy's reminder interval and
+    reviewer role are copied at opening, so the review keeps the rule it was opened under.
+    """
+
+    __tablename__ = "post_implementation_reviews"
+    __table_args__ = (Index("ix_post_implementation_reviews_status", "status", "due_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    model_name: str = Field(sa_column=Column(String(256), nullable=False, index=True))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    admin: str = Field(sa_column=Column(String(256), nullable=False))
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    opened_at: int = Field(sa_column=_ms())
+    due_at: int = Field(sa_column=_ms())
+    reminder_every_s: int = Field(sa_column=Column(Integer, nullable=False))
+    reviewer_role: str = Field(sa_column=Column(String(32), nullable=False))
+    status: str = Field(default="open", sa_column=Column(String(16), nullable=False))
+    escalated_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    completed_by: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    completed_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    outcome: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
 
 
 class ModelEvidenceRow(SQLModel, table=True):

@@ -15,6 +15,7 @@ __all__ = [
     "validate_alias",
     "validate_description",
     "validate_model_name",
+    "validate_reason",
     "validate_source",
     "validate_tag",
 ]
@@ -77,6 +78,16 @@ def validate_description(description: object) -> str:
         raise InvalidParameterError(
             f"Description exceeds the maximum length of {MAX_DESCRIPTION} characters."
         )
+    return value
+
+
+def validate_reason(reason: object) -> str:
+    """Why an admin broke glass: at most 5000 characters, trimmed (None means none given)."""
+    if reason is None:
+        return ""
+    value = _require_str(reason, "reason").strip()
+    if len(value) > MAX_DESCRIPTION:
+        raise InvalidParameterError(f"Reason exceeds the maximum length of {MAX_DESCRIPTION} characters.")
     return value
 
 

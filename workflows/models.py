@@ -6,7 +6,7 @@ imports nothing that touches a database or the network.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,11 +29,14 @@ __all__ = [
     "PromotionOutcome",
     "PromotionState",
     "RecordStateInput",
+    "ReviewInput",
+    "ReviewReminder",
     "SignOffRecord",
     "StateChange",
     "StopReason",
     "TestsInput",
     "heavy_task_queue",
+    "review_workflow_id",
 ]
 
 TASK_QUEUE = "calabi-promotions"
@@ -87,6 +90,32 @@ class ModelEvidenceInput(_Message):
 
     model: str
     version: int
+
+
+def review_workflow_id(review_id: int) -> str:
+    """The id of the workflow that follows one post-implementation review."""
+    return f"review-{review_id}"
+
+
+class ReviewInput(_Message):
+    """Starts a PostImplementationReviewWorkflow; the review row already exists in the registry.
+
+    ``time_left`` is measured by the starter against the registry's clock, so the workflow's deadline does
+    not depend on Temporal's clock agreeing with it.
+    """
+
+    review_id: int
+    model: str
+    version: int
+    time_left: timedelta
+    reminder_every: timedelta
+
+
+class ReviewReminder(_Message):
+    """The ``number``-th reminder of a review (one notification event each)."""
+
+    review_id: int
+    number: int = Field(ge=1)
 
 
 class TestsInput(_Message):

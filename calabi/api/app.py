@@ -14,6 +14,7 @@ from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
 from calabi.api.observability import RequestObservation, metrics_router
 from calabi.api.pages import pages_router, pages_static
 from calabi.api.promotion_routes import promotion_router
+from calabi.api.review_routes import review_router
 from calabi.api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
 from calabi.api.upload_routes import upload_router
 from calabi.api.v1_routes import v1_router
@@ -36,6 +37,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RequestObservation)  # outermost: sees every request, the MLflow routes' too
     app.include_router(v1_router)
     app.include_router(promotion_router)
+    app.include_router(review_router)
     app.include_router(upload_router)
     app.mount("/ui/static", pages_static, name="ui-static")  # before pages_router: its /ui/{rest} is the 404 page
     app.include_router(pages_router)

@@ -21,6 +21,7 @@ from calabi.api.mlflow_json import model_json, version_json
 from calabi.api.mlflow_params import Params, read_params
 from calabi.bootstrap import Services
 from calabi.request_context import ROUTE_KEY
+from policies.identity import PRODUCTION
 from registry_store.audit import Actor
 from registry_store.errors import RegistryError
 from registry_store.service import RegistryService
@@ -234,6 +235,9 @@ class MlflowRegistryRoutes:
             if handler in EVIDENCE_WRITES:
                 response.background = BackgroundTask(self.services.promotions.evidence_may_have_changed,
                                                      str(params.require("name")), params.require("version"))
+            elif handler is transition_model_version_stage and result["model_version"]["current_stage"] == PRODUCTION:
+                response.background = BackgroundTask(self.services.promotions.start_reviews,  # break-glass review
+                                                     result["model_version"]["name"])
             elif handler is create_model_version:  # once registered: its model evidence, in the background
                 registered = result["model_version"]
                 response.background = BackgroundTask(self.services.promotions.start_model_evidence,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 
 from calabi.api.deps import CurrentActor, ServicesDep
+from policies.identity import PRODUCTION
 from registry_store.entities import (
     AuditEvent,
     AuditVerification,
@@ -58,6 +59,8 @@ class StageChange(BaseModel):
 
     stage: str
     archive_existing_versions: bool = False
+    reason: str = Field(default="", max_length=5000)
+    """Why (an admin's break-glass move records it with the post-implementation review it opens)."""
 
 
 class AliasSet(BaseModel):
@@ -218,13 +221,17 @@ def delete_version(services: ServicesDep, actor: CurrentActor, name: str, versio
 
 @v1_router.post("/models/{name}/versions/{version}/stage", response_model=ModelVersion)
 def transition_version(
-    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: StageChange
+    services: ServicesDep, actor: CurrentActor, name: str, version: str, body: StageChange,
+    background: BackgroundTasks,
 ) -> ModelVersion:
-    """Move a version to another stage."""
-    return services.registry.stages.transition_stage(
+    """Move a version to another stage (into Production: an admin's break-glass, reviewed afterwards)."""
+    moved = services.registry.stages.transition_stage(
         actor, name=name, version=version, stage=body.stage,
-        archive_existing_versions=body.archive_existing_versions,
+        archive_existing_versions=body.archive_existing_versions, reason=body.reason,
     )
+    if moved.current_stage == PRODUCTION:
+        background.add_task(services.promotions.start_reviews, moved.name)
+    return moved
 
 
 @v1_router.get("/models/{name}/aliases/{alias}", response_model=ModelVersion)

@@ -234,6 +234,8 @@ def production_table(name: str, stints: Sequence[Json]) -> Table:
     for stint in stints:
         until = timestamp(stint["until"]) if stint["until"] is not None else "now"
         moved_by = f"{stint['moved_by']} (break-glass)" if stint["break_glass"] else stint["moved_by"]
+        if stint.get("review"):
+            moved_by += f", review {stint['review']['id']} {stint['review']['status']}"
         table.add_row(str(stint["version"]), timestamp(stint["since"]), until, escape(moved_by),
                       escape(_short(stint["why"])), escape(", ".join(stint["approved_by"])))
     return table
@@ -261,6 +263,19 @@ def _change(before: Any, after: Any) -> str:
 def _value(value: Any, limit: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reviews_table(reviews: Sequence[Json]) -> Table:
+    """One row per post-implementation review."""
+    table = Table(title="Post-implementation reviews", title_justify="left")
+    for column in ("Id", "Change", "Status", "Due", "Broken by", "Reason", "Outcome"):
+        table.add_column(column, overflow="fold")
+    for review in reviews:
+        outcome = f"{review['outcome']} by {review['completed_by']}" if review["outcome"] else ""
+        table.add_row(str(review["id"]), escape(f"{review['model_name']} v{review['version']}"), review["status"],
+                      timestamp(review["due_at"]), escape(review["admin"]), escape(_short(review["reason"])),
+                      escape(outcome))
+    return table
 
 
 def users_table(users: Sequence[Json]) -> Table:

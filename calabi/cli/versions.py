@@ -89,11 +89,12 @@ def versions_transition(
     archive_existing: Annotated[
         bool, typer.Option(help="Archive the other versions in the target stage.")
     ] = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded with an admin's break-glass move and its review).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Move a version to another stage."""
+    """Move a version to another stage (an admin's move into Production opens a post-implementation review)."""
     moved = api(ctx).post(f"/models/{segment(model)}/versions/{segment(version)}/stage",
-                          {"stage": stage, "archive_existing_versions": archive_existing})
+                          {"stage": stage, "archive_existing_versions": archive_existing, "reason": reason})
     out.show(moved, as_json=as_json,
              message=f"'{moved['name']}' version {moved['version']} is now in {moved['current_stage']}.")
 

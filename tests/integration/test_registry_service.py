@@ -340,6 +340,9 @@ MUTATIONS: dict[str, tuple[str, Callable[[Registry], object]]] = {
         r.engineer, name=MODEL, version=1, key="k", value="w")),
     "delete version tag": ("delete_model_version_tag", lambda r: r.svc.versions.delete_model_version_tag(
         r.engineer, name=MODEL, version=1, key="k")),
+    "complete the break-glass review": ("complete_review", lambda r: r.svc.reviews.complete_review(
+        r.approver, 1, outcome="accepted")),
+    "escalate the break-glass review": ("escalate_review", lambda r: r.svc.reviews.escalate_review(r.admin, 1)),
 }
 
 

@@ -19,6 +19,7 @@ CLIENT_MODULES = [
     "calabi.cli.promotions",
     "calabi.cli.promotion_status",
     "calabi.cli.serving_schema",
+    "calabi.cli.reviews",
 ]
 FORBIDDEN = ("registry_store", "sqlalchemy", "sqlmodel", "boto3", "botocore", "temporalio", "calabi.bootstrap",
              "calabi.engine", "calabi.api")

@@ -80,6 +80,9 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
             text += f", archiving {_versions(after['archived'])}"
         if after.get("break_glass"):
             text += " — break-glass (admin, no promotion)"
+            if after.get("review"):
+                text += f"; post-implementation review {after['review']} opened"
+            why = str(after.get("reason") or "")
         if promotion_id:
             approvers = ", ".join(after.get("approved_by") or [])
             request = requests.get(promotion_id)
@@ -108,6 +111,11 @@ def _entry(event: AuditEvent, requests: dict[str, AuditEvent]) -> TimelineEntry 
             return None
         text, kind = f"promotion of version {v}: {str(status).replace('_', ' ')}", "promotion-state"
         why = str(after.get("message") or "")
+    elif action == "complete_review":
+        text = f"completed post-implementation review {after.get('review')}: {after.get('outcome')}"
+        why = str(after.get("note") or "")
+    elif action == "escalate_review":
+        text = f"post-implementation review {after.get('review')} is overdue: escalated to admins"
     elif action == "set_serving_schema":
         text = "set the serving schema"
     else:

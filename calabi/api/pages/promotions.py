@@ -1,4 +1,5 @@
-"""The approvals desk: promotions awaiting me, all promotions, one promotion with its live checklist."""
+"""The approvals desk: post-implementation reviews, promotions awaiting me, all promotions, one promotion with its
+live checklist."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import timeline
@@ -18,6 +20,7 @@ from policies.decisions import Action
 from policies.status import PromotionStatus
 from registry_store.entities import AuditEvent, Notification, Page, Promotion
 from registry_store.errors import ConflictError, InvalidParameterError, PermissionDeniedError
+from registry_store.reviews import OUTCOMES
 
 __all__ = ["promotions_router"]
 
@@ -43,12 +46,14 @@ async def approvals_desk(
         return awaiting, everything
 
     error = ""
+    reviews = await run_in_threadpool(registry.reviews.list_reviews, user.actor, status="open")
     try:
         awaiting, everything = await run_in_threadpool(load)
     except InvalidParameterError as exc:
         error, awaiting, everything = exc.message, Page(items=[]), Page(items=[])
     return render(
-        request, "promotions.html", user=user, status=400 if error else 200, awaiting=awaiting.items,
+        request, "promotions.html", user=user, status=400 if error else 200, reviews=reviews,
+        outcomes=OUTCOMES, awaiting=awaiting.items,
         promotions=everything.items, next_page_token=everything.next_page_token, first_page=not page_token,
         filters={"status": status, "model": model}, statuses=[s.value for s in PromotionStatus], error=error,
         nav="promotions",
@@ -152,3 +157,16 @@ async def decide(request: Request, user: SignedIn, form: PostedForm, promotion_i
     state = await page_services(request).promotions.decide(user.actor, promotion_id, decision, comment)
     return see_other(request, f"/ui/promotions/{promotion_id}",
                      flash=f"{_DONE[decision]}. The promotion is now {state.status.value.replace('_', ' ')}.")
+
+
+@promotions_router.post("/ui/reviews/{review_id}/complete", response_model=None)
+async def complete_review(request: Request, user: SignedIn, form: PostedForm, review_id: str) -> Response:
+    """Complete a post-implementation review (the service refuses the admin who broke the glass)."""
+    services = page_services(request)
+    review = await run_in_threadpool(services.registry.reviews.complete_review, user.actor, review_id,
+                                     outcome=form.get("outcome"), note=form.get("note").strip())
+    response = see_other(request, "/ui/promotions",
+                         flash=f"Review {review.id} of {review.model_name} v{review.version} completed: "
+                         f"{review.outcome.replace('_', ' ') if review.outcome else ''}.")
+    response.background = BackgroundTask(services.promotions.review_completed, review.id)
+    return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.pages.present import signature_columns
@@ -21,7 +22,7 @@ from calabi.api.pages.web import (
 from calabi.bootstrap import Services
 from registry_store.entities import ModelVersion, RegisteredModel
 from registry_store.errors import InvalidParameterError
-from registry_store.stages import canonical_stage
+from registry_store.stages import PRODUCTION, canonical_stage
 from registry_store.transition_plans import TransitionPlan
 
 __all__ = ["versions_router"]
@@ -88,12 +89,17 @@ async def confirm_transition(request: Request, user: SignedIn, name: str, versio
 @versions_router.post("/ui/models/{name}/versions/{version}/stage", response_model=None)
 async def transition(request: Request, user: SignedIn, form: PostedForm, name: str, version: str) -> Response:
     """Move the version to another stage directly (governed targets go through /ui/promotions)."""
+    services = page_services(request)
     moved = await run_in_threadpool(
-        page_services(request).registry.stages.transition_stage, user.actor, name=name, version=version,
+        services.registry.stages.transition_stage, user.actor, name=name, version=version,
         stage=form.get("stage"), archive_existing_versions=form.flag("archive_existing_versions"),
+        reason=form.get("reason"),
     )
-    return see_other(request, version_url(moved.name, moved.version),
-                     flash=f"Version {moved.version} is now in {moved.current_stage}.")
+    response = see_other(request, version_url(moved.name, moved.version),
+                         flash=f"Version {moved.version} is now in {moved.current_stage}.")
+    if moved.current_stage == PRODUCTION:  # break-glass: its post-implementation review's workflow
+        response.background = BackgroundTask(services.promotions.start_reviews, moved.name)
+    return response
 
 
 @versions_router.post("/ui/models/{name}/versions/{version}/description", response_model=None)
