@@ -66,7 +66,7 @@ def build_activities(services: Services) -> Activities:
     )
     evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
     promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
-                                    evidence)
+                                    evidence, services.tracking)
     return Activities(
         light=[
             promotion.snapshot_evidence,

@@ -98,6 +98,7 @@ class RegisteredModel(_View):
     tags: dict[str, str]
     aliases: list[AliasRef]
     latest_versions: list[ModelVersion]
+    risk_tier: str | None = None
 
 
 class Page(_View, Generic[T]):
@@ -199,6 +200,8 @@ class Promotion(_View):
     history: list[dict[str, Any]] = []
     candidate_digest: str = ""
     evidence_hash: str = ""
+    risk_tier: str | None = None
+    run_author: str = ""
     creation_timestamp: int
     last_updated_timestamp: int
 

@@ -55,6 +55,8 @@ class RegisteredModelRow(SQLModel, table=True):
     creation_timestamp: int = Field(sa_column=_ms())
     last_updated_timestamp: int = Field(sa_column=_ms())
     next_version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    # The policy's risk tier for this model (None: untiered); one of the tiers the default policy declares.
+    risk_tier: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
 
 
 class ModelVersionRow(SQLModel, table=True):
@@ -270,6 +272,9 @@ class PromotionRow(SQLModel, table=True):
     candidate_digest: str = Field(default="", sa_column=Column(String(80), nullable=False, server_default=""))
     evidence_hash: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
     evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    # What the checks' snapshot recorded: the risk tier its policy used and the author of the training run.
+    risk_tier: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    run_author: str = Field(default="", sa_column=Column(String(256), nullable=False, server_default=""))
     creation_timestamp: int = Field(sa_column=_ms())
     last_updated_timestamp: int = Field(sa_column=_ms())
 
