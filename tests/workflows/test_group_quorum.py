@@ -1,0 +1,120 @@
+"""Sign-off from the right people through the real engine (issue 13 items 2 and 3).
+
+A high-tier model (the policy's ``[tiers.high…]`` overlay) needs one sign-off from churn-leads and one
+from model-risk; the author of the candidate's training run (its ``mlflow.user`` on a real tracking
+server) may not sign, neither through the registry nor straight to the workflow; a churn-leads-only
+policy refuses a model-risk member. The signers' groups are what authentication would put on the
+``Actor``; the worker, the activities, the registry and the tracking server are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from policies.loading import declared_tiers
+from policies.status import PromotionStatus
+from registry_store.audit import Actor
+from registry_store.entities import Promotion
+from registry_store.errors import RegistryError
+from tests.fixtures.tracking import TrackingServer
+from tests.workflows.conftest import Harness, running_harness, wait_until
+from tests.workflows.test_decision_rules import workflow_refusal
+from workflows.models import Decision
+from workflows.promotion import PromotionWorkflow
+
+S = PromotionStatus
+CHURN, RISK = "churn-leads", "model-risk"
+HIGH_TIER = f"""
+[tiers.high.production.sign_off]
+expires_after = "2d"
+
+[[tiers.high.production.sign_off.from]]
+group = "{CHURN}"
+count = 1
+
+[[tiers.high.production.sign_off.from]]
+group = "{RISK}"
+count = 1
+"""
+CHURN_ONLY = f'[[production.sign_off.from]]\ngroup = "{CHURN}"\ncount = 1\n'
+
+
+@pytest_asyncio.fixture
+async def tracked(ts_env: WorkflowEnvironment, tmp_path: Path, tracking_server: TrackingServer
+                  ) -> AsyncIterator[Harness]:
+    """The harness with the tracking server a candidate's run author is read from."""
+    async with running_harness(ts_env, tmp_path, mlflow_tracking_url=tracking_server.url) as h:
+        yield h
+
+
+def approver(h: Harness, prefix: str, *groups: str) -> Actor:
+    """A new approver as authentication returns them, in ``groups``."""
+    _, token = h.services.users.create_user(h.admin, name=f"{prefix}-{secrets.token_hex(3)}", roles=["approver"])
+    return dataclasses.replace(h.services.users.authenticate(token), groups=frozenset(groups))
+
+
+def training_run(url: str, user: str) -> str:
+    """A run on the tracking server whose ``mlflow.user`` is ``user``; its id."""
+    response = httpx.post(f"{url}/api/2.0/mlflow/runs/create", timeout=30, json={
+        "experiment_id": "0", "tags": [{"key": "mlflow.user", "value": user}]})
+    response.raise_for_status()
+    return str(response.json()["run"]["info"]["run_id"])
+
+
+async def refused(h: Harness, actor: Actor, promotion: Promotion) -> RegistryError:
+    with pytest.raises(RegistryError) as info:
+        await h.decide(actor, promotion, "sign_off")
+    return info.value
+
+
+async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
+        tracked: Harness, tracking_server: TrackingServer) -> None:
+    h = tracked
+    with (h.policy_dir / "default.toml").open("a") as default:
+        default.write(HIGH_TIER)
+    trainer, lead, lead2 = approver(h, "trainer", CHURN), approver(h, "churn-lead", CHURN), approver(h, "lead2", CHURN)
+    risk, both = approver(h, "risk", RISK), approver(h, "both", CHURN, RISK)
+    high = h.register(candidate_run_id=training_run(tracking_server.url, trainer.name))
+    h.registry.models.set_risk_tier(h.admin, name=high, tier="high", declared=declared_tiers(h.policy_dir))
+    churn = f"churn-{secrets.token_hex(4)}"
+    h.override(churn, CHURN_ONLY)
+    h.register(churn)
+    p_high, p_churn = await h.request(model=high), await h.request(model=churn)
+    await asyncio.gather(h.wait_for(p_high, S.AWAITING_SIGN_OFF), h.wait_for(p_churn, S.AWAITING_SIGN_OFF))
+
+    read = h.read(p_high)
+    assert (read.risk_tier, read.run_author, read.required_approvals) == ("high", trainer.name, 2)
+    assert read.sign_off is not None and [q["group"] for q in read.sign_off["from"]] == [CHURN, RISK]
+    assert (h.read(p_churn).risk_tier, h.read(p_churn).run_author) == (None, h.requester.name)  # no run: registrant
+
+    # The run's author is refused by the registry and by the workflow's own validator.
+    error = await refused(h, trainer, p_high)
+    assert error.error_code == "PERMISSION_DENIED" and "author of the candidate's training run" in error.message
+    direct = Decision(user=trainer.name.upper(), roles=["approver"], groups=[CHURN, RISK])
+    assert (await workflow_refusal(h, p_high, PromotionWorkflow.sign_off, direct)).type == "PERMISSION_DENIED"
+
+    # A churn-leads-only quorum refuses model risk; a churn lead completes it.
+    error = await refused(h, risk, p_churn)
+    assert error.error_code == "PERMISSION_DENIED" and "in none of these groups" in error.message
+    await h.decide(lead, p_churn, "sign_off")
+
+    # High tier: one churn lead is not enough, a second one has no slot, someone in both groups fills model-risk.
+    await h.decide(lead, p_high, "sign_off")
+    await wait_until(lambda: len(h.read(p_high).approvals) == 1, "the first sign-off recorded")
+    error = await refused(h, lead2, p_high)
+    assert error.error_code == "RESOURCE_CONFLICT" and "still needed: model-risk (1)" in error.message
+    assert (await h.state(p_high)).status == S.AWAITING_SIGN_OFF
+    await h.decide(both, p_high, "sign_off")
+
+    assert ((await h.outcome(p_churn)).status, (await h.outcome(p_high)).status) == (S.PROMOTED, S.PROMOTED)
+    signed = [(e.actor, e.after["groups"]) for e in h.audit(high) if e.action == "sign_off_promotion"]
+    assert signed == [(lead.name, [CHURN]), (both.name, [CHURN, RISK])]
