@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,14 +21,17 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from policies.loading import declared_tiers
+from activities.promotion import run_author
+from calabi.api.app import create_app
 from policies.status import PromotionStatus
+from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.audit import Actor
-from registry_store.entities import Promotion
-from registry_store.errors import RegistryError
+from registry_store.entities import ModelVersion, Promotion
+from registry_store.errors import RegistryError, UnavailableError
+from tests.fixtures.servers import free_port
 from tests.fixtures.tracking import TrackingServer
 from tests.workflows.conftest import Harness, running_harness, wait_until
-from tests.workflows.test_decision_rules import workflow_refusal
+from tests.workflows.test_decision_rules import signed_in, user, workflow_refusal
 from workflows.models import Decision
 from workflows.promotion import PromotionWorkflow
 
@@ -56,6 +60,29 @@ async def tracked(ts_env: WorkflowEnvironment, tmp_path: Path, tracking_server: 
         yield h
 
 
+@pytest_asyncio.fixture
+async def tracked_api(tracked: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app over the tracked harness's services."""
+    app = create_app(dataclasses.replace(tracked.services, promotions=tracked.promotions))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield client
+
+
+async def set_tier(api: httpx.AsyncClient, h: Harness, model: str) -> None:
+    """``PUT /api/v1/models/{name}/risk-tier``: admins only, declared tiers only, audited."""
+    admin, lead = user(h, f"root-{secrets.token_hex(3)}", "admin"), user(h, f"lead-{secrets.token_hex(3)}", "approver")
+    path = f"/api/v1/models/{model}/risk-tier"
+    assert (await api.put(path, json={"tier": "high"}, headers=lead.auth)).status_code == 403
+    unknown = await api.put(path, json={"tier": "medium"}, headers=admin.auth)
+    assert unknown.status_code == 400 and unknown.json() == {
+        "error_code": "INVALID_PARAMETER_VALUE", "message": "Unknown risk tier 'medium'; the policy declares: high."}
+    response = await api.put(path, json={"tier": "high"}, headers=admin.auth)
+    assert response.status_code == 200 and response.json()["risk_tier"] == "high", response.text
+    assert (await api.get(f"/api/v1/models/{model}", headers=lead.auth)).json()["risk_tier"] == "high"
+    [event] = [e for e in h.audit(model) if e.action == "set_risk_tier"]
+    assert (event.actor, event.before, event.after) == (admin.name, {"risk_tier": None}, {"risk_tier": "high"})
+
+
 def approver(h: Harness, prefix: str, *groups: str) -> Actor:
     """A new approver as authentication returns them, in ``groups``."""
     _, token = h.services.users.create_user(h.admin, name=f"{prefix}-{secrets.token_hex(3)}", roles=["approver"])
@@ -77,14 +104,14 @@ async def refused(h: Harness, actor: Actor, promotion: Promotion) -> RegistryErr
 
 
 async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
-        tracked: Harness, tracking_server: TrackingServer) -> None:
+        tracked: Harness, tracked_api: httpx.AsyncClient, tracking_server: TrackingServer) -> None:
     h = tracked
     with (h.policy_dir / "default.toml").open("a") as default:
         default.write(HIGH_TIER)
     trainer, lead, lead2 = approver(h, "trainer", CHURN), approver(h, "churn-lead", CHURN), approver(h, "lead2", CHURN)
     risk, both = approver(h, "risk", RISK), approver(h, "both", CHURN, RISK)
     high = h.register(candidate_run_id=training_run(tracking_server.url, trainer.name))
-    h.registry.models.set_risk_tier(h.admin, name=high, tier="high", declared=declared_tiers(h.policy_dir))
+    await set_tier(tracked_api, h, high)
     churn = f"churn-{secrets.token_hex(4)}"
     h.override(churn, CHURN_ONLY)
     h.register(churn)
@@ -95,6 +122,12 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
     assert (read.risk_tier, read.run_author, read.required_approvals) == ("high", trainer.name, 2)
     assert read.sign_off is not None and [q["group"] for q in read.sign_off["from"]] == [CHURN, RISK]
     assert (h.read(p_churn).risk_tier, h.read(p_churn).run_author) == (None, h.requester.name)  # no run: registrant
+    viewer = user(h, f"viewer-{secrets.token_hex(3)}", "viewer")
+    await signed_in(tracked_api, viewer)
+    desk = (await tracked_api.get("/ui/promotions")).text
+    assert re.search(rf'{high} v2 → Production</a>.*?<td class="risk-tier"><span class="chip">high</span>', desk, re.S)
+    page = (await tracked_api.get(f"/ui/promotions/{p_high.id}")).text
+    assert '<dd id="risk-tier"><span class="chip">high</span></dd>' in page and trainer.name in page
 
     # The run's author is refused by the registry and by the workflow's own validator.
     error = await refused(h, trainer, p_high)
@@ -118,3 +151,16 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
     assert ((await h.outcome(p_churn)).status, (await h.outcome(p_high)).status) == (S.PROMOTED, S.PROMOTED)
     signed = [(e.actor, e.after["groups"]) for e in h.audit(high) if e.action == "sign_off_promotion"]
     assert signed == [(lead.name, [CHURN]), (both.name, [CHURN, RISK])]
+
+
+def test_run_author_comes_from_the_tracking_server_else_the_registrant(tracking_server: TrackingServer) -> None:
+    """The run's ``mlflow.user``; a run the server does not know: the registrant; a server that is down: an
+    error the activity retries (never "no author")."""
+    run_id = training_run(tracking_server.url, "Erin")
+    known = ModelVersion.model_construct(run_id=run_id, user_id="registrant")
+    unknown = ModelVersion.model_construct(run_id="0" * 32, user_id="registrant")
+    with TrackingClient(tracking_server.url) as tracking:
+        assert (run_author(known, tracking), run_author(unknown, tracking)) == ("Erin", "registrant")
+    assert run_author(known, None) == "registrant"  # no tracking server configured
+    with TrackingClient(f"http://127.0.0.1:{free_port()}", timeout=5) as down, pytest.raises(UnavailableError):
+        run_author(known, down)
