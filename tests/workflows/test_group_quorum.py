@@ -3,8 +3,8 @@
 A high-tier model (the policy's ``[tiers.high…]`` overlay) needs one sign-off from churn-leads and one
 from model-risk; the author of the candidate's training run (its ``mlflow.user`` on a real tracking
 server) may not sign, neither through the registry nor straight to the workflow; a churn-leads-only
-policy refuses a model-risk member. The signers' groups are what authentication would put on the
-``Actor``; the worker, the activities, the registry and the tracking server are real.
+policy refuses a model-risk member. The signers' groups are real memberships their tokens carry; the
+worker, the activities, the registry and the tracking server are real.
 """
 
 from __future__ import annotations
@@ -84,9 +84,16 @@ async def set_tier(api: httpx.AsyncClient, h: Harness, model: str) -> None:
 
 
 def approver(h: Harness, prefix: str, *groups: str) -> Actor:
-    """A new approver as authentication returns them, in ``groups``."""
-    _, token = h.services.users.create_user(h.admin, name=f"{prefix}-{secrets.token_hex(3)}", roles=["approver"])
-    return dataclasses.replace(h.services.users.authenticate(token), groups=frozenset(groups))
+    """A new approver, a member of ``groups`` (created when missing), as their token authenticates."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    _, token = h.services.users.create_user(h.admin, name=name, roles=["approver"])
+    for group in groups:
+        if group not in {g.name for g in h.services.groups.list_groups(h.admin)}:
+            h.services.groups.create_group(h.admin, name=group)
+        h.services.groups.add_member(h.admin, group=group, user=name)
+    actor = h.services.users.authenticate(token)
+    assert actor.groups == frozenset(groups)
+    return actor
 
 
 def training_run(url: str, user: str) -> str:

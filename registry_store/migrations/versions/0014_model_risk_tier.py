@@ -5,7 +5,7 @@ A promotion records the tier its policy snapshot used and the author of the cand
 run, whom separation of duties keeps from signing it off. Existing rows: untiered, no author known.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 22:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
