@@ -71,7 +71,7 @@ def build_activities(services: Services) -> Activities:
     )
     evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
     promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
-                                    evidence)
+                                    evidence, services.tracking)
     reviews = ReviewActivities(services.registry, notifier)
     return Activities(
         light=[

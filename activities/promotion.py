@@ -21,7 +21,7 @@ from activities.notify import Notifier
 from policies.checklist import configured_checks, run_check
 from policies.errors import PolicyError
 from policies.evidence import Evidence, SignatureSchema, VersionEvidence
-from policies.loading import load_policy
+from policies.loading import LoadedPolicy, load_policy
 from policies.models import PromotionPolicy, StagePolicy
 from policies.render import (
     NOTIFICATION_KINDS,
@@ -32,9 +32,10 @@ from policies.render import (
 )
 from policies.results import Checklist, CheckResult, Number
 from registry_store.artifacts import ArtifactStore
+from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.audit import Actor
 from registry_store.entities import ModelVersion
-from registry_store.errors import InvalidParameterError
+from registry_store.errors import InvalidParameterError, NotFoundError
 from registry_store.service import RegistryService
 from registry_store.stages import PRODUCTION, STAGING, canonical_stage
 from workflows.models import (
@@ -48,7 +49,7 @@ from workflows.models import (
     SignOffRecord,
 )
 
-__all__ = ["PromotionActivities", "notification_event_key", "workflow_actor"]
+__all__ = ["PromotionActivities", "notification_event_key", "run_author", "workflow_actor"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,22 @@ def notification_event_key() -> str:
     """The notification event the current notify activity sends: its workflow run and activity id (kept by retries)."""
     info = activity.info()
     return f"{info.workflow_run_id}/{info.activity_id}"
+
+
+def run_author(version: ModelVersion, tracking: TrackingClient | None) -> str:
+    """Who trained ``version``: its run's user on the tracking server, else the user who registered it.
+
+    A run the tracking server does not know (deleted, or logged elsewhere) falls back to the registering
+    user; an unreachable tracking server raises (``UnavailableError``, retried): never "no author".
+    """
+    if version.run_id and tracking is not None:
+        try:
+            author = tracking.get_run(version.run_id).author
+        except NotFoundError:
+            author = ""
+        if author:
+            return author
+    return version.user_id
 
 
 def stage_policy(policy: PromotionPolicy, *, kind: str, target_stage: str) -> StagePolicy:
@@ -80,30 +97,36 @@ class PromotionActivities:
     """The activities of PromotionWorkflow, bound to the registry, the artifact store and the policy dir.
 
     ``evidence`` computes model evidence a snapshot finds missing (promotions started before the
-    ``compute_model_evidence`` step existed); by default with cold loaders only.
+    ``compute_model_evidence`` step existed); by default with cold loaders only. ``tracking`` is the
+    tracking server a candidate's run author is read from (None: none configured).
     """
 
     def __init__(
         self, registry: RegistryService, artifacts: ArtifactStore, policy_dir: Path, notifier: Notifier,
-        evidence: ModelEvidenceActivities | None = None,
+        evidence: ModelEvidenceActivities | None = None, tracking: TrackingClient | None = None,
     ) -> None:
         self._registry = registry
         self._artifacts = artifacts
         self._policy_dir = policy_dir
         self._notifier = notifier
         self._evidence = evidence or ModelEvidenceActivities(registry, artifacts, LoaderPool(0))
+        self._tracking = tracking
 
     # ------------------------------------------------------------------ activities
 
     @activity.defn(name="snapshot_evidence")
     @domain_errors
     def snapshot_evidence(self, request: PromotionInput) -> EvidenceSnapshot:
-        """The candidate, the incumbent, the serving schema and the policy in force, as of now."""
-        loaded = load_policy(self._policy_dir, request.model)
+        """The candidate, the incumbent, the serving schema, the run's author and the policy in force, as of now."""
+        actor = workflow_actor()
+        loaded = self._policy(actor, request.model)
         policy = stage_policy(loaded.policy, kind=request.kind, target_stage=request.target_stage)
         checks = configured_checks(policy)
+        author = run_author(self._registry.versions.get_model_version(actor, name=request.model,
+                                                                      version=request.version), self._tracking)
         subject = self._registry.promotions.promotion_subject(
-            workflow_actor(), request.promotion_id, tag_keys=policy.evidence_tags(), policy_hash=loaded.content_hash)
+            actor, request.promotion_id, tag_keys=policy.evidence_tags(), policy_hash=loaded.content_hash,
+            run_author=author, risk_tier=loaded.tier)
         incumbent = subject.incumbent
         evidence = Evidence(
             model=request.model, target_stage=request.target_stage, requester=request.requester,
@@ -114,7 +137,8 @@ class PromotionActivities:
         return EvidenceSnapshot(
             evidence=evidence, policy=policy, policy_hash=loaded.content_hash,
             incumbent_version=incumbent.version if incumbent else None,
-            storage_location=subject.candidate.storage_location, checks=checks,
+            storage_location=subject.candidate.storage_location, checks=checks, run_author=author,
+            risk_tier=loaded.tier,
         )
 
     @activity.defn(name="verify_evidence")
@@ -124,7 +148,7 @@ class PromotionActivities:
         actor = workflow_actor()
         model = self._registry.promotions.get_promotion(actor, promotion_id).model_name
         return self._registry.promotions.evidence_changes(
-            actor, promotion_id, policy_hash=load_policy(self._policy_dir, model).content_hash)
+            actor, promotion_id, policy_hash=self._policy(actor, model).content_hash)
 
     @activity.defn(name="evaluate_check")
     @domain_errors
@@ -163,7 +187,8 @@ class PromotionActivities:
         """Audit one accepted sign-off under the approver's own name (once per approver)."""
         approval = record.approval
         self._registry.promotions.record_sign_off(
-            Actor(name=approval.user, roles=frozenset(approval.roles)), record.promotion_id,
+            Actor(name=approval.user, roles=frozenset(approval.roles), groups=frozenset(approval.groups)),
+            record.promotion_id,
             approvals=[a.model_dump(mode="json") for a in record.approvals], comment=approval.comment,
         )
 
@@ -187,7 +212,7 @@ class PromotionActivities:
         self._registry.promotions.apply_promotion(
             actor, apply.promotion_id, expected_incumbent=apply.expected_incumbent, description=description,
             approvers=apply.approvers, validation_date=apply.validated_on.date().isoformat(),
-            policy_hash=load_policy(self._policy_dir, promotion.model_name).content_hash,
+            policy_hash=self._policy(actor, promotion.model_name).content_hash,
         )
 
     @activity.defn(name="notify")
@@ -208,6 +233,11 @@ class PromotionActivities:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _policy(self, actor: Actor, model: str) -> LoadedPolicy:
+        """The policy in force for ``model``: the default, the model's risk tier overlay, its override."""
+        tier = self._registry.models.get_registered_model(actor, model).risk_tier
+        return load_policy(self._policy_dir, model, tier=tier)
 
     def _version_evidence(self, mv: ModelVersion, *, compute_importances: bool) -> VersionEvidence:
         """The checks' view of ``mv``; with ``compute_importances``, what its model exposes when nothing is recorded.
@@ -238,7 +268,7 @@ class PromotionActivities:
             return None
         primary: str | None = None
         try:
-            primary_rule = stage_policy(load_policy(self._policy_dir, model).policy, kind=kind,
+            primary_rule = stage_policy(self._policy(workflow_actor(), model).policy, kind=kind,
                                         target_stage=PRODUCTION).metrics
             primary = primary_rule.primary if primary_rule else None
         except (PolicyError, InvalidParameterError) as exc:  # the description line is not worth failing for

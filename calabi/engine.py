@@ -156,7 +156,7 @@ class PromotionService:
         promotion = await asyncio.to_thread(
             self._registry.promotions.authorize_decision, actor, promotion_id, action, comment=comment)
         handle = (await self.client()).get_workflow_handle(promotion.workflow_id)
-        decision = Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
+        decision = Decision(user=actor.name, roles=sorted(actor.roles), groups=sorted(actor.groups), comment=comment)
         try:
             return await self._bounded(handle.execute_update(
                 action, decision, result_type=PromotionState, rpc_timeout=self._rpc_timeout,

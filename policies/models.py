@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from policies._base import Frozen
 from policies.durations import Duration
@@ -28,6 +28,7 @@ __all__ = [
     "BreakGlassRule",
     "DescriptionRule",
     "Direction",
+    "GroupQuorum",
     "Guardrail",
     "LeakageRule",
     "MetricsRule",
@@ -154,14 +155,54 @@ class DescriptionRule(_Rule):
     required_metrics: list[Name] = []
 
 
+class GroupQuorum(_Rule):
+    """``count`` distinct sign-offs from members of ``group`` (TOML ``[[<stage>.sign_off.from]]``)."""
+
+    group: Name
+    count: int = Field(default=1, ge=1, le=20)
+
+
 class SignOffRule(_Rule):
-    """Human sign-off: ``approvers`` distinct users holding ``role``; consumed by the workflow."""
+    """Human sign-off, consumed by the workflow: ``approvers`` distinct users holding ``role``.
+
+    ``from`` (a quorum per group) replaces the plain count: each group needs its ``count``
+    sign-offs from its members, and one person fills one slot even when in several groups.
+    Serialised without ``from`` when empty and without ``exclude_run_author`` when true, so a
+    policy that uses neither hashes as it did before they existed.
+    """
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
     approvers: int = Field(default=1, ge=0, le=20)
     role: Name = "approver"
+    from_: list[GroupQuorum] = Field(default=[], alias="from", max_length=20)
     exclude_requester: bool = True
+    exclude_run_author: bool = True
     reminder_every: Duration = timedelta(days=1)
     expires_after: Duration = timedelta(days=7)
+
+    @model_validator(mode="after")
+    def _groups_once(self) -> SignOffRule:
+        names = [quorum.group.strip().casefold() for quorum in self.from_]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"group listed more than once in 'from': {', '.join(duplicates)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        quorum = data.pop("from_", None)
+        if quorum:
+            data["from"] = quorum
+        if data.get("exclude_run_author") is True:
+            del data["exclude_run_author"]
+        return data
+
+    @property
+    def needed(self) -> int:
+        """How many sign-offs make an approval: the sum of the group counts, else ``approvers``."""
+        return sum(quorum.count for quorum in self.from_) if self.from_ else self.approvers
 
     def expires_at(self, requested_at: datetime) -> datetime:
         """When a request made at ``requested_at`` expires."""
@@ -200,7 +241,7 @@ class StagePolicy(_Rule):
     @property
     def approvers_needed(self) -> int:
         """How many approvals this promotion needs (0 without a sign-off section)."""
-        return self.sign_off.approvers if self.sign_off is not None else 0
+        return self.sign_off.needed if self.sign_off is not None else 0
 
     def required_sign_off(self) -> SignOffRule | None:
         """The sign-off rule when approvals are needed (None: no human sign-off)."""

@@ -16,6 +16,7 @@ __all__ = [
     "ChainAnchor",
     "ChainLink",
     "EvidencePack",
+    "Group",
     "ModelEvidence",
     "ModelVersion",
     "Notification",
@@ -100,6 +101,7 @@ class RegisteredModel(_View):
     tags: dict[str, str]
     aliases: list[AliasRef]
     latest_versions: list[ModelVersion]
+    risk_tier: str | None = None
 
 
 class Page(_View, Generic[T]):
@@ -110,11 +112,21 @@ class Page(_View, Generic[T]):
 
 
 class User(_View):
-    """A user and the roles granted to it."""
+    """A user, the roles granted to it and its primary group (the owner of the models it creates)."""
 
     name: str
     roles: list[str]
     creation_timestamp: int
+    primary_group: str | None = None
+
+
+class Group(_View):
+    """A group of users (a team) and its members' names."""
+
+    name: str
+    description: str
+    created_at: int
+    members: list[str]
 
 
 class AuditEvent(_View):
@@ -231,6 +243,8 @@ class Promotion(_View):
     history: list[dict[str, Any]] = []
     candidate_digest: str = ""
     evidence_hash: str = ""
+    risk_tier: str | None = None
+    run_author: str = ""
     creation_timestamp: int
     last_updated_timestamp: int
 

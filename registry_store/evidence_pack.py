@@ -75,10 +75,11 @@ def _candidate(session: Session, promotion: PromotionRow) -> CandidateIdentity:
 
 
 def _policy_in_force(policy_dir: Path, promotion: PromotionRow) -> PolicyInForce:
-    """The files ``load_policy`` reads for the model now; ``changed``: their hash is not the one recorded."""
+    """The files ``load_policy`` reads for the model now (for the risk tier the snapshot used); ``changed``: their
+    hash is not the one recorded."""
     recorded = promotion.policy_hash
     try:
-        loaded = load_policy(policy_dir, promotion.model_name)
+        loaded = load_policy(policy_dir, promotion.model_name, tier=promotion.risk_tier)
         files = [PolicyFile(source=source, text=default_policy_text() if source == PACKAGED_DEFAULT
                             else Path(source).read_text(encoding="utf-8")) for source in loaded.sources]
     except (PolicyError, OSError, UnicodeDecodeError) as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -13,6 +13,7 @@ from registry_store.context import MAX_MODEL_RESULTS, ServiceBase
 from registry_store.entities import Page, RegisteredModel
 from registry_store.errors import (
     AlreadyExistsError,
+    InvalidParameterError,
 )
 from registry_store.promotion_binding import refuse_if_promoting
 from registry_store.stages import PRODUCTION
@@ -127,6 +128,27 @@ class ModelService(ServiceBase):
                 before={"description": before},
                 after={"description": text},
             )
+            return model_view(session, row)
+
+    def set_risk_tier(self, actor: Actor, *, name: object, tier: object, declared: Collection[str]
+                      ) -> RegisteredModel:
+        """Set a model's risk tier to one of the ``declared`` tiers of the policy, or clear it (``tier=None``).
+
+        Admins only for now. The tier selects the policy's ``[tiers.<tier>]`` overlay for the model's next
+        checks; a live promotion's sign-offs bind to the policy hash, so a change voids them at the next verify.
+        """
+        require_role(actor, "admin", "set a model's risk tier")
+        if tier is not None and (not isinstance(tier, str) or tier not in declared):
+            names = ", ".join(sorted(declared)) or "none"
+            raise InvalidParameterError(f"Unknown risk tier {tier!r}; the policy declares: {names}.")
+        with self._db.write() as session:
+            row = self._model(session, name, lock=True)
+            before = row.risk_tier
+            if before != tier:
+                row.risk_tier, row.last_updated_timestamp = tier, self._clock()
+                session.add(row)
+                self._audit(session, actor, "set_risk_tier", row.name, None, before={"risk_tier": before},
+                            after={"risk_tier": tier})
             return model_view(session, row)
 
     def delete_registered_model(self, actor: Actor, name: object) -> None:

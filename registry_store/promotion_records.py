@@ -199,19 +199,22 @@ class PromotionRecords(ServiceBase):
         if action not in Action.__members__.values():
             raise InvalidParameterError(f"Unknown decision '{action}'.")
         promotion = self.get_promotion(actor, promotion_id)
-        why = refusal(Action(action), user=actor.name, roles=actor.roles, promotion=decision_facts(promotion),
-                      comment=comment)
+        why = refusal(Action(action), user=actor.name, roles=actor.roles, groups=actor.groups,
+                      promotion=decision_facts(promotion), comment=comment)
         if why is not None:
             raise refused(why.kind.value, why.message)
         return promotion
 
     def promotion_subject(
-        self, actor: Actor, promotion_id: object, *, tag_keys: Sequence[str], policy_hash: str
+        self, actor: Actor, promotion_id: object, *, tag_keys: Sequence[str], policy_hash: str, run_author: str = "",
+        risk_tier: str | None = None,
     ) -> PromotionSubject:
         """The candidate, the current Production version and the serving schema, as of now.
 
         In the same transaction the promotion is bound to this evidence (``tag_keys``: the tags the
         policy reads): what the checks are about to see is what the sign-offs and apply are held to.
+        The snapshot's ``run_author`` (whom separation of duties excludes) and the ``risk_tier`` its
+        policy was loaded for are recorded with it.
         """
         require_role(actor, "engineer", "snapshot promotions")
         with self._db.write() as session:
@@ -219,7 +222,7 @@ class PromotionRecords(ServiceBase):
             model = self._model(session, promotion.model_name)
             candidate = self._version(session, model, promotion.version)
             bind_evidence(self.context, session, actor, promotion, candidate, tag_keys=tag_keys,
-                          policy_hash=policy_hash)
+                          policy_hash=policy_hash, run_author=run_author, risk_tier=risk_tier)
             incumbent_number = production_version(session, model)
             rows = [(candidate, model.name)]
             if incumbent_number is not None and incumbent_number != candidate.version:
@@ -301,7 +304,8 @@ class PromotionRecords(ServiceBase):
     def record_sign_off(
         self, approver: Actor, promotion_id: object, *, approvals: Sequence[dict[str, Any]], comment: str
     ) -> Promotion:
-        """Audit one approver's sign-off (actor = the approver) and store the approvals so far."""
+        """Audit one approver's sign-off (actor = the approver, with the roles and groups they signed with) and
+        store the approvals so far."""
         with self._db.write() as session:
             row = promotion_row(session, promotion_id, lock=True)
             earlier = session.exec(
@@ -318,8 +322,8 @@ class PromotionRecords(ServiceBase):
             row.last_updated_timestamp = self._clock()
             session.add(row)
             self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
-                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles), "at": at,
-                               "evidence_hash": row.evidence_hash})
+                        after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles),
+                               "groups": sorted(approver.groups), "at": at, "evidence_hash": row.evidence_hash})
             return promotion_view(row)
 
     def apply_promotion(

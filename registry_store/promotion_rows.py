@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from policies.decisions import Action, PromotionFacts, refusal
+from policies.decisions import Action, PromotionFacts, Signer, refusal
 from policies.models import SignOffRule
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
@@ -87,15 +87,17 @@ def sign_off_rule(promotion: Promotion) -> SignOffRule | None:
 
 
 def decision_facts(promotion: Promotion) -> PromotionFacts:
-    """What the decision rules look at, all from the read model."""
+    """What the decision rules look at, all from the read model (signers with the groups they signed in)."""
     return PromotionFacts(status=PromotionStatus(promotion.status), requester=promotion.requester,
-                          sign_off=sign_off_rule(promotion),
-                          approved_by=[str(a.get("user", "")) for a in promotion.approvals])
+                          run_author=promotion.run_author, sign_off=sign_off_rule(promotion),
+                          signers=[Signer(user=str(a.get("user", "")), groups=[str(g) for g in a.get("groups") or []])
+                                   for a in promotion.approvals])
 
 
 def may_sign_off(actor: Actor, promotion: Promotion) -> bool:
     """Whether ``actor`` may sign ``promotion`` off now, by the one decision rule and the recorded sign-off rule."""
-    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, promotion=decision_facts(promotion)) is None
+    return refusal(Action.SIGN_OFF, user=actor.name, roles=actor.roles, groups=actor.groups,
+                   promotion=decision_facts(promotion)) is None
 
 
 def promotion_view(row: PromotionRow) -> Promotion:
@@ -109,6 +111,7 @@ def promotion_view(row: PromotionRow) -> Promotion:
         exclude_requester=row.exclude_requester, deadline=row.deadline,
         reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
         sign_off=json.loads(row.sign_off), history=json.loads(row.history),
-        candidate_digest=row.candidate_digest, evidence_hash=row.evidence_hash,
-        creation_timestamp=row.creation_timestamp, last_updated_timestamp=row.last_updated_timestamp,
+        candidate_digest=row.candidate_digest, evidence_hash=row.evidence_hash, risk_tier=row.risk_tier,
+        run_author=row.run_author, creation_timestamp=row.creation_timestamp,
+        last_updated_timestamp=row.last_updated_timestamp,
     )

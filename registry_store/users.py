@@ -22,8 +22,9 @@ from registry_store.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from registry_store.group_membership import groups_column, parse_groups
 from registry_store.server_key import ServerKey
-from registry_store.tables import TokenRow, UserRow
+from registry_store.tables import GroupRow, TokenRow, UserRow
 from registry_store.token_hashes import TokenHasher, legacy_hash, split_token
 
 __all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "expand_roles", "require_role"]
@@ -39,13 +40,13 @@ SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
 _USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
 _FIND_TOKEN = (
     select(col(TokenRow.id), col(TokenRow.salt), col(TokenRow.token_hash), col(UserRow.name), col(UserRow.roles),
-           FAILURES)
+           groups_column(col(UserRow.id)), FAILURES)
     .join(UserRow, col(UserRow.id) == col(TokenRow.user_id))
     .where(or_(col(TokenRow.id) == bindparam("token_id"), col(TokenRow.token_hash) == bindparam("keyed"),
                col(TokenRow.token_hash) == bindparam("legacy")))
 )
 """Rows that may own a token: by the id of ``<id>.<secret>``, or by a bare token's keyed or legacy hash;
-with the client's failures. Built once: per request only its parameters change."""
+with the user's groups and the client's failures. Built once: per request only its parameters change."""
 
 
 def require_role(actor: Actor, role: str, action: str) -> None:
@@ -112,22 +113,26 @@ class UserService:
             self.failures.check(self.failures.current(client, now), now)
             self.failures.record(client, now)
             raise UnauthenticatedError("Invalid or revoked token.")
-        token_id, salt, name, roles, failures = found
+        token_id, salt, name, roles, groups, failures = found
         self.failures.check(failures, now)
         if salt is None:
             self._rehash(token_id, token)
-        return Actor(name=name, roles=expand_roles(roles.split(",")), request_id=request_id), token_id
+        actor = Actor(name=name, roles=expand_roles(roles.split(",")), groups=parse_groups(groups),
+                      request_id=request_id)
+        return actor, token_id
 
-    def _find(self, token: str, client: str, now: int) -> tuple[int, str | None, str, str, int | None] | None:
-        """The matching token row (id, salt, user, roles) and the client's failures, in one query."""
+    def _find(
+        self, token: str, client: str, now: int
+    ) -> tuple[int, str | None, str, str, str | None, int | None] | None:
+        """The matching token row (id, salt, user, roles, groups) and the client's failures, in one query."""
         split = split_token(token)
         params = {"token_id": split[0] if split else -1, "keyed": self._hasher.digest("", token),
                   "legacy": legacy_hash(token), **self.failures.params(client, now)}
         with self._db.read_connection() as connection:
             rows = connection.execute(_FIND_TOKEN, params).all()
-        for token_id, salt, stored, name, roles, failures in rows:
+        for token_id, salt, stored, name, roles, groups, failures in rows:
             if token_id is not None and self._matches(token_id, salt, stored, token, split):
-                return token_id, salt, name, roles, failures
+                return token_id, salt, name, roles, groups, failures
         return None
 
     def _matches(self, token_id: int, salt: str | None, stored: str, token: str,
@@ -177,8 +182,12 @@ class UserService:
         """All users (admin only)."""
         require_role(actor, "admin", "list users")
         with self._db.read() as session:
-            rows = session.exec(orm_select(UserRow).order_by(col(UserRow.name))).all()
-        return [_view(row) for row in rows]
+            rows = session.exec(
+                orm_select(UserRow, col(GroupRow.name))
+                .outerjoin(GroupRow, col(GroupRow.id) == col(UserRow.primary_group_id))
+                .order_by(col(UserRow.name))
+            ).all()
+        return [_view(row, group) for row, group in rows]
 
     def _store_token(self, session: Session, user_id: int, token: str | None, now: int) -> str:
         """Insert a token row: ``token`` stored by its keyed hash, else a new ``<id>.<secret>`` token."""
@@ -220,5 +229,6 @@ class UserService:
         return _view(row), issued
 
 
-def _view(row: UserRow) -> User:
-    return User(name=row.name, roles=row.roles.split(","), creation_timestamp=row.creation_timestamp)
+def _view(row: UserRow, primary_group: str | None = None) -> User:
+    return User(name=row.name, roles=row.roles.split(","), creation_timestamp=row.creation_timestamp,
+                primary_group=primary_group)

@@ -218,6 +218,7 @@ def models_views(session: Session, models: Sequence[ModelRecord]) -> list[Regist
                 tags=tags[model.id],
                 aliases=aliases[model.id],
                 latest_versions=versions_views(session, [(r, model.name) for r in latest], with_aliases=False),
+                risk_tier=model.risk_tier,
             )
         )
     return views

@@ -66,16 +66,20 @@ class PromotionInput(_Message):
 class Decision(_Message):
     """A human decision sent to the workflow: sign-off, reject, cancel or re-check.
 
-    ``user`` and ``roles`` come from the authenticated caller, never from the request body.
+    ``user``, ``roles`` and ``groups`` come from the authenticated caller, never from the request body.
     """
 
     user: str
     roles: list[str]
+    groups: list[str] = []
     comment: str = ""
 
 
 class EvidenceSnapshot(_Message):
-    """The evidence a checklist runs over, with the policy in force."""
+    """The evidence a checklist runs over, with the policy in force (of the model's risk tier, if any).
+
+    ``run_author`` is who trained the candidate (its run's user on the tracking server, else who registered it).
+    """
 
     evidence: Evidence
     policy: StagePolicy
@@ -83,6 +87,8 @@ class EvidenceSnapshot(_Message):
     incumbent_version: int | None
     storage_location: str
     checks: list[str]
+    run_author: str = ""
+    risk_tier: str | None = None
 
 
 class ModelEvidenceInput(_Message):
@@ -165,7 +171,8 @@ class PromotionState(_Message):
     """The live state the query returns.
 
     ``sign_off`` is the sign-off rule of the policy snapshot the checks ran under (``None``: no
-    sign-off needed, or no checks run yet); ``stop`` is set once the promotion is stopping.
+    sign-off needed, or no checks run yet), ``run_author`` and ``risk_tier`` come from that snapshot;
+    ``stop`` is set once the promotion is stopping.
     """
 
     promotion_id: str
@@ -186,6 +193,8 @@ class PromotionState(_Message):
     message: str = ""
     policy_hash: str = ""
     incumbent_version: int | None = None
+    run_author: str = ""
+    risk_tier: str | None = None
     history: list[StateChange] = Field(default_factory=list)
 
 

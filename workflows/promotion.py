@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from policies.decisions import Action, Approval, PromotionFacts, refusal, sign_off_decision
     from policies.evidence import TestRun
+    from policies.models import SignOffRule
     from policies.results import Checklist, CheckResult
     from policies.status import PromotionStatus
     from workflows.failures import activity_cause, activity_error_type, failed_checks
@@ -71,6 +72,9 @@ HEAVY_QUEUE = "heavy-queue"
 snapshot, which then only reads it; ``run_tests`` runs on the heavy queue too."""
 RECHECK_RECORDED = "recheck-recorded"
 """Patch: a re-check is answered once the read model says ``running_checks`` (reads agree with the decision)."""
+GROUP_QUORUM = "group-quorum"
+"""Patch: sign-offs are counted by ``sign_off_decision`` with the signers' groups (a quorum per group, one slot
+per person) and without the run's author; before it, a plain count of ``needed`` distinct signers."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -138,8 +142,8 @@ class PromotionWorkflow:
     def sign_off(self, decision: Decision) -> PromotionState:
         """An approver signs off (validated before it reaches history)."""
         self._state = self._current.model_copy(update={"approvals": [
-            *self._current.approvals, Approval(user=decision.user, roles=decision.roles, comment=decision.comment,
-                                             at=workflow.now()),
+            *self._current.approvals, Approval(user=decision.user, roles=decision.roles, groups=decision.groups,
+                                             comment=decision.comment, at=workflow.now()),
         ]})
         return self._current
 
@@ -194,9 +198,10 @@ class PromotionWorkflow:
         state = self._current
         facts = PromotionFacts(
             status=state.stop.status if state.stop is not None else state.status, requester=state.requester,
-            sign_off=state.sign_off, approved_by=[a.user for a in state.approvals],
+            run_author=state.run_author, sign_off=state.sign_off, signers=list(state.approvals),
         )
-        refused = refusal(action, user=decision.user, roles=decision.roles, promotion=facts, comment=decision.comment)
+        refused = refusal(action, user=decision.user, roles=decision.roles, groups=decision.groups, promotion=facts,
+                          comment=decision.comment)
         if refused is not None:
             raise ApplicationError(refused.message, type=refused.kind.value, non_retryable=True)
 
@@ -231,7 +236,8 @@ class PromotionWorkflow:
         self._state = self._current.model_copy(update={
             "checklist": checklist, "policy_hash": self._snapshot.policy_hash,
             "incumbent_version": self._snapshot.incumbent_version, "sign_off": rule,
-            "required_approvals": rule.approvers if rule else 0,
+            "run_author": self._snapshot.run_author, "risk_tier": self._snapshot.risk_tier,
+            "required_approvals": rule.needed if rule else 0,
             "approver_role": rule.role if rule else "approver",
         })
         return checklist.passed
@@ -306,7 +312,7 @@ class PromotionWorkflow:
         assert rule is not None
         deadline = workflow.now() + rule.expires_after
         self._state = self._current.model_copy(update={"deadline": deadline})
-        await self._enter(PromotionStatus.AWAITING_SIGN_OFF, f"awaiting {rule.approvers} sign-off(s)")
+        await self._enter(PromotionStatus.AWAITING_SIGN_OFF, f"awaiting {rule.needed} sign-off(s)")
         await self._notify("awaiting")
         next_reminder = workflow.now() + rule.reminder_every
         notice = workflow.patched(EVIDENCE_NOTICE)  # runs started before the signal existed ignore it (replay)
@@ -320,7 +326,7 @@ class PromotionWorkflow:
             stale = bool(self._current.approvals) or workflow.now() >= next_reminder or news
             if stale and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
                 return self._current.stop is None
-            if sign_off_decision(rule, requester=self._current.requester, approvals=self._current.approvals).satisfied:
+            if self._signed_off(rule):
                 return True
             now = workflow.now()
             if now >= deadline:
@@ -339,6 +345,20 @@ class PromotionWorkflow:
                 )
             except TimeoutError:
                 pass
+
+    def _signed_off(self, rule: SignOffRule) -> bool:
+        """Whether the approvals so far satisfy ``rule`` (patch ``group-quorum``: by group, never the run's author).
+
+        Without the patch (runs started before it) ``needed`` distinct signers suffice: for every rule
+        recorded before groups existed that is the count those runs were made with.
+        """
+        state = self._current
+        if workflow.patched(GROUP_QUORUM):
+            return sign_off_decision(rule, requester=state.requester, approvals=state.approvals,
+                                     run_author=state.run_author).satisfied
+        plain = SignOffRule(approvers=rule.needed, role=rule.role, exclude_requester=rule.exclude_requester,
+                            exclude_run_author=False)
+        return sign_off_decision(plain, requester=state.requester, approvals=state.approvals).satisfied
 
     async def _evidence_unchanged(self) -> bool:
         """Whether the candidate's evidence is what the checks ran on; if not, the sign-offs are voided."""

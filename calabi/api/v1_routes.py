@@ -8,7 +8,9 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 
 from calabi.api.deps import CurrentActor, ServicesDep
+from policies.errors import PolicyError
 from policies.identity import PRODUCTION
+from policies.loading import declared_tiers
 from registry_store.entities import (
     AuditEvent,
     AuditVerification,
@@ -18,6 +20,7 @@ from registry_store.entities import (
     RegisteredModel,
     User,
 )
+from registry_store.errors import UnavailableError
 
 __all__ = ["v1_router"]
 
@@ -151,6 +154,22 @@ def update_model(services: ServicesDep, actor: CurrentActor, name: str, body: Mo
     if body.new_name is not None:
         model = services.registry.models.rename_registered_model(actor, name=name, new_name=body.new_name)
     return model
+
+
+class RiskTierSet(BaseModel):
+    """Body of ``PUT /models/{name}/risk-tier``: one of the policy's declared tiers, or null to clear it."""
+
+    tier: str | None
+
+
+@v1_router.put("/models/{name}/risk-tier", response_model=RegisteredModel)
+def set_risk_tier(services: ServicesDep, actor: CurrentActor, name: str, body: RiskTierSet) -> RegisteredModel:
+    """Set or clear a model's risk tier (admins); the tier must be declared by the policy."""
+    try:
+        declared = declared_tiers(services.settings.resolved_policy_dir())
+    except PolicyError as exc:
+        raise UnavailableError(f"The promotion policy cannot be loaded: {exc}") from exc
+    return services.registry.models.set_risk_tier(actor, name=name, tier=body.tier, declared=declared)
 
 
 @v1_router.delete("/models/{name}", status_code=204)

@@ -87,6 +87,23 @@ def models_rename(ctx: typer.Context, name: str, new_name: str, as_json: JsonOpt
     out.show(model, as_json=as_json, message=f"Renamed '{name}' to '{model['name']}'.")
 
 
+@models_app.command("set-tier")
+def models_set_tier(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    tier: Annotated[str | None, typer.Argument(help="A risk tier the policy declares, e.g. high.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the model's risk tier.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a model's risk tier (admins), which selects the policy's [tiers.<tier>] overlay; --clear removes it."""
+    if (tier is None) == (not clear):
+        raise typer.BadParameter("give a TIER or --clear, not both", param_hint="'TIER'")
+    model = api(ctx).put(f"/models/{segment(name)}/risk-tier", {"tier": tier})
+    done = f"Risk tier of '{model['name']}' is now {model['risk_tier']}." if model["risk_tier"] else \
+        f"Cleared the risk tier of '{model['name']}'."
+    out.show(model, as_json=as_json, message=done)
+
+
 @models_app.command("delete")
 def models_delete(ctx: typer.Context, name: str, yes: YesOpt = False) -> None:
     """Delete a model with all its versions and their artifacts."""

@@ -168,6 +168,7 @@ def model_detail(model: Json) -> Group:
         ("Description", model["description"] or "-"),
         ("Tags", _tags(model["tags"]) or "-"),
         ("Aliases", ", ".join(f"@{a['alias']} → v{a['version']}" for a in model["aliases"]) or "-"),
+        ("Risk tier", model.get("risk_tier") or "-"),
         ("Created", timestamp(model["creation_timestamp"])),
         ("Updated", timestamp(model["last_updated_timestamp"])),
     ])

@@ -73,6 +73,8 @@ def promotion_detail(promotion: Promotion, history: Sequence[StateChange]) -> Gr
         ("Kind", promotion["kind"]),
         ("Status", status + (f" ({message})" if message else "")),
         ("Requester", promotion["requester"]),
+        ("Training run by", promotion.get("run_author") or "-"),
+        ("Risk tier", promotion.get("risk_tier") or "-"),
         ("Justification", promotion["justification"]),
         ("Production was", f"v{incumbent}" if incumbent is not None else "-"),
         ("Sign-offs", f"{len(approvals)} of {required} ({promotion['approver_role']})" if required else "none needed"),

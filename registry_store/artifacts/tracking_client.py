@@ -54,11 +54,12 @@ class Experiment(_Result):
 
 
 class Run(_Result):
-    """A run: its info, latest finite metrics, params and the logged models it output (id → step)."""
+    """A run: its info, latest finite metrics, params, tags and the logged models it output (id → step)."""
 
     run_id: str
     experiment_id: str
     run_name: str = ""
+    user_id: str = ""
     status: str = ""
     start_time: int | None = None
     end_time: int | None = None
@@ -66,7 +67,13 @@ class Run(_Result):
     lifecycle_stage: str = ""
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
+    tags: dict[str, str] = {}
     model_outputs: dict[str, int] = {}
+
+    @property
+    def author(self) -> str:
+        """Who ran it: the ``mlflow.user`` tag (what MLflow records), else the deprecated ``info.user_id``."""
+        return self.tags.get("mlflow.user", "").strip() or self.user_id.strip()
 
     @classmethod
     def from_wire(cls, doc: Any) -> Run:
@@ -79,6 +86,7 @@ class Run(_Result):
                 "run_id": info.get("run_id") or info.get("run_uuid"),
                 "metrics": _latest_metrics(data.get("metrics")),
                 "params": _params(data.get("params")),
+                "tags": _params(data.get("tags")),
                 "model_outputs": {item.get("model_id"): item.get("step", 0) for item in outputs},
             }
         )

@@ -486,7 +486,8 @@ def test_record_sign_off_is_audited_under_the_approver(world: World) -> None:
     w = world
     model = w.model()
     promotion = w.open(model)
-    approval = Approval(user=w.reg.approver.name, roles=["approver"], comment="numbers look right", at=VALIDATED_ON)
+    approval = Approval(user=w.reg.approver.name, roles=["approver"], groups=["model-risk", "churn-leads"],
+                        comment="numbers look right", at=VALIDATED_ON)
     record = SignOffRecord(promotion_id=promotion.id, approval=approval, approvals=[approval])
     env = env_for(promotion)
 
@@ -497,9 +498,9 @@ def test_record_sign_off_is_audited_under_the_approver(world: World) -> None:
     [event] = w.events(model, "sign_off_promotion")
     assert event.actor == w.reg.approver.name
     assert event.after == {"promotion": promotion.id, "comment": "numbers look right", "roles": ["approver"],
-                           "at": "2026-01-15T09:30:00Z", "evidence_hash": ""}
-    assert [a["user"] for a in w.svc.promotions.get_promotion(w.reg.viewer,
-                                                              promotion.id).approvals] == [w.reg.approver.name]
+                           "groups": ["churn-leads", "model-risk"], "at": "2026-01-15T09:30:00Z", "evidence_hash": ""}
+    [recorded] = w.svc.promotions.get_promotion(w.reg.viewer, promotion.id).approvals
+    assert (recorded["user"], recorded["groups"]) == (w.reg.approver.name, ["model-risk", "churn-leads"])
     assert w.reg.audit_count() == count
 
 

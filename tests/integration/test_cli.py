@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import stat
@@ -20,9 +21,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import calabi.cli.main as cli
+from policies.loading import default_policy_text
 from registry_store.artifacts import tree_digest
 from tests.fixtures.servers import LiveServer, free_port, make_artifact, start_server, stop_server
 
+HIGH_TIER = '\n[tiers.high.production.sign_off]\nexpires_after = "2d"\n'
 SERVER_SETTINGS = ("CALABI_DATA_DIR", "CALABI_DATABASE_URL", "CALABI_ARTIFACT_ROOT", "CALABI_LOCAL_SOURCE_ROOTS",
                    "CALABI_ADMIN_TOKEN", "CALABI_TEMPORAL_ADDRESS")
 
@@ -77,7 +80,9 @@ def assert_error(result: Result, code: str, *, exit_code: int = 1) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    started = start_server(tmp_path_factory.mktemp("cli-server"))
+    policies = tmp_path_factory.mktemp("cli-policies")
+    (policies / "default.toml").write_text(default_policy_text() + HIGH_TIER)  # declares the risk tier "high"
+    started = start_server(tmp_path_factory.mktemp("cli-server"), extra_env={"CALABI_POLICY_DIR": str(policies)})
     yield started
     stop_server(started)
 
@@ -140,6 +145,11 @@ def test_registry_story(calabi: Calabi) -> None:
     assert shown["description"] == "Predicts churn"
     assert {(a["alias"], a["version"]) for a in shown["aliases"]} == {("challenger", 2)}
     assert "Predicts churn" in calabi.ok("models", "show", churn).stdout
+
+    assert "Risk tier of" in calabi.ok("models", "set-tier", churn, "high").stdout
+    assert re.search(r"Risk tier\s+│?\s*high", calabi.ok("models", "show", churn).stdout)
+    assert calabi.json("models", "set-tier", churn, "--clear")["risk_tier"] is None
+    assert calabi.json("models", "show", churn)["risk_tier"] is None
 
     events = calabi.json("audit", "list", "--model", churn, "--limit", "1000")
     actions = [e["action"] for e in events]
@@ -210,6 +220,7 @@ def churn(calabi: Calabi) -> tuple[Calabi, str]:
         (["users", "add", "bob", "--role", "wizard"], "INVALID_PARAMETER_VALUE", "wizard"),
         (["users", "add", "bob"], "INVALID_PARAMETER_VALUE", "roles"),
         (["audit", "list", "--limit", "0"], "INVALID_PARAMETER_VALUE", "limit"),
+        (["models", "set-tier", "{m}", "medium"], "INVALID_PARAMETER_VALUE", "the policy declares: high"),
     ],
 )
 def test_bad_input_is_one_error_line(churn: tuple[Calabi, str], args: list[str], code: str, fragment: str) -> None:
@@ -328,6 +339,8 @@ def test_upload_json_stays_clean_with_the_progress_bar(calabi: Calabi) -> None:
         (["versions", "register", "m", "/x", "--tag", "k"], "KEY=VALUE"),
         (["models", "frobnicate"], "frobnicate"),
         (["--bogus", "models", "list"], "--bogus"),
+        (["models", "set-tier", "m"], "TIER or --clear"),
+        (["models", "set-tier", "m", "high", "--clear"], "TIER or --clear"),
     ],
 )
 def test_usage_errors_are_one_line(calabi: Calabi, args: list[str], fragment: str) -> None:

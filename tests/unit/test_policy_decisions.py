@@ -12,6 +12,7 @@ from policies.decisions import (
     PromotionFacts,
     Refusal,
     RefusalKind,
+    Signer,
     SignOffState,
     person_key,
     refusal,
@@ -28,7 +29,7 @@ FORBIDDEN, INVALID, CONFLICT = RefusalKind.FORBIDDEN, RefusalKind.INVALID, Refus
 
 def facts(status: S = S.AWAITING_SIGN_OFF, *, rule: SignOffRule | None = RULE, approved: tuple[str, ...] = ()
           ) -> PromotionFacts:
-    return PromotionFacts(status=status, requester="carol", sign_off=rule, approved_by=list(approved))
+    return PromotionFacts(status=status, requester="carol", sign_off=rule, signers=[Signer(user=a) for a in approved])
 
 
 def why(action: Action, user: str, *roles: str, comment: str | None = None, **promotion: object) -> RefusalKind | None:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -192,12 +193,12 @@ class Harness:
         return path
 
     def add_version(self, model: str, *, auc: float, log_loss: float, description: str | None = None,
-                    tests_passed: bool = True) -> ModelVersion:
-        """Register one more version (as the requester) with the CI attestation tag."""
+                    tests_passed: bool = True, run_id: str | None = None) -> ModelVersion:
+        """Register one more version (as the requester) with the CI attestation tag (of run ``run_id``)."""
         tags = [("ci.tests_passed", "true")] if tests_passed else []
         version: ModelVersion = self.registry.registration.create_model_version(
             self.requester, name=model, source=str(self.artifact(auc=auc, log_loss=log_loss)), tags=tags,
-            description=description if description is not None else describe(auc, log_loss),
+            description=description if description is not None else describe(auc, log_loss), run_id=run_id,
         )
         return version
 
@@ -207,13 +208,16 @@ class Harness:
         *,
         metrics: Sequence[tuple[float, float]] = ((0.85, 0.40), (0.91, 0.38)),
         candidate_description: str | None = None,
+        candidate_run_id: str | None = None,
     ) -> str:
-        """A model whose v1 is in Production (admin break-glass) and v2 in Staging: a valid candidate."""
+        """A model whose v1 is in Production (admin break-glass) and v2 (of run ``candidate_run_id``) in Staging:
+        a valid candidate."""
         name = name or f"churn-{secrets.token_hex(4)}"
         self.registry.models.create_registered_model(self.requester, name=name, description="churn predictor")
         for number, (auc, log_loss) in enumerate(metrics, start=1):
             text = candidate_description if number == 2 and candidate_description is not None else None
-            self.add_version(name, auc=auc, log_loss=log_loss, description=text)
+            self.add_version(name, auc=auc, log_loss=log_loss, description=text,
+                             run_id=candidate_run_id if number == 2 else None)
         self.registry.stages.transition_stage(self.admin, name=name, version=1, stage="Production")
         self.registry.stages.transition_stage(self.requester, name=name, version=2, stage="Staging")
         return name
@@ -315,9 +319,9 @@ def _user(services: Services, admin: Actor, prefix: str, *roles: str) -> Actor:
     return services.users.authenticate(token)
 
 
-@pytest_asyncio.fixture
-async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Harness]:
-    """Real services on SQLite and a worker with the real activities on a fresh task queue."""
+@asynccontextmanager
+async def running_harness(ts_env: WorkflowEnvironment, tmp_path: Path, **extra: Any) -> AsyncIterator[Harness]:
+    """Real services on SQLite (``extra`` settings added to the test's) and a worker with the real activities."""
     source_root = tmp_path / "sources"
     source_root.mkdir()
     admin_token = secrets.token_urlsafe(24)
@@ -327,7 +331,7 @@ async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
         data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'calabi.db'}",
         artifact_root=str(tmp_path / "artifacts"), local_source_roots=[source_root],
         admin_token=SecretStr(admin_token), policy_dir=policy_dir, temporal_task_queue=task_queue,
-        webhook_urls=[], notify_recipients=["ml-leads@example.com"],
+        webhook_urls=[], notify_recipients=["ml-leads@example.com"], **extra,
     )
     prepare(settings)
     services = build_services(settings)
@@ -353,11 +357,20 @@ async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
                                workflow_failure_exception_types=[Exception])
         try:
             async with light, heavy:
-                yield h
-                await _terminate_leftovers(h)
+                try:
+                    yield h
+                finally:  # also when the test failed (its exception arrives here)
+                    await _terminate_leftovers(h)
         finally:
             h.activities.pool.close()
             services.close()
+
+
+@pytest_asyncio.fixture
+async def harness(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Harness]:
+    """Real services on SQLite and a worker with the real activities on a fresh task queue."""
+    async with running_harness(ts_env, tmp_path) as h:
+        yield h
 
 
 async def _terminate_leftovers(h: Harness) -> None:

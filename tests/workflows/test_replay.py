@@ -3,8 +3,9 @@
 ``histories/*.json`` were recorded from real runs (real activities, time-skipping server)
 of the happy path, the expiry path, the checks-failed-then-recheck path, (since the
 ``evidence-binding`` patch) the evidence-changed-under-a-sign-off path, (since the ``check-error``
-patch) a check that could not run, paused in check_error and re-checked, and (``happy_path_heavy_queue``,
-since the ``heavy-queue`` patch) the happy path with the model evidence step on the heavy queue. A change to
+patch) a check that could not run, paused in check_error and re-checked, (``happy_path_heavy_queue``,
+since the ``heavy-queue`` patch) the happy path with the model evidence step on the heavy queue, and (since
+the ``group-quorum`` patch) a quorum of two groups filled by a churn lead and someone in both groups. A change to
 the workflow that would break promotions already running in production (different
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 
@@ -17,6 +18,7 @@ the old version can still be open).
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -28,11 +30,14 @@ from temporalio.worker import Replayer
 from policies.status import PromotionStatus
 from tests.workflows.conftest import Harness, describe, wait_until
 from tests.workflows.test_check_error import check_error_then_recheck
+from tests.workflows.test_group_quorum import approver
 from workflows.promotion import PromotionWorkflow
 
 S = PromotionStatus
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("RECORD_HISTORIES") == "1"
+TWO_GROUPS = ('[[production.sign_off.from]]\ngroup = "churn-leads"\ncount = 1\n'
+              '[[production.sign_off.from]]\ngroup = "model-risk"\ncount = 1\n')
 
 
 def replayer() -> Replayer:
@@ -99,8 +104,22 @@ async def check_error(h: Harness) -> WorkflowHistory:
     return await h.handle(promotion).fetch_history()
 
 
+async def group_quorum(h: Harness) -> WorkflowHistory:
+    """A quorum per group (patch ``group-quorum``): a churn lead, then a member of both groups fills model-risk."""
+    model = f"churn-{secrets.token_hex(4)}"
+    h.override(model, TWO_GROUPS)
+    h.register(model)
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    await h.decide(approver(h, "churn-lead", "churn-leads"), promotion, "sign_off")
+    await h.decide(approver(h, "both", "churn-leads", "model-risk"), promotion, "sign_off")
+    assert (await h.outcome(promotion)).status == S.PROMOTED
+    return await h.handle(promotion).fetch_history()
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHistory]]] = {
     "check_error": check_error,
+    "group_quorum": group_quorum,
     "evidence_changed": evidence_changed,
     "happy_path": happy_path,
     "expiry": expiry,
