@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from policies.role_map import parse_role_map
+
 __all__ = [
     "DEFAULT_DATA_DIR", "ENV_PREFIX", "Settings", "setting_variables", "settings_environment", "unknown_variables",
 ]
@@ -84,6 +86,22 @@ class Settings(BaseSettings):
     orphan_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often `calabi serve` sweeps them (also once at start-up)"
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration); "
+                    "unset: the pages sign in with an API token only",
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str | None = Field(
+        default=None, description="Shown as 'Sign in with <name>'; default: the issuer's host"
+    )
+    oidc_groups_claim: str = Field(default="groups", description="The ID token claim that lists the person's groups")
+    oidc_role_map: str = Field(
+        default="",
+        description="group=role,… (e.g. churn-leads=approver,ml-eng=engineer,platform=admin); "
+                    "a person in no mapped group is refused",
+    )
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 
@@ -100,6 +118,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _check_role_map(cls, value: str) -> str:
+        parse_role_map(value)
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_needs_a_client(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("CALABI_OIDC_ISSUER is set without CALABI_OIDC_CLIENT_ID")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Whether the pages offer OpenID Connect sign-in."""
+        return bool(self.oidc_issuer and self.oidc_client_id)
 
     @model_validator(mode="after")
     def _refuse_unknown_variables(self) -> Settings:
