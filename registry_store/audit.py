@@ -56,6 +56,7 @@ class Actor:
 
     name: str
     roles: frozenset[str]
+    groups: frozenset[str] = frozenset()
     request_id: str = ""
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "ChainAnchor",
     "ChainLink",
     "EvidencePack",
+    "Group",
     "ModelEvidence",
     "ModelVersion",
     "Notification",
@@ -108,11 +109,21 @@ class Page(_View, Generic[T]):
 
 
 class User(_View):
-    """A user and the roles granted to it."""
+    """A user, the roles granted to it and its primary group (the owner of the models it creates)."""
 
     name: str
     roles: list[str]
     creation_timestamp: int
+    primary_group: str | None = None
+
+
+class Group(_View):
+    """A group of users (a team) and its members' names."""
+
+    name: str
+    description: str
+    created_at: int
+    members: list[str]
 
 
 class PersonalToken(_View):

@@ -3,7 +3,7 @@
 Signing in (with a bearer token, or through OpenID Connect) creates a session: a random 32-byte id
 goes to the browser (cookie) and only its SHA-256 hash is stored, with its user, the token it was
 opened with (none after OpenID Connect), a CSRF token and an expiry (never after the token's).
-Every request resolves the id to an ``Actor`` with the user's *current* roles; deleting the token
+Every request resolves the id to an ``Actor`` with the user's *current* roles and groups; deleting the token
 or the user ends its sessions (foreign key, ``ON DELETE CASCADE``), and so does revoking the token.
 """
 
@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from registry_store.audit import Actor
 from registry_store.db import Database
 from registry_store.errors import UnauthenticatedError
+from registry_store.group_membership import groups_column, parse_groups
 from registry_store.personal_tokens import refusal_of
 from registry_store.tables import SessionRow, TokenRow, UserRow
 from registry_store.users import expand_roles
@@ -92,14 +93,15 @@ class WebSessionStore:
             return None
         with self._db.read() as session:
             found = session.exec(
-                select(SessionRow, UserRow)
+                select(SessionRow, UserRow, groups_column(col(UserRow.id)))
                 .join(UserRow, col(UserRow.id) == col(SessionRow.user_id))
                 .where(col(SessionRow.id_hash) == _hash(session_id), col(SessionRow.expires_at) > self._clock())
             ).first()
         if found is None:
             return None
-        row, user = found
-        actor = Actor(name=user.name, roles=expand_roles(user.roles.split(",")), request_id=request_id)
+        row, user, groups = found
+        actor = Actor(name=user.name, roles=expand_roles(user.roles.split(",")), groups=parse_groups(groups),
+                      request_id=request_id)
         return WebSession(actor=actor, csrf_token=row.csrf_token, expires_at=row.expires_at)
 
     def end(self, session_id: str | None) -> None:

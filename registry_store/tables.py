@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -24,6 +25,9 @@ __all__ = [
     "AuditEventRow",
     "AuditHeadRow",
     "AuthFailureRow",
+    "GroupMemberRow",
+    "GroupRow",
+    "ModelGrantRow",
     "ModelEvidenceRow",
     "ModelVersionRow",
     "ModelVersionTagRow",
@@ -55,6 +59,11 @@ class RegisteredModelRow(SQLModel, table=True):
     creation_timestamp: int = Field(sa_column=_ms())
     last_updated_timestamp: int = Field(sa_column=_ms())
     next_version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    owner_group_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("groups.id", ondelete="SET NULL"), nullable=True, index=True),
+    )
+    restricted: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class ModelVersionRow(SQLModel, table=True):
@@ -187,6 +196,9 @@ class UserRow(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
     roles: str = Field(sa_column=Column(String(128), nullable=False))
     creation_timestamp: int = Field(sa_column=_ms())
+    primary_group_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("groups.id", ondelete="SET NULL"), nullable=True)
+    )
     oidc_issuer: str | None = Field(default=None, sa_column=Column(String(512), nullable=True))
     oidc_subject: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
 
@@ -341,3 +353,41 @@ class SessionRow(SQLModel, table=True):
     csrf_token: str = Field(sa_column=Column(String(64), nullable=False))
     creation_timestamp: int = Field(sa_column=_ms())
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class GroupRow(SQLModel, table=True):
+    """A group of users (a team); owns models and receives grants. ``name`` is stored NFKC-normalised."""
+
+    __tablename__ = "groups"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    created_at: int = Field(sa_column=_ms())
+
+
+class GroupMemberRow(SQLModel, table=True):
+    """A user's membership of a group; deleting either deletes it."""
+
+    __tablename__ = "group_members"
+
+    group_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+
+
+class ModelGrantRow(SQLModel, table=True):
+    """A per-model permission (READ, EDIT or MANAGE) for a user or a group (``principal_kind``)."""
+
+    __tablename__ = "model_grants"
+    __table_args__ = (Index("ix_model_grants_principal", "principal_kind", "principal_id"),)
+
+    model_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    )
+    principal_kind: str = Field(sa_column=Column(String(8), primary_key=True))
+    principal_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    permission: str = Field(sa_column=Column(String(8), nullable=False))

@@ -23,27 +23,28 @@ from registry_store.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from registry_store.external_identities import ExternalIdentityService
+from registry_store.group_membership import groups_column, parse_groups
 from registry_store.personal_tokens import LAST_USED_EVERY_MS, PersonalTokenService, insert_token, refusal_of
 from registry_store.server_key import ServerKey
-from registry_store.tables import TokenRow, UserRow
+from registry_store.tables import GroupRow, TokenRow, UserRow
 from registry_store.token_hashes import TokenHasher, legacy_hash, split_token
 
 __all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "expand_roles", "require_role"]
 
-_Found = tuple[int, str | None, str, str, int | None, int | None, int | None, int | None]
+_Found = tuple[int, str | None, str, str, str | None, int | None, int | None, int | None, int | None]
 SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
-_USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
+USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
 _FIND_TOKEN = (
     select(col(TokenRow.id), col(TokenRow.salt), col(TokenRow.token_hash), col(UserRow.name), col(UserRow.roles),
-           col(TokenRow.expires_at), col(TokenRow.revoked_at), col(TokenRow.last_used_at), FAILURES)
+           groups_column(col(UserRow.id)), col(TokenRow.expires_at), col(TokenRow.revoked_at),
+           col(TokenRow.last_used_at), FAILURES)
     .join(UserRow, col(UserRow.id) == col(TokenRow.user_id))
     .where(or_(col(TokenRow.id) == bindparam("token_id"), col(TokenRow.token_hash) == bindparam("keyed"),
                col(TokenRow.token_hash) == bindparam("legacy")))
 )
 """Rows that may own a token: by the id of ``<id>.<secret>``, or by a bare token's keyed or legacy hash;
-with its expiry, revocation and last use, and the client's failures. Built once: per request only its parameters
-change."""
+with the user's groups, the token's expiry, revocation and last use, and the client's failures. Built once: per
+request only its parameters change."""
 
 
 def require_role(actor: Actor, role: str, action: str) -> None:
@@ -87,7 +88,6 @@ class UserService:
         self._hasher = TokenHasher(key)
         self.failures = FailureLimit(db)
         self.tokens = PersonalTokenService(db, clock, self._hasher)
-        self.identities = ExternalIdentityService(db, clock)
 
     def authenticate(self, token: str | None, *, request_id: str = "", client: str = "") -> Actor:
         """The actor owning ``token``; ``UnauthenticatedError`` if it is missing or unknown,
@@ -107,7 +107,7 @@ class UserService:
             self.failures.check(self.failures.current(client, now), now)
             self.failures.record(client, now)
             raise UnauthenticatedError("Invalid or revoked token.")
-        token_id, salt, name, roles, expires_at, revoked_at, last_used_at, failures = found
+        token_id, salt, name, roles, groups, expires_at, revoked_at, last_used_at, failures = found
         self.failures.check(failures, now)
         refusal = refusal_of(expires_at, revoked_at, now)
         if refusal is not None:
@@ -116,19 +116,21 @@ class UserService:
             self._rehash(token_id, token)
         if last_used_at is None or now - last_used_at >= LAST_USED_EVERY_MS:
             self._mark_used(token_id, now)
-        return Actor(name=name, roles=expand_roles(roles.split(",")), request_id=request_id), token_id
+        actor = Actor(name=name, roles=expand_roles(roles.split(",")), groups=parse_groups(groups),
+                      request_id=request_id)
+        return actor, token_id
 
     def _find(self, token: str, client: str, now: int) -> _Found | None:
-        """The matching token row (id, salt, user, roles, expiry, revocation, last use) and the client's failures,
-        in one query."""
+        """The matching token row (id, salt, user, roles, groups, expiry, revocation, last use) and the client's
+        failures, in one query."""
         split = split_token(token)
         params = {"token_id": split[0] if split else -1, "keyed": self._hasher.digest("", token),
                   "legacy": legacy_hash(token), **self.failures.params(client, now)}
         with self._db.read_connection() as connection:
             rows = connection.execute(_FIND_TOKEN, params).all()
-        for token_id, salt, stored, name, roles, expires_at, revoked_at, last_used_at, failures in rows:
+        for token_id, salt, stored, name, roles, groups, expires_at, revoked_at, last_used_at, failures in rows:
             if token_id is not None and self._matches(token_id, salt, stored, token, split):
-                return token_id, salt, name, roles, expires_at, revoked_at, last_used_at, failures
+                return token_id, salt, name, roles, groups, expires_at, revoked_at, last_used_at, failures
         return None
 
     def _matches(self, token_id: int, salt: str | None, stored: str, token: str,
@@ -188,8 +190,12 @@ class UserService:
         """All users (admin only)."""
         require_role(actor, "admin", "list users")
         with self._db.read() as session:
-            rows = session.exec(orm_select(UserRow).order_by(col(UserRow.name))).all()
-        return [_view(row) for row in rows]
+            rows = session.exec(
+                orm_select(UserRow, col(GroupRow.name))
+                .outerjoin(GroupRow, col(GroupRow.id) == col(UserRow.primary_group_id))
+                .order_by(col(UserRow.name))
+            ).all()
+        return [_view(row, group) for row, group in rows]
 
     def _store_token(self, session: Session, user_id: int, token: str | None, now: int) -> str:
         """Insert a token row: ``token`` stored by its keyed hash, else a new ``<id>.<secret>`` token."""
@@ -208,7 +214,7 @@ class UserService:
         try:
             with self._db.write() as session:
                 if self._db.is_postgres:  # one user creation at a time, so two look-alikes cannot both pass
-                    session.execute(select(func.pg_advisory_xact_lock(_USER_NAMES_LOCK)))
+                    session.execute(select(func.pg_advisory_xact_lock(USER_NAMES_LOCK)))
                 key = person_key(name)
                 taken = next((n for n in session.exec(orm_select(col(UserRow.name))) if person_key(n) == key), None)
                 if taken is not None:
@@ -226,5 +232,6 @@ class UserService:
         return _view(row), issued
 
 
-def _view(row: UserRow) -> User:
-    return User(name=row.name, roles=row.roles.split(","), creation_timestamp=row.creation_timestamp)
+def _view(row: UserRow, primary_group: str | None = None) -> User:
+    return User(name=row.name, roles=row.roles.split(","), creation_timestamp=row.creation_timestamp,
+                primary_group=primary_group)

@@ -4,7 +4,8 @@
 The pending sign-in (state, nonce, PKCE verifier, where to go next) waits in a short-lived HttpOnly cookie
 scoped to ``/ui/auth``, so any API replica can finish it; the callback's ``state`` must equal the cookie's
 (constant-time), and the cookie is dropped whatever the outcome. Roles come from the role map over the groups
-claim (``policies/role_map.py``); a person in no mapped group is refused.
+claim (``policies/role_map.py``); a person in no mapped group is refused. Group memberships follow the claim
+(``registry_store/external_identities.py``).
 """
 
 from __future__ import annotations
@@ -143,11 +144,11 @@ async def _finish(request: Request) -> Response:
         claims = await client.sign_in_claims(code=code, redirect_uri=_callback_url(request),
                                              verifier=pending.verifier, nonce=pending.nonce,
                                              groups_claim=settings.oidc_groups_claim)
-        roles = roles_for_groups(parse_role_map(settings.oidc_role_map),
-                                 groups_in_claims(claims, settings.oidc_groups_claim))
+        role_map, groups = parse_role_map(settings.oidc_role_map), groups_in_claims(claims, settings.oidc_groups_claim)
         actor, user_id = await run_in_threadpool(
-            services.users.identities.sign_in, issuer=client.issuer, subject=str(claims["sub"]),
-            name=display_name(claims), roles=roles, request_id=request_id(request),
+            services.identities.sign_in, issuer=client.issuer, subject=str(claims["sub"]),
+            name=display_name(claims), roles=roles_for_groups(role_map, groups), groups=groups,
+            mapped_groups=tuple(role_map), request_id=request_id(request),
         )
         session_id, _ = await run_in_threadpool(session_store(request).create_for_user, actor, user_id)
     except OidcError as exc:

@@ -4,7 +4,7 @@ web sessions name their user (an OpenID Connect sign-in opens one without a toke
 Existing tokens keep no expiry (NULL: never) and keep working. Existing sessions get the user of their token.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 22:10:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,55 @@
+"""Groups: members, primary groups, the groups an authenticated actor carries; admin only, audited (SQLite, PG)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry_store.errors import AlreadyExistsError, InvalidParameterError, NotFoundError, PermissionDeniedError
+from registry_store.sessions import WebSessionStore
+from tests.integration.helpers import DATABASES, Registry, build_registry, database_url
+
+
+@pytest.fixture(params=DATABASES)
+def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    registry = build_registry(tmp_path, database_url(request, tmp_path))
+    yield registry
+    registry.services.close()
+
+
+def test_groups_members_and_primary_group_reach_the_actor_of_tokens_and_sessions(reg: Registry) -> None:
+    groups, users = reg.services.groups, reg.services.users
+    _user, token = users.create_user(reg.admin, name="ana", roles=["engineer"])
+    groups.create_group(reg.admin, name="Churn-Team", description="churn models")
+    groups.create_group(reg.admin, name="model-risk")
+    with pytest.raises(AlreadyExistsError):  # NFKC and case folding make it the same name
+        groups.create_group(reg.admin, name="ＣＨＵＲＮ-team")
+    with pytest.raises(InvalidParameterError):
+        groups.create_group(reg.admin, name="bad\x1fname")
+    with pytest.raises(PermissionDeniedError):
+        groups.create_group(reg.engineer, name="mine")
+    groups.add_member(reg.admin, group="Churn-Team", user="ana")
+    groups.set_primary_group(reg.admin, user="ana", group="model-risk")  # joins it too
+    actor, token_id = users.identify(token)
+    assert actor.groups == {"Churn-Team", "model-risk"}
+    sessions = WebSessionStore(reg.services.db, clock=lambda: 1_800_000_000_000)
+    session_id, _ = sessions.create(actor, token_id)
+    resolved = sessions.resolve(session_id)
+    assert resolved is not None and resolved.actor.groups == {"Churn-Team", "model-risk"}
+    assert reg.engineer.groups == frozenset()
+    assert {u.name: u.primary_group for u in users.list_users(reg.admin)}["ana"] == "model-risk"
+    assert groups.get_group(reg.admin, "Churn-Team").members == ["ana"]
+
+    groups.remove_member(reg.admin, group="model-risk", user="ana")  # no longer her primary group either
+    assert {u.name: u.primary_group for u in users.list_users(reg.admin)}["ana"] is None
+    with pytest.raises(NotFoundError):
+        groups.remove_member(reg.admin, group="model-risk", user="ana")
+    groups.delete_group(reg.admin, "Churn-Team")
+    assert users.authenticate(token).groups == frozenset()
+    assert [g.name for g in groups.list_groups(reg.admin)] == ["model-risk"]
+    actions = [row[0] for row in reg.rows("SELECT action FROM audit_events ORDER BY seq")]
+    assert actions[-6:] == ["create_group", "create_group", "add_group_member", "set_primary_group",
+                            "remove_group_member", "delete_group"]
+    assert reg.services.registry.audit.verify_audit_chain(reg.admin).ok
