@@ -1,5 +1,6 @@
 """OpenID Connect for the web pages: discovery, the authorization URL (code flow with PKCE S256, state, nonce),
-the code exchange (Authlib) and the ID token's verification against the provider's JWKS (joserfc).
+the code exchange (grant URI and S256 challenge by Authlib's OAuth 2 primitives, the POST by httpx: Authlib's
+httpx client is deprecated in favour of httpx2) and the ID token's verification against the provider's JWKS (joserfc).
 
 The provider's metadata and keys are cached per process for ``METADATA_TTL_S``; an ID token signed with a key id
 the cache does not know fetches the keys once more (the provider rotated them). Every call to the provider is
@@ -9,14 +10,15 @@ bounded by ``TIMEOUT_S``. What the provider answers wrongly is an ``OidcError``,
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
-from authlib.integrations.httpx_client import AsyncOAuth2Client
-from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError, MissingKeyError
 from joserfc.jwk import KeySet
@@ -109,39 +111,21 @@ class OidcClient:
 
     # ---------------------------------------------------------------- the flow
 
-    def _oauth(self, metadata: ProviderMetadata, redirect_uri: str) -> AsyncOAuth2Client:
-        method = "none" if self._secret is None else (
-            "client_secret_post" if "client_secret_basic" not in metadata.token_auth_methods
-            and "client_secret_post" in metadata.token_auth_methods else "client_secret_basic")
-        return AsyncOAuth2Client(
-            client_id=self.client_id, client_secret=self._secret, scope=SCOPE, redirect_uri=redirect_uri,
-            code_challenge_method="S256", token_endpoint_auth_method=method, timeout=TIMEOUT_S,
-        )
-
     async def authorization_url(self, redirect_uri: str, *, state: str, nonce: str, verifier: str) -> str:
-        """Where to send the browser: the provider's authorization endpoint with PKCE, state and nonce."""
+        """Where to send the browser: the provider's authorization endpoint with PKCE (S256), state and nonce."""
         metadata = await self.metadata()
-        async with self._oauth(metadata, redirect_uri) as oauth:
-            url, _state = oauth.create_authorization_url(
-                metadata.authorization_endpoint, state=state, nonce=nonce, code_verifier=verifier
-            )
-        return str(url)
+        return str(prepare_grant_uri(
+            metadata.authorization_endpoint, self.client_id, "code", redirect_uri=redirect_uri, scope=SCOPE,
+            state=state, nonce=nonce, code_challenge=create_s256_code_challenge(verifier),
+            code_challenge_method="S256",
+        ))
 
     async def sign_in_claims(self, *, code: str, redirect_uri: str, verifier: str, nonce: str,
                              groups_claim: str) -> dict[str, Any]:
         """Exchange the code and answer the verified ID token's claims (the groups claim from userinfo when the
         ID token has none and the provider offers userinfo)."""
         metadata = await self.metadata()
-        async with self._oauth(metadata, redirect_uri) as oauth:
-            try:
-                token = await oauth.fetch_token(metadata.token_endpoint, code=code, code_verifier=verifier,
-                                                redirect_uri=redirect_uri)
-            except OAuth2Error as exc:
-                raise OidcError(f"The identity provider refused the sign-in code: {exc.description or exc}") from exc
-            except httpx.HTTPError as exc:
-                raise OidcError(f"The identity provider could not be reached: {exc}", unavailable=True) from exc
-            except ValueError as exc:
-                raise OidcError(f"The identity provider's token answer could not be read: {exc}") from exc
+        token = await self._exchange(metadata, code=code, redirect_uri=redirect_uri, verifier=verifier)
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise OidcError("The identity provider sent no ID token.")
@@ -152,6 +136,36 @@ class OidcClient:
             if info.get("sub") == claims["sub"] and groups_claim in info:
                 claims[groups_claim] = info[groups_claim]
         return claims
+
+    async def _exchange(self, metadata: ProviderMetadata, *, code: str, redirect_uri: str,
+                        verifier: str) -> dict[str, Any]:
+        """The token endpoint's answer to the code (RFC 6749 4.1.3 with the PKCE verifier, RFC 7636 4.5)."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": verifier, "client_id": self.client_id}
+        headers = {"Accept": "application/json"}
+        if self._secret is not None:
+            if "client_secret_basic" in metadata.token_auth_methods or \
+                    "client_secret_post" not in metadata.token_auth_methods:
+                pair = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}"  # RFC 6749 2.3.1
+                headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            else:
+                form["client_secret"] = self._secret
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+                response = await http.post(metadata.token_endpoint, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            raise OidcError(f"The identity provider could not be reached: {exc}", unavailable=True) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise OidcError(f"The identity provider's token endpoint answered {response.status_code} without JSON.",
+                            unavailable=response.status_code >= 500)
+        if response.status_code != 200 or "error" in answer:
+            reason = answer.get("error_description") or answer.get("error") or response.status_code
+            raise OidcError(f"The identity provider refused the sign-in code: {str(reason)[:300]}")
+        return answer
 
     async def verify_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         """The ID token's claims once its signature (the provider's JWKS, an asymmetric algorithm the provider
