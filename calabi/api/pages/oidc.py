@@ -158,7 +158,8 @@ async def _finish(request: Request) -> Response:
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         await run_in_threadpool(session_store(request).end, old)
-    response = see_other(request, pending.next, flash=f"Signed in as {actor.name} through {client.provider_name}.")
+    response = see_other(request, safe_next(pending.next),
+                         flash=f"Signed in as {actor.name} through {client.provider_name}.")
     response.set_cookie(SESSION_COOKIE, session_id, max_age=session_store(request).ttl_seconds, path=COOKIE_PATH,
                         httponly=True, samesite="lax", secure=is_https(request))
     return response
