@@ -30,6 +30,7 @@ from registry_store.audit_anchor import ANCHOR_FILE, AuditAnchor
 from registry_store.context import RegistryContext
 from registry_store.db import Database, make_engine, upgrade_database
 from registry_store.errors import RegistryError
+from registry_store.external_identities import ExternalIdentityService
 from registry_store.groups import GroupService
 from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
@@ -54,6 +55,8 @@ class Services:
     registry: RegistryService
     users: UserService
     groups: GroupService
+    identities: ExternalIdentityService
+    """People signing in through OpenID Connect (``registry_store/external_identities.py``)."""
     artifacts: ArtifactStore
     promotions: PromotionService
     tracking: TrackingClient | None = None
@@ -91,7 +94,7 @@ def build_services(settings: Settings) -> Services:
     key = ServerKey(settings.data_dir / KEY_FILE)
     return Services(
         settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms, key=key),
-        groups=GroupService(db, clock=now_ms),
+        groups=GroupService(db, clock=now_ms), identities=ExternalIdentityService(db, clock=now_ms),
         artifacts=artifacts, promotions=promotions, tracking=tracking,
         audit_anchor=AuditAnchor(settings.data_dir / ANCHOR_FILE, key),
     )

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from policies.role_map import parse_role_map
+
 __all__ = [
     "DEFAULT_DATA_DIR", "ENV_PREFIX", "Settings", "setting_variables", "settings_environment", "unknown_variables",
 ]
@@ -106,6 +108,22 @@ class Settings(BaseSettings):
                     "(Prometheus; also `calabi worker --metrics-port`); unset: none",
     )
     worker_metrics_host: str = Field(default="127.0.0.1", description="Interface of the worker's metrics ports")
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration); "
+                    "unset: the pages sign in with an API token only",
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str | None = Field(
+        default=None, description="Shown as 'Sign in with <name>'; default: the issuer's host"
+    )
+    oidc_groups_claim: str = Field(default="groups", description="The ID token claim that lists the person's groups")
+    oidc_role_map: str = Field(
+        default="",
+        description="group=role,… (e.g. churn-leads=approver,ml-eng=engineer,platform=admin); "
+                    "a person in no mapped group is refused",
+    )
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
 
@@ -122,6 +140,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _check_role_map(cls, value: str) -> str:
+        parse_role_map(value)
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_needs_a_client(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("CALABI_OIDC_ISSUER is set without CALABI_OIDC_CLIENT_ID")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Whether the pages offer OpenID Connect sign-in."""
+        return bool(self.oidc_issuer and self.oidc_client_id)
 
     @model_validator(mode="after")
     def _client_certificate_with_its_key(self) -> Settings:

@@ -129,6 +129,18 @@ class Group(_View):
     members: list[str]
 
 
+class PersonalToken(_View):
+    """A user's API token as its owner sees it (never its secret): name, creation, expiry, revocation, last use."""
+
+    id: int
+    name: str
+    creation_timestamp: int
+    expires_at: int | None
+    revoked_at: int | None
+    last_used_at: int | None
+    """Updated at most hourly."""
+
+
 class AuditEvent(_View):
     """One entry of the hash-chained audit log."""
 

@@ -20,7 +20,7 @@ from registry_store.users import require_role
 
 __all__ = ["GroupService", "group_name"]
 
-_GROUP_NAMES_LOCK = 0x4752_4F55  # PostgreSQL advisory lock serialising group creation ("GROU")
+GROUP_NAMES_LOCK = 0x4752_4F55  # PostgreSQL advisory lock serialising group creation ("GROU")
 _MAX_NAME = 256
 _MAX_DESCRIPTION = 5000
 
@@ -58,7 +58,7 @@ class GroupService:
         try:
             with self._db.write() as session:
                 if self._db.is_postgres:  # one group creation at a time, so two look-alikes cannot both pass
-                    session.execute(select(func.pg_advisory_xact_lock(_GROUP_NAMES_LOCK)))
+                    session.execute(select(func.pg_advisory_xact_lock(GROUP_NAMES_LOCK)))
                 key = person_key(normalised)
                 taken = next((n for n in session.exec(orm_select(col(GroupRow.name))) if person_key(n) == key), None)
                 if taken is not None:

@@ -1,9 +1,10 @@
 """Web-page sessions, stored in the database so that every API replica shares them.
 
-Signing in with a bearer token creates a session: a random 32-byte id goes to the browser
-(cookie) and only its SHA-256 hash is stored, with the token it was opened with, a CSRF token
-and an expiry. Every request resolves the id to an ``Actor`` with the user's *current* roles and groups;
-deleting the token or the user ends its sessions (foreign key, ``ON DELETE CASCADE``).
+Signing in (with a bearer token, or through OpenID Connect) creates a session: a random 32-byte id
+goes to the browser (cookie) and only its SHA-256 hash is stored, with its user, the token it was
+opened with (none after OpenID Connect), a CSRF token and an expiry (never after the token's).
+Every request resolves the id to an ``Actor`` with the user's *current* roles and groups; deleting the token
+or the user ends its sessions (foreign key, ``ON DELETE CASCADE``), and so does revoking the token.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from registry_store.audit import Actor
 from registry_store.db import Database
 from registry_store.errors import UnauthenticatedError
 from registry_store.group_membership import groups_column, parse_groups
+from registry_store.personal_tokens import refusal_of
 from registry_store.tables import SessionRow, TokenRow, UserRow
 from registry_store.users import expand_roles
 
@@ -57,19 +59,33 @@ class WebSessionStore:
         return self._ttl_ms // 1000
 
     def create(self, actor: Actor, token_id: int) -> tuple[str, WebSession]:
-        """Open a session for ``actor``, who has just authenticated with token ``token_id``; returns the raw id once."""
+        """Open a session for ``actor``, who has just authenticated with token ``token_id``; returns the raw id once.
+
+        The session ends when the token expires, if that comes first."""
         now = self._clock()
+        with self._db.write() as session:
+            token = session.get(TokenRow, token_id)
+            if token is None or refusal_of(token.expires_at, token.revoked_at, now) is not None:
+                raise UnauthenticatedError("Invalid or revoked token.")
+            expires_at = min(now + self._ttl_ms, token.expires_at or now + self._ttl_ms)
+            return self._insert(session, actor, token.user_id, token_id, now, expires_at)
+
+    def create_for_user(self, actor: Actor, user_id: int) -> tuple[str, WebSession]:
+        """Open a session for ``actor`` (user ``user_id``), who has just signed in through OpenID Connect."""
+        now = self._clock()
+        with self._db.write() as session:
+            return self._insert(session, actor, user_id, None, now, now + self._ttl_ms)
+
+    def _insert(self, session: Session, actor: Actor, user_id: int, token_id: int | None, now: int,
+                expires_at: int) -> tuple[str, WebSession]:
         session_id = secrets.token_urlsafe(_ID_BYTES)
         csrf_token = secrets.token_urlsafe(_ID_BYTES)
-        with self._db.write() as session:
-            if session.get(TokenRow, token_id) is None:
-                raise UnauthenticatedError("Invalid or revoked token.")
-            session.execute(delete(SessionRow).where(col(SessionRow.expires_at) <= now))
-            session.add(SessionRow(
-                id_hash=_hash(session_id), token_id=token_id, user_name=actor.name, csrf_token=csrf_token,
-                creation_timestamp=now, expires_at=now + self._ttl_ms,
-            ))
-        return session_id, WebSession(actor=actor, csrf_token=csrf_token, expires_at=now + self._ttl_ms)
+        session.execute(delete(SessionRow).where(col(SessionRow.expires_at) <= now))
+        session.add(SessionRow(
+            id_hash=_hash(session_id), token_id=token_id, user_id=user_id, user_name=actor.name,
+            csrf_token=csrf_token, creation_timestamp=now, expires_at=expires_at,
+        ))
+        return session_id, WebSession(actor=actor, csrf_token=csrf_token, expires_at=expires_at)
 
     def resolve(self, session_id: str | None, *, request_id: str = "") -> WebSession | None:
         """The live session with this id, with the user's current roles; None when unknown or expired."""
@@ -78,8 +94,7 @@ class WebSessionStore:
         with self._db.read() as session:
             found = session.exec(
                 select(SessionRow, UserRow, groups_column(col(UserRow.id)))
-                .join(TokenRow, col(TokenRow.id) == col(SessionRow.token_id))
-                .join(UserRow, col(UserRow.id) == col(TokenRow.user_id))
+                .join(UserRow, col(UserRow.id) == col(SessionRow.user_id))
                 .where(col(SessionRow.id_hash) == _hash(session_id), col(SessionRow.expires_at) > self._clock())
             ).first()
         if found is None:

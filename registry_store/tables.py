@@ -187,9 +187,13 @@ class AuditHeadRow(SQLModel, table=True):
 
 
 class UserRow(SQLModel, table=True):
-    """A user; ``roles`` is a comma-separated subset of viewer, engineer, approver, admin."""
+    """A user; ``roles`` is a comma-separated subset of viewer, engineer, approver, admin.
+
+    A user who signs in through OpenID Connect is keyed by the provider's (issuer, subject), never by a name.
+    """
 
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_identity"),)
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     name: str = Field(sa_column=Column(String(256), nullable=False, unique=True))
@@ -198,6 +202,8 @@ class UserRow(SQLModel, table=True):
     primary_group_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("groups.id", ondelete="SET NULL"), nullable=True)
     )
+    oidc_issuer: str | None = Field(default=None, sa_column=Column(String(512), nullable=True))
+    oidc_subject: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
 
 
 class TokenRow(SQLModel, table=True):
@@ -214,6 +220,12 @@ class TokenRow(SQLModel, table=True):
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     salt: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     creation_timestamp: int = Field(sa_column=_ms())
+    name: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    expires_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """NULL: never (tokens issued before 0015 and by admins)."""
+    revoked_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    last_used_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """Updated at most hourly (``personal_tokens.LAST_USED_EVERY_MS``), so a request rarely writes."""
 
 
 class AuthFailureRow(SQLModel, table=True):
@@ -354,16 +366,22 @@ class ModelEvidenceRow(SQLModel, table=True):
 
 
 class SessionRow(SQLModel, table=True):
-    """A web-page session: the hash of a random session id, bound to the token that signed in.
+    """A web-page session: the hash of a random session id, its user, and the token that signed in (NULL after an
+    OpenID Connect sign-in).
 
-    Deleting the token (or its user) deletes its sessions; roles are read from the user on every request.
+    Deleting the token or the user deletes its sessions (revoking the token too); roles are read from the user on
+    every request.
     """
 
     __tablename__ = "web_sessions"
 
     id_hash: str = Field(sa_column=Column(String(64), primary_key=True))
-    token_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False, index=True)
+    token_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=True, index=True),
+    )
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     user_name: str = Field(sa_column=Column(String(256), nullable=False))
     csrf_token: str = Field(sa_column=Column(String(64), nullable=False))

@@ -11,6 +11,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
 from policies.decisions import person_key
+from policies.role_map import ROLES, expand_roles
 from registry_store.audit import Actor, append_event
 from registry_store.auth_failures import FAILURES, FailureLimit
 from registry_store.db import Database
@@ -23,30 +24,27 @@ from registry_store.errors import (
     UnauthenticatedError,
 )
 from registry_store.group_membership import groups_column, parse_groups
+from registry_store.personal_tokens import LAST_USED_EVERY_MS, PersonalTokenService, insert_token, refusal_of
 from registry_store.server_key import ServerKey
 from registry_store.tables import GroupRow, TokenRow, UserRow
 from registry_store.token_hashes import TokenHasher, legacy_hash, split_token
 
 __all__ = ["ROLES", "SYSTEM_ACTOR", "UserService", "expand_roles", "require_role"]
 
-ROLES = ("viewer", "engineer", "approver", "admin")
-_IMPLIED = {
-    "viewer": {"viewer"},
-    "engineer": {"viewer", "engineer"},
-    "approver": {"viewer", "approver"},
-    "admin": set(ROLES),
-}
+_Found = tuple[int, str | None, str, str, str | None, int | None, int | None, int | None, int | None]
 SYSTEM_ACTOR = Actor(name="system", roles=frozenset(ROLES))
-_USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
+USER_NAMES_LOCK = 0x5553_4552  # PostgreSQL advisory lock serialising user creation ("USER")
 _FIND_TOKEN = (
     select(col(TokenRow.id), col(TokenRow.salt), col(TokenRow.token_hash), col(UserRow.name), col(UserRow.roles),
-           groups_column(col(UserRow.id)), FAILURES)
+           groups_column(col(UserRow.id)), col(TokenRow.expires_at), col(TokenRow.revoked_at),
+           col(TokenRow.last_used_at), FAILURES)
     .join(UserRow, col(UserRow.id) == col(TokenRow.user_id))
     .where(or_(col(TokenRow.id) == bindparam("token_id"), col(TokenRow.token_hash) == bindparam("keyed"),
                col(TokenRow.token_hash) == bindparam("legacy")))
 )
 """Rows that may own a token: by the id of ``<id>.<secret>``, or by a bare token's keyed or legacy hash;
-with the user's groups and the client's failures. Built once: per request only its parameters change."""
+with the user's groups, the token's expiry, revocation and last use, and the client's failures. Built once: per
+request only its parameters change."""
 
 
 def require_role(actor: Actor, role: str, action: str) -> None:
@@ -56,11 +54,6 @@ def require_role(actor: Actor, role: str, action: str) -> None:
             f"User '{actor.name}' may not {action}: the '{role}' role is required "
             f"(has: {', '.join(sorted(actor.roles)) or 'none'}). Ask an admin to grant it."
         )
-
-
-def expand_roles(roles: Iterable[str]) -> frozenset[str]:
-    """The granted roles with the roles they imply (admin implies every role)."""
-    return frozenset(r for role in roles for r in _IMPLIED[role])
 
 
 def _parse_roles(roles: Iterable[object]) -> list[str]:
@@ -94,6 +87,7 @@ class UserService:
         self._clock = clock
         self._hasher = TokenHasher(key)
         self.failures = FailureLimit(db)
+        self.tokens = PersonalTokenService(db, clock, self._hasher)
 
     def authenticate(self, token: str | None, *, request_id: str = "", client: str = "") -> Actor:
         """The actor owning ``token``; ``UnauthenticatedError`` if it is missing or unknown,
@@ -113,26 +107,30 @@ class UserService:
             self.failures.check(self.failures.current(client, now), now)
             self.failures.record(client, now)
             raise UnauthenticatedError("Invalid or revoked token.")
-        token_id, salt, name, roles, groups, failures = found
+        token_id, salt, name, roles, groups, expires_at, revoked_at, last_used_at, failures = found
         self.failures.check(failures, now)
+        refusal = refusal_of(expires_at, revoked_at, now)
+        if refusal is not None:
+            raise UnauthenticatedError(refusal)
         if salt is None:
             self._rehash(token_id, token)
+        if last_used_at is None or now - last_used_at >= LAST_USED_EVERY_MS:
+            self._mark_used(token_id, now)
         actor = Actor(name=name, roles=expand_roles(roles.split(",")), groups=parse_groups(groups),
                       request_id=request_id)
         return actor, token_id
 
-    def _find(
-        self, token: str, client: str, now: int
-    ) -> tuple[int, str | None, str, str, str | None, int | None] | None:
-        """The matching token row (id, salt, user, roles, groups) and the client's failures, in one query."""
+    def _find(self, token: str, client: str, now: int) -> _Found | None:
+        """The matching token row (id, salt, user, roles, groups, expiry, revocation, last use) and the client's
+        failures, in one query."""
         split = split_token(token)
         params = {"token_id": split[0] if split else -1, "keyed": self._hasher.digest("", token),
                   "legacy": legacy_hash(token), **self.failures.params(client, now)}
         with self._db.read_connection() as connection:
             rows = connection.execute(_FIND_TOKEN, params).all()
-        for token_id, salt, stored, name, roles, groups, failures in rows:
+        for token_id, salt, stored, name, roles, groups, expires_at, revoked_at, last_used_at, failures in rows:
             if token_id is not None and self._matches(token_id, salt, stored, token, split):
-                return token_id, salt, name, roles, groups, failures
+                return token_id, salt, name, roles, groups, expires_at, revoked_at, last_used_at, failures
         return None
 
     def _matches(self, token_id: int, salt: str | None, stored: str, token: str,
@@ -147,6 +145,16 @@ class UserService:
             connection.execute(
                 update(TokenRow).where(col(TokenRow.id) == token_id, col(TokenRow.salt).is_(None))
                 .values(token_hash=self._hasher.digest("", token), salt="")
+            )
+
+    def _mark_used(self, token_id: int, now: int) -> None:
+        """Record the token's use (at most hourly: the condition makes racing replicas write once)."""
+        with self._db.write_connection() as connection:
+            connection.execute(
+                update(TokenRow).where(col(TokenRow.id) == token_id,
+                                       or_(col(TokenRow.last_used_at).is_(None),
+                                           col(TokenRow.last_used_at) <= now - LAST_USED_EVERY_MS))
+                .values(last_used_at=now)
             )
 
     def create_user(self, actor: Actor, *, name: str, roles: Iterable[object]) -> tuple[User, str]:
@@ -195,12 +203,7 @@ class UserService:
             session.add(TokenRow(user_id=user_id, token_hash=self._hasher.digest("", token), salt="",
                                  creation_timestamp=now))
             return token
-        salt, secret = self._hasher.new_secret()
-        row = TokenRow(user_id=user_id, token_hash=self._hasher.digest(salt, secret), salt=salt,
-                       creation_timestamp=now)
-        session.add(row)
-        session.flush()
-        return f"{row.id}.{secret}"
+        return insert_token(session, self._hasher, user_id, now)[1]
 
     def _insert_user(
         self, actor: Actor, *, name: str, roles: list[str], token: str | None
@@ -211,7 +214,7 @@ class UserService:
         try:
             with self._db.write() as session:
                 if self._db.is_postgres:  # one user creation at a time, so two look-alikes cannot both pass
-                    session.execute(select(func.pg_advisory_xact_lock(_USER_NAMES_LOCK)))
+                    session.execute(select(func.pg_advisory_xact_lock(USER_NAMES_LOCK)))
                 key = person_key(name)
                 taken = next((n for n in session.exec(orm_select(col(UserRow.name))) if person_key(n) == key), None)
                 if taken is not None:

@@ -15,12 +15,14 @@ from registry_store.entities import (
     AuditEvent,
     AuditVerification,
     ModelVersion,
+    PersonalToken,
     ProductionAt,
     ProductionHistory,
     RegisteredModel,
     User,
 )
 from registry_store.errors import UnavailableError
+from registry_store.personal_tokens import DEFAULT_EXPIRY_DAYS
 
 __all__ = ["v1_router"]
 
@@ -339,3 +341,36 @@ def create_user(services: ServicesDep, actor: CurrentActor, body: UserCreate) ->
     user, token = services.users.create_user(actor, name=body.name, roles=body.roles)
     return NewUser(user=user, token=token)
 
+
+
+class TokenCreate(BaseModel):
+    """Body of ``POST /tokens``."""
+
+    name: str
+    expires_in_days: int = DEFAULT_EXPIRY_DAYS
+
+
+class NewToken(BaseModel):
+    """A created personal token and its secret (shown once)."""
+
+    token: PersonalToken
+    secret: str
+
+
+@v1_router.get("/tokens", response_model=list[PersonalToken])
+def list_tokens(services: ServicesDep, actor: CurrentActor) -> list[PersonalToken]:
+    """The caller's own tokens (revoked and expired ones too), newest first."""
+    return services.users.tokens.list_tokens(actor)
+
+
+@v1_router.post("/tokens", response_model=NewToken, status_code=201)
+def create_token(services: ServicesDep, actor: CurrentActor, body: TokenCreate) -> NewToken:
+    """Create a token for the caller, expiring in ``expires_in_days`` (1-365); the secret is returned once."""
+    token, secret = services.users.tokens.create_token(actor, name=body.name, expires_in_days=body.expires_in_days)
+    return NewToken(token=token, secret=secret)
+
+
+@v1_router.delete("/tokens/{token_id}", response_model=PersonalToken)
+def revoke_token(services: ServicesDep, actor: CurrentActor, token_id: int) -> PersonalToken:
+    """Revoke one of the caller's tokens (and end the web sessions opened with it)."""
+    return services.users.tokens.revoke_token(actor, token_id)

@@ -27,6 +27,7 @@ from calabi.cli.reviews import reviews_app
 from calabi.cli.serve import serve, worker
 from calabi.cli.serving_schema import serving_schema_app
 from calabi.cli.tags import tags_app
+from calabi.cli.tokens import tokens_app
 from calabi.cli.users import users_app
 from calabi.cli.versions import versions_app
 
@@ -55,8 +56,8 @@ def _root(
 app.command()(login)
 for _group, _name in ((models_app, "models"), (versions_app, "versions"), (aliases_app, "aliases"),
                       (tags_app, "tags"), (audit_app, "audit"), (users_app, "users"),
-                      (promotions_app, "promotions"), (serving_schema_app, "serving-schema"),
-                      (reviews_app, "reviews")):
+                      (tokens_app, "tokens"), (promotions_app, "promotions"),
+                      (serving_schema_app, "serving-schema"), (reviews_app, "reviews")):
     app.add_typer(_group, name=_name)
 for _command, _command_name in ((promote, "promote"), (sign_off, "sign-off"), (reject, "reject"),
                                 (cancel, "cancel"), (recheck, "recheck"), (rollback, "rollback")):

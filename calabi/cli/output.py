@@ -290,6 +290,20 @@ def users_table(users: Sequence[Json]) -> Table:
     return table
 
 
+def tokens_table(tokens: Sequence[Json]) -> Table:
+    """One row per personal token."""
+    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
+    table.add_column("Id", justify="right")
+    table.add_column("Name", overflow="fold")
+    for column in ("Created", "Expires", "Last used", "Revoked"):
+        table.add_column(column, min_width=10)
+    for token in tokens:
+        table.add_row(str(token["id"]), escape(token["name"]), timestamp(token["creation_timestamp"]),
+                      *(timestamp(token[key]) if token[key] else "-" for key in ("expires_at", "last_used_at")),
+                      timestamp(token["revoked_at"]) if token["revoked_at"] else "-")
+    return table
+
+
 def fields_table(rows: Sequence[tuple[str, str]]) -> Table:
     """Label/value rows as a borderless two-column grid."""
     table = Table.grid(padding=(0, 2))

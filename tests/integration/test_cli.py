@@ -363,7 +363,7 @@ def test_declined_delete_changes_nothing(churn: tuple[Calabi, str]) -> None:
 def test_help_lists_every_command_group(calabi: Calabi) -> None:
     result = calabi.runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0
-    for group in ("models", "versions", "aliases", "tags", "audit", "users", "login", "promote", "serve"):
+    for group in ("models", "versions", "aliases", "tags", "audit", "users", "tokens", "login", "promote", "serve"):
         assert group in result.stdout
 
 
@@ -397,3 +397,21 @@ def test_history_shows_who_was_production_when(churn: tuple[Calabi, str]) -> Non
     assert before.startswith(f"No version of '{name}' was in Production at ")
     assert "'yesterday'" in assert_error(calabi.run("models", "history", name, "--at", "yesterday"),
                                          "INVALID_PARAMETER_VALUE")
+
+
+def test_tokens_create_list_revoke_through_the_api(calabi: Calabi) -> None:
+    name = unique("erin")
+    erin = calabi.json("users", "add", name, "--role", "viewer")["token"]
+    created = calabi.json("tokens", "create", "ci job", "--days", "7", token=erin)
+    secret, token = created["secret"], created["token"]
+    assert token["name"] == "ci job" and token["expires_at"] - token["creation_timestamp"] == 7 * 24 * 3600 * 1000
+    shown = calabi.ok("tokens", "create", "laptop", token=secret).stdout
+    assert "Token (shown once, store it now): " in shown and "laptop" in shown
+    assert [t["name"] for t in calabi.json("tokens", "list", token=secret)] == ["laptop", "ci job", "(unnamed)"]
+    assert "ci job" in calabi.ok("tokens", "list", token=erin).stdout
+    assert_error(calabi.run("tokens", "create", "x", "--days", "400", token=erin), "INVALID_PARAMETER_VALUE")
+    assert_error(calabi.run("tokens", "revoke", str(token["id"])), "RESOURCE_DOES_NOT_EXIST")  # not the admin's
+    assert f"Revoked token 'ci job' (id {token['id']})" in calabi.ok("tokens", "revoke", str(token["id"]),
+                                                                    token=erin).stdout
+    assert "revoked" in assert_error(calabi.run("tokens", "list", token=secret), "UNAUTHENTICATED")
+    assert calabi.json("tokens", "list", token=erin)[1]["revoked_at"] is not None

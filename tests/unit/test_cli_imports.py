@@ -15,6 +15,7 @@ CLIENT_MODULES = [
     "calabi.cli.tags",
     "calabi.cli.audit",
     "calabi.cli.users",
+    "calabi.cli.tokens",
     "calabi.cli.login",
     "calabi.cli.promotions",
     "calabi.cli.promotion_status",

@@ -13,9 +13,11 @@ from calabi.api.pages.auth import auth_router
 from calabi.api.pages.evidence_pack import evidence_pack_router
 from calabi.api.pages.experiments import experiments_router
 from calabi.api.pages.models import models_router
+from calabi.api.pages.oidc import oidc_router
 from calabi.api.pages.promotions import promotions_router
 from calabi.api.pages.register import register_router
 from calabi.api.pages.templating import STATIC_DIR
+from calabi.api.pages.tokens import tokens_router
 from calabi.api.pages.versions import versions_router
 from calabi.api.pages.web import PageRoute, error_page, signed_in
 
@@ -24,7 +26,7 @@ __all__ = ["pages_router", "pages_static"]
 pages_static = StaticFiles(directory=STATIC_DIR)
 pages_router = APIRouter(route_class=PageRoute, include_in_schema=False)
 for _router in (auth_router, models_router, versions_router, register_router, promotions_router, evidence_pack_router,
-                experiments_router):
+                experiments_router, oidc_router, tokens_router):
     pages_router.include_router(_router)
 
 

@@ -1,4 +1,4 @@
-"""Sign-in with a bearer token, sign-out, the root redirect and the catch-all 404 page."""
+"""Sign-in with a bearer token (single sign-on: ``oidc.py``), sign-out, the root redirect and the catch-all 404 page."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from calabi.api.deps import client_address
 from calabi.api.errors import error_response
+from calabi.api.pages.oidc import oidc_client
 from calabi.api.pages.web import (
     COOKIE_PATH,
     SESSION_COOKIE,
@@ -74,9 +75,10 @@ def ui_root() -> Response:
 def _sign_in_page(request: Request, *, status: int = 200, message: str = "") -> Response:
     """The sign-in form with a fresh double-submit token (cookie + hidden field)."""
     nonce = secrets.token_urlsafe(32)
+    client = oidc_client(request)
     response = render(
         request, "sign_in.html", status=status, sign_in_token=nonce, message=message,
-        next=safe_next(request.query_params.get("next")),
+        next=safe_next(request.query_params.get("next")), oidc_provider=client.provider_name if client else None,
     )
     response.set_cookie(SIGN_IN_COOKIE, nonce, max_age=SIGN_IN_COOKIE_AGE_S, path="/ui/sign-in", httponly=True,
                         samesite="strict", secure=is_https(request))

@@ -1,7 +1,7 @@
 """post-implementation reviews: opened by an admin's break-glass move into Production
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-06 22:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0012"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
