@@ -9,6 +9,7 @@ from sqlmodel import Session
 from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.context import RegistryContext
+from registry_store.promotion_events import publish_promotion
 from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION
 from registry_store.tables import (
@@ -39,6 +40,8 @@ def apply_transition(
         session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
         context.audit(session, actor, "set_alias", model.name, candidate.version,
                       after={"alias": CHAMPION, "version": candidate.version, "promotion": promotion.id})
+        context.publish(session, "model_version_alias.created", model.name,
+                        {"name": model.name, "alias": CHAMPION, "version": str(candidate.version)})
         if description is not None:
             text = validate_description(description)
             before, candidate.description = candidate.description, text
@@ -48,8 +51,11 @@ def apply_transition(
         for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
             session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
             context.audit(session, actor, "set_model_version_tag", model.name, candidate.version, after={key: value})
+            context.publish(session, "model_version_tag.set", model.name,
+                            {"name": model.name, "version": str(candidate.version), "key": key, "value": value})
     promotion.status, promotion.live = PromotionStatus.PROMOTED, False
     promotion.last_updated_timestamp = now
     session.add(promotion)
     context.audit(session, actor, "promotion_state", model.name, candidate.version,
                   after={"promotion": promotion.id, "status": "promoted", "archived": archived})
+    publish_promotion(context, session, promotion, "rolled_back" if promotion.kind == "rollback" else "promoted")
