@@ -29,6 +29,7 @@ from registry_store.errors import RegistryError
 from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
+from registry_store.webhook_secrets import SecretBox
 
 __all__ = ["Services", "build_services", "newer_schema", "now_ms", "prepare", "temporal_connector"]
 
@@ -75,12 +76,13 @@ def build_services(settings: Settings) -> Services:
     tracking = _tracking_client(settings)
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
+    key = ServerKey(settings.data_dir / KEY_FILE)
     context = RegistryContext.build(
-        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases
+        db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases,
+        secrets=SecretBox(key), public_url=settings.public_url or settings.url,
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
-    key = ServerKey(settings.data_dir / KEY_FILE)
     return Services(
         settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms, key=key),
         artifacts=artifacts, promotions=promotions, tracking=tracking,

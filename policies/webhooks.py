@@ -135,5 +135,5 @@ def next_delay_s(policy: RetryPolicy, attempts: int, retry_after: float | None) 
     """
     if attempts >= policy.max_attempts:
         return None
-    delay = min(policy.cap_s, policy.base_s * 2 ** (attempts - 1))
+    delay: float = min(policy.cap_s, policy.base_s * 2.0 ** (attempts - 1))
     return max(delay, min(retry_after, 3600.0)) if retry_after is not None else delay
