@@ -26,9 +26,10 @@ __all__ = ["webhook_router"]
 webhook_router = APIRouter()
 F = TypeVar("F", bound=Callable[..., Any])
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/mlflow/api/2.0/mlflow")
-_EXAMPLE: dict[str, object] = {"name": "example_model", "version": "1", "source": "models:/123", "run_id": "abcd1234abcd5678",
-            "tags": {"example_key": "example_value"}, "description": "An example", "key": "example_key",
-            "value": "example_value", "alias": "example_alias"}
+_EXAMPLE: dict[str, object] = {
+    "name": "example_model", "version": "1", "source": "models:/123", "run_id": "abcd1234abcd5678",
+    "tags": {"example_key": "example_value"}, "description": "An example", "key": "example_key",
+    "value": "example_value", "alias": "example_alias"}
 
 
 async def _json(request: Request) -> dict[str, Any]:
