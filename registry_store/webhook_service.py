@@ -269,7 +269,7 @@ def _validated(fields: dict[str, object], *, partial: bool = False) -> dict[str,
         if unknown:
             raise InvalidParameterError(f"Unknown webhook event(s) {', '.join(unknown)}; known: "
                                         f"{', '.join((*MLFLOW_EVENTS, *CALABI_EVENTS))}.")
-        out["events"] = json.dumps(sorted(set(events)))
+        out["events"] = json.dumps(list(dict.fromkeys(events)))
     if "status" in out and str(out["status"]).upper() not in STATUSES:
         raise InvalidParameterError(f"Invalid webhook status '{out['status']}'; one of {', '.join(STATUSES)}.")
     if "status" in out:
