@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from calabi.cli.main import app
 from tests.e2e.helpers import mlflow_client, ok, random_name, use_mlflow
-from tests.fixtures.servers import LiveServer, start_server, stop_server
+from tests.fixtures.servers import start_server, stop_server
 
 SECRET = "receiver-secret"
 FAST = {
@@ -84,7 +86,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             hold = state.hold
             if hold is not None:
@@ -202,6 +204,16 @@ def test_mlflow_client_webhook_receives_every_event_in_order_through_an_outage(
             assert queued == {"queued": 1}
             receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) == 2)
             assert len(receiver.wait_for(len(expected) * len(models))) == len(expected) * len(models)
+            cli = ["--url", server.url, "--token", server.admin_token, "webhooks"]
+            listed_hooks = CliRunner().invoke(app, [*cli, "list"])
+            assert listed_hooks.exit_code == 0 and "1 webhook(s)" in listed_hooks.output
+            shown = CliRunner().invoke(app, [*cli, "deliveries", hook.webhook_id, "--json"])
+            assert shown.exit_code == 0 and len(json.loads(shown.output)) == len(log)
+            since = CliRunner().invoke(app, [*cli, "redeliver", hook.webhook_id, "--since", "2000-01-01T00:00:00Z"])
+            assert since.exit_code == 0 and f"Queued {len(log)} " in since.output
+            receiver.wait_until(lambda: len(receiver.delivered()) >= 2 * len(log) + 1)
+            missing = CliRunner().invoke(app, [*cli, "redeliver", "nosuch", "--delivery", "x"])
+            assert missing.exit_code != 0 and "RESOURCE_DOES_NOT_EXIST" in missing.output
             viewer = server.create_user(random_name("viewer"), "engineer")
             denied = http.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {viewer}"})
             assert denied.status_code == 403
