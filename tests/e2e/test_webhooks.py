@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from calabi.cli.main import app
 from tests.e2e.helpers import mlflow_client, ok, random_name, use_mlflow
 from tests.fixtures.servers import start_server, stop_server
+from tests.integration.page_session import signed_in
 
 SECRET = "receiver-secret"
 FAST = {
@@ -214,6 +215,13 @@ def test_mlflow_client_webhook_receives_every_event_in_order_through_an_outage(
             receiver.wait_until(lambda: len(receiver.delivered()) >= 2 * len(log) + 1)
             missing = CliRunner().invoke(app, [*cli, "redeliver", "nosuch", "--delivery", "x"])
             assert missing.exit_code != 0 and "RESOURCE_DOES_NOT_EXIST" in missing.output
+            browser = signed_in(server, server.admin_token)
+            assert "ci" in browser.text("/ui/webhooks")
+            page = browser.text(f"/ui/webhooks/{hook.webhook_id}")
+            assert retried["id"] in page and "HTTP 503" in page and "HTTP 200" in page
+            redelivered = browser.post(f"/ui/webhooks/{hook.webhook_id}/redeliver", {"delivery_id": retried["id"]})
+            assert redelivered.status_code == 303
+            receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) >= 4)
             viewer = server.create_user(random_name("viewer"), "engineer")
             denied = http.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {viewer}"})
             assert denied.status_code == 403
