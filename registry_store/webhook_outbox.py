@@ -19,7 +19,7 @@ from sqlmodel import Session, col
 from policies.webhooks import envelope
 from registry_store.tables import WebhookDeliveryRow, WebhookEventRow, WebhookRow
 
-__all__ = ["DELIVERED", "DISABLED", "PAUSED", "PENDING", "publish_event"]
+__all__ = ["ACTIVE", "DEAD", "DELIVERED", "DISABLED", "FAILED", "PAUSED", "PENDING", "publish_event"]
 
 PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
 ACTIVE, DISABLED, PAUSED = "ACTIVE", "DISABLED", "PAUSED"

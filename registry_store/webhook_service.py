@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,11 +24,10 @@ from registry_store.tables import WebhookAttemptRow, WebhookDeliveryRow, Webhook
 from registry_store.users import require_role
 from registry_store.webhook_outbox import ACTIVE, DEAD, DELIVERED, DISABLED, FAILED, PAUSED, PENDING
 
-__all__ = ["PROMOTION_EVENTS", "WebhookService", "WebhookTarget"]
+__all__ = ["WebhookService", "WebhookTarget", "webhook_view"]
 
 STATUSES = (ACTIVE, DISABLED, PAUSED)
 FORMATS = ("mlflow", "slack")
-PROMOTION_EVENTS = tuple(e for e in CALABI_EVENTS if e.startswith("promotion.")) + ("webhook.paused",)
 _EDITABLE = ("name", "url", "events", "description", "secret", "status", "payload_format", "template")
 
 
@@ -174,16 +172,6 @@ class WebhookService(ServiceBase):
             append_event(session, actor=actor, action="redeliver_webhook", timestamp=now, subject=f"webhook:{hook.id}",
                          after={"delivery_id": delivery_id, "since": since, "until": until, "queued": count})
             return int(count)
-
-    def ensure_subscriptions(self, actor: Actor, urls: Sequence[str], secret: str, events: Sequence[str]) -> None:
-        """Make each URL in ``urls`` a subscription to ``events`` (the ``CALABI_WEBHOOK_URLS`` shorthand)."""
-        with self._db.read() as session:
-            known = {row.url for row in session.exec(select(WebhookRow).where(
-                col(WebhookRow.name).startswith("CALABI_WEBHOOK_URLS"))).all()}
-        for url in urls:
-            if url not in known:
-                self.create_webhook(actor, name=f"CALABI_WEBHOOK_URLS {url}"[:256], url=url, events=list(events),
-                                    secret=secret, description="from the CALABI_WEBHOOK_URLS setting")
 
     def _seal(self, secret: str) -> str:
         if not secret:
