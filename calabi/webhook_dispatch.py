@@ -33,7 +33,7 @@ from registry_store.service import RegistryService
 from registry_store.webhook_queue import AttemptResult, DeliveryClaim
 from registry_store.webhook_service import WebhookTarget
 
-__all__ = ["WebhookDispatcher", "dispatcher_for", "refused_address", "send_test"]
+__all__ = ["WebhookDispatcher", "dispatcher_for", "post", "refused_address", "send_test"]
 
 log = logging.getLogger("calabi.webhooks")
 BATCH = 20

@@ -7,9 +7,10 @@ import hashlib
 import hmac
 import json
 
+import httpx
 import pytest
 
-from calabi.webhook_dispatch import refused_address
+from calabi.webhook_dispatch import post, refused_address
 from policies.webhooks import (
     RetryPolicy,
     envelope,
@@ -65,3 +66,12 @@ def test_private_addresses_are_refused_unless_allowed(url: str) -> None:
 
 def test_public_addresses_go_ahead() -> None:
     assert refused_address("https://93.184.216.34/hook", allow_private=False) is None
+
+
+def test_a_refused_address_is_a_final_failure_without_a_request() -> None:
+    def no_network(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request may be sent: {request.url}")
+
+    with httpx.Client(transport=httpx.MockTransport(no_network)) as client:
+        result = post(client, "http://10.0.0.7/hook", "d-1", "s", b"{}", allow_private=False)
+    assert result.final and result.status_code is None and result.error.startswith("refused")
