@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from calabi.cli.main import app
 from tests.e2e.helpers import mlflow_client, ok, random_name, use_mlflow
-from tests.fixtures.servers import start_server, stop_server
+from tests.fixtures.servers import LiveServer, start_server, stop_server
 from tests.integration.page_session import signed_in
 
 SECRET = "receiver-secret"
@@ -133,103 +133,110 @@ def mlflow_signature_valid(secret: str, received: Received) -> bool:
     return hmac.compare_digest(received.signature, f"v1,{expected}")
 
 
-def test_mlflow_client_webhook_receives_every_event_in_order_through_an_outage(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow.entities.webhook import WebhookEvent, WebhookStatus
-
-    server = start_server(tmp_path, extra_env=FAST)
+def test_webhooks_end_to_end(tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One server: killed mid-delivery and restarted, then driven by the stock mlflow client."""
+    server = killed_mid_delivery_loses_nothing(tmp_path, receiver)
     try:
-        for root in (server.url, f"{server.url}/mlflow"):
-            use_mlflow(monkeypatch, root, server.admin_token)
-            client = mlflow_client(root)
-            probe = client.create_webhook(name="probe", url=receiver.url, events=[WebhookEvent.from_str(
-                "registered_model.created")], secret="x", status=WebhookStatus.DISABLED)
-            assert client.get_webhook(probe.webhook_id).status == WebhookStatus.DISABLED
-            client.delete_webhook(probe.webhook_id)
-        events = ["registered_model.created", "model_version.created", "model_version_tag.set",
-                  "model_version_tag.deleted", "model_version_alias.created", "model_version_alias.deleted"]
-        hook = client.create_webhook(name="ci", url=receiver.url, events=[WebhookEvent.from_str(e) for e in events],
-                                     secret=SECRET, description="stock client")
-        assert [str(e) for e in client.get_webhook(hook.webhook_id).events] == events
-        assert hook.webhook_id in [h.webhook_id for h in client.list_webhooks()]
-        assert client.update_webhook(hook.webhook_id, description="renamed").description == "renamed"
-        with server.client() as http:
-            raw = http.get(f"/api/2.0/mlflow/webhooks/{hook.webhook_id}").text + \
-                http.get(f"/api/v1/webhooks/{hook.webhook_id}").text
-            assert SECRET not in raw and '"secret"' not in raw
-            bad = http.post("/api/2.0/mlflow/webhooks", json={"name": "x", "url": "ftp://nowhere", "events": []})
-            assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-
-        tested = client.test_webhook(hook.webhook_id)
-        assert tested.success and tested.response_status == 200
-        assert mlflow_signature_valid(SECRET, receiver.wait_for(1)[0])
         receiver.log.clear()
-
-        receiver.failures = 4  # the receiver is down for the first four requests
-        models = [random_name("hooked"), random_name("hooked")]
-        for model in models:
-            client.create_registered_model(model)
-            client.create_model_version(model, str(server.artifact()))
-            client.set_model_version_tag(model, "1", "team", "risk")
-            client.set_registered_model_alias(model, "candidate", "1")
-            client.delete_model_version_tag(model, "1", "team")
-            client.delete_registered_model_alias(model, "candidate")
-        expected = ["registered_model.created", "model_version.created", "model_version_tag.set",
-                    "model_version_alias.created", "model_version_tag.deleted", "model_version_alias.deleted"]
-
-        arrived = receiver.wait_for(len(expected) * len(models))
-        assert all(mlflow_signature_valid(SECRET, r) for r in receiver.log)
-        for model in models:
-            mine = [r.payload for r in arrived if r.payload["data"]["name"] == model]
-            assert [f"{p['entity']}.{p['action']}" for p in mine] == expected
-        version_created = next(r.payload for r in arrived if r.payload["action"] == "created"
-                               and r.payload["entity"] == "model_version")
-        assert set(version_created["data"]) >= {"name", "version", "source", "run_id", "tags", "description"}
-        failed = [r for r in receiver.log if r.answered == 503]
-        assert len(failed) == 4
-        assert {r.delivery_id for r in failed} <= {r.delivery_id for r in arrived}, "retries keep the delivery id"
-        by_id = {r.delivery_id: r.body for r in arrived}
-        assert all(by_id[r.delivery_id] == r.body for r in failed), "a retry sends the same payload"
-
-        with server.client() as http:
-            log = listed(http.get(f"/api/v1/webhooks/{hook.webhook_id}/deliveries"))
-            assert len(log) == len(expected) * len(models) and {d["status"] for d in log} == {"delivered"}
-            for delivery in log:
-                codes = [a["status_code"] for a in delivery["attempt_log"]]
-                assert codes == [503] * (len(codes) - 1) + [200] and len(codes) == delivery["attempts"]
-                assert all(a["response_excerpt"] in ("ok", "down") for a in delivery["attempt_log"])
-            retried = next(d for d in log if d["attempts"] > 1)
-            queued = ok(http.post(f"/api/v1/webhooks/{hook.webhook_id}/redeliver",
-                                  json={"delivery_id": retried["id"]}))
-            assert queued == {"queued": 1}
-            receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) == 2)
-            assert len(receiver.wait_for(len(expected) * len(models))) == len(expected) * len(models)
-            cli = ["--url", server.url, "--token", server.admin_token, "webhooks"]
-            listed_hooks = CliRunner().invoke(app, [*cli, "list"])
-            assert listed_hooks.exit_code == 0 and "1 webhook(s)" in listed_hooks.output
-            shown = CliRunner().invoke(app, [*cli, "deliveries", hook.webhook_id, "--json"])
-            assert shown.exit_code == 0 and len(json.loads(shown.output)) == len(log)
-            since = CliRunner().invoke(app, [*cli, "redeliver", hook.webhook_id, "--since", "2000-01-01T00:00:00Z"])
-            assert since.exit_code == 0 and f"Queued {len(log)} " in since.output
-            receiver.wait_until(lambda: len(receiver.delivered()) >= 2 * len(log) + 1)
-            missing = CliRunner().invoke(app, [*cli, "redeliver", "nosuch", "--delivery", "x"])
-            assert missing.exit_code != 0 and "RESOURCE_DOES_NOT_EXIST" in missing.output
-            browser = signed_in(server, server.admin_token)
-            assert "ci" in browser.text("/ui/webhooks")
-            page = browser.text(f"/ui/webhooks/{hook.webhook_id}")
-            assert retried["id"] in page and "HTTP 503" in page and "HTTP 200" in page
-            redelivered = browser.post(f"/ui/webhooks/{hook.webhook_id}/redeliver", {"delivery_id": retried["id"]})
-            assert redelivered.status_code == 303
-            receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) >= 4)
-            viewer = server.create_user(random_name("viewer"), "engineer")
-            denied = http.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {viewer}"})
-            assert denied.status_code == 403
+        mlflow_client_receives_every_event_in_order_through_an_outage(server, receiver, monkeypatch)
     finally:
         stop_server(server)
 
 
-def test_killing_serve_mid_delivery_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
+def mlflow_client_receives_every_event_in_order_through_an_outage(
+    server: LiveServer, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.entities.webhook import WebhookEvent, WebhookStatus
+
+    for root in (server.url, f"{server.url}/mlflow"):
+        use_mlflow(monkeypatch, root, server.admin_token)
+        client = mlflow_client(root)
+        probe = client.create_webhook(name="probe", url=receiver.url, events=[WebhookEvent.from_str(
+            "registered_model.created")], secret="x", status=WebhookStatus.DISABLED)
+        assert client.get_webhook(probe.webhook_id).status == WebhookStatus.DISABLED
+        client.delete_webhook(probe.webhook_id)
+    events = ["registered_model.created", "model_version.created", "model_version_tag.set",
+              "model_version_tag.deleted", "model_version_alias.created", "model_version_alias.deleted"]
+    hook = client.create_webhook(name="ci", url=receiver.url, events=[WebhookEvent.from_str(e) for e in events],
+                                 secret=SECRET, description="stock client")
+    assert [str(e) for e in client.get_webhook(hook.webhook_id).events] == events
+    assert hook.webhook_id in [h.webhook_id for h in client.list_webhooks()]
+    assert client.update_webhook(hook.webhook_id, description="renamed").description == "renamed"
+    with server.client() as http:
+        raw = http.get(f"/api/2.0/mlflow/webhooks/{hook.webhook_id}").text + \
+            http.get(f"/api/v1/webhooks/{hook.webhook_id}").text
+        assert SECRET not in raw and '"secret"' not in raw
+        bad = http.post("/api/2.0/mlflow/webhooks", json={"name": "x", "url": "ftp://nowhere", "events": []})
+        assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+    tested = client.test_webhook(hook.webhook_id)
+    assert tested.success and tested.response_status == 200
+    assert mlflow_signature_valid(SECRET, receiver.wait_for(1)[0])
+    receiver.log.clear()
+
+    receiver.failures = 4  # the receiver is down for the first four requests
+    models = [random_name("hooked"), random_name("hooked")]
+    for model in models:
+        client.create_registered_model(model)
+        client.create_model_version(model, str(server.artifact()))
+        client.set_model_version_tag(model, "1", "team", "risk")
+        client.set_registered_model_alias(model, "candidate", "1")
+        client.delete_model_version_tag(model, "1", "team")
+        client.delete_registered_model_alias(model, "candidate")
+    expected = ["registered_model.created", "model_version.created", "model_version_tag.set",
+                "model_version_alias.created", "model_version_tag.deleted", "model_version_alias.deleted"]
+
+    arrived = receiver.wait_for(len(expected) * len(models))
+    assert all(mlflow_signature_valid(SECRET, r) for r in receiver.log)
+    for model in models:
+        mine = [r.payload for r in arrived if r.payload["data"]["name"] == model]
+        assert [f"{p['entity']}.{p['action']}" for p in mine] == expected
+    version_created = next(r.payload for r in arrived if r.payload["action"] == "created"
+                           and r.payload["entity"] == "model_version")
+    assert set(version_created["data"]) >= {"name", "version", "source", "run_id", "tags", "description"}
+    failed = [r for r in receiver.log if r.answered == 503]
+    assert len(failed) == 4
+    assert {r.delivery_id for r in failed} <= {r.delivery_id for r in arrived}, "retries keep the delivery id"
+    by_id = {r.delivery_id: r.body for r in arrived}
+    assert all(by_id[r.delivery_id] == r.body for r in failed), "a retry sends the same payload"
+
+    with server.client() as http:
+        log = listed(http.get(f"/api/v1/webhooks/{hook.webhook_id}/deliveries"))
+        assert len(log) == len(expected) * len(models) and {d["status"] for d in log} == {"delivered"}
+        for delivery in log:
+            codes = [a["status_code"] for a in delivery["attempt_log"]]
+            assert codes == [503] * (len(codes) - 1) + [200] and len(codes) == delivery["attempts"]
+            assert all(a["response_excerpt"] in ("ok", "down") for a in delivery["attempt_log"])
+        retried = next(d for d in log if d["attempts"] > 1)
+        queued = ok(http.post(f"/api/v1/webhooks/{hook.webhook_id}/redeliver",
+                              json={"delivery_id": retried["id"]}))
+        assert queued == {"queued": 1}
+        receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) == 2)
+        assert len(receiver.wait_for(len(expected) * len(models))) == len(expected) * len(models)
+        cli = ["--url", server.url, "--token", server.admin_token, "webhooks"]
+        listed_hooks = CliRunner().invoke(app, [*cli, "list"])
+        assert listed_hooks.exit_code == 0 and "1 webhook(s)" in listed_hooks.output
+        shown = CliRunner().invoke(app, [*cli, "deliveries", hook.webhook_id, "--json"])
+        assert shown.exit_code == 0 and len(json.loads(shown.output)) == len(log)
+        since = CliRunner().invoke(app, [*cli, "redeliver", hook.webhook_id, "--since", "2000-01-01T00:00:00Z"])
+        assert since.exit_code == 0 and f"Queued {len(log)} " in since.output
+        receiver.wait_until(lambda: len(receiver.delivered()) >= 2 * len(log) + 1)
+        missing = CliRunner().invoke(app, [*cli, "redeliver", "nosuch", "--delivery", "x"])
+        assert missing.exit_code != 0 and "RESOURCE_DOES_NOT_EXIST" in missing.output
+        browser = signed_in(server, server.admin_token)
+        assert "ci" in browser.text("/ui/webhooks")
+        page = browser.text(f"/ui/webhooks/{hook.webhook_id}")
+        assert retried["id"] in page and "HTTP 503" in page and "HTTP 200" in page
+        redelivered = browser.post(f"/ui/webhooks/{hook.webhook_id}/redeliver", {"delivery_id": retried["id"]})
+        assert redelivered.status_code == 303
+        receiver.wait_until(lambda: len([r for r in receiver.delivered() if r.delivery_id == retried["id"]]) >= 4)
+        viewer = server.create_user(random_name("viewer"), "engineer")
+        denied = http.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {viewer}"})
+        assert denied.status_code == 403
+
+
+def killed_mid_delivery_loses_nothing(tmp_path: Path, receiver: Receiver) -> LiveServer:
+    """SIGKILL serve while the receiver holds a delivery; the restarted serve (returned) sends everything."""
     server = start_server(tmp_path, extra_env=FAST)
     model = random_name("killed")
     try:
@@ -265,5 +272,8 @@ def test_killing_serve_mid_delivery_loses_nothing(tmp_path: Path, receiver: Rece
             log = listed(http.get(f"/api/v1/webhooks/{hook['id']}/deliveries"))
             interrupted = next(d for d in log if d["event"] == "registered_model.created")
             assert [a["error"].split(":")[0] for a in interrupted["attempt_log"]] == ["interrupted", ""]
-    finally:
+            assert http.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+    except BaseException:
         stop_server(restarted)
+        raise
+    return restarted
