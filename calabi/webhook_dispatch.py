@@ -106,6 +106,8 @@ class WebhookDispatcher:
         self._allow_private = allow_private
         self._timeout_s = timeout_s
         self._lease_ms = int(max(lease_s, timeout_s * 2) * 1000)
+        self._batch = max(1, min(BATCH, int(lease_s // (timeout_s * 2))))
+        """Claims are sent one after the other: a batch must fit in its lease even if every receiver times out."""
         self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"[:64]
 
     def run_once(self) -> int:
@@ -113,7 +115,7 @@ class WebhookDispatcher:
         sent = 0
         with httpx.Client(timeout=self._timeout_s, follow_redirects=False) as client:
             for _ in range(MAX_BATCHES):
-                claims = self._registry.webhook_queue.claim(self.owner, limit=BATCH, lease_ms=self._lease_ms)
+                claims = self._registry.webhook_queue.claim(self.owner, limit=self._batch, lease_ms=self._lease_ms)
                 if not claims:
                     break
                 for claim in claims:
