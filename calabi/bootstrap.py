@@ -35,6 +35,7 @@ from registry_store.groups import GroupService
 from registry_store.server_key import KEY_FILE, ServerKey
 from registry_store.service import RegistryService
 from registry_store.users import UserService
+from registry_store.webhook_secrets import SecretBox
 
 __all__ = ["Services", "build_services", "newer_schema", "now_ms", "prepare", "temporal_connector", "temporal_tls"]
 
@@ -84,14 +85,15 @@ def build_services(settings: Settings) -> Services:
     tracking = _tracking_client(settings)
     if tracking is not None:
         fetcher.tracking_resolver = TrackingSourceResolver(tracking, copy=fetcher.fetch)
+    key = ServerKey(settings.data_dir / KEY_FILE)
     context = RegistryContext.build(
         db, artifacts=artifacts, fetcher=fetcher, clock=now_ms, protected_aliases=settings.protected_aliases,
         observer=observe_committed,
         policy_dir=settings.resolved_policy_dir(),
+        secrets=SecretBox(key), public_url=settings.public_url or settings.url,
     )
     registry = RegistryService(context)
     promotions = PromotionService(registry, temporal_connector(settings), task_queue=settings.temporal_task_queue)
-    key = ServerKey(settings.data_dir / KEY_FILE)
     return Services(
         settings=settings, db=db, registry=registry, users=UserService(db, clock=now_ms, key=key),
         groups=GroupService(db, clock=now_ms), identities=ExternalIdentityService(db, clock=now_ms),

@@ -85,6 +85,25 @@ class Settings(BaseSettings):
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: SecretStr | None = None
     notify_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_url: str = Field(default="", description="The address users reach Calabi at, for links in webhook events "
+                                                    "(default: CALABI_URL)")
+    webhook_allow_private: bool = Field(
+        default=False, description="Let webhooks reach private, loopback and link-local addresses (tests, labs)"
+    )
+    webhook_dispatch_interval_s: float = Field(
+        default=1.0, gt=0, description="How often serve looks for due webhook deliveries"
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="One webhook request's timeout")
+    webhook_lease_s: float = Field(
+        default=60.0, gt=0, description="How long a dispatcher owns a delivery it claimed (a dead one's expires)"
+    )
+    webhook_retry_base_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles per attempt")
+    webhook_retry_cap_s: float = Field(default=300.0, gt=0, description="Longest retry delay")
+    webhook_max_attempts: int = Field(default=12, ge=1, description="Attempts before a delivery is dead")
+    webhook_pause_after: int = Field(
+        default=10, ge=1, description="Failed attempts in a row (over webhook_pause_period_s) that pause a webhook"
+    )
+    webhook_pause_period_s: float = Field(default=600.0, ge=0, description="See webhook_pause_after")
     forwarded_allow_ips: str = Field(
         default="",
         description="Reverse proxies (comma-separated IPs) whose X-Forwarded-For/-Proto are trusted; default: none",

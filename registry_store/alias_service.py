@@ -46,6 +46,12 @@ class AliasService(ServiceBase):
                 before={"alias": alias_name, "version": before},
                 after={"alias": alias_name, "version": number, "break_glass": break_glass},
             )
+            self._publish(session, "model_version_alias.created", model.name,
+                          {"name": model.name, "alias": alias_name, "version": str(number)})
+            if break_glass:
+                self._publish(session, "break_glass.used", model.name, {"name": model.name, "version": str(number),
+                                                                        "action": "set_alias", "alias": alias_name,
+                                                                        "actor": actor.name})
 
     def delete_alias(self, actor: Actor, *, name: object, alias: object) -> None:
         """Remove an alias (missing is a no-op, as in MLflow)."""
@@ -69,6 +75,10 @@ class AliasService(ServiceBase):
                 before={"alias": alias, "version": number},
                 after={"break_glass": break_glass},
             )
+            self._publish(session, "model_version_alias.deleted", model.name, {"name": model.name, "alias": alias})
+            if break_glass:
+                self._publish(session, "break_glass.used", model.name, {"name": model.name, "action": "delete_alias",
+                                                                        "alias": alias, "actor": actor.name})
 
     def get_version_by_alias(self, actor: Actor, *, name: object, alias: object) -> ModelVersion:
         """The version an alias names; ``latest`` names the highest live version."""

@@ -21,6 +21,8 @@ from registry_store.tables import ModelVersionRow, RegisteredModelAliasRow, Regi
 from registry_store.users import require_role
 from registry_store.validation import validate_model_name
 from registry_store.views import AnyRow
+from registry_store.webhook_outbox import publish_event
+from registry_store.webhook_secrets import SecretBox
 
 __all__ = ["MAX_MODEL_RESULTS", "MAX_VERSION_RESULTS", "RegistryContext", "ServiceBase", "model_not_found"]
 
@@ -52,6 +54,10 @@ class RegistryContext:
     observer: CommittedObserver | None = None
     """Told each audit event once its transaction has committed (metrics); never inside the transaction."""
     policy_dir: Path | None = None
+    secrets: SecretBox | None = None
+    """Encrypts webhook secrets (None: webhooks cannot hold a secret)."""
+    public_url: str = ""
+    """The server's address as users reach it, for links in events (``/ui/promotions/<id>``)."""
 
     @classmethod
     def build(
@@ -64,10 +70,20 @@ class RegistryContext:
         protected_aliases: Sequence[str] = ("champion",),
         observer: CommittedObserver | None = None,
         policy_dir: Path | None = None,
+        secrets: SecretBox | None = None,
+        public_url: str = "",
     ) -> RegistryContext:
         """A context; protected alias names are compared case-insensitively."""
         return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), observer,
-                   policy_dir)
+                   policy_dir, secrets, public_url.rstrip("/"))
+
+    def publish(self, session: Session | Connection, event: str, model_name: str, data: dict[str, Any]) -> None:
+        """Put webhook event ``event`` in the outbox in the transaction of ``session`` (``webhook_outbox.py``)."""
+        publish_event(session, event, model_name, data, self.clock())
+
+    def promotion_url(self, promotion_id: str) -> str:
+        """The link to a promotion's page."""
+        return f"{self.public_url}/ui/promotions/{promotion_id}"
 
     def audit(
         self,
@@ -117,6 +133,7 @@ class ServiceBase:
         self._fetcher = context.fetcher
         self._protected_aliases = context.protected_aliases
         self._audit = context.audit
+        self._publish = context.publish
 
     def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
         model_name = validate_model_name(name)

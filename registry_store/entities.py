@@ -32,6 +32,9 @@ __all__ = [
     "PromotionSubject",
     "RegisteredModel",
     "User",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]
 
 T = TypeVar("T")
@@ -359,3 +362,46 @@ class EvidencePack(_View):
     policy: PolicyInForce
     notifications: list[Notification]
     audit: AuditTrail
+
+
+class Webhook(_View):
+    """A webhook subscription; its secret is never part of a view (``has_secret`` says whether it has one)."""
+
+    id: str
+    name: str
+    url: str
+    events: list[str]
+    status: str
+    description: str
+    has_secret: bool
+    payload_format: str
+    template: str
+    owner: str
+    consecutive_failures: int
+    creation_timestamp: int
+    last_updated_timestamp: int
+
+
+class WebhookAttempt(_View):
+    """One attempt of a delivery."""
+
+    attempt: int
+    started_at: int
+    status_code: int | None
+    error: str
+    latency_ms: int
+    response_excerpt: str
+
+
+class WebhookDelivery(_View):
+    """One event to one webhook (``id`` is the ``X-MLflow-Delivery-Id`` of every attempt), with its attempts."""
+
+    id: str
+    webhook_id: str
+    event: str
+    model_name: str
+    status: str
+    attempts: int
+    next_attempt_at: int
+    created_at: int
+    attempt_log: list[WebhookAttempt] = []

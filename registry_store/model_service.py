@@ -69,6 +69,8 @@ class ModelService(ServiceBase):
                     None,
                     after={"description": text, "tags": valid_tags},
                 )
+                self._publish(session, "registered_model.created", name,
+                              {"name": name, "tags": valid_tags, "description": text})
                 return model_view(session, row)
         except IntegrityError as exc:
             raise AlreadyExistsError(f"Registered Model (name={name}) already exists.") from exc

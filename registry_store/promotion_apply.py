@@ -10,6 +10,7 @@ from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.committed_events import status_since_ms
 from registry_store.context import RegistryContext
+from registry_store.promotion_events import publish_promotion
 from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION
 from registry_store.tables import (
@@ -40,6 +41,8 @@ def apply_transition(
         session.merge(RegisteredModelAliasRow(model_id=model.id, alias=CHAMPION, version_id=candidate.id))
         context.audit(session, actor, "set_alias", model.name, candidate.version,
                       after={"alias": CHAMPION, "version": candidate.version, "promotion": promotion.id})
+        context.publish(session, "model_version_alias.created", model.name,
+                        {"name": model.name, "alias": CHAMPION, "version": str(candidate.version)})
         if description is not None:
             text = validate_description(description)
             before, candidate.description = candidate.description, text
@@ -49,9 +52,12 @@ def apply_transition(
         for key, value in (("validated_by", ", ".join(approvers)), ("validation_date", validation_date)):
             session.merge(ModelVersionTagRow(version_id=candidate.id, key=key, value=value))
             context.audit(session, actor, "set_model_version_tag", model.name, candidate.version, after={key: value})
+            context.publish(session, "model_version_tag.set", model.name,
+                            {"name": model.name, "version": str(candidate.version), "key": key, "value": value})
     since = status_since_ms(promotion.history, promotion.creation_timestamp)
     promotion.status, promotion.live = PromotionStatus.PROMOTED, False
     promotion.last_updated_timestamp = now
     session.add(promotion)
     context.audit(session, actor, "promotion_state", model.name, candidate.version, status_since_ms=since,
                   after={"promotion": promotion.id, "status": "promoted", "archived": archived})
+    publish_promotion(context, session, promotion, "rolled_back" if promotion.kind == "rollback" else "promoted")

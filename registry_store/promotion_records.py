@@ -23,6 +23,7 @@ from registry_store.entities import Page, Promotion, PromotionSubject
 from registry_store.errors import AlreadyExistsError, InvalidParameterError, StaleEvidenceError, refused
 from registry_store.promotion_apply import apply_transition
 from registry_store.promotion_binding import bind_evidence, check_binding, evidence_changes
+from registry_store.promotion_events import publish_promotion
 from registry_store.promotion_rows import (
     ELIGIBLE_SOURCE_STAGES,
     check_eligible,
@@ -87,6 +88,7 @@ class PromotionRecords(ServiceBase):
                             after={"promotion": promotion.id, "target": target, "kind": kind,
                                    "justification": reason, "incumbent": promotion.incumbent_version,
                                    "candidate_digest": candidate.digest})
+                publish_promotion(self.context, session, promotion, "requested", justification=reason)
                 return promotion_view(promotion)
         except IntegrityError as exc:
             raise AlreadyExistsError(
@@ -146,6 +148,7 @@ class PromotionRecords(ServiceBase):
             session.add(row)
             self._audit(session, actor, "promotion_state", row.model_name, row.version, before=before,
                         after={"promotion": row.id, "status": row.status, "message": reason}, status_since_ms=since)
+            publish_promotion(self.context, session, row, row.status)
             return promotion_view(row)
 
     def list_promotions(
@@ -299,6 +302,8 @@ class PromotionRecords(ServiceBase):
                         before=loggable({k: before[k] for k in audited}), after={"promotion": row.id,
                                                                                   **loggable(audited)},
                         status_since_ms=since)
+            if "status" in changed:
+                publish_promotion(self.context, session, row, row.status)
             return promotion_view(row)
 
     def record_sign_off(
@@ -324,6 +329,7 @@ class PromotionRecords(ServiceBase):
             self._audit(session, approver, "sign_off_promotion", row.model_name, row.version,
                         after={"promotion": row.id, "comment": comment, "roles": sorted(approver.roles),
                                "groups": sorted(approver.groups), "at": at, "evidence_hash": row.evidence_hash})
+            publish_promotion(self.context, session, row, "signed_off", approver=approver.name, comment=comment)
             return promotion_view(row)
 
     def apply_promotion(

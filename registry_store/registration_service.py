@@ -144,6 +144,9 @@ class RegistrationService(ServiceBase):
                         "tags": valid_tags,
                     },
                 )
+                self._publish(connection, "model_version.created", model_name,
+                              {"name": model_name, "version": str(values["version"]), "source": src, "run_id": run,
+                               "tags": valid_tags, "description": text})
                 return new_version_view(model_name, values, valid_tags)
         except BaseException:
             self._delete_artifacts([staged.storage_location])

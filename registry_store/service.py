@@ -21,6 +21,8 @@ from registry_store.reviews import ReviewService
 from registry_store.serving_schemas import ServingSchemaService
 from registry_store.stage_service import StageService
 from registry_store.version_service import VersionService
+from registry_store.webhook_queue import WebhookQueue
+from registry_store.webhook_service import WebhookService
 
 __all__ = ["RegistryService"]
 
@@ -44,3 +46,5 @@ class RegistryService:
         self.evidence_packs = EvidencePacks(context)
         self.artifacts = ArtifactService(context)
         self.audit = AuditService(context)
+        self.webhooks = WebhookService(context)
+        self.webhook_queue = WebhookQueue(context)

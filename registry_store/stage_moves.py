@@ -42,6 +42,12 @@ def move_to_stage(
     session.flush()
     context.audit(session, actor, "transition_stage", model.name, row.version, before={"stage": source_stage},
                   after={"stage": target, "archived": archived, **facts}, timestamp=now)
+    moved = {"name": model.name, "version": str(row.version), "from_stage": source_stage, "to_stage": target,
+             "archived": [str(number) for number in archived], "actor": actor.name,
+             **{key: value for key, value in facts.items() if key in ("break_glass", "promotion")}}
+    context.publish(session, "model_version_stage.transitioned", model.name, moved)
+    if facts.get("break_glass"):
+        context.publish(session, "break_glass.used", model.name, {**moved, "action": "transition_stage"})
     return archived
 
 

@@ -41,6 +41,10 @@ __all__ = [
     "SessionRow",
     "TokenRow",
     "UserRow",
+    "WebhookAttemptRow",
+    "WebhookDeliveryRow",
+    "WebhookEventRow",
+    "WebhookRow",
 ]
 
 
@@ -425,3 +429,79 @@ class ModelGrantRow(SQLModel, table=True):
     principal_kind: str = Field(sa_column=Column(String(8), primary_key=True))
     principal_id: int = Field(sa_column=Column(Integer, primary_key=True))
     permission: str = Field(sa_column=Column(String(8), nullable=False))
+
+
+class WebhookRow(SQLModel, table=True):
+    """A webhook subscription (MLflow's API and Calabi's). ``secret`` is encrypted under the server key."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    name: str = Field(sa_column=Column(String(256), nullable=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    secret: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    payload_format: str = Field(default="mlflow", sa_column=Column(String(16), nullable=False))
+    template: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    owner: str = Field(sa_column=Column(String(256), nullable=False))
+    consecutive_failures: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    failing_since: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    creation_timestamp: int = Field(sa_column=_ms())
+    last_updated_timestamp: int = Field(sa_column=_ms())
+
+
+class WebhookEventRow(SQLModel, table=True):
+    """One event in the outbox, written in the transaction of the change it reports."""
+
+    __tablename__ = "webhook_events"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    model_name: str = Field(sa_column=Column(String(256), nullable=False))
+    event: str = Field(sa_column=Column(String(64), nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One event to one webhook; ``id`` is the delivery id every attempt sends. Leased by one dispatcher."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_order", "webhook_id", "model_name", "status", "event_id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    webhook_id: str = Field(
+        sa_column=Column(String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False)
+    )
+    event_id: int = Field(sa_column=Column(Integer, ForeignKey("webhook_events.id"), nullable=False))
+    model_name: str = Field(sa_column=Column(String(256), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: int = Field(sa_column=_ms())
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    lease_until: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: int = Field(sa_column=_ms())
+    last_updated_timestamp: int = Field(sa_column=_ms())
+
+
+class WebhookAttemptRow(SQLModel, table=True):
+    """One attempt of a delivery: when, how it answered (or why it failed), how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    delivery_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False,
+                         index=True)
+    )
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    started_at: int = Field(sa_column=_ms())
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    latency_ms: int = Field(sa_column=Column(Integer, nullable=False))
+    response_excerpt: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))

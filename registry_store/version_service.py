@@ -165,6 +165,12 @@ class VersionService(ServiceBase):
                 before={tag_key: before},
                 after={tag_key: tag_value, **({"break_glass": True} if break_glass else {})},
             )
+            self._publish(session, "model_version_tag.set", model.name,
+                          {"name": model.name, "version": str(number), "key": tag_key, "value": tag_value})
+            if break_glass:
+                self._publish(session, "break_glass.used", model.name, {"name": model.name, "version": str(number),
+                                                                        "action": "set_model_version_tag",
+                                                                        "key": tag_key, "actor": actor.name})
 
     def delete_model_version_tag(self, actor: Actor, *, name: object, version: object, key: object) -> None:
         """Delete a tag from a version (missing is a no-op)."""
@@ -182,3 +188,9 @@ class VersionService(ServiceBase):
             session.delete(old)
             self._audit(session, actor, "delete_model_version_tag", model.name, number, before={tag_key: old.value},
                         after={"break_glass": True} if break_glass else None)
+            self._publish(session, "model_version_tag.deleted", model.name,
+                          {"name": model.name, "version": str(number), "key": tag_key})
+            if break_glass:
+                self._publish(session, "break_glass.used", model.name, {"name": model.name, "version": str(number),
+                                                                        "action": "delete_model_version_tag",
+                                                                        "key": tag_key, "actor": actor.name})

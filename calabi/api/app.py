@@ -18,6 +18,7 @@ from calabi.api.review_routes import review_router
 from calabi.api.tracking_gateway import TrackingGateway, gateway_lifespan, gateway_router
 from calabi.api.upload_routes import upload_router
 from calabi.api.v1_routes import v1_router
+from calabi.api.webhook_routes import webhook_router
 from calabi.bootstrap import Services
 from calabi.readiness import readiness
 from calabi.tracing import instrument_app
@@ -39,6 +40,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(promotion_router)
     app.include_router(review_router)
     app.include_router(upload_router)
+    app.include_router(webhook_router)
     app.mount("/ui/static", pages_static, name="ui-static")  # before pages_router: its /ui/{rest} is the 404 page
     app.include_router(pages_router)
 

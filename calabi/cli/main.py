@@ -30,6 +30,7 @@ from calabi.cli.tags import tags_app
 from calabi.cli.tokens import tokens_app
 from calabi.cli.users import users_app
 from calabi.cli.versions import versions_app
+from calabi.cli.webhooks import webhooks_app
 
 __all__ = ["app", "main"]
 
@@ -57,7 +58,7 @@ app.command()(login)
 for _group, _name in ((models_app, "models"), (versions_app, "versions"), (aliases_app, "aliases"),
                       (tags_app, "tags"), (audit_app, "audit"), (users_app, "users"),
                       (tokens_app, "tokens"), (promotions_app, "promotions"),
-                      (serving_schema_app, "serving-schema"), (reviews_app, "reviews")):
+                      (serving_schema_app, "serving-schema"), (reviews_app, "reviews"), (webhooks_app, "webhooks")):
     app.add_typer(_group, name=_name)
 for _command, _command_name in ((promote, "promote"), (sign_off, "sign-off"), (reject, "reject"),
                                 (cancel, "cancel"), (recheck, "recheck"), (rollback, "rollback")):

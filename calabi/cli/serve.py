@@ -202,6 +202,17 @@ def _say(message: str) -> None:
     typer.echo(message)
 
 
+def _dispatch_webhooks(stack: ExitStack, settings: Settings) -> None:
+    """Send the webhook outbox every ``webhook_dispatch_interval_s`` until ``stack`` closes."""
+    from calabi.bootstrap import build_services
+    from calabi.webhook_dispatch import dispatcher_for
+
+    services = build_services(settings)
+    stack.callback(services.close)
+    dispatcher = dispatcher_for(services.registry, settings)
+    stack.enter_context(Periodic("webhook dispatch", settings.webhook_dispatch_interval_s, dispatcher.run_once))
+
+
 def _log(message: str) -> None:
     if json_logs_on():
         logging.getLogger("calabi.serve").warning("%s", message)
@@ -274,7 +285,8 @@ def serve(
     _refuse_newer_schema(settings)
     token, created = _admin_token(settings)
     prepare(settings.model_copy(update={"admin_token": SecretStr(token)}))
-    settings = settings.model_copy(update={"admin_token": None})  # the children need no admin token
+    settings = settings.model_copy(update={"admin_token": None,  # the children need no admin token
+                                           "public_url": settings.public_url or f"http://{host}:{port}"})
     if created:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
     with ExitStack() as stack:
@@ -282,6 +294,7 @@ def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             stack.callback(signal.signal, signum, signal.signal(signum, _exit_on_signal))
         _sweep_periodically(stack, settings)
+        _dispatch_webhooks(stack, settings)
         supervisor = stack.enter_context(Supervisor(log=_log, give_up=_give_up))
         if embedded_tracking:
             url = _start_tracking(supervisor, settings.data_dir / "mlflow", tracking_port)

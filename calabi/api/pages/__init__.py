@@ -20,13 +20,14 @@ from calabi.api.pages.templating import STATIC_DIR
 from calabi.api.pages.tokens import tokens_router
 from calabi.api.pages.versions import versions_router
 from calabi.api.pages.web import PageRoute, error_page, signed_in
+from calabi.api.pages.webhooks import webhooks_router
 
 __all__ = ["pages_router", "pages_static"]
 
 pages_static = StaticFiles(directory=STATIC_DIR)
 pages_router = APIRouter(route_class=PageRoute, include_in_schema=False)
 for _router in (auth_router, models_router, versions_router, register_router, promotions_router, evidence_pack_router,
-                experiments_router, oidc_router, tokens_router):
+                experiments_router, oidc_router, tokens_router, webhooks_router):
     pages_router.include_router(_router)
 
 
