@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from calabi.api.access_routes import access_router
 from calabi.api.errors import install_error_handlers
 from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
 from calabi.api.pages import pages_router, pages_static
@@ -31,6 +32,7 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MlflowRegistryRoutes, services=services)
     app.include_router(v1_router)
+    app.include_router(access_router)
     app.include_router(promotion_router)
     app.include_router(upload_router)
     app.mount("/ui/static", pages_static, name="ui-static")  # before pages_router: its /ui/{rest} is the 404 page

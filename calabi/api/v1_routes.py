@@ -105,12 +105,13 @@ class Me(BaseModel):
 
     name: str
     roles: list[str]
+    groups: list[str] = Field(default_factory=list)
 
 
 @v1_router.get("/me", response_model=Me)
 def who_am_i(actor: CurrentActor) -> Me:
-    """The user the presented token belongs to."""
-    return Me(name=actor.name, roles=sorted(actor.roles))
+    """The user the presented token belongs to, with their roles and groups."""
+    return Me(name=actor.name, roles=sorted(actor.roles), groups=sorted(actor.groups))
 
 
 @v1_router.get("/models", response_model=ModelPage)
