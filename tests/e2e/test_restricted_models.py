@@ -87,6 +87,12 @@ def test_a_restricted_model_does_not_exist_for_another_team_until_granted(
         # team A's member, and the admin, still see and load it
         assert ok(call(a, "GET", "/registered-models/get", name=name))["registered_model"]["name"] == name
         assert (_load(monkeypatch, live_server, a_token, f"models:/{name}@blue", tmp_path / "a") / "MLmodel").is_file()
+        browser = signed_in(live_server, a_token)
+        try:
+            page = browser.text(f"/ui/models/{name}")
+            assert f"owned by {team_a}" in page and "restricted" in page
+        finally:
+            browser.http.close()
 
         # a READ grant to team B makes it visible (read-only); revoking hides it again
         ok(a.put(f"/api/v1/models/{name}/grants", json={"principal_kind": "group", "principal": team_b,
