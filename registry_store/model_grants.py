@@ -80,12 +80,20 @@ class ModelGrantService(ServiceBase):
             return self._permissions(session, model)
 
     def set_restricted(self, actor: Actor, *, name: object, restricted: object) -> ModelPermissions:
-        """Restrict the model to admins, its owning group and its grants, or open it to the roles' defaults again."""
+        """Restrict the model to admins, its owning group and its grants, or open it to the roles' defaults again.
+
+        Only an owned model can be restricted: one without owners would be lost to everyone but admins.
+        """
         require_role(actor, "viewer", "restrict models")
         if not isinstance(restricted, bool):
             raise InvalidParameterError("Parameter 'restricted' must be true or false.")
         with self._db.write() as session:
             model = self._model(session, name, actor=actor, need=MANAGE, lock=True)
+            if restricted and model.owner_group_id is None:  # else only admins would ever see it again
+                raise InvalidParameterError(
+                    f"Model '{model.name}' has no owning group; set one first (calabi models set-owner), "
+                    "then restrict it."
+                )
             before = model.restricted
             model.restricted = restricted
             session.add(model)

@@ -42,14 +42,22 @@ def test_groups_members_and_primary_group_reach_the_actor_of_tokens_and_sessions
     assert {u.name: u.primary_group for u in users.list_users(reg.admin)}["ana"] == "model-risk"
     assert groups.get_group(reg.admin, "Churn-Team").members == ["ana"]
 
+    assert reg.svc.models.create_registered_model(actor, name="team-model").owner_group == "model-risk"
+    reg.svc.grants.set_grant(actor, name="team-model", principal_kind="group", principal="Churn-Team",
+                             permission="read")
+    reg.svc.models.create_registered_model(reg.engineer, name="nobodys")  # no primary group: no owner
+    with pytest.raises(InvalidParameterError):  # restricted without owners: lost to all but admins
+        reg.svc.grants.set_restricted(reg.engineer, name="nobodys", restricted=True)
+
     groups.remove_member(reg.admin, group="model-risk", user="ana")  # no longer her primary group either
     assert {u.name: u.primary_group for u in users.list_users(reg.admin)}["ana"] is None
     with pytest.raises(NotFoundError):
         groups.remove_member(reg.admin, group="model-risk", user="ana")
     groups.delete_group(reg.admin, "Churn-Team")
     assert users.authenticate(token).groups == frozenset()
+    assert reg.svc.grants.model_permissions(reg.admin, "team-model").grants == []  # its grants went with it
     assert [g.name for g in groups.list_groups(reg.admin)] == ["model-risk"]
     actions = [row[0] for row in reg.rows("SELECT action FROM audit_events ORDER BY seq")]
-    assert actions[-6:] == ["create_group", "create_group", "add_group_member", "set_primary_group",
-                            "remove_group_member", "delete_group"]
+    assert [a for a in actions if "group" in a] == ["create_group", "create_group", "add_group_member",
+                                                    "set_primary_group", "remove_group_member", "delete_group"]
     assert reg.services.registry.audit.verify_audit_chain(reg.admin).ok
