@@ -9,6 +9,7 @@ from registry_store.errors import (
     AliasNotFoundError,
     InvalidParameterError,
 )
+from registry_store.model_access import EDIT, READ, require_model_permission, version_model
 from registry_store.tables import RegisteredModelAliasRow
 from registry_store.users import require_role
 from registry_store.validation import (
@@ -31,7 +32,7 @@ class AliasService(ServiceBase):
         number = parse_version(version)
         break_glass = self._check_protected_alias(actor, alias_name)
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             target = self._version(session, model, number)
             assert model.id is not None and target.id is not None
             old = session.get(RegisteredModelAliasRow, (model.id, alias_name))
@@ -60,7 +61,7 @@ class AliasService(ServiceBase):
             raise InvalidParameterError("Missing value for required parameter 'alias'.")
         break_glass = self._check_protected_alias(actor, alias)
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             old = session.get(RegisteredModelAliasRow, (model.id, alias))
             if old is None:
                 return
@@ -89,6 +90,8 @@ class AliasService(ServiceBase):
         with self._db.read() as session:
             row = named_version(session, model_name, alias=None if alias.lower() == "latest" else alias)
             if row is None:
-                self._model_record(session.connection(), model_name)  # a missing model is reported as such
+                # a missing model is reported as such
+                self._model_record(session.connection(), model_name, actor=actor, need=READ)
                 raise AliasNotFoundError(alias)
+            require_model_permission(session.connection(), actor, version_model(row), READ)
             return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]

@@ -25,6 +25,7 @@ from registry_store.artifacts._tree import CHUNK_SIZE, safe_relpath
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.errors import ArtifactIntegrityError, InvalidParameterError, NotFoundError
+from registry_store.model_access import READ, require_model_permission, version_model
 from registry_store.orphan_sweep import SweepReport, sweep_orphans
 from registry_store.tables import ModelVersionRow
 from registry_store.users import require_role
@@ -109,7 +110,7 @@ class ArtifactService(ServiceBase):
         """
         require_role(actor, "viewer", "download model artifacts")
         prefix = f"{safe_relpath(path, 'artifact path')}/" if path else ""
-        copy = self._copy(artifact_id)
+        copy = self._copy(actor, artifact_id)
         manifest = self._manifest(copy)
         stored = dict(self._artifacts.list_files(copy.location))
         if set(stored) != set(manifest):
@@ -132,7 +133,7 @@ class ArtifactService(ServiceBase):
         """One file of a copy, spooled while hashed and served only if it matches the recorded sha256."""
         require_role(actor, "viewer", "download model artifacts")
         rel = str(safe_relpath(relpath, "artifact path"))
-        copy = self._copy(artifact_id)
+        copy = self._copy(actor, artifact_id)
         manifest = self._manifest(copy)
         expected = manifest.get(rel)
         try:
@@ -163,13 +164,19 @@ class ArtifactService(ServiceBase):
             raise
         return VerifiedFile(rel, size, spool)
 
-    def _copy(self, artifact_id: str) -> _Copy:
+    def _copy(self, actor: Actor, artifact_id: str) -> _Copy:
+        """The version holding the copy; one whose model ``actor`` may not see answers like an unknown id."""
         if not _ARTIFACT_ID.match(artifact_id):
             raise InvalidParameterError(f"Invalid registry artifact id {artifact_id[:80]!r}")
+        unknown = NotFoundError(f"No model version has registry artifact id '{artifact_id}'")
         with self._db.read_connection() as connection:
             row = connection.execute(_BY_ARTIFACT_ID, {"artifact_id": artifact_id}).first()
-        if row is None:
-            raise NotFoundError(f"No model version has registry artifact id '{artifact_id}'")
+            if row is None:
+                raise unknown
+            try:
+                require_model_permission(connection, actor, version_model(row), READ)
+            except NotFoundError:
+                raise unknown from None
         return _Copy(row.model_name, row.version, row.storage_location, row.digest, row.file_digests)
 
     def _manifest(self, copy: _Copy) -> dict[str, str]:

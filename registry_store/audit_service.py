@@ -9,6 +9,7 @@ from registry_store.audit_anchor import AuditAnchor, BadAnchorError
 from registry_store.context import ServiceBase
 from registry_store.entities import AuditEvent, AuditVerification
 from registry_store.errors import InvalidParameterError
+from registry_store.model_access import visible_model_name
 from registry_store.tables import AuditEventRow
 from registry_store.users import require_role
 
@@ -30,12 +31,14 @@ class AuditService(ServiceBase):
         limit: int = 100,
         newest_first: bool = False,
     ) -> list[AuditEvent]:
-        """Audit events after ``after_seq`` in sequence order (or newest first), optionally for one model."""
+        """Audit events after ``after_seq`` in sequence order (or newest first), optionally for one model;
+        never those of a model ``actor`` may not see."""
         require_role(actor, "viewer", "read the audit log")
         if not 1 <= limit <= 10_000:
             raise InvalidParameterError("Parameter 'limit' must be between 1 and 10000.")
         with self._db.read() as session:
-            query = select(AuditEventRow).where(col(AuditEventRow.seq) > after_seq)
+            query = select(AuditEventRow).where(col(AuditEventRow.seq) > after_seq,
+                                                visible_model_name(actor, AuditEventRow.model_name))
             if model_name:
                 query = query.where(col(AuditEventRow.model_name) == model_name)
             order = col(AuditEventRow.seq).desc() if newest_first else col(AuditEventRow.seq)

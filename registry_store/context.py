@@ -17,6 +17,7 @@ from registry_store.audit import Actor, append_event
 from registry_store.committed_events import CommittedEvent, CommittedObserver
 from registry_store.db import Database
 from registry_store.errors import NotFoundError
+from registry_store.model_access import model_not_found, require_model_permission
 from registry_store.tables import ModelVersionRow, RegisteredModelAliasRow, RegisteredModelRow
 from registry_store.users import require_role
 from registry_store.validation import validate_model_name
@@ -135,20 +136,24 @@ class ServiceBase:
         self._audit = context.audit
         self._publish = context.publish
 
-    def _model(self, session: Session, name: object, *, lock: bool = False) -> RegisteredModelRow:
+    @staticmethod
+    def _model(session: Session, name: object, *, actor: Actor, need: str, lock: bool = False) -> RegisteredModelRow:
+        """The model's row, if ``actor`` holds ``need`` on it (``model_access.py``; without READ it is not found)."""
         model_name = validate_model_name(name)
         row = session.exec(_MODEL_FOR_UPDATE if lock else _MODEL, params={"name": model_name}).first()
         if row is None:
             raise model_not_found(model_name)
+        require_model_permission(session.connection(), actor, row, need)
         return row
 
     @staticmethod
-    def _model_record(connection: Connection, name: object) -> AnyRow:
-        """A model's columns for reading (no ORM object: cheaper on the hot read paths)."""
+    def _model_record(connection: Connection, name: object, *, actor: Actor, need: str) -> AnyRow:
+        """A model's columns for reading (no ORM object: cheaper on the hot read paths), as ``_model`` checks."""
         model_name = validate_model_name(name)
         row = connection.execute(_MODEL_RECORD, {"name": model_name}).first()
         if row is None:
             raise model_not_found(model_name)
+        require_model_permission(connection, actor, row, need)
         return row
 
     @staticmethod
@@ -191,7 +196,3 @@ class ServiceBase:
             except Exception:  # the rows are gone already; a leftover copy is only garbage
                 log.exception("could not delete artifact copy at %s", location)
 
-
-def model_not_found(name: str) -> NotFoundError:
-    """MLflow's error for a registered model that does not exist."""
-    return NotFoundError(f"Registered Model with name={name} not found")

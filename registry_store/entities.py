@@ -18,6 +18,8 @@ __all__ = [
     "EvidencePack",
     "Group",
     "ModelEvidence",
+    "ModelGrant",
+    "ModelPermissions",
     "ModelVersion",
     "Notification",
     "Page",
@@ -95,7 +97,7 @@ class ModelEvidence(_View):
 
 
 class RegisteredModel(_View):
-    """A registered model with its tags, aliases and latest version per stage."""
+    """A registered model with its tags, aliases, latest version per stage, owning group and restricted flag."""
 
     name: str
     description: str
@@ -105,6 +107,8 @@ class RegisteredModel(_View):
     aliases: list[AliasRef]
     latest_versions: list[ModelVersion]
     risk_tier: str | None = None
+    owner_group: str | None = None
+    restricted: bool = False
 
 
 class Page(_View, Generic[T]):
@@ -121,6 +125,23 @@ class User(_View):
     roles: list[str]
     creation_timestamp: int
     primary_group: str | None = None
+
+
+class ModelGrant(_View):
+    """A permission (READ, EDIT or MANAGE) on one model for a user or a group (``principal_kind``)."""
+
+    principal_kind: str
+    principal: str
+    permission: str
+
+
+class ModelPermissions(_View):
+    """Who may use one model: its owning group (MANAGE), whether it is restricted, and its grants."""
+
+    name: str
+    owner_group: str | None
+    restricted: bool
+    grants: list[ModelGrant]
 
 
 class Group(_View):

@@ -50,7 +50,7 @@ class EvidencePacks(ServiceBase):
         """
         require_role(actor, "viewer", "read promotions")
         with self._db.snapshot() as session:
-            row = promotion_row(session, promotion_id)
+            row = promotion_row(session, promotion_id, reader=actor)
             notifications = session.exec(
                 select(NotificationRow).where(col(NotificationRow.promotion_id) == row.id)
                 .order_by(col(NotificationRow.id))

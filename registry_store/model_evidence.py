@@ -19,6 +19,7 @@ from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import ModelEvidence
 from registry_store.errors import InvalidParameterError
+from registry_store.model_access import READ
 from registry_store.tables import ModelEvidenceRow
 from registry_store.users import require_role
 from registry_store.validation import parse_version
@@ -56,7 +57,8 @@ class ModelEvidenceService(ServiceBase):
         digest = ""
         try:
             with self._db.write() as session:
-                digest = self._version(session, self._model(session, model), parse_version(version)).digest
+                model_row = self._model(session, model, actor=actor, need=READ)
+                digest = self._version(session, model_row, parse_version(version)).digest
                 row = session.get(ModelEvidenceRow, digest, with_for_update=True)
                 if row is not None and row.loader_version >= loader_version:
                     return _view(row)

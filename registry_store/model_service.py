@@ -15,6 +15,7 @@ from registry_store.errors import (
     AlreadyExistsError,
     InvalidParameterError,
 )
+from registry_store.model_access import EDIT, MANAGE, READ, primary_group_of, visible_models
 from registry_store.promotion_binding import refuse_if_promoting
 from registry_store.stages import PRODUCTION
 from registry_store.tables import (
@@ -45,7 +46,7 @@ class ModelService(ServiceBase):
         description: object = None,
         tags: Sequence[tuple[object, object]] = (),
     ) -> RegisteredModel:
-        """Create an empty registered model."""
+        """Create an empty registered model, owned by the creator's primary group (if they have one)."""
         require_role(actor, "engineer", "create registered models")
         name = validate_model_name(name)
         text = validate_description(description)
@@ -53,8 +54,10 @@ class ModelService(ServiceBase):
         now = self._clock()
         try:
             with self._db.write() as session:
+                owner = primary_group_of(session, actor)
                 row = RegisteredModelRow(
-                    name=name, description=text, creation_timestamp=now, last_updated_timestamp=now
+                    name=name, description=text, creation_timestamp=now, last_updated_timestamp=now,
+                    owner_group_id=owner.id if owner else None,
                 )
                 session.add(row)
                 session.flush()
@@ -67,7 +70,7 @@ class ModelService(ServiceBase):
                     "create_registered_model",
                     name,
                     None,
-                    after={"description": text, "tags": valid_tags},
+                    after={"description": text, "tags": valid_tags, "owner_group": owner.name if owner else None},
                 )
                 self._publish(session, "registered_model.created", name,
                               {"name": name, "tags": valid_tags, "description": text})
@@ -79,7 +82,7 @@ class ModelService(ServiceBase):
         """A registered model with tags, aliases and the latest version per stage."""
         require_role(actor, "viewer", "read the registry")
         with self._db.read() as session:
-            return model_view(session, self._model_record(session.connection(), name))
+            return model_view(session, self._model_record(session.connection(), name, actor=actor, need=READ))
 
     def rename_registered_model(self, actor: Actor, *, name: object, new_name: object) -> RegisteredModel:
         """Rename a model; versions, tags and aliases follow.
@@ -92,7 +95,7 @@ class ModelService(ServiceBase):
         new = validate_model_name(new_name)
         try:
             with self._db.write() as session:
-                row = self._model(session, name, lock=True)
+                row = self._model(session, name, actor=actor, need=MANAGE, lock=True)
                 old = row.name
                 refuse_if_promoting(session, old, "rename")
                 moved = self._governed_uris(session, row)
@@ -117,7 +120,7 @@ class ModelService(ServiceBase):
         require_role(actor, "engineer", "edit registered models")
         text = validate_description(description)
         with self._db.write() as session:
-            row = self._model(session, name, lock=True)
+            row = self._model(session, name, actor=actor, need=EDIT, lock=True)
             before = row.description
             row.description, row.last_updated_timestamp = text, self._clock()
             session.add(row)
@@ -136,15 +139,15 @@ class ModelService(ServiceBase):
                       ) -> RegisteredModel:
         """Set a model's risk tier to one of the ``declared`` tiers of the policy, or clear it (``tier=None``).
 
-        Admins only for now. The tier selects the policy's ``[tiers.<tier>]`` overlay for the model's next
-        checks; a live promotion's sign-offs bind to the policy hash, so a change voids them at the next verify.
+        Needs MANAGE on the model (admins have it everywhere). The tier selects the policy's
+        ``[tiers.<tier>]`` overlay for the model's next checks; a live promotion's sign-offs bind to the policy
+        hash, so a change voids them at the next verify.
         """
-        require_role(actor, "admin", "set a model's risk tier")
         if tier is not None and (not isinstance(tier, str) or tier not in declared):
             names = ", ".join(sorted(declared)) or "none"
             raise InvalidParameterError(f"Unknown risk tier {tier!r}; the policy declares: {names}.")
         with self._db.write() as session:
-            row = self._model(session, name, lock=True)
+            row = self._model(session, name, actor=actor, need=MANAGE, lock=True)
             before = row.risk_tier
             if before != tier:
                 row.risk_tier, row.last_updated_timestamp = tier, self._clock()
@@ -157,7 +160,7 @@ class ModelService(ServiceBase):
         """Delete a model, all its versions and their artifacts (Production needs admin)."""
         require_role(actor, "engineer", "delete registered models")
         with self._db.write() as session:
-            row = self._model(session, name, lock=True)
+            row = self._model(session, name, actor=actor, need=MANAGE, lock=True)
             refuse_if_promoting(session, row.name, "delete")
             versions = session.exec(select(ModelVersionRow).where(col(ModelVersionRow.model_id) == row.id)).all()
             in_production = any(v.current_stage == PRODUCTION for v in versions)
@@ -207,7 +210,8 @@ class ModelService(ServiceBase):
         offset = search.decode_page_token(page_token)
         with self._db.read() as session:
             rows = session.exec(
-                select(RegisteredModelRow).where(*spec.conditions).order_by(*spec.order).offset(offset).limit(limit + 1)
+                select(RegisteredModelRow).where(visible_models(actor), *spec.conditions).order_by(*spec.order)
+                .offset(offset).limit(limit + 1)
             ).all()
             items = models_views(session, rows[:limit])
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
@@ -217,7 +221,7 @@ class ModelService(ServiceBase):
         require_role(actor, "engineer", "tag registered models")
         tag_key, tag_value = validate_tag(key, value)
         with self._db.write() as session:
-            row = self._model(session, name, lock=True)
+            row = self._model(session, name, actor=actor, need=EDIT, lock=True)
             assert row.id is not None
             old = session.get(RegisteredModelTagRow, (row.id, tag_key))
             before = old.value if old else None
@@ -237,7 +241,7 @@ class ModelService(ServiceBase):
         require_role(actor, "engineer", "tag registered models")
         tag_key = validate_tag(key, "")[0]
         with self._db.write() as session:
-            row = self._model(session, name, lock=True)
+            row = self._model(session, name, actor=actor, need=EDIT, lock=True)
             old = session.get(RegisteredModelTagRow, (row.id, tag_key))
             if old is None:
                 return

@@ -13,6 +13,7 @@ from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import Notification
 from registry_store.errors import InvalidParameterError
+from registry_store.model_access import visible_model_name
 from registry_store.tables import NotificationRow
 from registry_store.users import require_role
 
@@ -59,7 +60,7 @@ class NotificationOutbox(ServiceBase):
         require_role(actor, "viewer", "read notifications")
         if not 1 <= limit <= 1000:
             raise InvalidParameterError("Parameter 'limit' must be between 1 and 1000.")
-        query = select(NotificationRow)
+        query = select(NotificationRow).where(visible_model_name(actor, NotificationRow.model_name))
         if promotion_id:
             query = query.where(col(NotificationRow.promotion_id) == promotion_id)
         with self._db.read() as session:

@@ -18,6 +18,7 @@ from registry_store.audit import Actor, event_view
 from registry_store.context import RegistryContext, ServiceBase
 from registry_store.entities import AuditEvent, ProductionAt, ProductionHistory, ProductionStint
 from registry_store.errors import NotFoundError
+from registry_store.model_access import READ
 from registry_store.reviews import ReviewService
 from registry_store.stages import ARCHIVED, PRODUCTION
 from registry_store.tables import AuditEventRow, ModelVersionRow
@@ -41,7 +42,7 @@ class ProductionHistoryService(ServiceBase):
         """Every period a version was Production, newest first (since the model was created; renames followed);
         a break-glass stint carries the post-implementation review its move opened, as it stands now."""
         require_role(actor, "viewer", "read the registry")
-        model_name, events = self._events(name)
+        model_name, events = self._events(actor, name)
         stints = production_stints(events)
         with self._db.read() as session:
             reviews = self._reviews.reviews_by_id(session, (s.review_id for s in stints if s.review_id is not None))
@@ -54,7 +55,7 @@ class ProductionHistoryService(ServiceBase):
         """The version that was Production at ``at`` (epoch milliseconds or ISO-8601); a move at ``at`` counts."""
         require_role(actor, "viewer", "read the registry")
         instant = parse_instant(at)
-        model_name, events = self._events(name)
+        model_name, events = self._events(actor, name)
         stint = next((s for s in production_stints(events)
                       if s.since <= instant and (s.until is None or instant < s.until)), None)
         return ProductionAt(name=model_name, at=instant, version=stint.version if stint else None, stint=stint)
@@ -62,9 +63,9 @@ class ProductionHistoryService(ServiceBase):
     def previous_production_version(self, actor: Actor, model: object) -> int:
         """The version that was in Production before the current one (the rollback target)."""
         require_role(actor, "viewer", "read the registry")
-        model_name, events = self._events(model)
+        model_name, events = self._events(actor, model)
         with self._db.read() as session:
-            row = self._model(session, model_name)
+            row = self._model(session, model_name, actor=actor, need=READ)
             stages = dict(session.exec(
                 select(ModelVersionRow.version, ModelVersionRow.current_stage)
                 .where(col(ModelVersionRow.model_id) == row.id)
@@ -74,10 +75,10 @@ class ProductionHistoryService(ServiceBase):
                 return stint.version
         raise NotFoundError(f"{model_name} has no earlier Production version to roll back to.")
 
-    def _events(self, name: object) -> tuple[str, list[AuditEvent]]:
+    def _events(self, actor: Actor, name: object) -> tuple[str, list[AuditEvent]]:
         """The model's name and its stage, deletion and request events since its creation, across renames."""
         with self._db.read() as session:
-            model_name = self._model_record(session.connection(), name).name
+            model_name = self._model_record(session.connection(), name, actor=actor, need=READ).name
             periods = _lineage(session, model_name)
             rows = session.exec(
                 select(AuditEventRow)

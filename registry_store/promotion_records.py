@@ -21,6 +21,7 @@ from registry_store.committed_events import status_since_ms
 from registry_store.context import ServiceBase
 from registry_store.entities import Page, Promotion, PromotionSubject
 from registry_store.errors import AlreadyExistsError, InvalidParameterError, StaleEvidenceError, refused
+from registry_store.model_access import EDIT, READ, visible_model_name
 from registry_store.promotion_apply import apply_transition
 from registry_store.promotion_binding import bind_evidence, check_binding, evidence_changes
 from registry_store.promotion_events import publish_promotion
@@ -72,7 +73,7 @@ class PromotionRecords(ServiceBase):
         now = self._clock()
         try:
             with self._db.write() as session:
-                row = self._model(session, model_name, lock=True)
+                row = self._model(session, model_name, actor=actor, need=EDIT, lock=True)
                 candidate = self._version(session, row, number)
                 check_eligible(candidate, target, eligible, kind)
                 promotion = PromotionRow(
@@ -99,13 +100,13 @@ class PromotionRecords(ServiceBase):
         """One promotion's read model."""
         require_role(actor, "viewer", "read promotions")
         with self._db.read() as session:
-            return promotion_view(promotion_row(session, promotion_id))
+            return promotion_view(promotion_row(session, promotion_id, reader=actor))
 
     def live_promotions(self, actor: Actor, model: object, version: object = None) -> list[Promotion]:
         """The live promotions of ``model`` (of one ``version`` when given)."""
         require_role(actor, "viewer", "read promotions")
         query = select(PromotionRow).where(col(PromotionRow.model_name) == validate_model_name(model),
-                                           col(PromotionRow.live))
+                                           col(PromotionRow.live), visible_model_name(actor, PromotionRow.model_name))
         if version is not None:
             query = query.where(col(PromotionRow.version) == parse_version(version))
         with self._db.read() as session:
@@ -165,7 +166,7 @@ class PromotionRecords(ServiceBase):
         require_role(actor, "viewer", "read promotions")
         limit = search.validate_max_results(max_results, limit=MAX_PROMOTION_RESULTS)
         offset = search.decode_page_token(page_token)
-        query = select(PromotionRow)
+        query = select(PromotionRow).where(visible_model_name(actor, PromotionRow.model_name))
         if status:
             if status not in PromotionStatus.__members__.values():
                 raise InvalidParameterError(
@@ -222,7 +223,7 @@ class PromotionRecords(ServiceBase):
         require_role(actor, "engineer", "snapshot promotions")
         with self._db.write() as session:
             promotion = promotion_row(session, promotion_id, lock=True)
-            model = self._model(session, promotion.model_name)
+            model = self._model(session, promotion.model_name, actor=actor, need=READ)
             candidate = self._version(session, model, promotion.version)
             bind_evidence(self.context, session, actor, promotion, candidate, tag_keys=tag_keys,
                           policy_hash=policy_hash, run_author=run_author, risk_tier=risk_tier)
@@ -242,7 +243,8 @@ class PromotionRecords(ServiceBase):
         require_role(actor, "viewer", "read promotions")
         with self._db.read() as session:
             promotion = promotion_row(session, promotion_id)
-            candidate = self._version(session, self._model(session, promotion.model_name), promotion.version)
+            model = self._model(session, promotion.model_name, actor=actor, need=READ)
+            candidate = self._version(session, model, promotion.version)
             return evidence_changes(session, promotion, candidate, policy_hash)
 
     def record_promotion_state(
@@ -354,7 +356,7 @@ class PromotionRecords(ServiceBase):
                 return promotion_view(promotion)
             if promotion.status in TERMINAL_STATUSES:
                 raise InvalidParameterError(f"Promotion {promotion.id} is {promotion.status}; it cannot be applied.")
-            model = self._model(session, promotion.model_name, lock=True)
+            model = self._model(session, promotion.model_name, actor=actor, need=EDIT, lock=True)
             candidate = self._version(session, model, promotion.version)
             check_binding(session, promotion, candidate, policy_hash)
             eligible = ELIGIBLE_SOURCE_STAGES[(promotion.kind, promotion.target_stage)]

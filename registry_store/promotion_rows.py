@@ -13,6 +13,7 @@ from policies.status import PromotionStatus
 from registry_store.audit import Actor
 from registry_store.entities import Promotion
 from registry_store.errors import InvalidParameterError, NotFoundError
+from registry_store.model_access import visible_model_name
 from registry_store.stages import ARCHIVED, NONE, PRODUCTION, STAGING
 from registry_store.tables import ModelVersionRow, PromotionRow, RegisteredModelRow
 
@@ -36,11 +37,16 @@ ELIGIBLE_SOURCE_STAGES: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
-def promotion_row(session: Session, promotion_id: object, *, lock: bool = False) -> PromotionRow:
-    """The promotion row by id (locked for update with ``lock``), or NotFoundError."""
+def promotion_row(
+    session: Session, promotion_id: object, *, lock: bool = False, reader: Actor | None = None
+) -> PromotionRow:
+    """The promotion row by id (locked for update with ``lock``), or NotFoundError; also when ``reader`` may
+    not see its model (``model_access.py``)."""
     if not isinstance(promotion_id, str) or not promotion_id:
         raise InvalidParameterError("Missing value for required parameter 'promotion id'.")
     query = select(PromotionRow).where(col(PromotionRow.id) == promotion_id)
+    if reader is not None:
+        query = query.where(visible_model_name(reader, PromotionRow.model_name))
     row = session.exec(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFoundError(f"Promotion {promotion_id} not found.")

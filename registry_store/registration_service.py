@@ -21,6 +21,7 @@ from registry_store.errors import (
     RegistryError,
     UnavailableError,
 )
+from registry_store.model_access import EDIT, require_model_permission
 from registry_store.model_service import ModelService
 from registry_store.registration import UploadedTree, stage_artifact
 from registry_store.stages import NONE
@@ -42,7 +43,8 @@ _NEXT_NUMBER = (
     update(RegisteredModelRow)
     .where(col(RegisteredModelRow.name) == bindparam("model_name"))
     .values(next_version=col(RegisteredModelRow.next_version) + 1, last_updated_timestamp=bindparam("now"))
-    .returning(col(RegisteredModelRow.id), col(RegisteredModelRow.next_version))
+    .returning(col(RegisteredModelRow.id), col(RegisteredModelRow.next_version), col(RegisteredModelRow.name),
+               col(RegisteredModelRow.restricted), col(RegisteredModelRow.owner_group_id))
 )
 """Locks the model row (a row lock on PostgreSQL; the write transaction holds SQLite's write lock) and
 takes the next version number in one statement: the number is the returned counter minus one."""
@@ -88,7 +90,7 @@ class RegistrationService(ServiceBase):
         if GOVERNANCE_TAGS & valid_tags.keys():
             require_role(actor, "admin", "register a version with governance tags (the promotion engine writes them)")
         with self._db.read_connection() as connection:  # fail fast before copying anything
-            self._model_record(connection, model_name)
+            self._model_record(connection, model_name, actor=actor, need=EDIT)
         fetcher = self._fetcher if upload is None else UploadedTree(upload)
         with fetcher.slot(src):
             staged = stage_artifact(fetcher, self._artifacts, model_name=model_name, source=src, progress=progress)
@@ -99,6 +101,7 @@ class RegistrationService(ServiceBase):
                 found = connection.execute(_NEXT_NUMBER, {"model_name": model_name, "now": now}).first()
                 if found is None:
                     raise model_not_found(model_name)
+                require_model_permission(connection, actor, found, EDIT)  # again, under the row lock
                 if self._artifacts.swept_away(staged.storage_location):  # see registry_store/orphan_sweep.py
                     raise UnavailableError("the registry's copy of the source was removed before the version was "
                                            "recorded (this registration was taken for an abandoned one); try again")

@@ -12,6 +12,7 @@ from registry_store.audit_service import AuditService
 from registry_store.context import RegistryContext
 from registry_store.evidence_pack import EvidencePacks
 from registry_store.model_evidence import ModelEvidenceService
+from registry_store.model_grants import ModelGrantService
 from registry_store.model_service import ModelService
 from registry_store.notification_outbox import NotificationOutbox
 from registry_store.production_history import ProductionHistoryService
@@ -33,6 +34,7 @@ class RegistryService:
     def __init__(self, context: RegistryContext) -> None:
         self.context = context
         self.models = ModelService(context)
+        self.grants = ModelGrantService(context)
         self.registration = RegistrationService(context, self.models)
         self.versions = VersionService(context)
         self.stages = StageService(context)

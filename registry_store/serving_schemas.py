@@ -7,6 +7,7 @@ import json
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.errors import InvalidParameterError
+from registry_store.model_access import EDIT, READ
 from registry_store.tables import ServingSchemaRow
 from registry_store.users import require_role
 
@@ -21,7 +22,7 @@ class ServingSchemaService(ServiceBase):
         require_role(actor, "engineer", "set serving schemas")
         _check_signature_json(signature)
         with self._db.write() as session:
-            row = self._model(session, model, lock=True)
+            row = self._model(session, model, actor=actor, need=EDIT, lock=True)
             assert row.id is not None
             old = session.get(ServingSchemaRow, row.id)
             session.merge(ServingSchemaRow(model_id=row.id, signature=signature,
@@ -33,7 +34,7 @@ class ServingSchemaService(ServiceBase):
         """The model's serving schema, or an empty string when none is set."""
         require_role(actor, "viewer", "read the registry")
         with self._db.read() as session:
-            row = self._model(session, model)
+            row = self._model(session, model, actor=actor, need=READ)
             schema = session.get(ServingSchemaRow, row.id)
             return schema.signature if schema else ""
 

@@ -8,6 +8,7 @@ from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import ModelVersion
 from registry_store.errors import InvalidParameterError
+from registry_store.model_access import EDIT, READ
 from registry_store.reviews import break_glass_rule, open_review
 from registry_store.stage_moves import move_to_stage
 from registry_store.stages import PRODUCTION, STAGING, canonical_stage, is_break_glass
@@ -50,7 +51,7 @@ class StageService(ServiceBase):
                 "is not an Active stage. Valid stages are Staging and Production."
             )
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             row = self._version(session, model, number)
             break_glass = is_break_glass(row.current_stage, target)
             if break_glass:
@@ -76,7 +77,7 @@ class StageService(ServiceBase):
         require_role(actor, "viewer", "read the registry")
         number = parse_version(version)
         with self._db.read() as session:
-            model = self._model(session, name)
+            model = self._model(session, name, actor=actor, need=READ)
             row = self._version(session, model, number)
             stages = dict(session.exec(
                 select(ModelVersionRow.version, ModelVersionRow.current_stage)

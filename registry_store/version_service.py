@@ -11,6 +11,7 @@ from registry_store.audit import Actor
 from registry_store.context import MAX_MODEL_RESULTS, MAX_VERSION_RESULTS, ServiceBase
 from registry_store.entities import ModelVersion, Page
 from registry_store.errors import NotFoundError
+from registry_store.model_access import EDIT, MANAGE, READ, require_model_permission, version_model, visible_models
 from registry_store.promotion_binding import check_governance_tag, refuse_if_promoting
 from registry_store.stages import PRODUCTION, canonical_stage
 from registry_store.tables import ModelVersionRow, ModelVersionTagRow
@@ -32,8 +33,10 @@ class VersionService(ServiceBase):
         with self._db.read() as session:
             row = named_version(session, model_name, number=number)
             if row is None:
-                model = self._model_record(session.connection(), model_name)  # missing: the model or the version
+                # missing: the model or the version
+                model = self._model_record(session.connection(), model_name, actor=actor, need=READ)
                 raise NotFoundError(f"Model Version (name={model.name}, version={number}) not found")
+            require_model_permission(session.connection(), actor, version_model(row), READ)
             return versions_views(session, [(row, row.model_name)], with_aliases=True)[0]
 
     def update_model_version(self, actor: Actor, *, name: object, version: object, description: object) -> ModelVersion:
@@ -42,7 +45,7 @@ class VersionService(ServiceBase):
         number = parse_version(version)
         text = validate_description(description)
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             row = self._version(session, model, number)
             before = row.description
             row.description, row.last_updated_timestamp = text, self._clock()
@@ -63,7 +66,7 @@ class VersionService(ServiceBase):
         require_role(actor, "engineer", "delete model versions")
         number = parse_version(version)
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=MANAGE, lock=True)
             row = self._version(session, model, number)
             refuse_if_promoting(session, model.name, "delete", number)
             if row.current_stage == PRODUCTION:
@@ -91,7 +94,7 @@ class VersionService(ServiceBase):
         require_role(actor, "viewer", "read the registry")
         wanted = [canonical_stage(s) for s in stages] if stages else None
         with self._db.read() as session:
-            model = self._model_record(session.connection(), name)
+            model = self._model_record(session.connection(), name, actor=actor, need=READ)
             rows = latest_per_stage(session, model.id, *([wanted] if wanted else []))
             return versions_views(session, [(r, model.name) for r in rows], with_aliases=True)
 
@@ -110,7 +113,8 @@ class VersionService(ServiceBase):
         spec = search.model_version_search(filter_string, list(order_by or []))
         offset = search.decode_page_token(page_token)
         with self._db.read() as session:
-            query = NAMED_VERSIONS.where(*spec.conditions).order_by(*spec.order).offset(offset).limit(limit + 1)
+            query = (NAMED_VERSIONS.where(visible_models(actor), *spec.conditions).order_by(*spec.order)
+                     .offset(offset).limit(limit + 1))
             rows = session.connection().execute(query).all()
             items = versions_views(session, [(r, r.model_name) for r in rows[:limit]], with_aliases=False)
         return Page(items=items, next_page_token=search.next_page_token(len(rows), offset=offset, limit=limit))
@@ -123,7 +127,7 @@ class VersionService(ServiceBase):
         limit = search.validate_max_results(max_results, limit=MAX_MODEL_RESULTS)
         offset = search.decode_page_token(page_token)
         with self._db.read() as session:
-            model = self._model(session, name)
+            model = self._model(session, name, actor=actor, need=READ)
             rows = session.exec(
                 select(ModelVersionRow)
                 .where(col(ModelVersionRow.model_id) == model.id)
@@ -149,7 +153,7 @@ class VersionService(ServiceBase):
         number = parse_version(version)
         tag_key, tag_value = validate_tag(key, value)
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             row = self._version(session, model, number)
             assert row.id is not None
             break_glass = check_governance_tag(session, actor, row.id, tag_key)
@@ -178,7 +182,7 @@ class VersionService(ServiceBase):
         number = parse_version(version)
         tag_key = validate_tag(key, "")[0]
         with self._db.write() as session:
-            model = self._model(session, name, lock=True)
+            model = self._model(session, name, actor=actor, need=EDIT, lock=True)
             row = self._version(session, model, number)
             assert row.id is not None
             break_glass = check_governance_tag(session, actor, row.id, tag_key)

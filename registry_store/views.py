@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from registry_store.entities import AliasRef, ModelVersion, RegisteredModel
 from registry_store.stages import ALL_STAGES
 from registry_store.tables import (
+    GroupRow,
     ModelVersionRow,
     ModelVersionTagRow,
     RegisteredModelAliasRow,
@@ -68,15 +69,21 @@ _VERSION_TAGS_AND_ALIASES: CompoundSelect[*tuple[Any, ...]] = union_all(
         literal("", String),
     ).where(col(RegisteredModelAliasRow.version_id).in_(_IDS)),
 ).order_by(literal_column("kind"), literal_column("name"))
-NAMED_VERSIONS = select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name")).join(
+_MODEL_COLUMNS: tuple[Any, ...] = (
+    col(RegisteredModelRow.name).label("model_name"),
+    col(RegisteredModelRow.restricted).label("model_restricted"),
+    col(RegisteredModelRow.owner_group_id).label("model_owner_group_id"),
+)
+NAMED_VERSIONS = select_columns(*_VERSION_COLUMNS, *_MODEL_COLUMNS).join(
     RegisteredModelRow, col(RegisteredModelRow.id) == col(ModelVersionRow.model_id)
 )
-"""Every column of ``model_versions`` and the model's name as ``model_name``: add conditions and order."""
+"""Every column of ``model_versions`` and the model's name, restricted flag and owning group as ``model_name``,
+``model_restricted`` and ``model_owner_group_id`` (``model_access.version_model``): add conditions and order."""
 _VERSION_BY_NUMBER = NAMED_VERSIONS.where(
     col(RegisteredModelRow.name) == bindparam("name"), col(ModelVersionRow.version) == bindparam("number")
 )
 _VERSION_BY_ALIAS = (  # model by name, alias by its key (model, alias), version by id: never a scan of versions
-    select_columns(*_VERSION_COLUMNS, col(RegisteredModelRow.name).label("model_name"))
+    select_columns(*_VERSION_COLUMNS, *_MODEL_COLUMNS)
     .select_from(RegisteredModelRow)
     .join(RegisteredModelAliasRow, col(RegisteredModelAliasRow.model_id) == col(RegisteredModelRow.id))
     .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
@@ -92,6 +99,7 @@ _MODEL_TAGS = (
     .where(col(RegisteredModelTagRow.model_id).in_(_IDS))
     .order_by(col(RegisteredModelTagRow.key))
 )
+_GROUP_NAMES = select(col(GroupRow.id), col(GroupRow.name)).where(col(GroupRow.id).in_(_IDS))
 _MODEL_ALIASES = (
     select(col(RegisteredModelAliasRow.model_id), col(RegisteredModelAliasRow.alias), col(ModelVersionRow.version))
     .join(ModelVersionRow, col(ModelVersionRow.id) == col(RegisteredModelAliasRow.version_id))
@@ -205,6 +213,8 @@ def models_views(session: Session, models: Sequence[ModelRecord]) -> list[Regist
             tags[model_id][key] = value
         for model_id, alias, number in connection.execute(_MODEL_ALIASES, {"ids": ids}):
             aliases[model_id].append(AliasRef(alias=alias, version=number))
+    owner_ids = sorted({m.owner_group_id for m in models if m.owner_group_id is not None})
+    owners = dict(session.connection().execute(_GROUP_NAMES, {"ids": owner_ids}).all()) if owner_ids else {}
     views = []
     for model in models:
         assert model.id is not None
@@ -219,6 +229,8 @@ def models_views(session: Session, models: Sequence[ModelRecord]) -> list[Regist
                 aliases=aliases[model.id],
                 latest_versions=versions_views(session, [(r, model.name) for r in latest], with_aliases=False),
                 risk_tier=model.risk_tier,
+                owner_group=owners.get(model.owner_group_id),
+                restricted=bool(model.restricted),
             )
         )
     return views

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from calabi.api.access_routes import access_router
 from calabi.api.errors import install_error_handlers
 from calabi.api.mlflow_routes import MlflowRegistryRoutes, mlflow_openapi_paths
 from calabi.api.observability import RequestObservation, metrics_router
@@ -37,6 +38,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(MlflowRegistryRoutes, services=services)
     app.add_middleware(RequestObservation)  # outermost: sees every request, the MLflow routes' too
     app.include_router(v1_router)
+    app.include_router(access_router)
     app.include_router(promotion_router)
     app.include_router(review_router)
     app.include_router(upload_router)

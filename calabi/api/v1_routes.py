@@ -113,12 +113,13 @@ class Me(BaseModel):
 
     name: str
     roles: list[str]
+    groups: list[str] = Field(default_factory=list)
 
 
 @v1_router.get("/me", response_model=Me)
 def who_am_i(actor: CurrentActor) -> Me:
-    """The user the presented token belongs to."""
-    return Me(name=actor.name, roles=sorted(actor.roles))
+    """The user the presented token belongs to, with their roles and groups."""
+    return Me(name=actor.name, roles=sorted(actor.roles), groups=sorted(actor.groups))
 
 
 @v1_router.get("/models", response_model=ModelPage)
@@ -166,7 +167,7 @@ class RiskTierSet(BaseModel):
 
 @v1_router.put("/models/{name}/risk-tier", response_model=RegisteredModel)
 def set_risk_tier(services: ServicesDep, actor: CurrentActor, name: str, body: RiskTierSet) -> RegisteredModel:
-    """Set or clear a model's risk tier (admins); the tier must be declared by the policy."""
+    """Set or clear a model's risk tier (MANAGE on the model); the tier must be declared by the policy."""
     try:
         declared = declared_tiers(services.settings.resolved_policy_dir())
     except PolicyError as exc:

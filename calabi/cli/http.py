@@ -75,9 +75,9 @@ class ApiClient:
         """``PATCH /api/v1<path>`` with a JSON body."""
         return self.request("PATCH", path, body=body)
 
-    def delete(self, path: str) -> Any:
-        """``DELETE /api/v1<path>``."""
-        return self.request("DELETE", path)
+    def delete(self, path: str, **params: Any) -> Any:
+        """``DELETE /api/v1<path>`` with query ``params`` (None values left out)."""
+        return self.request("DELETE", path, params=params)
 
     def upload(self, path: str, chunks: Iterable[bytes], *, content_type: str, **params: Any) -> Any:
         """``POST /api/v1<path>`` streaming ``chunks`` as the body (chunked transfer encoding)."""

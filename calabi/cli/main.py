@@ -17,9 +17,11 @@ from calabi.cli import output as out
 from calabi.cli.aliases import aliases_app
 from calabi.cli.audit import audit_app
 from calabi.cli.context import Runtime
+from calabi.cli.groups import groups_app
 from calabi.cli.http import DEFAULT_URL
 from calabi.cli.login import login
 from calabi.cli.maintenance import backup, restore, verify_store
+from calabi.cli.model_grants import grant, grants, restrict, revoke, set_owner, unrestrict
 from calabi.cli.models import models_app
 from calabi.cli.promotion_status import promotions_app
 from calabi.cli.promotions import cancel, promote, recheck, reject, rollback, sign_off
@@ -57,12 +59,15 @@ def _root(
 app.command()(login)
 for _group, _name in ((models_app, "models"), (versions_app, "versions"), (aliases_app, "aliases"),
                       (tags_app, "tags"), (audit_app, "audit"), (users_app, "users"),
-                      (tokens_app, "tokens"), (promotions_app, "promotions"),
+                      (groups_app, "groups"), (tokens_app, "tokens"), (promotions_app, "promotions"),
                       (serving_schema_app, "serving-schema"), (reviews_app, "reviews"), (webhooks_app, "webhooks")):
     app.add_typer(_group, name=_name)
 for _command, _command_name in ((promote, "promote"), (sign_off, "sign-off"), (reject, "reject"),
                                 (cancel, "cancel"), (recheck, "recheck"), (rollback, "rollback")):
     app.command(_command_name)(_command)
+for _access_command, _access_name in ((grants, "grants"), (grant, "grant"), (revoke, "revoke"),
+                                      (set_owner, "set-owner"), (restrict, "restrict"), (unrestrict, "unrestrict")):
+    models_app.command(_access_name)(_access_command)
 app.command()(serve)
 app.command()(worker)
 app.command()(backup)

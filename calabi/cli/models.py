@@ -95,7 +95,7 @@ def models_set_tier(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the model's risk tier.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Set a model's risk tier (admins), which selects the policy's [tiers.<tier>] overlay; --clear removes it."""
+    """Set a model's risk tier (MANAGE on it), selecting the policy's [tiers.<tier>] overlay; --clear removes it."""
     if (tier is None) == (not clear):
         raise typer.BadParameter("give a TIER or --clear, not both", param_hint="'TIER'")
     model = api(ctx).put(f"/models/{segment(name)}/risk-tier", {"tier": tier})

@@ -169,6 +169,8 @@ def model_detail(model: Json) -> Group:
         ("Tags", _tags(model["tags"]) or "-"),
         ("Aliases", ", ".join(f"@{a['alias']} → v{a['version']}" for a in model["aliases"]) or "-"),
         ("Risk tier", model.get("risk_tier") or "-"),
+        ("Owner", model.get("owner_group") or "-"),
+        ("Restricted", "yes" if model.get("restricted") else "no"),
         ("Created", timestamp(model["creation_timestamp"])),
         ("Updated", timestamp(model["last_updated_timestamp"])),
     ])
@@ -282,11 +284,12 @@ def reviews_table(reviews: Sequence[Json]) -> Table:
 def users_table(users: Sequence[Json]) -> Table:
     """One row per user."""
     table = Table(title=f"{len(users)} user(s)", title_justify="left")
-    for column in ("Name", "Roles"):
+    for column in ("Name", "Roles", "Primary group"):
         table.add_column(column, overflow="fold")
     table.add_column("Created", min_width=10)
     for user in users:
-        table.add_row(escape(user["name"]), ", ".join(user["roles"]), timestamp(user["creation_timestamp"]))
+        table.add_row(escape(user["name"]), ", ".join(user["roles"]), escape(user.get("primary_group") or "-"),
+                      timestamp(user["creation_timestamp"]))
     return table
 
 
@@ -302,6 +305,33 @@ def tokens_table(tokens: Sequence[Json]) -> Table:
                       *(timestamp(token[key]) if token[key] else "-" for key in ("expires_at", "last_used_at")),
                       timestamp(token["revoked_at"]) if token["revoked_at"] else "-")
     return table
+
+
+def groups_table(groups: Sequence[Json]) -> Table:
+    """One row per group with its members."""
+    table = Table(title=f"{len(groups)} group(s)", title_justify="left")
+    for column in ("Name", "Members", "Description"):
+        table.add_column(column, overflow="fold")
+    table.add_column("Created", min_width=10)
+    for group in groups:
+        table.add_row(escape(group["name"]), escape(", ".join(group["members"])) or "-",
+                      escape(group["description"]) or "-", timestamp(group["created_at"]))
+    return table
+
+
+def grants_view(permissions: Json) -> Group:
+    """A model's owner and restricted flag, then one row per grant."""
+    fields = fields_table([
+        ("Model", permissions["name"]),
+        ("Owner", permissions["owner_group"] or "-"),
+        ("Restricted", "yes (only admins, the owner and grants see it)" if permissions["restricted"] else "no"),
+    ])
+    table = Table(title=f"{len(permissions['grants'])} grant(s)", title_justify="left")
+    for column in ("Kind", "Principal", "Permission"):
+        table.add_column(column, overflow="fold")
+    for grant in permissions["grants"]:
+        table.add_row(grant["principal_kind"], escape(grant["principal"]), grant["permission"])
+    return Group(fields, table)
 
 
 def fields_table(rows: Sequence[tuple[str, str]]) -> Table:

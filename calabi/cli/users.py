@@ -8,6 +8,7 @@ import typer
 
 from calabi.cli import output as out
 from calabi.cli.context import api
+from calabi.cli.http import segment
 from calabi.cli.options import JsonOpt
 
 __all__ = ["users_app"]
@@ -40,3 +41,14 @@ def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users and their roles."""
     users = api(ctx).get("/users")
     out.show(users, as_json=as_json, view=out.users_table(users))
+
+
+@users_app.command("set-primary-group")
+def users_set_primary_group(
+    ctx: typer.Context,
+    name: str,
+    group: Annotated[str | None, typer.Argument(help="The group; leave out to clear it.")] = None,
+) -> None:
+    """Set the group that owns the models the user creates (the user joins it)."""
+    api(ctx).put(f"/users/{segment(name)}/primary-group", {"group": group})
+    typer.echo(f"Primary group of '{name}': {group if group else 'none'}.")

@@ -415,3 +415,40 @@ def test_tokens_create_list_revoke_through_the_api(calabi: Calabi) -> None:
                                                                     token=erin).stdout
     assert "revoked" in assert_error(calabi.run("tokens", "list", token=secret), "UNAUTHENTICATED")
     assert calabi.json("tokens", "list", token=erin)[1]["revoked_at"] is not None
+
+
+def test_groups_primary_groups_grants_and_restriction(calabi: Calabi) -> None:
+    team, other, user = unique("team"), unique("other"), unique("ana")
+    token = calabi.server.create_user(user, "engineer")
+    assert "Created group" in calabi.ok("groups", "create", team, "--description", "churn team").stdout
+    calabi.ok("groups", "create", other)
+    assert calabi.json("groups", "add-member", other, user)["members"] == [user]
+    calabi.ok("users", "set-primary-group", user, team)
+    assert calabi.json("groups", "show", team)["members"] == [user]
+    assert {u["name"]: u["primary_group"] for u in calabi.json("users", "list")}[user] == team
+    assert team in calabi.ok("groups", "list").stdout
+
+    model = unique("owned")
+    assert calabi.json("models", "create", model, token=token)["owner_group"] == team
+    shown_model = calabi.ok("models", "show", model, token=token).stdout
+    assert "Owner" in shown_model and team in shown_model
+    calabi.ok("models", "grant", model, "read", "--group", other, token=token)
+    calabi.ok("models", "grant", model, "EDIT", "--user", user, token=token)
+    shown = calabi.json("models", "grants", model, token=token)
+    assert (shown["owner_group"], shown["restricted"]) == (team, False)
+    assert {(g["principal_kind"], g["principal"], g["permission"]) for g in shown["grants"]} == {
+        ("group", other, "READ"), ("user", user, "EDIT")}
+    assert calabi.json("models", "restrict", model, token=token)["restricted"] is True
+    assert calabi.json("models", "revoke", model, "--user", user, token=token)["grants"] == [
+        {"principal_kind": "group", "principal": other, "permission": "READ"}]
+    assert calabi.json("models", "set-owner", model, other, token=token)["owner_group"] == other
+    assert calabi.json("models", "unrestrict", model)["restricted"] is False
+
+    unowned = calabi.json("models", "create", unique("unowned"))["name"]  # the admin has no primary group
+    assert "set one first" in assert_error(calabi.run("models", "restrict", unowned), "INVALID_PARAMETER_VALUE")
+    assert_error(calabi.run("groups", "show", unique("ghost")), "RESOURCE_DOES_NOT_EXIST")
+    assert_error(calabi.run("groups", "create", team, token=token), "PERMISSION_DENIED")
+    calabi.ok("groups", "remove-member", other, user)
+    calabi.ok("groups", "delete", team, "--yes")
+    assert calabi.json("models", "grants", model)["grants"] == [
+        {"principal_kind": "group", "principal": other, "permission": "READ"}]

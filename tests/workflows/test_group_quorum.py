@@ -69,7 +69,7 @@ async def tracked_api(tracked: Harness) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def set_tier(api: httpx.AsyncClient, h: Harness, model: str) -> None:
-    """``PUT /api/v1/models/{name}/risk-tier``: admins only, declared tiers only, audited."""
+    """``PUT /api/v1/models/{name}/risk-tier``: MANAGE only (an approver has READ), declared tiers, audited."""
     admin, lead = user(h, f"root-{secrets.token_hex(3)}", "admin"), user(h, f"lead-{secrets.token_hex(3)}", "approver")
     path = f"/api/v1/models/{model}/risk-tier"
     assert (await api.put(path, json={"tier": "high"}, headers=lead.auth)).status_code == 403
