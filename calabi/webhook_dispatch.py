@@ -76,10 +76,12 @@ class PinnedBackend(httpcore.NetworkBackend):
     certificate verification, like the Host header, stay those of the host name.
     """
 
-    def __init__(self, *, allow_private: bool, resolve: Resolver = socket.getaddrinfo) -> None:
+    def __init__(self, *, allow_private: bool, resolve: Resolver = socket.getaddrinfo,
+                 tcp: httpcore.NetworkBackend | None = None) -> None:
         self._allow_private = allow_private
         self._resolve = resolve
-        self._tcp = httpcore.SyncBackend()
+        self._tcp = tcp or httpcore.SyncBackend()
+        """Opens the TCP connection to an address (the standard backend)."""
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
@@ -111,9 +113,9 @@ class PinnedTransport(httpx.HTTPTransport):
                                              network_backend=backend)
 
 
-def webhook_client(*, allow_private: bool, timeout_s: float, resolve: Resolver = socket.getaddrinfo) -> httpx.Client:
-    """An httpx client whose every connection goes to an address checked when it was resolved."""
-    transport = PinnedTransport(PinnedBackend(allow_private=allow_private, resolve=resolve))
+def webhook_client(backend: PinnedBackend, *, timeout_s: float) -> httpx.Client:
+    """An httpx client whose every connection goes to an address ``backend`` checked when it resolved it."""
+    transport = PinnedTransport(backend)
     return httpx.Client(transport=transport, timeout=timeout_s, follow_redirects=False)
 
 
@@ -142,7 +144,7 @@ def send_test(target: WebhookTarget, event: str, data: dict[str, object], *, all
               timeout_s: float) -> AttemptResult:
     """Send one example event to ``target`` now, outside the outbox (MLflow's ``test_webhook``)."""
     payload = json.dumps(envelope(event, data, time.time_ns() // 1_000_000), sort_keys=True)
-    with webhook_client(allow_private=allow_private, timeout_s=timeout_s) as client:
+    with webhook_client(PinnedBackend(allow_private=allow_private), timeout_s=timeout_s) as client:
         return post(client, target.url, str(uuid.uuid4()), target.secret,
                     webhook_body(target.payload_format, target.template, payload),
                     payload_format=target.payload_format)
@@ -183,8 +185,8 @@ class WebhookDispatcher:
         """Claim and send until nothing is due (bounded), pruning old deliveries now and then; attempts made."""
         self._prune_when_due()
         sent = 0
-        with webhook_client(allow_private=self._allow_private, timeout_s=self._timeout_s) as strict, \
-                webhook_client(allow_private=True, timeout_s=self._timeout_s) as trusted:
+        with webhook_client(PinnedBackend(allow_private=self._allow_private), timeout_s=self._timeout_s) as strict, \
+                webhook_client(PinnedBackend(allow_private=True), timeout_s=self._timeout_s) as trusted:
             for _ in range(MAX_BATCHES):
                 claims = self._registry.webhook_queue.claim(self.owner, limit=self._batch, lease_ms=self._lease_ms)
                 if not claims:
