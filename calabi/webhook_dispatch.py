@@ -51,14 +51,15 @@ Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
 def checked_addresses(host: str, *, allow_private: bool, resolve: Resolver = socket.getaddrinfo) -> list[str]:
-    """The addresses ``host`` resolves to, each checked (RefusedAddress: one is not public, or none resolves)."""
+    """The addresses ``host`` resolves to, each checked: RefusedAddress when one is not public (final),
+    httpcore.ConnectError when it does not resolve (retried, like any connection error)."""
     try:
         infos = resolve(host, None, proto=socket.IPPROTO_TCP)
     except OSError as exc:
-        raise RefusedAddress(f"refused: {host} does not resolve ({exc})") from None
+        raise httpcore.ConnectError(f"{host} does not resolve ({exc})") from None
     addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
     if not addresses:
-        raise RefusedAddress(f"refused: {host} does not resolve")
+        raise httpcore.ConnectError(f"{host} does not resolve")
     for text in addresses:
         address = ipaddress.ip_address(text)
         if not allow_private and (not address.is_global or address.is_multicast):

@@ -87,6 +87,15 @@ def test_a_name_with_one_private_address_is_refused() -> None:
         checked_addresses("mixed.test", allow_private=False, resolve=both)
 
 
+def test_a_name_that_does_not_resolve_is_a_connection_error_retried() -> None:
+    def no_dns(*_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    with webhook_client(PinnedBackend(allow_private=False, resolve=no_dns), timeout_s=1) as client:
+        result = post(client, "https://hooks.example/x", "d-1", "s", b"{}")
+    assert not result.final and result.error.startswith("ConnectError: hooks.example does not resolve"), result
+
+
 def answer(address: str) -> tuple[object, ...]:
     """One ``getaddrinfo`` answer for ``address``."""
     return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, 0))
