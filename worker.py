@@ -63,12 +63,7 @@ def build_activities(services: Services) -> Activities:
     The loader pool is not started here (``run_worker`` starts it): until then a load starts its own loader.
     """
     settings = services.settings
-    notifier = Notifier(
-        services.registry,
-        webhook_urls=settings.webhook_urls,
-        secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
-        recipients=settings.notify_recipients,
-    )
+    notifier = Notifier(services.registry, recipients=settings.notify_recipients)
     evidence = ModelEvidenceActivities(services.registry, services.artifacts, LoaderPool(settings.loader_pool_size))
     promotion = PromotionActivities(services.registry, services.artifacts, settings.resolved_policy_dir(), notifier,
                                     evidence, services.tracking)

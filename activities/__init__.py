@@ -12,7 +12,7 @@ from __future__ import annotations
 from activities.errors import domain_errors, to_application_error
 from activities.loader_pool import LoaderPool
 from activities.model_evidence import ModelEvidenceActivities
-from activities.notify import Notifier, verify_signature
+from activities.notify import Notifier
 from activities.promotion import PromotionActivities
 from activities.reviews import ReviewActivities
 from activities.test_runner import TestRunner
@@ -26,5 +26,4 @@ __all__ = [
     "TestRunner",
     "domain_errors",
     "to_application_error",
-    "verify_signature",
 ]

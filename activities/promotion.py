@@ -218,7 +218,7 @@ class PromotionActivities:
     @activity.defn(name="notify")
     @domain_errors
     def notify(self, notify: NotifyInput) -> None:
-        """Render the message for this moment of the promotion; deliver it to the outbox and webhooks."""
+        """Render the message for this moment of the promotion into the outbox (webhooks get it from there)."""
         if notify.kind not in NOTIFICATION_KINDS:
             raise InvalidParameterError(
                 f"Unknown notification kind '{notify.kind}'; one of {', '.join(NOTIFICATION_KINDS)}."

@@ -2,7 +2,8 @@
 
 ``build_services`` has no side effects (no directory, schema or user is created); ``prepare``
 readies a data dir once before serving: it creates the directories, migrates the schema,
-ensures the first admin and sweeps what killed registrations left in the artifact store
+ensures the first admin and the webhooks ``CALABI_WEBHOOK_URLS`` stands for
+(``registry_store/system_webhooks.py``) and sweeps what killed registrations left in the artifact store
 (``registry_store/orphan_sweep.py``; ``calabi serve`` repeats the sweep periodically).
 """
 
@@ -115,8 +116,9 @@ def _make_private(data_dir: Path) -> None:
 
 
 def prepare(settings: Settings) -> None:
-    """Ready the data dir once before serving: schema, first admin (``admin_token``), orphan sweep, and
-    private modes for the data dir and what it holds (also what this call created)."""
+    """Ready the data dir once before serving: schema, first admin (``admin_token``), the system webhooks of
+    ``webhook_urls``, orphan sweep, and private modes for the data dir and what it holds (also what this call
+    created)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
     upgrade_database(settings.resolved_database_url())
@@ -131,6 +133,8 @@ def prepare(settings: Settings) -> None:
             log.warning("orphan sweep skipped at start-up: %s", exc)
         if settings.admin_token is not None:
             services.users.ensure_admin(settings.admin_token.get_secret_value())
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        services.registry.system_webhooks.ensure(settings.webhook_urls, secret)
     finally:
         services.close()
     _make_private(settings.data_dir)

@@ -82,8 +82,14 @@ class Settings(BaseSettings):
     policy_dir: Path | None = Field(
         default=None, description="Directory with default.toml and models/<name>.toml; default: the packaged policy"
     )
-    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_secret: SecretStr | None = None
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Receivers of every promotion and review notification (comma-separated): each is kept as a "
+                    "webhook subscription owned by 'system' (payload_format calabi) at start-up",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Signs the deliveries to CALABI_WEBHOOK_URLS (X-Calabi-Signature)"
+    )
     notify_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str = Field(default="", description="The address users reach Calabi at, for links in webhook events "
                                                     "(default: CALABI_URL)")
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Failed attempts in a row (over webhook_pause_period_s) that pause a webhook"
     )
     webhook_pause_period_s: float = Field(default=600.0, ge=0, description="See webhook_pause_after")
+    webhook_retention_days: float = Field(
+        default=30.0, gt=0, description="Delivered webhook deliveries (and their events) older than this are pruned; "
+                                        "undelivered ones are kept"
+    )
     forwarded_allow_ips: str = Field(
         default="",
         description="Reverse proxies (comma-separated IPs) whose X-Forwarded-For/-Proto are trusted; default: none",

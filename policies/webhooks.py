@@ -4,6 +4,11 @@ The envelope and signature are MLflow's (3.3+), so receivers written for MLflow 
 deliveries unchanged: body ``{"entity", "action", "timestamp", "data"}``, headers
 ``X-MLflow-Delivery-Id``, ``X-MLflow-Timestamp`` (unix seconds) and ``X-MLflow-Signature:
 v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>``.
+
+The ``calabi`` payload format is the protocol ``CALABI_WEBHOOK_URLS`` receivers have always had: the
+body is the event's ``data`` alone (for ``notification.created``: ``{"kind", "promotion_id", "model",
+"text", "state"}``), signed the same way under the ``X-Calabi-Delivery-Id``, ``X-Calabi-Timestamp``
+and ``X-Calabi-Signature`` headers (``verify_calabi_signature``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = [
     "CALABI_EVENTS",
+    "CALABI_HEADERS",
     "DELIVERY_ID_HEADER",
     "MLFLOW_EVENTS",
+    "MLFLOW_HEADERS",
+    "NOTIFICATION_EVENT",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "RetryPolicy",
@@ -34,12 +42,18 @@ __all__ = [
     "render_slack",
     "retry_after_s",
     "sign",
+    "signed_headers",
     "validate_template",
+    "verify_calabi_signature",
+    "webhook_body",
 ]
 
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
+MLFLOW_HEADERS = (DELIVERY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+CALABI_HEADERS = ("X-Calabi-Delivery-Id", "X-Calabi-Timestamp", "X-Calabi-Signature")
+"""The delivery id, timestamp and signature headers of the ``calabi`` payload format."""
 
 MLFLOW_EVENTS = (
     "registered_model.created",
@@ -53,7 +67,10 @@ PROMOTION_STATUSES = (
     "requested", "checks_failed", "check_error", "awaiting_sign_off", "signed_off", "rejected", "expired",
     "cancelled", "failed", "promoted", "rolled_back",
 )
+NOTIFICATION_EVENT = "notification.created"
+"""A rendered promotion or review notification entered the notification outbox."""
 CALABI_EVENTS = (
+    NOTIFICATION_EVENT,
     "model_version_stage.transitioned",
     "break_glass.used",
     "webhook.paused",
@@ -80,6 +97,33 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     """The ``X-MLflow-Signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
     message = f"{delivery_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def webhook_body(payload_format: str, template: str, payload: str) -> bytes:
+    """What a delivery of the stored envelope ``payload`` sends in ``payload_format``."""
+    if payload_format == "slack":
+        return render_slack(template, json.loads(payload))
+    if payload_format == "calabi":
+        return json.dumps(json.loads(payload)["data"], sort_keys=True).encode()
+    return payload.encode()
+
+
+def signed_headers(payload_format: str, delivery_id: str, timestamp: str, secret: str, body: bytes) -> dict[str, str]:
+    """A delivery's headers: its id and timestamp, and its signature when there is a secret."""
+    id_header, timestamp_header, signature_header = CALABI_HEADERS if payload_format == "calabi" else MLFLOW_HEADERS
+    headers = {"Content-Type": "application/json", id_header: delivery_id, timestamp_header: timestamp}
+    if secret:
+        headers[signature_header] = sign(secret, delivery_id, timestamp, body)
+    return headers
+
+
+def verify_calabi_signature(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """True when a ``calabi`` delivery's signature matches ``secret`` (header names in any case; for receivers)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    delivery_id, timestamp, received = (lowered.get(name.lower()) for name in CALABI_HEADERS)
+    if not secret or delivery_id is None or timestamp is None or received is None:
+        return False
+    return hmac.compare_digest(sign(secret, delivery_id, timestamp, body).encode(), received.encode())
 
 
 def validate_template(template: str) -> str | None:

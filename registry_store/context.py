@@ -78,9 +78,10 @@ class RegistryContext:
         return cls(db, clock, artifacts, fetcher, frozenset(a.lower() for a in protected_aliases), observer,
                    policy_dir, secrets, public_url.rstrip("/"))
 
-    def publish(self, session: Session | Connection, event: str, model_name: str, data: dict[str, Any]) -> None:
-        """Put webhook event ``event`` in the outbox in the transaction of ``session`` (``webhook_outbox.py``)."""
-        publish_event(session, event, model_name, data, self.clock())
+    def publish(self, session: Session | Connection, event: str, model_name: str, data: dict[str, Any]) -> int | None:
+        """Put webhook event ``event`` in the outbox in the transaction of ``session`` (``webhook_outbox.py``);
+        the event's id (None: no subscription wants it)."""
+        return publish_event(session, event, model_name, data, self.clock())
 
     def promotion_url(self, promotion_id: str) -> str:
         """The link to a promotion's page."""

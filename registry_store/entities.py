@@ -304,6 +304,7 @@ class Notification(_View):
     recipients: list[str]
     body: str
     delivery: dict[str, Any]
+    """``{"webhook_event": id}``: its ``notification.created`` event in the webhook outbox (empty: no subscriber)."""
 
 
 class CandidateIdentity(_View):

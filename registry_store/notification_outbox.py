@@ -1,14 +1,20 @@
-"""NotificationOutbox: rendered promotion notifications, as sent (and where)."""
+"""NotificationOutbox: rendered promotion and review notifications, one row per notification event.
+
+Writing a row also publishes its ``notification.created`` webhook event in the same transaction, so the
+receivers of ``CALABI_WEBHOOK_URLS`` (system subscriptions) and any other subscriber get each notification
+exactly once, through the dispatcher (retries, delivery log, redelivery).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from policies.webhooks import NOTIFICATION_EVENT
 from registry_store.audit import Actor
 from registry_store.context import ServiceBase
 from registry_store.entities import Notification
@@ -25,20 +31,27 @@ class NotificationOutbox(ServiceBase):
 
     def append_notification(
         self, *, kind: str, promotion_id: str, model_name: str, recipients: Sequence[str], body: str,
-        delivery: dict[str, Any], event_key: str | None = None,
+        state: Mapping[str, Any], event_key: str | None = None,
     ) -> int:
-        """Put a rendered notification in the outbox; returns its id.
+        """Put a rendered notification in the outbox and its ``notification.created`` event in the webhook
+        outbox, in one transaction; returns the row's id.
 
-        ``event_key`` names the notification event (e.g. the activity that sends it): appending the same
-        event again adds nothing and returns the first row's id, so a retried send is recorded once.
+        The event's data is ``{"kind", "promotion_id", "model", "text", "state"}`` (``state``: the promotion's
+        or review's state as JSON); the row's ``delivery`` names the event (``{"webhook_event": id}``; empty
+        when no webhook subscribes). ``event_key`` names the notification event (e.g. the activity that sends
+        it): appending the same event again adds nothing and returns the first row's id, so a retried send is
+        recorded and delivered once.
         """
         try:
             with self._db.write() as session:
                 if event_key is not None and (sent := _row_id(session, event_key)) is not None:
                     return sent
+                event_id = self.context.publish(session, NOTIFICATION_EVENT, model_name, {
+                    "kind": kind, "promotion_id": promotion_id, "model": model_name, "text": body, "state": state})
                 row = NotificationRow(timestamp=self._clock(), kind=kind, promotion_id=promotion_id,
                                       model_name=model_name, recipients=json.dumps(list(recipients)), body=body,
-                                      delivery=json.dumps(delivery, sort_keys=True), event_key=event_key)
+                                      delivery=json.dumps({} if event_id is None else {"webhook_event": event_id}),
+                                      event_key=event_key)
                 session.add(row)
                 session.flush()
                 assert row.id is not None

@@ -21,6 +21,7 @@ from registry_store.registration_service import RegistrationService
 from registry_store.reviews import ReviewService
 from registry_store.serving_schemas import ServingSchemaService
 from registry_store.stage_service import StageService
+from registry_store.system_webhooks import SystemWebhooks
 from registry_store.version_service import VersionService
 from registry_store.webhook_queue import WebhookQueue
 from registry_store.webhook_service import WebhookService
@@ -50,3 +51,4 @@ class RegistryService:
         self.audit = AuditService(context)
         self.webhooks = WebhookService(context)
         self.webhook_queue = WebhookQueue(context)
+        self.system_webhooks = SystemWebhooks(context)

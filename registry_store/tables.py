@@ -309,7 +309,7 @@ class PromotionRow(SQLModel, table=True):
 
 
 class NotificationRow(SQLModel, table=True):
-    """A rendered notification in the outbox (webhook delivery is recorded alongside)."""
+    """A rendered notification in the outbox (``delivery`` names its webhook event: ``notification_outbox.py``)."""
 
     __tablename__ = "notifications"
     __table_args__ = (Index("uq_notifications_event_key", "event_key", unique=True),)

@@ -5,7 +5,9 @@ on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises claimers). Only the oldes
 delivery of each (webhook, model) is due, so a model's events arrive in order. The claim counts the
 attempt and logs it as in flight; ``record_attempt`` fills it in and decides what follows (delivered,
 retried later, failed for good, dead). A dispatcher that dies leaves its lease to expire: the next claim
-logs the lost attempt as interrupted and sends again with the same delivery id.
+logs the lost attempt as interrupted and sends again with the same delivery id. ``prune_delivered``
+deletes what the retention period has passed for: delivered deliveries, their attempts, and events
+nothing else refers to; undelivered ones stay (they can still be resent).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from policies.webhooks import RetryPolicy, is_final_status, next_delay_s
@@ -28,6 +30,8 @@ __all__ = ["AttemptResult", "DeliveryClaim", "WebhookQueue"]
 IN_FLIGHT = "in flight"
 INTERRUPTED = "interrupted: the dispatcher stopped before the answer was recorded"
 EXCERPT_BYTES = 1024
+PRUNE_BATCH = 500
+MAX_PRUNE_BATCHES = 200
 
 _D = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
 _W = WebhookRow.__table__  # type: ignore[attr-defined]
@@ -107,6 +111,27 @@ class WebhookQueue(ServiceBase):
                               payload=row.payload, url=row.url,
                               secret=secrets.open(row.secret) if secrets is not None and row.secret else "",
                               payload_format=row.payload_format, template=row.template) for row in details]
+
+    def prune_delivered(self, *, older_than_ms: int) -> int:
+        """Delete deliveries delivered before now − ``older_than_ms`` (by their event's time) with their attempts,
+        and events left without deliveries; how many deliveries. In short transactions of ``PRUNE_BATCH``."""
+        cutoff = self._clock() - older_than_ms
+        old = select(_E.c.id).where(_E.c.created_at < cutoff)
+        pruned = 0
+        for _ in range(MAX_PRUNE_BATCHES):
+            with self._db.write_connection() as connection:
+                ids = connection.execute(select(_D.c.id).where(_D.c.status == DELIVERED, _D.c.event_id.in_(old))
+                                         .limit(PRUNE_BATCH)).scalars().all()
+                if ids:
+                    connection.execute(delete(_A).where(_A.c.delivery_id.in_(ids)))
+                    connection.execute(delete(_D).where(_D.c.id.in_(ids)))
+                else:
+                    connection.execute(delete(_E).where(_E.c.created_at < cutoff,
+                                                        ~exists().where(_D.c.event_id == _E.c.id)))
+            if not ids:
+                break
+            pruned += len(ids)
+        return pruned
 
     def record_attempt(self, owner: str, claim: DeliveryClaim, result: AttemptResult, policy: RetryPolicy) -> str:
         """Log the attempt and move the delivery on; the delivery's status afterwards.

@@ -24,10 +24,11 @@ from registry_store.tables import WebhookAttemptRow, WebhookDeliveryRow, Webhook
 from registry_store.users import require_role
 from registry_store.webhook_outbox import ACTIVE, DEAD, DELIVERED, DISABLED, FAILED, PAUSED, PENDING
 
-__all__ = ["WebhookService", "WebhookTarget", "webhook_view"]
+__all__ = ["WebhookService", "WebhookTarget", "audited_fields", "validated_fields", "webhook_view"]
 
 STATUSES = (ACTIVE, DISABLED, PAUSED)
-FORMATS = ("mlflow", "slack")
+FORMATS = ("mlflow", "slack", "calabi")
+"""``calabi``: the event's data alone under ``X-Calabi-*`` signature headers (``policies/webhooks.py``)."""
 _EDITABLE = ("name", "url", "events", "description", "secret", "status", "payload_format", "template")
 
 
@@ -51,7 +52,7 @@ class WebhookService(ServiceBase):
                        template: object = "") -> Webhook:
         """Create a subscription (``events``: MLflow's and Calabi's event names)."""
         require_role(actor, "admin", "manage webhooks")
-        fields = _validated({"name": name, "url": url, "events": events, "description": description or "",
+        fields = validated_fields({"name": name, "url": url, "events": events, "description": description or "",
                              "secret": secret or "", "status": status or ACTIVE,
                              "payload_format": payload_format or "mlflow", "template": template or ""})
         now = self._clock()
@@ -63,7 +64,7 @@ class WebhookService(ServiceBase):
         with self._db.write() as session:
             session.add(row)
             append_event(session, actor=actor, action="create_webhook", timestamp=now, subject=f"webhook:{row.id}",
-                         after=_audited(row))
+                         after=audited_fields(row))
         return webhook_view(row)
 
     def get_webhook(self, actor: Actor, webhook_id: object) -> Webhook:
@@ -88,10 +89,10 @@ class WebhookService(ServiceBase):
         """Change the given fields (None keeps one); resuming (``ACTIVE``) sends what waited at once."""
         require_role(actor, "admin", "manage webhooks")
         given = {k: v for k, v in changes.items() if k in _EDITABLE and v is not None}
-        fields = _validated(given, partial=True)
+        fields = validated_fields(given, partial=True)
         with self._db.write() as session:
             row = _webhook(session, webhook_id, lock=True)
-            before = _audited(row)
+            before = audited_fields(row)
             now = self._clock()
             for key, value in fields.items():
                 setattr(row, key, self._seal(str(value)) if key == "secret" else value)
@@ -103,7 +104,7 @@ class WebhookService(ServiceBase):
             row.last_updated_timestamp = now
             session.add(row)
             append_event(session, actor=actor, action="update_webhook", timestamp=now, subject=f"webhook:{row.id}",
-                         before=before, after=_audited(row))
+                         before=before, after=audited_fields(row))
             return webhook_view(row)
 
     def delete_webhook(self, actor: Actor, webhook_id: object) -> None:
@@ -112,7 +113,7 @@ class WebhookService(ServiceBase):
         with self._db.write() as session:
             row = _webhook(session, webhook_id, lock=True)
             append_event(session, actor=actor, action="delete_webhook", timestamp=self._clock(),
-                         subject=f"webhook:{row.id}", before=_audited(row))
+                         subject=f"webhook:{row.id}", before=audited_fields(row))
             session.delete(row)
 
     def target(self, actor: Actor, webhook_id: object) -> WebhookTarget:
@@ -199,7 +200,8 @@ def _attempt_view(row: WebhookAttemptRow) -> WebhookAttempt:
                           latency_ms=row.latency_ms, response_excerpt=row.response_excerpt)
 
 
-def _audited(row: WebhookRow) -> dict[str, Any]:
+def audited_fields(row: WebhookRow) -> dict[str, Any]:
+    """What an audit event records of a webhook (never its secret)."""
     return {"name": row.name, "url": row.url, "events": json.loads(row.events), "status": row.status,
             "payload_format": row.payload_format, "has_secret": bool(row.secret)}
 
@@ -231,7 +233,7 @@ def _bounded_int(value: object, name: str, low: int, high: int, default: int) ->
     return number
 
 
-def _validated(fields: dict[str, object], *, partial: bool = False) -> dict[str, object]:
+def validated_fields(fields: dict[str, object], *, partial: bool = False) -> dict[str, object]:
     """The webhook fields, checked; InvalidParameterError names the first bad one."""
     out: dict[str, object] = {}
     for key, value in fields.items():

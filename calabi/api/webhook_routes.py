@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from calabi.api.deps import CurrentActor, ServicesDep
-from calabi.webhook_dispatch import send_test
+from calabi.webhook_dispatch import may_reach_private, send_test
 from policies.webhooks import MLFLOW_EVENTS
 from registry_store.entities import Page, Webhook, WebhookDelivery
 from registry_store.errors import InvalidParameterError
@@ -155,7 +155,7 @@ async def mlflow_test_webhook(webhook_id: str, request: Request, services: Servi
         target = services.registry.webhooks.target(actor, webhook_id)
         requested = _event_names([body["event"]]) if body.get("event") else []
         event = requested[0] if requested else (target.events[0] if target.events else MLFLOW_EVENTS[0])
-        result = send_test(target, event, _EXAMPLE, allow_private=settings.webhook_allow_private,
+        result = send_test(target, event, _EXAMPLE, allow_private=may_reach_private(settings, target.url),
                            timeout_s=settings.webhook_timeout_s)
         answered = result.status_code is not None
         out: dict[str, Any] = {"success": answered and result.status_code is not None and result.status_code < 400}

@@ -1,8 +1,8 @@
 """Governed promotion end to end: ``calabi serve`` with the embedded Temporal dev server and worker.
 
 Real tokens over HTTP, real sklearn models saved in the MLflow format, the default policy,
-the real ``mlflow`` client to look at the outcome, and a local receiver for the signed
-webhooks. One server for the module.
+the real ``mlflow`` client to look at the outcome, and a local receiver at ``CALABI_WEBHOOK_URLS``
+getting the signed notifications through the webhook dispatcher. One server for the module.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import pytest
 from mlflow.exceptions import RestException
 
-from activities import verify_signature
+from policies.webhooks import verify_calabi_signature
 from tests.e2e.helpers import mlflow_client, random_name, use_mlflow
 from tests.fixtures.servers import LiveServer, start_server, stop_server
 
@@ -76,8 +76,22 @@ class Webhooks:
         parsed = [(headers, body, json.loads(body)) for headers, body in received]
         return [delivery for delivery in parsed if delivery[2]["promotion_id"] == promotion_id]
 
+    def distinct_until(self, promotion_id: str, count: int) -> list[tuple[dict[str, str], bytes, dict[str, Any]]]:
+        """The first ``count`` distinct deliveries (by delivery id, in arrival order) about one promotion, once
+        they have arrived (bounded); a retried delivery arrives again with its id."""
+        deadline = time.monotonic() + PROMOTION_TIMEOUT_S
+        while True:
+            distinct = list({headers["X-Calabi-Delivery-Id"]: (headers, raw, body)
+                             for headers, raw, body in reversed(self.deliveries(promotion_id))}.values())[::-1]
+            if len(distinct) >= count:
+                return distinct
+            if time.monotonic() > deadline:
+                pytest.fail(f"{len(distinct)} of {count} deliveries about {promotion_id} arrived: "
+                            f"{[body['kind'] for _, _, body in distinct]}")
+            time.sleep(POLL_S)  # polling a condition with a deadline
 
-HOLD_S = 4.0  # below the notifier's 5 s webhook timeout
+
+HOLD_S = 4.0  # below the dispatcher's 5 s request timeout
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +127,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, webhooks: Webhooks) -> Iter
     """A Calabi server with the promotion engine (Temporal dev server + worker) for this module."""
     started = start_server(
         tmp_path_factory.mktemp("promotion-e2e"), temporal=True,
-        extra_env={"CALABI_WEBHOOK_URLS": webhooks.url, "CALABI_WEBHOOK_SECRET": webhooks.secret},
+        extra_env={"CALABI_WEBHOOK_URLS": webhooks.url, "CALABI_WEBHOOK_SECRET": webhooks.secret,
+                   "CALABI_WEBHOOK_DISPATCH_INTERVAL_S": "0.2"},  # private addresses stay refused but this one
     )
     yield started
     stop_server(started)
@@ -199,12 +214,13 @@ def wait_for(http: httpx.Client, promotion_id: str, status: str, *, timeout: flo
         time.sleep(POLL_S)  # polling a condition with a deadline
 
 
-def notifications_until(http: httpx.Client, promotion_id: str, kind: str) -> list[dict[str, Any]]:
-    """The promotion's outbox once it holds a ``kind`` notification (bounded)."""
+def notifications_until(http: httpx.Client, promotion_id: str, kind: str, *, count: int = 1
+                        ) -> list[dict[str, Any]]:
+    """The promotion's outbox (newest first) once it holds ``count`` ``kind`` notifications (bounded)."""
     deadline = time.monotonic() + PROMOTION_TIMEOUT_S
     while True:
         found: list[dict[str, Any]] = ok(http.get(f"/api/v1/promotions/{promotion_id}/notifications"))
-        if any(n["kind"] == kind for n in found):
+        if sum(n["kind"] == kind for n in found) >= count:
             return found
         if time.monotonic() > deadline:
             pytest.fail(f"no {kind} notification for {promotion_id}: {[n['kind'] for n in found]}")
@@ -326,10 +342,11 @@ def test_promotion_story(server: LiveServer, team: Team, webhooks: Webhooks, mon
     assert {"requested", "checks_failed", "awaiting", "promoted"} <= kinds, kinds
     promoted_note = next(n for n in notifications if n["kind"] == "promoted")
     assert promoted_note["body"].startswith(f"[Calabi] {name} v2 → Production")
-    assert all(delivery["ok"] for delivery in promoted_note["delivery"].values()), promoted_note["delivery"]
-    delivered = webhooks.deliveries(pid)
-    assert kinds <= {body["kind"] for _, _, body in delivered}
-    assert all(verify_signature(webhooks.secret, headers, raw) for headers, raw, _ in delivered)
+    # Each notification reaches the receiver once (by delivery id), in order, signed as before.
+    delivered = webhooks.distinct_until(pid, len(notifications))
+    assert [body["kind"] for _, _, body in delivered] == [n["kind"] for n in reversed(notifications)]
+    assert [body["text"] for _, _, body in delivered] == [n["body"] for n in reversed(notifications)]
+    assert all(verify_calabi_signature(webhooks.secret, headers, raw) for headers, raw, _ in webhooks.deliveries(pid))
 
     # Roll back: v1 returns to Production after one sign-off.
     back = ok(engineer.post(f"/api/v1/models/{name}/rollback", json={"justification": "v2 misbehaves in serving"}),
@@ -368,8 +385,9 @@ def test_a_recheck_sent_as_soon_as_the_checks_failed_is_not_lost(
     server: LiveServer, team: Team, webhooks: Webhooks
 ) -> None:
     """The requester re-checks the moment the read model says checks_failed, while the
-    checks_failed notification is still being delivered (held here by the webhook receiver).
-    The API accepts the re-check and reports running_checks, so the checks must run again."""
+    checks_failed notification is still being delivered (held here by the webhook receiver; the
+    workflow only wrote it to the outbox). The API accepts the re-check and reports running_checks,
+    so the checks must run again; both checks_failed notifications still arrive, in order."""
     name = random_name("churn")
     with server.client(team.requester.token) as engineer:
         ok(engineer.post("/api/v1/models", json={"name": name}), 201)
@@ -395,3 +413,7 @@ def test_a_recheck_sent_as_soon_as_the_checks_failed_is_not_lost(
         assert statuses.count("checks_failed") == 2, (
             f"the accepted re-check never ran; the promotion shows {detail['promotion']['status']} until it expires: "
             f"{statuses}")
+        notes = notifications_until(engineer, pid, "checks_failed", count=2)
+        delivered = webhooks.distinct_until(pid, len(notes))
+        assert [body["kind"] for _, _, body in delivered] == [n["kind"] for n in reversed(notes)]
+        assert [body["kind"] for _, _, body in delivered].count("checks_failed") == 2, delivered

@@ -47,7 +47,7 @@ def test_the_pack_holds_the_promotion_and_its_audit_chain_and_flags_a_changed_po
                                    approvals=[{"user": reg.approver.name, "at": "2026-12-06T20:00:00Z"}])
     svc.promotions.record_promotion_state(reg.admin, promotion.id, status=PromotionStatus.CANCELLED)
     svc.notifications.append_notification(kind="requested", promotion_id=promotion.id, model_name="churn",
-                                          recipients=["leads@example.com"], body="please review", delivery={})
+                                          recipients=["leads@example.com"], body="please review", state={})
     reg.versions("other", 1)  # after the promotion's last event: the links reach the head
     svc.audit.verify_audit_chain(reg.viewer, reg.services.audit_anchor)
 

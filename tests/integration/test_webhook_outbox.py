@@ -108,3 +108,17 @@ def test_outbox_events_leases_order_pause_and_redelivery(reg: Registry) -> None:
     queued = svc.webhooks.redeliver(reg.admin, hook.id, since=0, until=clock.now)
     assert queued == 1  # "other"'s event; churn's is still pending
     assert reg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'") == len(published)
+
+    # Retention: delivered deliveries older than the period go with their attempts and events; the rest stay.
+    for claim in svc.webhook_queue.claim("a", limit=50, lease_ms=60_000):
+        svc.webhook_queue.record_attempt("a", claim, UP, POLICY)
+    delivered = reg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'")
+    assert 0 < delivered < len(published)  # churn's later events wait for its first: still undelivered
+    assert svc.webhook_queue.prune_delivered(older_than_ms=clock.now) == 0, "nothing is that old"
+    clock.now += 1
+    assert svc.webhook_queue.prune_delivered(older_than_ms=0) == delivered
+    assert reg.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 0
+    assert reg.scalar("SELECT count(*) FROM webhook_deliveries") == len(published) - delivered
+    assert reg.scalar("SELECT count(*) FROM webhook_events") == len(published) - delivered
+    assert reg.scalar("SELECT count(*) FROM webhook_attempts WHERE delivery_id NOT IN "
+                      "(SELECT id FROM webhook_deliveries)") == 0
