@@ -156,12 +156,12 @@ def _audit_verify(url: str, token: str) -> dict[str, Any]:
     return {**body, "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _measure(api: _Api, op: Op, cfg: ScaleConfig, servers: list[RunningServer]) -> Stats:
+def _measure(op: Op, cfg: ScaleConfig, servers: list[RunningServer]) -> Stats:
     return drive(op, threads=cfg.threads, calls_per_thread=cfg.calls_per_thread, time_cap_s=cfg.cap_s,
                  server_cpu=lambda: sum(s.cpu_seconds() for s in servers))
 
 
-def _warm(api: _Api, ops: dict[str, Op], threads: int) -> None:
+def _warm(ops: dict[str, Op], threads: int) -> None:
     """A few untimed calls of each op from every thread (connections, pools, caches)."""
     for op in ops.values():
         drive(op, threads=threads, calls_per_thread=5, time_cap_s=30)
@@ -215,14 +215,14 @@ def _latency(cfg: ScaleConfig, results: ScaleResults, started: dict[str, Running
     models = {"small": 1, "large": cfg.models}
     ops = {size: _ops(api, models[size], cfg, 1, stages[size]) for size, api in apis.items()}
     for size in apis:
-        _warm(apis[size], ops[size], cfg.threads)
+        _warm(ops[size], cfg.threads)
     runs: dict[tuple[str, str], list[Stats]] = {}
     order = list(apis)
     for round_no in range(1, cfg.rounds + 1):
         log(f"== scale: latency round {round_no}/{cfg.rounds}; load {os.getloadavg()[0]:.2f}")
         for name in OPS:
             for size in order:
-                stats = _measure(apis[size], ops[size][name], cfg, [started[size]])
+                stats = _measure(ops[size][name], cfg, [started[size]])
                 runs.setdefault((name, size), []).append(stats)
                 log(f"   {name:<20} {size:<5} x{cfg.threads}: {_line(stats)}")
             order.reverse()
@@ -234,14 +234,14 @@ def _replicas(cfg: ScaleConfig, results: ScaleResults, replicas: list[RunningSer
     forms = {1: replicas[:1], 2: replicas}
     apis = {n: _Api([s.url for s in servers], token) for n, servers in forms.items()}
     ops = {n: _ops(api, cfg.models, cfg, 2 + n, stages) for n, api in apis.items()}
-    _warm(apis[2], ops[2], cfg.threads)
+    _warm(ops[2], cfg.threads)
     runs: dict[tuple[str, int], list[Stats]] = {}
     order = list(forms)
     for round_no in range(1, cfg.rounds + 1):
         log(f"== scale: one vs two replicas, round {round_no}/{cfg.rounds}; load {os.getloadavg()[0]:.2f}")
         for name in OPS:
             for n in order:
-                stats = _measure(apis[n], ops[n][name], cfg, replicas)
+                stats = _measure(ops[n][name], cfg, replicas)
                 runs.setdefault((name, n), []).append(stats)
                 log(f"   {name:<20} {n} replica(s) x{cfg.threads}: {_line(stats)}")
             order.reverse()

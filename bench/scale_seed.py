@@ -25,10 +25,6 @@ from bench.scale_plan import TEMPLATE, AuditEvent, Clone, clone_events, clone_pl
 
 __all__ = ["SeedResult", "check_invariants", "seed_clones"]
 
-_UNCLONED = ("serving_schemas", "model_grants", "promotions", "post_implementation_reviews")
-"""Tables the template must have no rows in (the clone copies none of them)."""
-
-
 @dataclass(frozen=True)
 class SeedResult:
     """What the seeding wrote and how long it took."""
@@ -41,7 +37,7 @@ class SeedResult:
 
 
 def _rows(cur: psycopg.Cursor[dict[str, Any]], query: str, *params: object) -> list[dict[str, Any]]:
-    cur.execute(query, params)  # type: ignore[arg-type]  # the queries are literals of this module
+    cur.execute(query, params)
     return cur.fetchall()
 
 
