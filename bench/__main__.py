@@ -145,6 +145,9 @@ def _scale(args: argparse.Namespace, command: str, token: str) -> int:
         args.scale_json.write_text(json.dumps({"command": command, "date": date, "machine": machine_facts(),
                                                "scale": scale_json(results)}, indent=2) + "\n")
         log(f"Scale section written to {args.results}, raw numbers to {args.scale_json}")
+    if args.json is not None:  # next to the registry part's numbers when it wrote them
+        raw = json.loads(args.json.read_text()) if args.json.exists() and not args.scale_only else {}
+        args.json.write_text(json.dumps({**raw, "scale": scale_json(results)}, indent=2))
     return 0
 
 
