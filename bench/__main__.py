@@ -1,5 +1,6 @@
-"""``python -m bench [--quick] [--engine-only | --scale-only | --no-engine] [--no-scale]``: Calabi against the
-real MLflow server, its promotion engine against a bare Temporal workflow, and Calabi on PostgreSQL at scale.
+"""``python -m bench``: Calabi vs the real MLflow server, its promotion engine vs bare Temporal, and at scale.
+
+Options: ``[--quick] [--engine-only | --scale-only | --no-engine] [--no-scale]``.
 
 Starts Calabi and MLflow (uvicorn and gunicorn forms), builds the same fixtures in each
 through ``mlflow.MlflowClient``, runs the 1/8-thread matrix and the 8 threads split over 2
