@@ -47,15 +47,16 @@ define have_postgres
 { for d in $(PG_BIN_GLOB); do [ -x "$$d/initdb" ] && [ -x "$$d/pg_ctl" ] && exit 0; done; exit 1; }
 endef
 
-.PHONY: help venv .venv system-deps test lint fmt demo bench bench-engine clean distclean
+.PHONY: help venv .venv system-deps test lint fmt demo bench bench-engine bench-scale clean distclean
 
 help:
 	@echo "make demo         run the demo (examples/demo.py)"
 	@echo "make test         ruff + mypy + pytest (installs what is missing)"
 	@echo "make lint         ruff + mypy only"
 	@echo "make fmt          ruff format + ruff check --fix"
-	@echo "make bench        run the benchmarks: registry vs MLflow, then the promotion engine (python -m bench)"
+	@echo "make bench        run the benchmarks: registry vs MLflow, the promotion engine, scale (python -m bench)"
 	@echo "make bench-engine run only the promotion-engine benchmark (python -m bench --engine-only)"
+	@echo "make bench-scale  run only the scale benchmark: PostgreSQL, 1,000 models x 100 versions (--scale-only)"
 	@echo "make system-deps  install Debian packages the tests need (PostgreSQL)"
 	@echo "make .venv        create/refresh the virtualenv"
 	@echo "make clean        remove caches;  make distclean  also removes .venv"
@@ -121,6 +122,9 @@ bench: $(VENV_STAMP)
 
 bench-engine: $(VENV_STAMP)
 	$(BIN)/python -m bench --engine-only
+
+bench-scale: $(VENV_STAMP)
+	$(BIN)/python -m bench --scale-only
 
 # ---- housekeeping --------------------------------------------------------------
 

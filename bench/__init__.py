@@ -1,4 +1,5 @@
-"""``python -m bench``: Calabi against the real MLflow server, and its promotion engine against bare Temporal.
+"""``python -m bench``: Calabi against the real MLflow server, its promotion engine against bare Temporal,
+and Calabi on PostgreSQL at 100,000 versions.
 
 Registry part: ``servers`` (start/stop the servers under test), ``workload`` (the operations and a
 bounded multi-threaded driver), ``split`` (the 8 client threads over 2 processes, so that no
@@ -10,4 +11,8 @@ as no-ops), ``engine_candidates`` (models that pass every default check), ``engi
 (children, their CPU, no orphans), ``engine_history`` (timings from Temporal histories),
 ``engine_rounds`` (N at once, on each side), ``engine_run`` (the run), ``engine_report`` (the
 Engine section).
+
+Scale part: ``scale_plan`` (clones of a template model and their re-chained audit events, pure),
+``scale_seed`` (COPY them into PostgreSQL, hard-link their artifact trees, check the invariants),
+``scale_run`` (PostgreSQL, the servers, the measurements), ``scale_report`` (the Scale section).
 """

@@ -1,5 +1,6 @@
-"""``python -m bench [--quick] [--engine-only | --no-engine]``: Calabi against the real MLflow server, and
-its promotion engine against a bare Temporal workflow.
+"""``python -m bench``: Calabi vs the real MLflow server, its promotion engine vs bare Temporal, and at scale.
+
+Options: ``[--quick] [--engine-only | --scale-only | --no-engine] [--no-scale]``.
 
 Starts Calabi and MLflow (uvicorn and gunicorn forms), builds the same fixtures in each
 through ``mlflow.MlflowClient``, runs the 1/8-thread matrix and the 8 threads split over 2
@@ -10,7 +11,10 @@ Nagle/delayed-ACK stall, and writes ``bench/RESULTS.md``. See ``bench.run``.
 Then the engine part (``bench.engine_run``): 1, 10 and 50 promotions submitted at once to
 ``calabi serve`` next to the same number of no-op floor workflows on the same Temporal dev
 server; it rewrites the Engine section of ``bench/RESULTS.md`` and leaves the rest alone.
-Missed targets are reported, never an error exit.
+
+Last the scale part (``bench.scale_run``): 1,000 models × 100 versions on PostgreSQL against 1 × 100,
+one vs two API replicas; it rewrites the Scale section (below the keep marker) and
+``bench/scale-results.json``. Missed targets are reported, never an error exit.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from bench.report import (
 )
 from bench.results_page import command_line, kept_tail, machine_facts, render
 from bench.run import FULL, QUICK, nagle_demo, run_benchmark
+from bench.scale_report import scale_json, scale_section, splice_scale
+from bench.scale_run import FULL as SCALE_FULL
+from bench.scale_run import QUICK as SCALE_QUICK
+from bench.scale_run import run_scale
 from bench.servers import (
     CALABI,
     MLFLOW_ASYNCIO,
@@ -50,6 +58,7 @@ from bench.servers import (
 from bench.split import PROCESSES, THREADS_PER_PROCESS
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SCALE_JSON = Path(__file__).resolve().parent / "scale-results.json"
 SPECS = {s.key: s for s in (CALABI, MLFLOW_UVICORN, MLFLOW_GUNICORN)}
 
 
@@ -83,7 +92,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-dirs", action="store_true", help="keep the servers' temporary directories")
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--engine-only", action="store_true", help="run only the promotion-engine benchmark")
-    part.add_argument("--no-engine", action="store_true", help="run only the registry benchmark")
+    part.add_argument("--no-engine", action="store_true", help="skip the promotion-engine benchmark")
+    part.add_argument("--scale-only", action="store_true", help="run only the scale benchmark (PostgreSQL)")
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale benchmark")
+    parser.add_argument("--scale-json", type=Path, default=SCALE_JSON,
+                        help="the scale part's raw numbers (default bench/scale-results.json)")
     parser.add_argument("--engine-rounds", default="1,10,50", help="promotions submitted at once, per round")
     parser.add_argument("--engine-poll-ms", type=float, default=100, help="read-model polling interval")
     return parser.parse_args(argv)
@@ -107,16 +120,42 @@ def _engine(args: argparse.Namespace, root: Path, command: str) -> str | None:
                           wall_s=time.perf_counter() - wall)
 
 
+def _scale(args: argparse.Namespace, command: str, token: str) -> int:
+    """Run the scale part and write its section and JSON; the exit code (1: it could not run)."""
+    cfg = SCALE_QUICK if args.quick else SCALE_FULL
+    root = Path(tempfile.mkdtemp(prefix="calabi-bench-"))
+    load_before, wall = os.getloadavg()[0], time.perf_counter()
+    try:
+        results = run_scale(cfg, root, token, log)
+    except Exception:
+        log("!! the scale benchmark could not run:\n" + traceback.format_exc())
+        return 1
+    finally:
+        stop_all()
+        if args.keep_dirs:
+            log(f"server directories kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = scale_section(results, command=command, date=date, machine=machine_facts(),
+                            load=(load_before, os.getloadavg()[0]), wall_s=time.perf_counter() - wall)
+    log("\n" + section)
+    if not args.no_write:
+        page = args.results.read_text() if args.results.exists() else ""
+        args.results.write_text(splice_scale(page, section))
+        args.scale_json.write_text(json.dumps({"command": command, "date": date, "machine": machine_facts(),
+                                               "scale": scale_json(results)}, indent=2) + "\n")
+        log(f"Scale section written to {args.results}, raw numbers to {args.scale_json}")
+    if args.json is not None:  # next to the registry part's numbers when it wrote them
+        raw = json.loads(args.json.read_text()) if args.json.exists() and not args.scale_only else {}
+        args.json.write_text(json.dumps({**raw, "scale": scale_json(results)}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    keys = [k.strip() for k in args.servers.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in SPECS]
-    if unknown:
-        log(f"unknown server(s): {', '.join(unknown)}")
-        return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the run even if started ignoring it
@@ -127,6 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    code = 0 if args.scale_only else _registry_and_engine(args, argv, token)
+    if code in (0, 1) and not (args.no_scale or args.engine_only):
+        try:
+            code = max(code, _scale(args, command_line(argv), token))
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+    return code
+
+
+def _registry_and_engine(args: argparse.Namespace, argv: list[str], token: str) -> int:
+    """The registry part and the engine part; the exit code."""
+    cfg = QUICK if args.quick else FULL
+    keys = [k.strip() for k in args.servers.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in SPECS]
+    if unknown:
+        log(f"unknown server(s): {', '.join(unknown)}")
+        return 2
 
     command = command_line(argv)
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -25,6 +25,7 @@ from typing import Literal
 
 __all__ = [
     "CALABI",
+    "CALABI_API_ONLY",
     "MLFLOW_ASYNCIO",
     "MLFLOW_GUNICORN",
     "MLFLOW_UVICORN",
@@ -53,9 +54,12 @@ class ServerSpec:
     label: str
     kind: Literal["calabi", "mlflow"]
     mlflow_args: tuple[str, ...] = ()
+    calabi_args: tuple[str, ...] = ()
 
 
 CALABI = ServerSpec("calabi", "Calabi", "calabi")
+CALABI_API_ONLY = ServerSpec("calabi-api", "Calabi API replica", "calabi", calabi_args=("--no-temporal",))
+"""The scale benchmark's replicas: ``calabi serve --no-temporal --no-tracking`` (the database comes from the env)."""
 MLFLOW_UVICORN = ServerSpec("mlflow-uvicorn", "MLflow (uvicorn)", "mlflow")
 MLFLOW_GUNICORN = ServerSpec(
     "mlflow-gunicorn", "MLflow (gunicorn)", "mlflow", ("--gunicorn-opts", "--log-level warning")
@@ -145,7 +149,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _command(spec: ServerSpec, port: int, workdir: Path, calabi_workers: int) -> tuple[list[str], str]:
+def _command(spec: ServerSpec, port: int, workdir: Path, calabi_workers: int, data_dir: Path | None = None
+             ) -> tuple[list[str], str]:
     """The argv to run and the command as a reader would type it."""
     if spec.kind == "calabi":
         calabi = Path(sys.executable).parent / "calabi"
@@ -156,10 +161,11 @@ def _command(spec: ServerSpec, port: int, workdir: Path, calabi_workers: int) ->
             "--port",
             str(port),
             "--data-dir",
-            str(workdir / "data"),
+            str(data_dir or workdir / "data"),
             "--workers",
             str(calabi_workers),
             "--no-tracking",
+            *spec.calabi_args,
         ]
         return [str(calabi), *args], "calabi " + " ".join(args)
     args = [
@@ -191,12 +197,17 @@ def _healthy(port: int) -> bool:
         conn.close()
 
 
-def start_server(spec: ServerSpec, workdir: Path, *, token: str, calabi_workers: int = 1) -> RunningServer:
-    """Start ``spec`` in ``workdir`` on a free port; return once ``/health`` answers 200 (bounded)."""
+def start_server(spec: ServerSpec, workdir: Path, *, token: str, calabi_workers: int = 1,
+                 data_dir: Path | None = None, env_extra: dict[str, str] | None = None) -> RunningServer:
+    """Start ``spec`` in ``workdir`` on a free port; return once ``/health`` answers 200 (bounded).
+
+    Calabi's data dir is ``workdir/data`` unless ``data_dir`` (replicas share one); ``env_extra`` is added
+    to its environment (e.g. ``CALABI_DATABASE_URL``).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command, display = _command(spec, port, workdir, calabi_workers)
-    env = dict(os.environ)
+    command, display = _command(spec, port, workdir, calabi_workers, data_dir)
+    env = {**os.environ, **(env_extra or {})}
     if spec.kind == "calabi":
         sources = workdir / "sources"
         source = str(make_source_artifact(sources))
