@@ -128,7 +128,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, webhooks: Webhooks) -> Iter
     started = start_server(
         tmp_path_factory.mktemp("promotion-e2e"), temporal=True,
         extra_env={"CALABI_WEBHOOK_URLS": webhooks.url, "CALABI_WEBHOOK_SECRET": webhooks.secret,
-                   "CALABI_WEBHOOK_DISPATCH_INTERVAL_S": "0.2"},  # private addresses stay refused but this one
+                   "CALABI_WEBHOOK_DISPATCH_INTERVAL_S": "0.2", "CALABI_LOADER_POOL_SIZE": "1"},  # private addresses stay refused but this one
     )
     yield started
     stop_server(started)

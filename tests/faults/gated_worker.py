@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,8 @@ def main() -> None:
     config = json.loads(Path(os.environ[GATES_VARIABLE]).read_text())
     interceptor = GateInterceptor([Gate(**g) for g in config["gates"]], Path(config["markers"]))
 
-    def gated(*args: Any, **kwargs: Any) -> Worker:
-        return Worker(*args, interceptors=[interceptor], **kwargs)
+    def gated(*args: Any, interceptors: Sequence[Interceptor] = (), **kwargs: Any) -> Worker:
+        return Worker(*args, interceptors=[*interceptors, interceptor], **kwargs)  # the worker's own come first
 
     worker.__dict__["Worker"] = gated  # run_worker builds its Temporal Worker through this name
     asyncio.run(worker.run_worker(Settings()))
