@@ -339,6 +339,7 @@ class PromotionWorkflow:
         notice = workflow.patched(EVIDENCE_NOTICE)  # runs started before the signal existed ignore it (replay)
         while True:
             await self._record_new_sign_offs()
+            seen = len(self._current.approvals)  # acted on below (a handler may have recorded later ones too)
             if self._current.stop is not None:
                 return False
             # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder and,
@@ -363,7 +364,7 @@ class PromotionWorkflow:
                 next_reminder = now + rule.reminder_every
             try:
                 await workflow.wait_condition(
-                    self._news_since(self._recorded_approvals, evidence=notice),
+                    self._news_since(seen, evidence=notice),
                     timeout=min(next_reminder, deadline) - now, timeout_summary="waiting for sign-off",
                 )
             except TimeoutError:
