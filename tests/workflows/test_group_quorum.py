@@ -128,6 +128,7 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
 
     read = h.read(p_high)
     assert (read.risk_tier, read.run_author, read.required_approvals) == ("high", trainer.name, 2)
+    assert (read.run_author_source, h.read(p_churn).run_author_source) == ("client", "registration")
     assert read.sign_off is not None and [q["group"] for q in read.sign_off["from"]] == [CHURN, RISK]
     assert (h.read(p_churn).risk_tier, h.read(p_churn).run_author) == (None, h.requester.name)  # no run: registrant
     viewer = user(h, f"viewer-{secrets.token_hex(3)}", "viewer")
@@ -135,7 +136,8 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
     desk = (await tracked_api.get("/ui/promotions")).text
     assert re.search(rf'{high} v2 → Production</a>.*?<td class="risk-tier"><span class="chip">high</span>', desk, re.S)
     page = (await tracked_api.get(f"/ui/promotions/{p_high.id}")).text
-    assert '<dd id="risk-tier"><span class="chip">high</span></dd>' in page and trainer.name in page
+    assert '<dd id="risk-tier"><span class="chip">high</span></dd>' in page
+    assert f'<dd id="run-author">{trainer.name} <span class="muted">(claimed by the client)</span>' in page
 
     # The run's author is refused by the registry and by the workflow's own validator.
     error = await refused(h, trainer, p_high)
