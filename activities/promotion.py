@@ -31,6 +31,8 @@ from policies.render import (
     render_notification,
 )
 from policies.results import Checklist, CheckResult, Number
+from policies.run_authorship import RunAuthor
+from policies.run_authorship import run_author as author_of_run
 from registry_store.artifacts import ArtifactStore
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.audit import Actor
@@ -65,20 +67,22 @@ def notification_event_key() -> str:
     return f"{info.workflow_run_id}/{info.activity_id}"
 
 
-def run_author(version: ModelVersion, tracking: TrackingClient | None) -> str:
-    """Who trained ``version``: its run's user on the tracking server, else the user who registered it.
+def run_author(version: ModelVersion, tracking: TrackingClient | None) -> RunAuthor:
+    """Who trained ``version`` and how Calabi knows (``policies.run_authorship.run_author``): the author the
+    gateway stamped on its run, else the run's claimed user, else the user who registered it.
 
     A run the tracking server does not know (deleted, or logged elsewhere) falls back to the registering
     user; an unreachable tracking server raises (``UnavailableError``, retried): never "no author".
     """
+    tags: dict[str, str] = {}
+    user_id = ""
     if version.run_id and tracking is not None:
         try:
-            author = tracking.get_run(version.run_id).author
+            run = tracking.get_run(version.run_id)
+            tags, user_id = run.tags, run.user_id
         except NotFoundError:
-            author = ""
-        if author:
-            return author
-    return version.user_id
+            pass
+    return author_of_run(tags, user_id, version.user_id)
 
 
 def stage_policy(policy: PromotionPolicy, *, kind: str, target_stage: str) -> StagePolicy:
@@ -126,7 +130,7 @@ class PromotionActivities:
                                                                       version=request.version), self._tracking)
         subject = self._registry.promotions.promotion_subject(
             actor, request.promotion_id, tag_keys=policy.evidence_tags(), policy_hash=loaded.content_hash,
-            run_author=author, risk_tier=loaded.tier)
+            run_author=author.name, run_author_source=author.source.value, risk_tier=loaded.tier)
         incumbent = subject.incumbent
         evidence = Evidence(
             model=request.model, target_stage=request.target_stage, requester=request.requester,
@@ -137,7 +141,7 @@ class PromotionActivities:
         return EvidenceSnapshot(
             evidence=evidence, policy=policy, policy_hash=loaded.content_hash,
             incumbent_version=incumbent.version if incumbent else None,
-            storage_location=subject.candidate.storage_location, checks=checks, run_author=author,
+            storage_location=subject.candidate.storage_location, checks=checks, run_author=author.name,
             risk_tier=loaded.tier,
         )
 

@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from policies.run_authorship import run_author_label
+
 __all__ = [
     "AliasRef",
     "AuditEvent",
@@ -281,8 +283,15 @@ class Promotion(_View):
     evidence_hash: str = ""
     risk_tier: str | None = None
     run_author: str = ""
+    run_author_source: str = ""
+    """How ``run_author`` is known (``policies.run_authorship.AuthorSource``; "" when not recorded)."""
     creation_timestamp: int
     last_updated_timestamp: int
+
+    @property
+    def run_author_basis(self) -> str:
+        """How pages describe ``run_author_source``: "verified by Calabi", "claimed by the client" … or ""."""
+        return run_author_label(self.run_author_source)
 
 
 class PromotionSubject(_View):

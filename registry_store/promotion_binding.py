@@ -101,22 +101,23 @@ def check_binding(session: Session, promotion: PromotionRow, candidate: ModelVer
 
 def bind_evidence(context: RegistryContext, session: Session, actor: Actor, promotion: PromotionRow,
                   candidate: ModelVersionRow, *, tag_keys: Sequence[str], policy_hash: str, run_author: str = "",
-                  risk_tier: str | None = None) -> None:
-    """Record the evidence the checks are about to run on, with the run's author and the policy's risk tier
-    (audited when any differs from the last binding)."""
+                  run_author_source: str = "", risk_tier: str | None = None) -> None:
+    """Record the evidence the checks are about to run on, with the run's author (and how it is known) and the
+    policy's risk tier (audited when any differs from the last binding)."""
     check_candidate(promotion, candidate)
     parts = current_evidence(session, candidate, tag_keys=tag_keys, policy_hash=policy_hash)
     digest = evidence_hash(parts)
-    if (digest, run_author, risk_tier) == (promotion.evidence_hash, promotion.run_author, promotion.risk_tier):
+    bound = (digest, run_author, run_author_source, risk_tier)
+    if bound == (promotion.evidence_hash, promotion.run_author, promotion.run_author_source, promotion.risk_tier):
         return
     before = {"evidence_hash": promotion.evidence_hash, "run_author": promotion.run_author,
-              "risk_tier": promotion.risk_tier}
-    promotion.evidence_hash, promotion.run_author, promotion.risk_tier = digest, run_author, risk_tier
+              "run_author_source": promotion.run_author_source, "risk_tier": promotion.risk_tier}
+    promotion.evidence_hash, promotion.run_author, promotion.run_author_source, promotion.risk_tier = bound
     promotion.evidence = json.dumps({"parts": parts, "tags": sorted(tag_keys)}, sort_keys=True)
     session.add(promotion)
     context.audit(session, actor, "bind_promotion_evidence", promotion.model_name, promotion.version,
                   before=before, after={"promotion": promotion.id, "evidence_hash": digest, "run_author": run_author,
-                                        "risk_tier": risk_tier})
+                                        "run_author_source": run_author_source, "risk_tier": risk_tier})
 
 
 def check_governance_tag(session: Session, actor: Actor, version_id: int, key: str) -> bool:

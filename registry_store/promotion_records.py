@@ -211,14 +211,14 @@ class PromotionRecords(ServiceBase):
 
     def promotion_subject(
         self, actor: Actor, promotion_id: object, *, tag_keys: Sequence[str], policy_hash: str, run_author: str = "",
-        risk_tier: str | None = None,
+        run_author_source: str = "", risk_tier: str | None = None,
     ) -> PromotionSubject:
         """The candidate, the current Production version and the serving schema, as of now.
 
         In the same transaction the promotion is bound to this evidence (``tag_keys``: the tags the
         policy reads): what the checks are about to see is what the sign-offs and apply are held to.
-        The snapshot's ``run_author`` (whom separation of duties excludes) and the ``risk_tier`` its
-        policy was loaded for are recorded with it.
+        The snapshot's ``run_author`` (whom separation of duties excludes; ``run_author_source``: how it is
+        known) and the ``risk_tier`` its policy was loaded for are recorded with it.
         """
         require_role(actor, "engineer", "snapshot promotions")
         with self._db.write() as session:
@@ -226,7 +226,8 @@ class PromotionRecords(ServiceBase):
             model = self._model(session, promotion.model_name, actor=actor, need=READ)
             candidate = self._version(session, model, promotion.version)
             bind_evidence(self.context, session, actor, promotion, candidate, tag_keys=tag_keys,
-                          policy_hash=policy_hash, run_author=run_author, risk_tier=risk_tier)
+                          policy_hash=policy_hash, run_author=run_author, run_author_source=run_author_source,
+                          risk_tier=risk_tier)
             incumbent_number = production_version(session, model)
             rows = [(candidate, model.name)]
             if incumbent_number is not None and incumbent_number != candidate.version:

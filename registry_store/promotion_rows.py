@@ -118,6 +118,6 @@ def promotion_view(row: PromotionRow) -> Promotion:
         reminders_sent=row.reminders_sent, message=row.message, policy_hash=row.policy_hash,
         sign_off=json.loads(row.sign_off), history=json.loads(row.history),
         candidate_digest=row.candidate_digest, evidence_hash=row.evidence_hash, risk_tier=row.risk_tier,
-        run_author=row.run_author, creation_timestamp=row.creation_timestamp,
+        run_author=row.run_author, run_author_source=row.run_author_source, creation_timestamp=row.creation_timestamp,
         last_updated_timestamp=row.last_updated_timestamp,
     )

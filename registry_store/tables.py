@@ -301,9 +301,11 @@ class PromotionRow(SQLModel, table=True):
     candidate_digest: str = Field(default="", sa_column=Column(String(80), nullable=False, server_default=""))
     evidence_hash: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
     evidence: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
-    # What the checks' snapshot recorded: the risk tier its policy used and the author of the training run.
+    # What the checks' snapshot recorded: the risk tier its policy used and the author of the training run
+    # (run_author_source: how that author is known, policies.run_authorship.AuthorSource; "" before it was recorded).
     risk_tier: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     run_author: str = Field(default="", sa_column=Column(String(256), nullable=False, server_default=""))
+    run_author_source: str = Field(default="", sa_column=Column(String(16), nullable=False, server_default=""))
     creation_timestamp: int = Field(sa_column=_ms())
     last_updated_timestamp: int = Field(sa_column=_ms())
 

@@ -75,6 +75,9 @@ RECHECK_RECORDED = "recheck-recorded"
 GROUP_QUORUM = "group-quorum"
 """Patch: sign-offs are counted by ``sign_off_decision`` with the signers' groups (a quorum per group, one slot
 per person) and without the run's author; before it, a plain count of ``needed`` distinct signers."""
+DECISIONS_RECORDED = "decisions-recorded"
+"""Patch: a sign-off, rejection or cancellation is answered once the read model shows it (the sign-off recorded,
+the promotion closed); after a recorded stop the main loop writes no other status and goes on to finish."""
 DEFAULT_RECHECK_WINDOW = timedelta(days=7)
 
 
@@ -91,6 +94,10 @@ class PromotionWorkflow:
         self._recheck = False
         self._voided = False
         self._evidence_news = False
+        self._stop_claimed = False  # patch decisions-recorded: a decision's handler is writing the stop
+        self._stop_written = False
+        self._sign_offs_lock = asyncio.Lock()  # the handlers and the main loop record each sign-off once
+        self._stop_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ run
 
@@ -106,6 +113,8 @@ class PromotionWorkflow:
         await self._notify("requested")
         while True:
             if not await self._checks_pass(request):
+                if self._stop_claimed:  # stopped (and recorded) while the checks ran
+                    return await self._finish()
                 self._recheck = False  # a re-check may arrive while the failure is being announced
                 status = PromotionStatus.CHECK_ERROR if self._check_error else PromotionStatus.CHECKS_FAILED
                 summary = self._check_error or failed_checks(self._current.checklist)
@@ -139,12 +148,15 @@ class PromotionWorkflow:
         self._evidence_news = True
 
     @workflow.update
-    def sign_off(self, decision: Decision) -> PromotionState:
-        """An approver signs off (validated before it reaches history)."""
+    async def sign_off(self, decision: Decision) -> PromotionState:
+        """An approver signs off (validated before it reaches history); since patch ``decisions-recorded``
+        answered once the sign-off is recorded in the read model."""
         self._state = self._current.model_copy(update={"approvals": [
             *self._current.approvals, Approval(user=decision.user, roles=decision.roles, groups=decision.groups,
                                              comment=decision.comment, at=workflow.now()),
         ]})
+        if workflow.patched(DECISIONS_RECORDED):
+            await self._record_new_sign_offs()
         return self._current
 
     @sign_off.validator
@@ -152,9 +164,10 @@ class PromotionWorkflow:
         self._refuse(Action.SIGN_OFF, decision)
 
     @workflow.update
-    def reject(self, decision: Decision) -> PromotionState:
-        """An approver rejects the promotion with a reason."""
-        self._stop_with(StopReason(status=PromotionStatus.REJECTED, by=decision.user, reason=decision.comment.strip()))
+    async def reject(self, decision: Decision) -> PromotionState:
+        """An approver rejects the promotion with a reason (answered once recorded: ``_decide_stop``)."""
+        await self._decide_stop(StopReason(status=PromotionStatus.REJECTED, by=decision.user,
+                                           reason=decision.comment.strip()))
         return self._current
 
     @reject.validator
@@ -162,9 +175,10 @@ class PromotionWorkflow:
         self._refuse(Action.REJECT, decision)
 
     @workflow.update
-    def cancel(self, decision: Decision) -> PromotionState:
-        """The requester (or an admin) withdraws the promotion."""
-        self._stop_with(StopReason(status=PromotionStatus.CANCELLED, by=decision.user, reason=decision.comment.strip()))
+    async def cancel(self, decision: Decision) -> PromotionState:
+        """The requester (or an admin) withdraws the promotion (answered once recorded: ``_decide_stop``)."""
+        await self._decide_stop(StopReason(status=PromotionStatus.CANCELLED, by=decision.user,
+                                           reason=decision.comment.strip()))
         return self._current
 
     @cancel.validator
@@ -192,6 +206,13 @@ class PromotionWorkflow:
     @recheck.validator
     def _validate_recheck(self, decision: Decision) -> None:
         self._refuse(Action.RECHECK, decision)
+
+    async def _decide_stop(self, stop: StopReason) -> None:
+        """Stop the promotion; since patch ``decisions-recorded`` also close its row before answering."""
+        self._stop_with(stop)
+        if workflow.patched(DECISIONS_RECORDED):
+            self._stop_claimed = True
+            await self._write_stop()
 
     def _refuse(self, action: Action, decision: Decision) -> None:
         """Refuse a decision the rules of ``policies.decisions`` do not allow now (typed by its error code)."""
@@ -318,6 +339,7 @@ class PromotionWorkflow:
         notice = workflow.patched(EVIDENCE_NOTICE)  # runs started before the signal existed ignore it (replay)
         while True:
             await self._record_new_sign_offs()
+            seen = len(self._current.approvals)  # acted on below (a handler may have recorded later ones too)
             if self._current.stop is not None:
                 return False
             # A sign-off counts only for the evidence the checks ran on; re-verified on each reminder and,
@@ -326,6 +348,8 @@ class PromotionWorkflow:
             stale = bool(self._current.approvals) or workflow.now() >= next_reminder or news
             if stale and workflow.patched(EVIDENCE_BINDING) and not await self._evidence_unchanged():
                 return self._current.stop is None
+            if self._stop_claimed:  # stopped (and recorded) while the evidence was verified
+                return False
             if self._signed_off(rule):
                 return True
             now = workflow.now()
@@ -340,7 +364,7 @@ class PromotionWorkflow:
                 next_reminder = now + rule.reminder_every
             try:
                 await workflow.wait_condition(
-                    self._news_since(self._recorded_approvals, evidence=notice),
+                    self._news_since(seen, evidence=notice),
                     timeout=min(next_reminder, deadline) - now, timeout_summary="waiting for sign-off",
                 )
             except TimeoutError:
@@ -376,12 +400,13 @@ class PromotionWorkflow:
 
     async def _void_sign_offs(self, what: str) -> None:
         """Drop the sign-offs so far, tell requester and approvers why; the main loop re-runs the checks."""
-        voided = ", ".join(a.user for a in self._current.approvals)
-        note = (f"the candidate's evidence changed after the checks ran ({what}); "
-                f"sign-offs voided{f' ({voided})' if voided else ''}; re-running the checks")
-        self._voided = True
-        self._recorded_approvals = 0
-        self._state = self._current.model_copy(update={"approvals": [], "message": note})
+        async with self._sign_offs_lock:  # not while a handler records a sign-off this would drop
+            voided = ", ".join(a.user for a in self._current.approvals)
+            note = (f"the candidate's evidence changed after the checks ran ({what}); "
+                    f"sign-offs voided{f' ({voided})' if voided else ''}; re-running the checks")
+            self._voided = True
+            self._recorded_approvals = 0
+            self._state = self._current.model_copy(update={"approvals": [], "message": note})
         await self._enter(PromotionStatus.RUNNING_CHECKS, note)
         await self._notify("evidence_changed")
 
@@ -391,18 +416,20 @@ class PromotionWorkflow:
                         or (evidence and self._evidence_news))
 
     async def _record_new_sign_offs(self) -> None:
-        while self._recorded_approvals < len(self._current.approvals):
-            approval = self._current.approvals[self._recorded_approvals]
-            await workflow.execute_activity(
-                "record_sign_off",
-                SignOffRecord(promotion_id=self._current.promotion_id, approval=approval,
-                              approvals=self._current.approvals[: self._recorded_approvals + 1]),
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
-            )
-            self._recorded_approvals += 1
-            if self._published is not None:
-                self._published = self._published.model_copy(
-                    update={"approvals": self._current.approvals[: self._recorded_approvals]})
+        """Record the sign-offs not recorded yet, in order, each once (a handler and the main loop may both ask)."""
+        async with self._sign_offs_lock:
+            while self._recorded_approvals < len(self._current.approvals):
+                approval = self._current.approvals[self._recorded_approvals]
+                await workflow.execute_activity(
+                    "record_sign_off",
+                    SignOffRecord(promotion_id=self._current.promotion_id, approval=approval,
+                                  approvals=self._current.approvals[: self._recorded_approvals + 1]),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,
+                )
+                self._recorded_approvals += 1
+                if self._published is not None:
+                    self._published = self._published.model_copy(
+                        update={"approvals": self._current.approvals[: self._recorded_approvals]})
 
     async def _apply(self, request: PromotionInput) -> PromotionOutcome | None:
         """Apply; on stale evidence re-run the checks (None: go round the main loop again)."""
@@ -434,31 +461,39 @@ class PromotionWorkflow:
                 continue
             self._stop_with(StopReason(status=PromotionStatus.PROMOTED,
                                        reason=f"{request.model} v{request.version} is now {request.target_stage}"))
-            return await self._finish(recorded=True)
+            return await self._finish()
         self._stop_with(StopReason(status=PromotionStatus.FAILED, reason="Production kept changing; giving up"))
         return await self._finish()
 
     def _stop_with(self, stop: StopReason) -> None:
-        """Stop the promotion: the main loop finishes it with this status and reason."""
+        """Stop the promotion: the main loop finishes it with this status and reason (a recorded stop stays)."""
+        if self._stop_claimed and self._current.stop is not None:
+            return
         self._state = self._current.model_copy(update={"stop": stop})
 
-    async def _finish(self, *, recorded: bool = False) -> PromotionOutcome:
+    async def _finish(self) -> PromotionOutcome:
         stop = self._current.stop
         assert stop is not None
-        status, message = stop.status, stop.summary
-        await self._record_new_sign_offs()
-        self._state = self._current.model_copy(update={"message": message})
-        if recorded:
-            self._state = self._current.model_copy(update={
-                "status": status,
-                "history": [*self._current.history, StateChange(at=workflow.now(), status=status, note=message)],
-            })
-            await self._record()
-        else:
-            await self._enter(status, message)
-        await self._notify(status.value)
+        await self._write_stop()
+        await self._notify(stop.status.value)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return PromotionOutcome(status=status, message=message)
+        return PromotionOutcome(status=stop.status, message=stop.summary)
+
+    async def _write_stop(self) -> None:
+        """Record the sign-offs so far and the stop (status, message, history) in the read model, once."""
+        async with self._stop_lock:
+            if self._stop_written:
+                return
+            await self._record_new_sign_offs()
+            stop = self._current.stop
+            assert stop is not None
+            self._state = self._current.model_copy(update={
+                "message": stop.summary, "status": stop.status,
+                "history": [*self._current.history, StateChange(at=workflow.now(), status=stop.status,
+                                                                note=stop.summary)],
+            })
+            await self._record(stopping=True)
+            self._stop_written = True
 
     async def _enter(self, status: PromotionStatus, note: str) -> None:
         self._state = self._current.model_copy(update={
@@ -467,8 +502,13 @@ class PromotionWorkflow:
         })
         await self._record()
 
-    async def _record(self) -> None:
-        """Write the current state to the read model; once written it is what the ``state`` query answers."""
+    async def _record(self, *, stopping: bool = False) -> None:
+        """Write the current state to the read model; once written it is what the ``state`` query answers.
+
+        Once a decision's handler is closing the row (patch ``decisions-recorded``) only that stop is written.
+        """
+        if self._stop_claimed and not stopping:
+            return
         state = self._current
         await workflow.execute_activity(
             "record_state", RecordStateInput(state=state), start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY,

@@ -6,7 +6,10 @@ forwarded (any other is ``404 ENDPOINT_NOT_FOUND``); the JSON body of a write is
 checked (no client-chosen artifact location) and forwarded as parsed; artifact bytes are streamed,
 never held in memory. The tracking server sees the caller's address (``X-Forwarded-For``/``-Proto``),
 never its cookies or token, and every successful write is an audit event. Registry paths are never
-forwarded, and the ``calabi-registry`` artifact namespace is answered by Calabi itself.
+forwarded, and the ``calabi-registry`` artifact namespace is answered by Calabi itself. A run created
+through the gateway has the signed-in user as its author (``policies.run_authorship``: ``user_id``,
+``mlflow.user`` and ``calabi.author`` stamped, whatever the client sent); later writes of ``mlflow.user``
+or any ``calabi.*`` run tag are refused (403).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from starlette.types import Receive, Scope, Send
 from calabi.api.deps import request_actor, request_id
 from calabi.api.errors import error_response
 from calabi.api.registry_artifacts import serve_registry_artifacts
-from calabi.api.tracking_routes import artifact_location_problem, match_route, written_ids
+from calabi.api.tracking_routes import artifact_location_problem, match_route, run_operation, written_ids
 from calabi.bootstrap import Services
 from calabi.metrics import GATEWAY_UPSTREAM_ERRORS
+from policies.run_authorship import reserved_tag_refusal, stamped_run_create
 from registry_store.redaction import redact_url
 from registry_store.users import require_role
 
@@ -135,7 +139,10 @@ async def gateway(request: Request) -> Response:
             return read
         if (problem := artifact_location_problem(read)) is not None:
             return error_response(400, "INVALID_PARAMETER_VALUE", problem)
-        body = read
+        operation = run_operation(upstream_path)
+        if (refused := reserved_tag_refusal(operation, read)) is not None:
+            return error_response(403, "PERMISSION_DENIED", refused)
+        body = stamped_run_create(read, actor.name) if operation == "create" else read
     sent = await _send(request, services, upstream_path, body if route.json_body else None)
     if isinstance(sent, Response):
         return sent

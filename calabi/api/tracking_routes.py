@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 from calabi.api.registry_artifacts import NAMESPACE
 
-__all__ = ["TrackingRoute", "TrackingWrite", "artifact_location_problem", "match_route", "written_ids"]
+__all__ = ["TrackingRoute", "TrackingWrite", "artifact_location_problem", "match_route", "run_operation", "written_ids"]
 
 _V2 = r"/api/2\.0/mlflow"
 _ID = r"[^/]+"
 _ARTIFACT_PATH = r"/api/2\.0/mlflow-artifacts/artifacts/(?P<artifact>.+)"
+_RUN_OPERATION = re.compile(rf"^{_V2}/runs/(?P<operation>[^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ def match_route(method: str, path: str) -> tuple[TrackingRoute, re.Match[str]] |
         if method in route.methods and (found := route.pattern.match(path)) is not None:
             return route, found
     return None
+
+
+def run_operation(path: str) -> str:
+    """The run operation a path names (``create``, ``set-tag``, ``log-batch`` …), or ``""``."""
+    found = _RUN_OPERATION.match(path)
+    return found["operation"] if found else ""
 
 
 def artifact_location_problem(body: dict[str, Any]) -> str | None:

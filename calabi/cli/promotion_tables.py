@@ -18,6 +18,7 @@ from calabi.cli import output as out
 from policies.decisions import Approval
 from policies.evidence import SignatureSchema
 from policies.results import Checklist, CheckResult, Number
+from policies.run_authorship import run_author_label
 from workflows.models import StateChange
 
 __all__ = [
@@ -73,7 +74,7 @@ def promotion_detail(promotion: Promotion, history: Sequence[StateChange]) -> Gr
         ("Kind", promotion["kind"]),
         ("Status", status + (f" ({message})" if message else "")),
         ("Requester", promotion["requester"]),
-        ("Training run by", promotion.get("run_author") or "-"),
+        ("Training run by", _run_author(promotion)),
         ("Risk tier", promotion.get("risk_tier") or "-"),
         ("Justification", promotion["justification"]),
         ("Production was", f"v{incumbent}" if incumbent is not None else "-"),
@@ -93,6 +94,13 @@ def promotion_detail(promotion: Promotion, history: Sequence[StateChange]) -> Gr
     if history:
         parts.append(history_table(history))
     return Group(*parts)
+
+
+def _run_author(promotion: Promotion) -> str:
+    """The training run's author and how Calabi knows it, e.g. "erin (verified by Calabi)"."""
+    author = str(promotion.get("run_author") or "")
+    basis = run_author_label(str(promotion.get("run_author_source") or ""))
+    return f"{author} ({basis})" if author and basis else author or "-"
 
 
 def checklist_table(checklist: Checklist) -> Table:

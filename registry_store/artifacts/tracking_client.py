@@ -70,11 +70,6 @@ class Run(_Result):
     tags: dict[str, str] = {}
     model_outputs: dict[str, int] = {}
 
-    @property
-    def author(self) -> str:
-        """Who ran it: the ``mlflow.user`` tag (what MLflow records), else the deprecated ``info.user_id``."""
-        return self.tags.get("mlflow.user", "").strip() or self.user_id.strip()
-
     @classmethod
     def from_wire(cls, doc: Any) -> Run:
         """Build from MLflow's ``{"info", "data", "outputs"}`` run JSON."""

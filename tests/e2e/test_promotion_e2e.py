@@ -25,6 +25,7 @@ from mlflow.exceptions import RestException
 from policies.webhooks import verify_calabi_signature
 from tests.e2e.helpers import mlflow_client, random_name, use_mlflow
 from tests.fixtures.servers import LiveServer, start_server, stop_server
+from tests.fixtures.tracking import TrackingServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # stages are deprecated in MLflow
 
@@ -123,12 +124,14 @@ def webhooks() -> Iterator[Webhooks]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, webhooks: Webhooks) -> Iterator[LiveServer]:
-    """A Calabi server with the promotion engine (Temporal dev server + worker) for this module."""
+def server(tmp_path_factory: pytest.TempPathFactory, webhooks: Webhooks, tracking_server: TrackingServer
+           ) -> Iterator[LiveServer]:
+    """A Calabi server with the promotion engine (Temporal dev server + worker), in front of the session's
+    tracking server, for this module."""
     started = start_server(
-        tmp_path_factory.mktemp("promotion-e2e"), temporal=True,
+        tmp_path_factory.mktemp("promotion-e2e"), temporal=True, tracking_url=tracking_server.url,
         extra_env={"CALABI_WEBHOOK_URLS": webhooks.url, "CALABI_WEBHOOK_SECRET": webhooks.secret,
-                   "CALABI_WEBHOOK_DISPATCH_INTERVAL_S": "0.2", "CALABI_LOADER_POOL_SIZE": "1"},  # private addresses stay refused but this one
+                   "CALABI_WEBHOOK_DISPATCH_INTERVAL_S": "0.2", "CALABI_LOADER_POOL_SIZE": "1"},
     )
     yield started
     stop_server(started)
@@ -417,3 +420,52 @@ def test_a_recheck_sent_as_soon_as_the_checks_failed_is_not_lost(
         delivered = webhooks.distinct_until(pid, len(notes))
         assert [body["kind"] for _, _, body in delivered] == [n["kind"] for n in reversed(notes)]
         assert [body["kind"] for _, _, body in delivered].count("checks_failed") == 2, delivered
+
+
+def test_the_run_author_is_who_signed_in_not_who_the_client_claims(
+    server: LiveServer, team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engineer who also approves logs a run through Calabi's ``/mlflow`` claiming ``mlflow.user`` =
+    someone else (at create, then with set-tag, delete-tag and log-batch): the run's author is still them,
+    verified by Calabi, so they cannot sign off the promotion of the model registered from it."""
+    from mlflow.entities import RunTag
+
+    trainer = team.requester  # engineer + approver
+    uri = f"{server.url}/mlflow"
+    use_mlflow(monkeypatch, uri, trainer.token)
+    client = mlflow_client(uri)
+    run_id = client.create_run(client.create_experiment(random_name("forged-author")),
+                               tags={"mlflow.user": "someone-else", "calabi.author": "someone-else"}).info.run_id
+    forgeries = {
+        "set-tag": lambda: client.set_tag(run_id, "mlflow.user", "someone-else"),
+        "delete-tag": lambda: client.delete_tag(run_id, "calabi.author"),
+        "log-batch": lambda: client.log_batch(run_id, tags=[RunTag("calabi.author", "someone-else")]),
+    }
+    for what, forge in forgeries.items():
+        with pytest.raises(RestException) as refused:
+            forge()
+        assert refused.value.error_code == "PERMISSION_DENIED", what
+    client.log_artifacts(run_id, str(server.artifact()), "model")
+    client.set_terminated(run_id)
+    run = client.get_run(run_id)
+    assert (run.info.user_id, run.data.tags["mlflow.user"], run.data.tags["calabi.author"]) == (trainer.name,) * 3
+    name = random_name("churn")
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+
+    requester = server.client(server.create_user(random_name("requester"), "engineer"))
+    pid = ok(requester.post("/api/v1/promotions", json={
+        "model": name, "version": 1, "target_stage": "Staging", "justification": "who trained it?"}), 201)["id"]
+    deadline = time.monotonic() + PROMOTION_TIMEOUT_S
+    while not (promotion := ok(requester.get(f"/api/v1/promotions/{pid}"))["promotion"])["run_author"]:
+        assert time.monotonic() < deadline, f"no run author recorded: {promotion}"
+        time.sleep(POLL_S)  # polling a condition with a deadline
+    assert (promotion["run_author"], promotion["run_author_source"]) == (trainer.name, "calabi")
+    with server.client(trainer.token) as signer:
+        message = denied(signer.post(f"/api/v1/promotions/{pid}/sign-off", json={"comment": "mine, but fine"}))
+    assert "author of the candidate's training run" in message
+
+    # A decision is answered once recorded: a read right after the cancellation shows it.
+    assert ok(requester.post(f"/api/v1/promotions/{pid}/cancel", json={"reason": "forged"}))["status"] == "cancelled"
+    assert ok(requester.get(f"/api/v1/promotions/{pid}"))["promotion"]["status"] == "cancelled"
+    requester.close()

@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.promotion import run_author
 from calabi.api.app import create_app
+from policies.run_authorship import AuthorSource, RunAuthor
 from policies.status import PromotionStatus
 from registry_store.artifacts.tracking_client import TrackingClient
 from registry_store.audit import Actor
@@ -127,6 +128,7 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
 
     read = h.read(p_high)
     assert (read.risk_tier, read.run_author, read.required_approvals) == ("high", trainer.name, 2)
+    assert (read.run_author_source, h.read(p_churn).run_author_source) == ("client", "registration")
     assert read.sign_off is not None and [q["group"] for q in read.sign_off["from"]] == [CHURN, RISK]
     assert (h.read(p_churn).risk_tier, h.read(p_churn).run_author) == (None, h.requester.name)  # no run: registrant
     viewer = user(h, f"viewer-{secrets.token_hex(3)}", "viewer")
@@ -134,7 +136,8 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
     desk = (await tracked_api.get("/ui/promotions")).text
     assert re.search(rf'{high} v2 → Production</a>.*?<td class="risk-tier"><span class="chip">high</span>', desk, re.S)
     page = (await tracked_api.get(f"/ui/promotions/{p_high.id}")).text
-    assert '<dd id="risk-tier"><span class="chip">high</span></dd>' in page and trainer.name in page
+    assert '<dd id="risk-tier"><span class="chip">high</span></dd>' in page
+    assert f'<dd id="run-author">{trainer.name} <span class="muted">(claimed by the client)</span>' in page
 
     # The run's author is refused by the registry and by the workflow's own validator.
     error = await refused(h, trainer, p_high)
@@ -161,13 +164,14 @@ async def test_run_author_refused_and_a_high_tier_model_needs_two_groups(
 
 
 def test_run_author_comes_from_the_tracking_server_else_the_registrant(tracking_server: TrackingServer) -> None:
-    """The run's ``mlflow.user``; a run the server does not know: the registrant; a server that is down: an
-    error the activity retries (never "no author")."""
+    """The run's ``mlflow.user`` (claimed by the client: logged straight to the tracking server); a run the server
+    does not know: the registrant; a server that is down: an error the activity retries (never "no author")."""
     run_id = training_run(tracking_server.url, "Erin")
     known = ModelVersion.model_construct(run_id=run_id, user_id="registrant")
     unknown = ModelVersion.model_construct(run_id="0" * 32, user_id="registrant")
     with TrackingClient(tracking_server.url) as tracking:
-        assert (run_author(known, tracking), run_author(unknown, tracking)) == ("Erin", "registrant")
-    assert run_author(known, None) == "registrant"  # no tracking server configured
+        assert run_author(known, tracking) == RunAuthor(name="Erin", source=AuthorSource.CLIENT)
+        assert run_author(unknown, tracking) == RunAuthor(name="registrant", source=AuthorSource.REGISTRATION)
+    assert run_author(known, None).name == "registrant"  # no tracking server configured
     with TrackingClient(f"http://127.0.0.1:{free_port()}", timeout=5) as down, pytest.raises(UnavailableError):
         run_author(known, down)

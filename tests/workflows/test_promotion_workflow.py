@@ -65,19 +65,19 @@ def as_decision(actor: Any, comment: str = "") -> Decision:
     return Decision(user=actor.name, roles=sorted(actor.roles), comment=comment)
 
 
-async def pending_activity(h: Harness, promotion: Promotion, activity_type: str | None) -> None:
-    """Wait (bounded) until the workflow's only pending activity is a started ``activity_type`` (None: none)."""
+async def pending_activity(h: Harness, promotion: Promotion, *activity_types: str | None) -> None:
+    """Wait (bounded) until the workflow's pending activities are exactly ``activity_types``, each started
+    (None: none pending)."""
     handle = h.handle(promotion)
+    wanted = sorted((name, PendingActivityState.PENDING_ACTIVITY_STATE_STARTED) for name in activity_types if name)
     deadline = time.monotonic() + WAIT_S
     while True:
         pending = (await handle.describe()).raw_description.pending_activities
-        names = [(p.activity_type.name, p.state) for p in pending]
-        if activity_type is None and not names:
-            return
-        if names == [(activity_type, PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)]:
+        names = sorted((p.activity_type.name, p.state) for p in pending)
+        if names == wanted:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"pending activities {names}, not a started {activity_type!r}, after {WAIT_S} s")
+            pytest.fail(f"pending activities {names}, not the started {activity_types!r}, after {WAIT_S} s")
         await asyncio.sleep(POLL_S)  # polling a condition with a deadline
 
 
@@ -267,9 +267,12 @@ async def sign_off_during_reminder(h: Harness) -> tuple[str, Promotion]:
     with write_lock(h) as release:
         skipping = asyncio.create_task(h.skip(rule.reminder_every + rule.reminder_every / 2))
         await pending_activity(h, promotion, "notify")  # the reminder, blocked on the lock
-        signed = await h.decide(h.approver, promotion, "sign_off", "signed while reminded")
-        assert signed.reminders_sent == 1 and [a.user for a in signed.approvals] == [h.approver.name]
+        # The sign-off is answered once recorded (patch decisions-recorded): its record waits for the lock too.
+        deciding = asyncio.create_task(h.decide(h.approver, promotion, "sign_off", "signed while reminded"))
+        await pending_activity(h, promotion, "notify", "record_sign_off")
         release()
+        signed = await deciding
+        assert signed.reminders_sent == 1 and [a.user for a in signed.approvals] == [h.approver.name]
         await skipping
     return model, promotion
 

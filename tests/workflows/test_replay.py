@@ -5,7 +5,8 @@ of the happy path, the expiry path, the checks-failed-then-recheck path, (since 
 ``evidence-binding`` patch) the evidence-changed-under-a-sign-off path, (since the ``check-error``
 patch) a check that could not run, paused in check_error and re-checked, (``happy_path_heavy_queue``,
 since the ``heavy-queue`` patch) the happy path with the model evidence step on the heavy queue, and (since
-the ``group-quorum`` patch) a quorum of two groups filled by a churn lead and someone in both groups. A change to
+the ``group-quorum`` patch) a quorum of two groups filled by a churn lead and someone in both groups, and (since
+the ``decisions-recorded`` patch) a sign-off and a cancellation each answered once recorded. A change to
 the workflow that would break promotions already running in production (different
 commands in a different order without ``workflow.patched``) fails ``test_stored_history_replays``.
 
@@ -117,8 +118,33 @@ async def group_quorum(h: Harness) -> WorkflowHistory:
     return await h.handle(promotion).fetch_history()
 
 
+async def decisions_recorded(h: Harness) -> WorkflowHistory:
+    """Decisions answered once recorded (patch ``decisions-recorded``): a read right after each one shows it.
+
+    A rejection of one promotion; then a sign-off (of two needed) and a cancellation of another, whose history this is.
+    """
+    rejected = await h.request(model=h.register())
+    await h.wait_for(rejected, S.AWAITING_SIGN_OFF)
+    await h.decide(h.approver, rejected, "reject", "not this quarter")
+    assert h.read(rejected).status == S.REJECTED
+    model = f"churn-{secrets.token_hex(4)}"
+    h.override(model, TWO_GROUPS)
+    h.register(model)
+    promotion = await h.request(model=model)
+    await h.wait_for(promotion, S.AWAITING_SIGN_OFF)
+    lead = approver(h, "churn-lead", "churn-leads")
+    await h.decide(lead, promotion, "sign_off")
+    assert [a["user"] for a in h.read(promotion).approvals] == [lead.name]
+    await h.decide(h.requester, promotion, "cancel", "wrong candidate")
+    assert h.read(promotion).status == S.CANCELLED
+    assert (await h.outcome(promotion)).status == S.CANCELLED
+    assert [a["user"] for a in h.read(promotion).approvals] == [lead.name]
+    return await h.handle(promotion).fetch_history()
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHistory]]] = {
     "check_error": check_error,
+    "decisions_recorded": decisions_recorded,
     "group_quorum": group_quorum,
     "evidence_changed": evidence_changed,
     "happy_path": happy_path,
