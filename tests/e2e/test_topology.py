@@ -178,8 +178,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
     ServerKey(key).derive("tokens")  # created once, as the first `calabi serve` would; every process gets a copy
     temporal_port = free_port()
     dev_server = start_dev_server(root / "temporal", port=temporal_port)
+    database = postgres_server.create_database("calabi_topology")
     shared = {
-        "CALABI_DATABASE_URL": postgres_server.create_database("calabi_topology"),
+        "CALABI_DATABASE_URL": database,
         "CALABI_DATABASE_POOL_SIZE": "4",
         "CALABI_ARTIFACT_ROOT": f"s3://{bucket}/registry",
         "CALABI_S3_ENDPOINT_URL": s3_endpoint,
@@ -199,6 +200,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
         built.close()
         dev_server.kill()
         dev_server.wait(timeout=GROUP_EXIT_S)
+        postgres_server.drop_database(database)
 
 
 # ----------------------------------------------------------------------------------- the load
@@ -315,8 +317,9 @@ class Driver:
         try:
             return call(self._mlflow[index])
         except RestException as exc:
-            if exc.get_http_status_code() >= 500:
-                raise self.load.problem(f"replica {index} answered {exc.get_http_status_code()}: {exc}") from exc
+            status = int(exc.get_http_status_code())  # type: ignore[no-untyped-call]
+            if status >= 500:
+                raise self.load.problem(f"replica {index} answered {status}: {exc}") from exc
             raise
         except MlflowException as exc:
             if isinstance(exc.__context__, requests.exceptions.ConnectionError):
@@ -340,12 +343,7 @@ class Driver:
         self.create_model(model)
         for _ in range(ROUNDS):
             version = self.register(model)
-            self.on_any("stage move", lambda i, v=version: self.mlflow(
-                i, lambda c: c.transition_model_version_stage(model, v, "Staging")))
-            self.load.ack(Write("stage", model, version, "Staging"))
-            self.on_any("alias move", lambda i, v=version: self.mlflow(
-                i, lambda c: c.set_registered_model_alias(model, "candidate", v)))
-            self.load.ack(Write("alias", model, version, "candidate"))
+            self.make_candidate(model, version)
             self.read(model, version)
             promotion = self.request(model, version)
             self.await_status(promotion, "awaiting_sign_off")
@@ -371,6 +369,15 @@ class Driver:
             model, source, tags={"ci.tests_passed": "true"}, description=DESCRIPTION)))
         self.load.ack(Write("version", model, int(created.version), source))
         return int(created.version)
+
+    def make_candidate(self, model: str, version: int) -> None:
+        """Move ``version`` to Staging and the ``candidate`` alias onto it."""
+        self.on_any("stage move", lambda index: self.mlflow(
+            index, lambda c: c.transition_model_version_stage(model, version, "Staging")))
+        self.load.ack(Write("stage", model, version, "Staging"))
+        self.on_any("alias move", lambda index: self.mlflow(
+            index, lambda c: c.set_registered_model_alias(model, "candidate", version)))
+        self.load.ack(Write("alias", model, version, "candidate"))
 
     def read(self, model: str, version: int) -> None:
         """The model as another replica's client sees it: what was acknowledged is there."""
