@@ -214,6 +214,10 @@ class Unreachable(Exception):
         self.cause, self.connect = cause, connect
 
 
+class Unavailable(Exception):
+    """A replica's 503 TEMPORARILY_UNAVAILABLE: Temporal did not answer it within its bound (a client retries)."""
+
+
 @dataclass(frozen=True)
 class Write:
     """An acknowledged write (2xx): what it was and what must be there afterwards."""
@@ -243,6 +247,8 @@ class Load:
     problems: list[str] = field(default_factory=list)
     after_kill: Counter[str] = field(default_factory=Counter)
     """How each call to the killed replica that started after its death failed."""
+    unavailable: Counter[str] = field(default_factory=Counter)
+    """503 answers by call: the replica bounds each Temporal call (``engine.RPC_TIMEOUT``) and says so."""
 
     def ack(self, write: Write) -> None:
         with self.lock:
@@ -262,10 +268,6 @@ class Load:
                 self.after_kill[type(exc.cause).__name__] += 1
                 if not exc.connect:
                     self.problems.append(f"{what} to the killed replica failed as {exc.cause!r}, not to connect")
-
-    def lost_answers(self) -> bool:
-        """Whether an answer may have been lost (a write that took effect, then looks like a conflict on retry)."""
-        return self.kill_started is not None
 
     def kill(self, replica: LiveServer, worker: subprocess.Popen[bytes]) -> None:
         with self.lock:
@@ -292,6 +294,8 @@ class Driver:
     def __init__(self, load: Load, first: int) -> None:
         self.load = load
         self._turn = itertools.count(first)
+        self.uncertain = False
+        """Whether an earlier attempt of the current call may have taken effect (its retry may meet its own write)."""
         self._mlflow = [mlflow_client(replica.url) for replica in load.replicas]
         self._http = {(index, token): httpx.Client(base_url=replica.url, timeout=60,
                                                    headers={"Authorization": f"Bearer {token}"})
@@ -302,15 +306,21 @@ class Driver:
             client.close()
 
     def on_any(self, what: str, send: Callable[[int], T]) -> T:
-        """``send`` to the replica whose turn it is, then to the other one if that one gives no answer."""
-        first = next(self._turn) % 2
-        for index in (first, 1 - first):
-            started = time.monotonic()
+        """``send`` to the replicas in turn until one answers other than with no answer or a 503 (bounded)."""
+        self.uncertain = False
+        deadline = time.monotonic() + STEP_S
+        while time.monotonic() < deadline:
+            index, started = next(self._turn) % 2, time.monotonic()
             try:
                 return send(index)
             except Unreachable as exc:
                 self.load.unreachable(index, started, what, exc)
-        raise self.load.problem(f"{what}: no replica answered")
+            except Unavailable:
+                with self.load.lock:
+                    self.load.unavailable[what] += 1
+                time.sleep(POLL_S)  # a client's pause before it retries a 503
+            self.uncertain = True
+        raise self.load.problem(f"{what}: no replica answered within {STEP_S:.0f} s")
 
     def mlflow(self, index: int, call: Callable[[Any], T]) -> T:
         """``call`` with the ``mlflow`` client of replica ``index``; no answer is ``Unreachable``, a 5xx a problem."""
@@ -318,6 +328,8 @@ class Driver:
             return call(self._mlflow[index])
         except RestException as exc:
             status = int(exc.get_http_status_code())  # type: ignore[no-untyped-call]
+            if status == 503 and exc.error_code == "TEMPORARILY_UNAVAILABLE":
+                raise Unavailable(str(exc)) from exc
             if status >= 500:
                 raise self.load.problem(f"replica {index} answered {status}: {exc}") from exc
             raise
@@ -333,6 +345,8 @@ class Driver:
             response = self._http[(index, token)].request(method, path, json=body)
         except httpx.TransportError as exc:
             raise Unreachable(exc, connect=isinstance(exc, httpx.ConnectError)) from exc
+        if response.status_code == 503 and response.json().get("error_code") == "TEMPORARILY_UNAVAILABLE":
+            raise Unavailable(response.text)
         if response.status_code >= 500:
             raise self.load.problem(f"{method} {path} on replica {index}: {response.status_code} {response.text}")
         return response
@@ -354,8 +368,8 @@ class Driver:
         def send(index: int) -> bool:
             try:
                 self.mlflow(index, lambda c: c.create_registered_model(model, description="topology"))
-            except RestException as exc:  # a lost answer of the killed replica: the model exists
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or not self.load.lost_answers():
+            except RestException as exc:  # an earlier attempt whose answer was lost created it
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or not self.uncertain:
                     raise
                 return False
             return True
@@ -404,7 +418,7 @@ class Driver:
             if response.status_code == 201:
                 return str(response.json()["id"]), True
             if response.status_code == 400 and response.json()["error_code"] == "RESOURCE_ALREADY_EXISTS" \
-                    and self.load.lost_answers():  # the killed replica recorded it: find it
+                    and self.uncertain:  # an earlier attempt recorded it: find it
                 listed = self.http(index, self.load.engineer, "GET", f"/api/v1/promotions?model={model}").json()
                 return next(str(p["id"]) for p in listed["promotions"] if p["version"] == version and p["live"]), False
             raise self.load.problem(f"promotion request on replica {index}: {response.status_code} {response.text}")
@@ -433,8 +447,8 @@ class Driver:
                                  {"comment": "looks good"})
             if response.status_code == 200:
                 return True
-            if response.status_code == 409 and "already signed off" in response.text and self.load.lost_answers():
-                return False  # the killed replica delivered it
+            if response.status_code == 409 and "already signed off" in response.text and self.uncertain:
+                return False  # an earlier attempt delivered it
             raise self.load.problem(f"sign-off on replica {index}: {response.status_code} {response.text}")
 
         if self.on_any("sign-off", send):
