@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MB = 1024 * 1024
-BIG = 32 * MB  # three times the allowed growth: a server that buffered a whole file would fail
+BIG = 64 * MB
 MODEL_FILES = {
     "MLmodel": b"artifact_path: model\nflavors:\n  python_function:\n    loader_module: mlflow.sklearn\n",
     "model.pkl": b"\x80\x04original weights",
