@@ -115,10 +115,13 @@ def _make_private(data_dir: Path) -> None:
             entry.chmod(0o700 if entry.is_dir() else 0o600)
 
 
-def prepare(settings: Settings) -> None:
+def prepare(settings: Settings, *, generated_admin_token: bool = False) -> bool:
     """Ready the data dir once before serving: schema, first admin (``admin_token``), the system webhooks of
     ``webhook_urls``, orphan sweep, and private modes for the data dir and what it holds (also what this call
-    created)."""
+    created).
+
+    True when an admin owns ``admin_token`` (or none is given). ``generated_admin_token``: the token is one
+    ``serve`` generated, stored only if it seeds the first admin (``UserService.ensure_admin``)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
     upgrade_database(settings.resolved_database_url())
@@ -131,13 +134,14 @@ def prepare(settings: Settings) -> None:
             services.registry.artifacts.sweep_orphans(min_age_s=settings.orphan_min_age_s)
         except RegistryError as exc:  # an unreachable S3 store: maintenance never blocks the start
             log.warning("orphan sweep skipped at start-up: %s", exc)
-        if settings.admin_token is not None:
-            services.users.ensure_admin(settings.admin_token.get_secret_value())
+        admin_owns_token = settings.admin_token is None or services.users.ensure_admin(
+            settings.admin_token.get_secret_value(), first_only=generated_admin_token)
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
         services.registry.system_webhooks.ensure(settings.webhook_urls, secret)
     finally:
         services.close()
     _make_private(settings.data_dir)
+    return admin_owns_token
 
 
 def newer_schema(settings: Settings) -> str | None:

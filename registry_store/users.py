@@ -162,15 +162,22 @@ class UserService:
         require_role(actor, "admin", "create users")
         return self._insert_user(actor, name=name, roles=_parse_roles(roles), token=None)
 
-    def ensure_admin(self, token: str, *, name: str = "admin") -> bool:
-        """Make sure an admin user owns ``token`` (seeding the first admin); True if created."""
+    def ensure_admin(self, token: str, *, name: str = "admin", first_only: bool = False) -> bool:
+        """Make sure an admin user owns ``token`` (seeding the first admin); False if it does not.
+
+        ``first_only`` (a token the server generated itself, not one an operator configured): store it only when
+        it creates the first admin, never as one more token of an existing admin. So each replica started
+        without ``CALABI_ADMIN_TOKEN`` does not mint an admin credential of its own.
+        """
         with self._db.read() as session:
             hashes = [self._hasher.digest("", token), legacy_hash(token)]
             if session.exec(orm_select(TokenRow).where(col(TokenRow.token_hash).in_(hashes))).first():
-                return False
+                return True
         try:
             self._insert_user(SYSTEM_ACTOR, name=name, roles=["admin"], token=token)
         except AlreadyExistsError:
+            if first_only:
+                return False
             self.add_token(SYSTEM_ACTOR, name=name, token=token)
         return True
 

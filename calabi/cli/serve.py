@@ -284,11 +284,15 @@ def serve(
                                    "or set CALABI_MLFLOW_TRACKING_URL")
     _refuse_newer_schema(settings)
     token, created = _admin_token(settings)
-    prepare(settings.model_copy(update={"admin_token": SecretStr(token)}))
+    stored = prepare(settings.model_copy(update={"admin_token": SecretStr(token)}), generated_admin_token=created)
     settings = settings.model_copy(update={"admin_token": None,  # the children need no admin token
                                            "public_url": settings.public_url or f"http://{host}:{port}"})
-    if created:
+    if created and stored:
         typer.echo(f"Admin token (shown once, saved to {settings.data_dir / 'admin-token'}): {token}")
+    elif created:  # another replica (or an earlier data dir) seeded the admin: this one mints no credential
+        (settings.data_dir / "admin-token").unlink()
+        typer.echo("An admin already exists in this database: no admin token was made "
+                   "(set CALABI_ADMIN_TOKEN to add one, or use an admin's token).")
     with ExitStack() as stack:
         sock = stack.enter_context(_listen(host, port))
         for signum in (signal.SIGTERM, signal.SIGINT):
