@@ -33,7 +33,7 @@ PROMOTIONS = 2
 
 @pytest.fixture
 def own_postgres() -> Iterator[postgres.PostgresServer]:
-    server = postgres.start_server()
+    server = postgres.start_server(durable=True)  # the stop is a crash: what was committed must survive it
     yield server
     postgres.stop_server(server)
 
