@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+import policies
+from policies.errors import PolicyError
+from policies.loading import declared_tiers
 from registry_store import search
 from registry_store.audit import Actor
 from registry_store.context import MAX_MODEL_RESULTS, ServiceBase
@@ -14,6 +18,7 @@ from registry_store.entities import Page, RegisteredModel
 from registry_store.errors import (
     AlreadyExistsError,
     InvalidParameterError,
+    UnavailableError,
 )
 from registry_store.model_access import EDIT, MANAGE, READ, primary_group_of, visible_models
 from registry_store.promotion_binding import refuse_if_promoting
@@ -135,14 +140,17 @@ class ModelService(ServiceBase):
             )
             return model_view(session, row)
 
-    def set_risk_tier(self, actor: Actor, *, name: object, tier: object, declared: Collection[str]
-                      ) -> RegisteredModel:
-        """Set a model's risk tier to one of the ``declared`` tiers of the policy, or clear it (``tier=None``).
+    def set_risk_tier(self, actor: Actor, *, name: object, tier: object) -> RegisteredModel:
+        """Set a model's risk tier to one the policy declares, or clear it (``tier=None``).
 
         Needs MANAGE on the model (admins have it everywhere). The tier selects the policy's
         ``[tiers.<tier>]`` overlay for the model's next checks; a live promotion's sign-offs bind to the policy
         hash, so a change voids them at the next verify.
         """
+        try:
+            declared = declared_tiers(self.context.policy_dir or Path(policies.__file__).parent)
+        except PolicyError as exc:
+            raise UnavailableError(f"The promotion policy cannot be loaded: {exc}") from exc
         if tier is not None and (not isinstance(tier, str) or tier not in declared):
             names = ", ".join(sorted(declared)) or "none"
             raise InvalidParameterError(f"Unknown risk tier {tier!r}; the policy declares: {names}.")

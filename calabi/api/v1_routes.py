@@ -8,9 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 
 from calabi.api.deps import CurrentActor, ServicesDep
-from policies.errors import PolicyError
 from policies.identity import PRODUCTION
-from policies.loading import declared_tiers
 from registry_store.entities import (
     AuditEvent,
     AuditVerification,
@@ -21,7 +19,6 @@ from registry_store.entities import (
     RegisteredModel,
     User,
 )
-from registry_store.errors import UnavailableError
 from registry_store.personal_tokens import DEFAULT_EXPIRY_DAYS
 
 __all__ = ["v1_router"]
@@ -168,11 +165,7 @@ class RiskTierSet(BaseModel):
 @v1_router.put("/models/{name}/risk-tier", response_model=RegisteredModel)
 def set_risk_tier(services: ServicesDep, actor: CurrentActor, name: str, body: RiskTierSet) -> RegisteredModel:
     """Set or clear a model's risk tier (MANAGE on the model); the tier must be declared by the policy."""
-    try:
-        declared = declared_tiers(services.settings.resolved_policy_dir())
-    except PolicyError as exc:
-        raise UnavailableError(f"The promotion policy cannot be loaded: {exc}") from exc
-    return services.registry.models.set_risk_tier(actor, name=name, tier=body.tier, declared=declared)
+    return services.registry.models.set_risk_tier(actor, name=name, tier=body.tier)
 
 
 @v1_router.delete("/models/{name}", status_code=204)
